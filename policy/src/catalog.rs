@@ -1,0 +1,210 @@
+//! The declared catalog of one connection: which relations exist for sluice, which are protected
+//! by a tenant column, and which columns each exposes. Anything not declared is refused.
+
+use std::collections::HashSet;
+use std::fmt;
+
+use sqlparser::ast::{Ident, ObjectName, ObjectNamePart};
+
+use crate::dialect::{Dialect, ParamStyle};
+use crate::error::{CatalogError, PolicyError};
+
+/// Longest identifier accepted in a declaration.
+const MAX_IDENT_LEN: usize = 128;
+
+/// A declared table name, written exactly as the warehouse stores it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+pub struct TableName {
+    /// Catalog / database / project, when the warehouse has one and it is declared.
+    pub catalog: Option<String>,
+    /// Schema / dataset.
+    pub schema: String,
+    /// Table.
+    pub table: String,
+}
+
+impl fmt::Display for TableName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(c) = &self.catalog {
+            write!(f, "{c}.")?;
+        }
+        write!(f, "{}.{}", self.schema, self.table)
+    }
+}
+
+/// How a declared table may be read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Access {
+    /// Shared reference data: readable by every tenant, no filter.
+    Public,
+    /// Every read is filtered to the caller's tenant on this column.
+    Protected {
+        /// The column holding the tenant id.
+        tenant_column: String,
+    },
+}
+
+/// One declared table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableRule {
+    /// Its name in the warehouse.
+    pub name: TableName,
+    /// Public or protected.
+    pub access: Access,
+    /// The columns sluice exposes, in the table's order. Undeclared columns are never read.
+    pub columns: Vec<String>,
+}
+
+/// The declared catalog of one connection.
+#[derive(Debug, Clone)]
+pub struct Catalog {
+    dialect: Dialect,
+    param_style: ParamStyle,
+    default_catalog: Option<String>,
+    default_schema: String,
+    tables: Vec<TableRule>,
+}
+
+/// A relation name resolved against the catalog.
+pub(crate) enum Resolved<'a> {
+    Table(&'a TableRule),
+}
+
+fn check_ident(name: &str) -> Result<(), CatalogError> {
+    if name.is_empty() {
+        return Err(CatalogError::InvalidIdentifier(name.into(), "empty"));
+    }
+    if name.len() > MAX_IDENT_LEN {
+        return Err(CatalogError::InvalidIdentifier(name.into(), "longer than 128 bytes"));
+    }
+    if name.chars().any(|c| c.is_control() || c == '"' || c == '`') {
+        return Err(CatalogError::InvalidIdentifier(
+            name.into(),
+            "control characters and quote characters are not allowed",
+        ));
+    }
+    Ok(())
+}
+
+impl Catalog {
+    /// Builds and validates a catalog.
+    pub fn new(
+        dialect: Dialect,
+        param_style: ParamStyle,
+        default_catalog: Option<String>,
+        default_schema: String,
+        tables: Vec<TableRule>,
+    ) -> Result<Self, CatalogError> {
+        check_ident(&default_schema)?;
+        if let Some(c) = &default_catalog {
+            check_ident(c)?;
+        }
+        let mut seen = HashSet::new();
+        for t in &tables {
+            if let Some(c) = &t.name.catalog {
+                check_ident(c)?;
+            }
+            check_ident(&t.name.schema)?;
+            check_ident(&t.name.table)?;
+            let key = (
+                t.name.catalog.as_deref().map(|c| dialect.normalize_declared(c)),
+                dialect.normalize_declared(&t.name.schema),
+                dialect.normalize_declared(&t.name.table),
+            );
+            if !seen.insert(key) {
+                return Err(CatalogError::DuplicateTable(t.name.to_string()));
+            }
+            if t.columns.is_empty() {
+                return Err(CatalogError::NoColumns(t.name.to_string()));
+            }
+            let mut cols = HashSet::new();
+            for c in &t.columns {
+                check_ident(c)?;
+                if !cols.insert(dialect.normalize_declared(c)) {
+                    return Err(CatalogError::DuplicateColumn(t.name.to_string(), c.clone()));
+                }
+            }
+            if let Access::Protected { tenant_column } = &t.access
+                && !t.columns.iter().any(|c| c == tenant_column)
+            {
+                return Err(CatalogError::TenantColumnNotDeclared(
+                    t.name.to_string(),
+                    tenant_column.clone(),
+                ));
+            }
+        }
+        Ok(Catalog { dialect, param_style, default_catalog, default_schema, tables })
+    }
+
+    /// The dialect of this connection.
+    pub fn dialect(&self) -> Dialect {
+        self.dialect
+    }
+
+    /// How tenant values are bound.
+    pub fn param_style(&self) -> ParamStyle {
+        self.param_style
+    }
+
+    /// The declared tables.
+    pub fn tables(&self) -> &[TableRule] {
+        &self.tables
+    }
+
+    /// The catalog part sluice emits for a table (declared, or the connection default).
+    pub(crate) fn emitted_catalog<'a>(&'a self, rule: &'a TableRule) -> Option<&'a str> {
+        rule.name.catalog.as_deref().or(self.default_catalog.as_deref())
+    }
+
+    /// Resolves a relation name exactly as the warehouse would: case folding per dialect,
+    /// default catalog and schema. Unknown names are refused.
+    pub(crate) fn resolve(&self, name: &ObjectName) -> Result<Resolved<'_>, PolicyError> {
+        let mut parts: Vec<&Ident> = Vec::with_capacity(name.0.len());
+        for part in &name.0 {
+            match part {
+                ObjectNamePart::Identifier(i) => parts.push(i),
+                ObjectNamePart::Function(_) => {
+                    return Err(PolicyError::Unsupported("a computed relation name".into()));
+                }
+            }
+        }
+        let d = self.dialect;
+        let (catalog, schema, table) = match parts.as_slice() {
+            [t] => (None, self.default_schema.clone(), d.normalize(t)),
+            [s, t] => (None, d.normalize(s), d.normalize(t)),
+            [c, s, t] => (Some(d.normalize(c)), d.normalize(s), d.normalize(t)),
+            _ => return Err(PolicyError::UnknownRelation(name.to_string())),
+        };
+        let default_schema = d.normalize_declared(&self.default_schema);
+        let schema = if parts.len() == 1 { default_schema } else { schema };
+        for rule in &self.tables {
+            if d.normalize_declared(&rule.name.schema) != schema
+                || d.normalize_declared(&rule.name.table) != table
+            {
+                continue;
+            }
+            if let Some(c) = &catalog {
+                match self.emitted_catalog(rule) {
+                    Some(declared) if &d.normalize_declared(declared) == c => {}
+                    _ => continue,
+                }
+            }
+            return Ok(Resolved::Table(rule));
+        }
+        Err(PolicyError::UnknownRelation(name.to_string()))
+    }
+
+    /// Looks a rule up by its exact emitted (quoted) name parts; used by the verifier, which
+    /// only ever sees names sluice itself emitted.
+    pub(crate) fn by_emitted_name(&self, parts: &[String]) -> Option<&TableRule> {
+        self.tables.iter().find(|rule| {
+            let mut expect: Vec<&str> = Vec::with_capacity(3);
+            if let Some(c) = self.emitted_catalog(rule) {
+                expect.push(c);
+            }
+            expect.push(&rule.name.schema);
+            expect.push(&rule.name.table);
+            expect.len() == parts.len() && expect.iter().zip(parts).all(|(a, b)| *a == b)
+        })
+    }
+}

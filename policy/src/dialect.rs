@@ -1,0 +1,104 @@
+//! SQL dialects: how each warehouse parses, folds identifiers, quotes, and binds parameters.
+
+use sqlparser::ast::Ident;
+use sqlparser::dialect::{
+    BigQueryDialect, DatabricksDialect, Dialect as SqlparserDialect, PostgreSqlDialect,
+    SnowflakeDialect,
+};
+
+/// The SQL dialect of a connection's warehouse.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Dialect {
+    /// PostgreSQL: unquoted identifiers fold to lower case.
+    Postgres,
+    /// The embedded DataFusion engine, configured with the PostgreSQL parser dialect:
+    /// unquoted identifiers fold to lower case.
+    DataFusion,
+    /// Snowflake: unquoted identifiers fold to upper case.
+    Snowflake,
+    /// BigQuery: dataset and table names are case-sensitive, quoted with backticks.
+    BigQuery,
+    /// Databricks: identifiers are case-insensitive, quoted with backticks.
+    Databricks,
+}
+
+/// How the tenant value travels to the warehouse.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ParamStyle {
+    /// `$1` (PostgreSQL, DataFusion).
+    DollarNumbered,
+    /// `:1` positional bindings (Snowflake SQL API).
+    ColonNumbered,
+    /// `@tenant` named parameters (BigQuery).
+    AtNamed,
+    /// `:tenant` named parameters (Databricks).
+    ColonNamed,
+    /// No bind parameters: a string literal built through the AST from a validated value.
+    InlineLiteral,
+}
+
+/// Name of the tenant parameter for named parameter styles.
+pub const TENANT_PARAM_NAME: &str = "sluice_tenant";
+
+impl Dialect {
+    /// The sqlparser dialect used to parse (and therefore to verify) this warehouse's SQL.
+    pub(crate) fn parser_dialect(self) -> Box<dyn SqlparserDialect> {
+        match self {
+            Dialect::Postgres | Dialect::DataFusion => Box::new(PostgreSqlDialect {}),
+            Dialect::Snowflake => Box::new(SnowflakeDialect {}),
+            Dialect::BigQuery => Box::new(BigQueryDialect {}),
+            Dialect::Databricks => Box::new(DatabricksDialect {}),
+        }
+    }
+
+    /// The quote character for identifiers sluice emits.
+    pub(crate) fn quote(self) -> char {
+        match self {
+            Dialect::Postgres | Dialect::DataFusion | Dialect::Snowflake => '"',
+            Dialect::BigQuery | Dialect::Databricks => '`',
+        }
+    }
+
+    /// The name the warehouse resolves `ident` to, in the form used for comparison.
+    /// Declared names are stored in this same form (see [`Dialect::normalize_declared`]).
+    pub fn normalize(self, ident: &Ident) -> String {
+        match (self, ident.quote_style) {
+            (Dialect::Postgres | Dialect::DataFusion, None) => ident.value.to_lowercase(),
+            (Dialect::Snowflake, None) => ident.value.to_uppercase(),
+            (Dialect::Databricks, _) => ident.value.to_lowercase(),
+            _ => ident.value.clone(),
+        }
+    }
+
+    /// The comparison form of a name declared in the configuration, which is written exactly as
+    /// the warehouse stores it.
+    pub fn normalize_declared(self, name: &str) -> String {
+        match self {
+            Dialect::Databricks => name.to_lowercase(),
+            _ => name.to_string(),
+        }
+    }
+
+    /// The default parameter style for this dialect.
+    pub fn default_param_style(self) -> ParamStyle {
+        match self {
+            Dialect::Postgres | Dialect::DataFusion => ParamStyle::DollarNumbered,
+            Dialect::Snowflake => ParamStyle::ColonNumbered,
+            Dialect::BigQuery => ParamStyle::AtNamed,
+            Dialect::Databricks => ParamStyle::ColonNamed,
+        }
+    }
+}
+
+impl ParamStyle {
+    /// The placeholder text for the tenant parameter, or `None` for inline literals.
+    pub(crate) fn placeholder(self) -> Option<String> {
+        match self {
+            ParamStyle::DollarNumbered => Some("$1".to_string()),
+            ParamStyle::ColonNumbered => Some(":1".to_string()),
+            ParamStyle::AtNamed => Some(format!("@{TENANT_PARAM_NAME}")),
+            ParamStyle::ColonNamed => Some(format!(":{TENANT_PARAM_NAME}")),
+            ParamStyle::InlineLiteral => None,
+        }
+    }
+}

@@ -1,0 +1,86 @@
+//! Policy errors. Every refusal has a stable `code` (shown to clients and recorded in the audit
+//! log) and a finer `reason`; messages name the offending construct but never contain data.
+
+/// Why the policy refused a query.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PolicyError {
+    /// The SQL did not parse in the connection's dialect.
+    #[error("SQL parse error: {0}")]
+    Parse(String),
+    /// The request held no statement at all.
+    #[error("the query is empty")]
+    Empty,
+    /// More than one statement was sent.
+    #[error("exactly one statement per request is allowed; found {0}")]
+    MultipleStatements(usize),
+    /// A statement kind other than a read-only query.
+    #[error("{0} statements are not allowed: only read-only SELECT queries run")]
+    StatementNotAllowed(String),
+    /// A relation the catalog does not declare (default deny).
+    #[error("relation {0} is not declared in the policy; undeclared relations cannot be read")]
+    UnknownRelation(String),
+    /// A function not on the dialect's allow-list.
+    #[error("function {0} is not allowed")]
+    FunctionNotAllowed(String),
+    /// A construct the rewriter does not model (default deny).
+    #[error("{0} is not supported by the policy")]
+    Unsupported(String),
+    /// The tenant value of the principal cannot be used safely.
+    #[error("the tenant value of this principal is not acceptable")]
+    InvalidTenant,
+    /// The verifier refused the rewritten SQL: a rewriter bug became a refusal, not a leak.
+    #[error("the rewritten query failed verification: {0}")]
+    Verification(String),
+}
+
+impl PolicyError {
+    /// Stable, client-visible error code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            PolicyError::Parse(_) => "sql_parse_error",
+            PolicyError::Empty => "empty_query",
+            PolicyError::MultipleStatements(_) => "multiple_statements",
+            PolicyError::StatementNotAllowed(_) => "statement_not_allowed",
+            PolicyError::UnknownRelation(_)
+            | PolicyError::FunctionNotAllowed(_)
+            | PolicyError::Unsupported(_)
+            | PolicyError::InvalidTenant
+            | PolicyError::Verification(_) => "policy_denied",
+        }
+    }
+
+    /// Finer-grained reason, fixed cardinality (for metrics and the audit log).
+    pub fn reason(&self) -> &'static str {
+        match self {
+            PolicyError::Parse(_) => "parse_error",
+            PolicyError::Empty => "empty",
+            PolicyError::MultipleStatements(_) => "multiple_statements",
+            PolicyError::StatementNotAllowed(_) => "statement_kind",
+            PolicyError::UnknownRelation(_) => "unknown_relation",
+            PolicyError::FunctionNotAllowed(_) => "function_not_allowed",
+            PolicyError::Unsupported(_) => "unsupported_syntax",
+            PolicyError::InvalidTenant => "invalid_tenant",
+            PolicyError::Verification(_) => "verification_failed",
+        }
+    }
+}
+
+/// Errors in the declared catalog (found when the configuration is loaded).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CatalogError {
+    /// A name that cannot be used as an identifier.
+    #[error("invalid identifier {0:?}: {1}")]
+    InvalidIdentifier(String, &'static str),
+    /// The same table declared twice.
+    #[error("table {0} is declared twice")]
+    DuplicateTable(String),
+    /// A table without columns.
+    #[error("table {0} declares no columns")]
+    NoColumns(String),
+    /// The tenant column is not among the declared columns.
+    #[error("table {0}: tenant column {1:?} is not among its declared columns")]
+    TenantColumnNotDeclared(String, String),
+    /// A column declared twice.
+    #[error("table {0}: column {1:?} is declared twice")]
+    DuplicateColumn(String, String),
+}

@@ -1,0 +1,57 @@
+//! Function allow-lists per dialect. A function not listed here is refused (default deny):
+//! no `dblink`, `pg_read_file`, `query_to_xml`, `set_config`, `pg_sleep`, `SYSTEM$...`,
+//! `EXTERNAL_QUERY`, `read_csv`, nor any schema-qualified function.
+
+use crate::dialect::Dialect;
+
+/// Aggregate, window and scalar functions safe in every supported dialect: pure computations
+/// over their arguments, with no access to other relations, files, the network or session state.
+const COMMON: &[&str] = &[
+    // aggregates
+    "count", "sum", "avg", "min", "max", "stddev", "stddev_pop", "stddev_samp", "variance",
+    "var_pop", "var_samp", "bool_and", "bool_or", "every", "corr", "covar_pop", "covar_samp",
+    "median", "percentile_cont", "percentile_disc", "approx_distinct", "array_agg", "string_agg",
+    "listagg", "any_value",
+    // window
+    "row_number", "rank", "dense_rank", "percent_rank", "cume_dist", "ntile", "lag", "lead",
+    "first_value", "last_value", "nth_value",
+    // conditional
+    "coalesce", "nullif", "greatest", "least", "ifnull", "nvl",
+    // numeric
+    "abs", "ceil", "ceiling", "floor", "round", "trunc", "mod", "power", "pow", "sqrt", "exp",
+    "ln", "log", "log10", "log2", "sign", "div", "random",
+    // strings
+    "lower", "upper", "length", "char_length", "character_length", "octet_length", "trim",
+    "ltrim", "rtrim", "btrim", "substr", "substring", "left", "right", "concat", "concat_ws",
+    "replace", "reverse", "lpad", "rpad", "repeat", "split_part", "strpos", "starts_with",
+    "ends_with", "initcap", "md5", "sha256", "regexp_replace", "regexp_like", "translate",
+    "position", "to_hex",
+    // date and time
+    "now", "current_date", "current_timestamp", "current_time", "localtime", "localtimestamp",
+    "date_trunc", "date_part", "extract", "to_char", "to_date", "to_timestamp", "make_date",
+    "date_add", "date_diff", "datediff", "dateadd",
+    // json
+    "json_extract_path_text", "jsonb_extract_path_text",
+    // casts expressed as functions
+    "cast", "try_cast",
+];
+
+/// Extra functions of specific dialects.
+const DATAFUSION: &[&str] = &["date_bin", "to_timestamp_seconds", "to_timestamp_millis", "arrow_typeof"];
+const SNOWFLAKE: &[&str] = &["iff", "zeroifnull", "nullifzero", "to_varchar", "date_from_parts"];
+const BIGQUERY: &[&str] = &["safe_divide", "format_date", "timestamp_trunc", "countif", "if"];
+const DATABRICKS: &[&str] = &["if", "nvl2", "date_format", "count_if"];
+
+/// Whether `name` (already lower-cased) may be called in `dialect`.
+pub(crate) fn is_allowed(dialect: Dialect, name: &str) -> bool {
+    if COMMON.contains(&name) {
+        return true;
+    }
+    match dialect {
+        Dialect::Postgres => false,
+        Dialect::DataFusion => DATAFUSION.contains(&name),
+        Dialect::Snowflake => SNOWFLAKE.contains(&name),
+        Dialect::BigQuery => BIGQUERY.contains(&name),
+        Dialect::Databricks => DATABRICKS.contains(&name),
+    }
+}

@@ -1,0 +1,874 @@
+//! The rewrite: an explicit, allow-list walk over the AST. Every node kind is matched by name;
+//! whatever is not handled here is refused. Each protected table reference becomes a derived
+//! table selecting only declared columns and carrying the tenant predicate, under the alias the
+//! rest of the query already uses.
+//!
+//! Structs are destructured exhaustively, so a field added by a sqlparser upgrade is a compile
+//! error here rather than a silently ignored clause.
+
+use std::collections::BTreeSet;
+
+use sqlparser::ast::helpers::attached_token::AttachedToken;
+use sqlparser::ast::{
+    BinaryOperator, CaseWhen, Cte, DataType, Distinct, Expr, Fetch, Function,
+    FunctionArg, FunctionArgExpr, FunctionArgumentClause, FunctionArguments, GroupByExpr, Ident,
+    Join, JoinConstraint, JoinOperator, LimitClause, NamedWindowDefinition, NamedWindowExpr,
+    ObjectName, ObjectNamePart, Offset, OrderBy, OrderByExpr, OrderByKind, Query, Select,
+    SelectFlavor, SelectItem, SelectItemQualifiedWildcardKind, SetExpr, Statement, TableAlias,
+    TableFactor, TableWithJoins, UnaryOperator, Value, WildcardAdditionalOptions, WindowFrame,
+    WindowFrameBound, WindowSpec, WindowType, With,
+};
+
+use crate::catalog::{Access, Catalog, Resolved, TableName, TableRule};
+use crate::error::PolicyError;
+use crate::functions;
+
+type R = Result<(), PolicyError>;
+
+/// Longest excerpt of SQL quoted back in an error message.
+const MAX_EXCERPT: usize = 80;
+
+fn unsupported(what: impl Into<String>) -> PolicyError {
+    PolicyError::Unsupported(what.into())
+}
+
+fn excerpt(node: &impl std::fmt::Display) -> String {
+    let s = node.to_string();
+    if s.len() <= MAX_EXCERPT {
+        return s;
+    }
+    let mut end = MAX_EXCERPT;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...", &s[..end])
+}
+
+pub(crate) struct Rewriter<'a> {
+    catalog: &'a Catalog,
+    tenant_expr: Expr,
+    /// Visible CTE names, innermost scope last (normalized as the warehouse compares them).
+    scopes: Vec<Vec<String>>,
+    pub(crate) tables: BTreeSet<TableName>,
+    /// How many protected references were wrapped.
+    pub(crate) wrapped: usize,
+}
+
+impl<'a> Rewriter<'a> {
+    pub(crate) fn new(catalog: &'a Catalog, tenant_expr: Expr) -> Self {
+        Rewriter { catalog, tenant_expr, scopes: Vec::new(), tables: BTreeSet::new(), wrapped: 0 }
+    }
+
+    pub(crate) fn statement(&mut self, stmt: &mut Statement) -> R {
+        match stmt {
+            Statement::Query(q) => self.query(q),
+            other => {
+                let text = other.to_string();
+                let kind = text.split_whitespace().next().unwrap_or("this").to_uppercase();
+                Err(PolicyError::StatementNotAllowed(kind))
+            }
+        }
+    }
+
+    fn is_visible_cte(&self, name: &ObjectName) -> bool {
+        let [ObjectNamePart::Identifier(ident)] = name.0.as_slice() else {
+            return false;
+        };
+        let n = self.catalog.dialect().normalize(ident);
+        self.scopes.iter().any(|s| s.contains(&n))
+    }
+
+    fn query(&mut self, q: &mut Query) -> R {
+        let Query {
+            with,
+            body,
+            order_by,
+            limit_clause,
+            fetch,
+            locks,
+            for_clause,
+            settings,
+            format_clause,
+            pipe_operators,
+        } = q;
+        if !locks.is_empty() {
+            return Err(unsupported("FOR UPDATE / FOR SHARE"));
+        }
+        if for_clause.is_some() {
+            return Err(unsupported("FOR XML / FOR JSON"));
+        }
+        if settings.is_some() || format_clause.is_some() {
+            return Err(unsupported("SETTINGS / FORMAT clauses"));
+        }
+        if !pipe_operators.is_empty() {
+            return Err(unsupported("pipe operators"));
+        }
+        let pushed = match with {
+            Some(with) => {
+                self.with(with)?;
+                true
+            }
+            None => false,
+        };
+        let result = self.query_rest(body, order_by, limit_clause, fetch);
+        if pushed {
+            self.scopes.pop();
+        }
+        result
+    }
+
+    /// Rewrites the CTE bodies, each seeing only what the warehouse lets it see, then pushes the
+    /// scope in which the main query sees all of them.
+    fn with(&mut self, with: &mut With) -> R {
+        let With { with_token: _, recursive, cte_tables } = with;
+        let d = self.catalog.dialect();
+        let names: Vec<String> = cte_tables.iter().map(|c| d.normalize(&c.alias.name)).collect();
+        for (i, n) in names.iter().enumerate() {
+            if names[..i].contains(n) {
+                return Err(unsupported(format!("two CTEs named {n}")));
+            }
+        }
+        for (i, cte) in cte_tables.iter_mut().enumerate() {
+            let Cte { alias: _, query, from, materialized: _, closing_paren_token: _ } = cte;
+            if from.is_some() {
+                return Err(unsupported("CTE FROM clauses"));
+            }
+            // A non-recursive CTE body sees only the siblings before it, never itself.
+            let visible = if *recursive { names.clone() } else { names[..i].to_vec() };
+            self.scopes.push(visible);
+            let result = self.query(query);
+            self.scopes.pop();
+            result?;
+        }
+        self.scopes.push(names);
+        Ok(())
+    }
+
+    fn query_rest(
+        &mut self,
+        body: &mut SetExpr,
+        order_by: &mut Option<OrderBy>,
+        limit_clause: &mut Option<LimitClause>,
+        fetch: &mut Option<Fetch>,
+    ) -> R {
+        self.set_expr(body)?;
+        if let Some(OrderBy { kind, interpolate }) = order_by {
+            if interpolate.is_some() {
+                return Err(unsupported("ORDER BY ... INTERPOLATE"));
+            }
+            match kind {
+                OrderByKind::All(_) => {}
+                OrderByKind::Expressions(exprs) => self.order_by_exprs(exprs)?,
+            }
+        }
+        match limit_clause {
+            None => {}
+            Some(LimitClause::LimitOffset { limit, offset, limit_by }) => {
+                if !limit_by.is_empty() {
+                    return Err(unsupported("LIMIT BY"));
+                }
+                if let Some(l) = limit {
+                    self.expr(l)?;
+                }
+                if let Some(Offset { value, rows: _ }) = offset {
+                    self.expr(value)?;
+                }
+            }
+            Some(LimitClause::OffsetCommaLimit { offset, limit }) => {
+                self.expr(offset)?;
+                self.expr(limit)?;
+            }
+        }
+        if let Some(Fetch { with_ties: _, percent: _, quantity }) = fetch
+            && let Some(q) = quantity
+        {
+            self.expr(q)?;
+        }
+        Ok(())
+    }
+
+    fn set_expr(&mut self, s: &mut SetExpr) -> R {
+        match s {
+            SetExpr::Select(select) => self.select(select),
+            SetExpr::Query(q) => self.query(q),
+            SetExpr::SetOperation { left, op: _, set_quantifier: _, right } => {
+                self.set_expr(left)?;
+                self.set_expr(right)
+            }
+            SetExpr::Values(values) => {
+                for row in &mut values.rows {
+                    for e in &mut row.content {
+                        self.expr(e)?;
+                    }
+                }
+                Ok(())
+            }
+            SetExpr::Insert(_) | SetExpr::Update(_) | SetExpr::Delete(_) | SetExpr::Merge(_) => {
+                Err(PolicyError::StatementNotAllowed("data-modifying".into()))
+            }
+            SetExpr::Table(_) => Err(unsupported("the TABLE statement")),
+        }
+    }
+
+    fn select(&mut self, s: &mut Select) -> R {
+        let Select {
+            select_token: _,
+            optimizer_hints,
+            distinct,
+            select_modifiers,
+            top,
+            top_before_distinct: _,
+            projection,
+            exclude,
+            into,
+            from,
+            lateral_views,
+            prewhere,
+            selection,
+            connect_by,
+            group_by,
+            cluster_by,
+            distribute_by,
+            sort_by,
+            having,
+            named_window,
+            qualify,
+            window_before_qualify: _,
+            value_table_mode,
+            flavor,
+        } = s;
+        if into.is_some() {
+            return Err(unsupported("SELECT INTO"));
+        }
+        if !optimizer_hints.is_empty() || select_modifiers.is_some() {
+            return Err(unsupported("optimizer hints and SELECT modifiers"));
+        }
+        if top.is_some() {
+            return Err(unsupported("SELECT TOP"));
+        }
+        if exclude.is_some() {
+            return Err(unsupported("SELECT ... EXCLUDE"));
+        }
+        if !lateral_views.is_empty() {
+            return Err(unsupported("LATERAL VIEW"));
+        }
+        if prewhere.is_some() || !connect_by.is_empty() {
+            return Err(unsupported("PREWHERE / CONNECT BY"));
+        }
+        if !cluster_by.is_empty() || !distribute_by.is_empty() || !sort_by.is_empty() {
+            return Err(unsupported("CLUSTER BY / DISTRIBUTE BY / SORT BY"));
+        }
+        if value_table_mode.is_some() {
+            return Err(unsupported("SELECT AS STRUCT / VALUE"));
+        }
+        if !matches!(flavor, SelectFlavor::Standard) {
+            return Err(unsupported("FROM-first SELECT"));
+        }
+        for twj in from.iter_mut() {
+            self.table_with_joins(twj)?;
+        }
+        match distinct {
+            None | Some(Distinct::All) | Some(Distinct::Distinct) => {}
+            Some(Distinct::On(exprs)) => self.exprs(exprs)?,
+        }
+        for item in projection.iter_mut() {
+            self.select_item(item)?;
+        }
+        if let Some(e) = selection {
+            self.expr(e)?;
+        }
+        match group_by {
+            GroupByExpr::All(modifiers) | GroupByExpr::Expressions(_, modifiers)
+                if !modifiers.is_empty() =>
+            {
+                return Err(unsupported("GROUP BY modifiers"));
+            }
+            GroupByExpr::All(_) => {}
+            GroupByExpr::Expressions(exprs, _) => self.exprs(exprs)?,
+        }
+        if let Some(e) = having {
+            self.expr(e)?;
+        }
+        for NamedWindowDefinition(_, w) in named_window.iter_mut() {
+            match w {
+                NamedWindowExpr::NamedWindow(_) => {}
+                NamedWindowExpr::WindowSpec(spec) => self.window_spec(spec)?,
+            }
+        }
+        if let Some(e) = qualify {
+            self.expr(e)?;
+        }
+        Ok(())
+    }
+
+    fn select_item(&mut self, item: &mut SelectItem) -> R {
+        match item {
+            SelectItem::UnnamedExpr(e)
+            | SelectItem::ExprWithAlias { expr: e, alias: _ }
+            | SelectItem::ExprWithAliases { expr: e, aliases: _ } => self.expr(e),
+            SelectItem::QualifiedWildcard(kind, opts) => {
+                check_wildcard_options(opts)?;
+                match kind {
+                    SelectItemQualifiedWildcardKind::ObjectName(_) => Ok(()),
+                    SelectItemQualifiedWildcardKind::Expr(e) => self.expr(e),
+                }
+            }
+            SelectItem::Wildcard(opts) => check_wildcard_options(opts),
+        }
+    }
+
+    fn table_with_joins(&mut self, twj: &mut TableWithJoins) -> R {
+        let TableWithJoins { relation, joins } = twj;
+        self.table_factor(relation)?;
+        for Join { relation, global, join_operator } in joins.iter_mut() {
+            if *global {
+                return Err(unsupported("GLOBAL joins"));
+            }
+            self.table_factor(relation)?;
+            let constraint = match join_operator {
+                JoinOperator::Join(c)
+                | JoinOperator::Inner(c)
+                | JoinOperator::Left(c)
+                | JoinOperator::LeftOuter(c)
+                | JoinOperator::Right(c)
+                | JoinOperator::RightOuter(c)
+                | JoinOperator::FullOuter(c)
+                | JoinOperator::CrossJoin(c)
+                | JoinOperator::Semi(c)
+                | JoinOperator::LeftSemi(c)
+                | JoinOperator::RightSemi(c)
+                | JoinOperator::Anti(c)
+                | JoinOperator::LeftAnti(c)
+                | JoinOperator::RightAnti(c) => c,
+                other => return Err(unsupported(format!("the join `{}`", excerpt(&Jo(other))))),
+            };
+            match constraint {
+                JoinConstraint::On(e) => self.expr(e)?,
+                JoinConstraint::Using(_) | JoinConstraint::Natural | JoinConstraint::None => {}
+            }
+        }
+        Ok(())
+    }
+
+    fn table_factor(&mut self, tf: &mut TableFactor) -> R {
+        match tf {
+            TableFactor::Table {
+                name,
+                alias,
+                args,
+                with_hints,
+                version,
+                with_ordinality,
+                partitions,
+                json_path,
+                sample,
+                index_hints,
+            } => {
+                if args.is_some() || *with_ordinality {
+                    return Err(unsupported(format!("the table function {name}")));
+                }
+                if version.is_some() {
+                    return Err(unsupported("time travel (AT / BEFORE / FOR SYSTEM_TIME)"));
+                }
+                if !partitions.is_empty() {
+                    return Err(unsupported("partition selection"));
+                }
+                if !with_hints.is_empty() || !index_hints.is_empty() {
+                    return Err(unsupported("table hints"));
+                }
+                if json_path.is_some() || sample.is_some() {
+                    return Err(unsupported("TABLESAMPLE and JSON paths on tables"));
+                }
+                if self.is_visible_cte(name) {
+                    return Ok(());
+                }
+                let Resolved::Table(rule) = self.catalog.resolve(name)?;
+                self.tables.insert(rule.name.clone());
+                // The rest of the query keeps referring to the same alias (or the bare name).
+                let alias_slot = alias;
+                let mut alias = alias_slot.take().unwrap_or_else(|| TableAlias {
+                    explicit: true,
+                    name: last_ident(name),
+                    columns: vec![],
+                    at: None,
+                });
+                alias.explicit = true;
+                match &rule.access {
+                    Access::Public => {
+                        *name = self.emitted_name(rule);
+                        *alias_slot = Some(alias);
+                    }
+                    Access::Protected { tenant_column } => {
+                        self.wrapped += 1;
+                        *tf = TableFactor::Derived {
+                            lateral: false,
+                            subquery: Box::new(self.wrapper(rule, tenant_column)),
+                            alias: Some(alias),
+                            sample: None,
+                        };
+                    }
+                }
+                Ok(())
+            }
+            TableFactor::Derived { lateral: _, subquery, alias: _, sample } => {
+                if sample.is_some() {
+                    return Err(unsupported("TABLESAMPLE"));
+                }
+                self.query(subquery)
+            }
+            TableFactor::NestedJoin { table_with_joins, alias: _ } => {
+                self.table_with_joins(table_with_joins)
+            }
+            other => Err(unsupported(format!("the table expression `{}`", excerpt(other)))),
+        }
+    }
+
+    fn emitted_name(&self, rule: &TableRule) -> ObjectName {
+        let q = self.catalog.dialect().quote();
+        let mut parts = Vec::with_capacity(3);
+        if let Some(c) = self.catalog.emitted_catalog(rule) {
+            parts.push(Ident::with_quote(q, c));
+        }
+        parts.push(Ident::with_quote(q, rule.name.schema.as_str()));
+        parts.push(Ident::with_quote(q, rule.name.table.as_str()));
+        ObjectName::from(parts)
+    }
+
+    /// `SELECT <declared columns> FROM <table> WHERE <tenant column> = <tenant>`, built as an AST.
+    fn wrapper(&self, rule: &TableRule, tenant_column: &str) -> Query {
+        let q = self.catalog.dialect().quote();
+        let projection = rule
+            .columns
+            .iter()
+            .map(|c| SelectItem::UnnamedExpr(Expr::Identifier(Ident::with_quote(q, c.as_str()))))
+            .collect();
+        let relation = TableFactor::Table {
+            name: self.emitted_name(rule),
+            alias: None,
+            args: None,
+            with_hints: vec![],
+            version: None,
+            with_ordinality: false,
+            partitions: vec![],
+            json_path: None,
+            sample: None,
+            index_hints: vec![],
+        };
+        let selection = Expr::BinaryOp {
+            left: Box::new(Expr::Identifier(Ident::with_quote(q, tenant_column))),
+            op: BinaryOperator::Eq,
+            right: Box::new(self.tenant_expr.clone()),
+        };
+        let select = Select {
+            select_token: AttachedToken::empty(),
+            optimizer_hints: vec![],
+            distinct: None,
+            select_modifiers: None,
+            top: None,
+            top_before_distinct: false,
+            projection,
+            exclude: None,
+            into: None,
+            from: vec![TableWithJoins { relation, joins: vec![] }],
+            lateral_views: vec![],
+            prewhere: None,
+            selection: Some(selection),
+            connect_by: vec![],
+            group_by: GroupByExpr::Expressions(vec![], vec![]),
+            cluster_by: vec![],
+            distribute_by: vec![],
+            sort_by: vec![],
+            having: None,
+            named_window: vec![],
+            qualify: None,
+            window_before_qualify: false,
+            value_table_mode: None,
+            flavor: SelectFlavor::Standard,
+        };
+        Query {
+            with: None,
+            body: Box::new(SetExpr::Select(Box::new(select))),
+            order_by: None,
+            limit_clause: None,
+            fetch: None,
+            locks: vec![],
+            for_clause: None,
+            settings: None,
+            format_clause: None,
+            pipe_operators: vec![],
+        }
+    }
+
+    fn exprs(&mut self, exprs: &mut [Expr]) -> R {
+        exprs.iter_mut().try_for_each(|e| self.expr(e))
+    }
+
+    fn order_by_exprs(&mut self, exprs: &mut [OrderByExpr]) -> R {
+        for OrderByExpr { expr, options: _, with_fill } in exprs.iter_mut() {
+            if with_fill.is_some() {
+                return Err(unsupported("ORDER BY ... WITH FILL"));
+            }
+            self.expr(expr)?;
+        }
+        Ok(())
+    }
+
+    fn window_spec(&mut self, spec: &mut WindowSpec) -> R {
+        let WindowSpec { window_name: _, partition_by, order_by, window_frame } = spec;
+        self.exprs(partition_by)?;
+        self.order_by_exprs(order_by)?;
+        if let Some(WindowFrame { units: _, start_bound, end_bound }) = window_frame {
+            self.frame_bound(start_bound)?;
+            if let Some(b) = end_bound {
+                self.frame_bound(b)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn frame_bound(&mut self, b: &mut WindowFrameBound) -> R {
+        match b {
+            WindowFrameBound::CurrentRow
+            | WindowFrameBound::Preceding(None)
+            | WindowFrameBound::Following(None) => Ok(()),
+            WindowFrameBound::Preceding(Some(e)) | WindowFrameBound::Following(Some(e)) => {
+                self.expr(e)
+            }
+        }
+    }
+
+    fn expr(&mut self, e: &mut Expr) -> R {
+        match e {
+            Expr::Identifier(_) | Expr::CompoundIdentifier(_) => Ok(()),
+            Expr::IsFalse(x)
+            | Expr::IsNotFalse(x)
+            | Expr::IsTrue(x)
+            | Expr::IsNotTrue(x)
+            | Expr::IsNull(x)
+            | Expr::IsNotNull(x)
+            | Expr::IsUnknown(x)
+            | Expr::IsNotUnknown(x)
+            | Expr::Nested(x) => self.expr(x),
+            Expr::IsDistinctFrom(a, b) | Expr::IsNotDistinctFrom(a, b) => {
+                self.expr(a)?;
+                self.expr(b)
+            }
+            Expr::InList { expr, list, negated: _ } => {
+                self.expr(expr)?;
+                self.exprs(list)
+            }
+            Expr::InSubquery { expr, subquery, negated: _ } => {
+                self.expr(expr)?;
+                self.query(subquery)
+            }
+            Expr::Between { expr, negated: _, low, high } => {
+                self.expr(expr)?;
+                self.expr(low)?;
+                self.expr(high)
+            }
+            Expr::BinaryOp { left, op, right } => {
+                check_binary_operator(op)?;
+                self.expr(left)?;
+                self.expr(right)
+            }
+            Expr::Like { negated: _, any: _, expr, pattern, escape_char: _ }
+            | Expr::ILike { negated: _, any: _, expr, pattern, escape_char: _ }
+            | Expr::SimilarTo { negated: _, expr, pattern, escape_char: _ } => {
+                self.expr(expr)?;
+                self.expr(pattern)
+            }
+            Expr::AnyOp { left, compare_op, right, is_some: _ }
+            | Expr::AllOp { left, compare_op, right } => {
+                check_binary_operator(compare_op)?;
+                self.expr(left)?;
+                self.expr(right)
+            }
+            Expr::UnaryOp { op, expr } => match op {
+                UnaryOperator::Plus | UnaryOperator::Minus | UnaryOperator::Not => self.expr(expr),
+                other => Err(unsupported(format!("the unary operator {other}"))),
+            },
+            Expr::Cast { kind: _, expr, data_type, array, format } => {
+                if *array || format.is_some() {
+                    return Err(unsupported("CAST ... FORMAT"));
+                }
+                check_data_type(data_type)?;
+                self.expr(expr)
+            }
+            Expr::AtTimeZone { timestamp, time_zone } => {
+                self.expr(timestamp)?;
+                self.expr(time_zone)
+            }
+            Expr::Extract { field: _, syntax: _, expr }
+            | Expr::Ceil { expr, field: _ }
+            | Expr::Floor { expr, field: _ } => self.expr(expr),
+            Expr::Position { expr, r#in } => {
+                self.expr(expr)?;
+                self.expr(r#in)
+            }
+            Expr::Substring { expr, substring_from, substring_for, special: _, shorthand: _ } => {
+                self.expr(expr)?;
+                if let Some(x) = substring_from {
+                    self.expr(x)?;
+                }
+                if let Some(x) = substring_for {
+                    self.expr(x)?;
+                }
+                Ok(())
+            }
+            Expr::Trim { trim_where: _, trim_what, expr, trim_characters } => {
+                self.expr(expr)?;
+                if let Some(x) = trim_what {
+                    self.expr(x)?;
+                }
+                if let Some(chars) = trim_characters {
+                    self.exprs(chars)?;
+                }
+                Ok(())
+            }
+            Expr::Value(v) => match &v.value {
+                Value::Placeholder(_) => Err(unsupported(
+                    "bind parameters in the query text (sluice binds only the tenant)",
+                )),
+                _ => Ok(()),
+            },
+            Expr::TypedString(ts) => check_data_type(&ts.data_type),
+            Expr::Function(f) => self.function(f),
+            Expr::Case { case_token: _, end_token: _, operand, conditions, else_result } => {
+                if let Some(x) = operand {
+                    self.expr(x)?;
+                }
+                for CaseWhen { condition, result } in conditions.iter_mut() {
+                    self.expr(condition)?;
+                    self.expr(result)?;
+                }
+                if let Some(x) = else_result {
+                    self.expr(x)?;
+                }
+                Ok(())
+            }
+            Expr::Exists { subquery, negated: _ } => self.query(subquery),
+            Expr::Subquery(q) => self.query(q),
+            Expr::GroupingSets(sets) | Expr::Cube(sets) | Expr::Rollup(sets) => {
+                sets.iter_mut().try_for_each(|set| self.exprs(set))
+            }
+            Expr::Tuple(items) => self.exprs(items),
+            Expr::Interval(i) => self.expr(&mut i.value),
+            Expr::Array(a) => self.exprs(&mut a.elem),
+            other => Err(unsupported(format!("the expression `{}`", excerpt(other)))),
+        }
+    }
+
+    fn function(&mut self, f: &mut Function) -> R {
+        let Function {
+            name,
+            uses_odbc_syntax,
+            parameters,
+            args,
+            filter,
+            null_treatment: _,
+            over,
+            within_group,
+        } = f;
+        let [ObjectNamePart::Identifier(ident)] = name.0.as_slice() else {
+            return Err(PolicyError::FunctionNotAllowed(name.to_string()));
+        };
+        let normalized = self.catalog.dialect().normalize(ident).to_lowercase();
+        if *uses_odbc_syntax || !functions::is_allowed(self.catalog.dialect(), &normalized) {
+            return Err(PolicyError::FunctionNotAllowed(name.to_string()));
+        }
+        if !matches!(parameters, FunctionArguments::None) {
+            return Err(unsupported("parametric functions"));
+        }
+        match args {
+            FunctionArguments::None => {}
+            FunctionArguments::Subquery(q) => self.query(q)?,
+            FunctionArguments::List(list) => {
+                for arg in list.args.iter_mut() {
+                    let arg_expr = match arg {
+                        FunctionArg::Unnamed(a) => a,
+                        FunctionArg::Named { name: _, arg: a, operator: _ } => a,
+                        FunctionArg::ExprNamed { name, arg: a, operator: _ } => {
+                            self.expr(name)?;
+                            a
+                        }
+                    };
+                    match arg_expr {
+                        FunctionArgExpr::Expr(e) => self.expr(e)?,
+                        FunctionArgExpr::Wildcard | FunctionArgExpr::QualifiedWildcard(_) => {}
+                        FunctionArgExpr::WildcardWithOptions(opts) => check_wildcard_options(opts)?,
+                    }
+                }
+                for clause in list.clauses.iter_mut() {
+                    match clause {
+                        FunctionArgumentClause::OrderBy(exprs) => self.order_by_exprs(exprs)?,
+                        FunctionArgumentClause::Limit(e) => self.expr(e)?,
+                        FunctionArgumentClause::IgnoreOrRespectNulls(_)
+                        | FunctionArgumentClause::Separator(_) => {}
+                        other => {
+                            return Err(unsupported(format!(
+                                "the function clause `{}`",
+                                excerpt(other)
+                            )));
+                        }
+                    }
+                }
+            }
+        }
+        if let Some(x) = filter {
+            self.expr(x)?;
+        }
+        match over {
+            None | Some(WindowType::NamedWindow(_)) => {}
+            Some(WindowType::WindowSpec(spec)) => self.window_spec(spec)?,
+        }
+        self.order_by_exprs(within_group)
+    }
+}
+
+/// Displays a join operator for error messages.
+struct Jo<'a>(&'a JoinOperator);
+
+impl std::fmt::Display for Jo<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let name = match self.0 {
+            JoinOperator::CrossApply => "CROSS APPLY",
+            JoinOperator::OuterApply => "OUTER APPLY",
+            JoinOperator::AsOf { .. } => "ASOF JOIN",
+            JoinOperator::StraightJoin(_) => "STRAIGHT_JOIN",
+            _ => "join",
+        };
+        f.write_str(name)
+    }
+}
+
+fn last_ident(name: &ObjectName) -> Ident {
+    match name.0.last() {
+        Some(ObjectNamePart::Identifier(i)) => i.clone(),
+        _ => Ident::new("t"),
+    }
+}
+
+fn check_wildcard_options(opts: &WildcardAdditionalOptions) -> R {
+    let WildcardAdditionalOptions {
+        wildcard_token: _,
+        opt_ilike,
+        opt_exclude,
+        opt_except,
+        opt_replace,
+        opt_rename,
+        opt_alias,
+    } = opts;
+    if opt_ilike.is_some()
+        || opt_exclude.is_some()
+        || opt_except.is_some()
+        || opt_replace.is_some()
+        || opt_rename.is_some()
+        || opt_alias.is_some()
+    {
+        return Err(unsupported("wildcard modifiers (EXCEPT / EXCLUDE / REPLACE / RENAME)"));
+    }
+    Ok(())
+}
+
+fn check_binary_operator(op: &BinaryOperator) -> R {
+    use BinaryOperator as B;
+    match op {
+        B::Plus
+        | B::Minus
+        | B::Multiply
+        | B::Divide
+        | B::Modulo
+        | B::StringConcat
+        | B::Gt
+        | B::Lt
+        | B::GtEq
+        | B::LtEq
+        | B::Eq
+        | B::NotEq
+        | B::Spaceship
+        | B::And
+        | B::Or
+        | B::Xor
+        | B::BitwiseOr
+        | B::BitwiseAnd
+        | B::BitwiseXor
+        | B::PGBitwiseXor
+        | B::PGBitwiseShiftLeft
+        | B::PGBitwiseShiftRight
+        | B::PGExp
+        | B::PGRegexMatch
+        | B::PGRegexIMatch
+        | B::PGRegexNotMatch
+        | B::PGRegexNotIMatch
+        | B::PGLikeMatch
+        | B::PGILikeMatch
+        | B::PGNotLikeMatch
+        | B::PGNotILikeMatch
+        | B::PGStartsWith
+        | B::Arrow
+        | B::LongArrow
+        | B::HashArrow
+        | B::HashLongArrow
+        | B::AtArrow
+        | B::ArrowAt
+        | B::Question
+        | B::QuestionAnd
+        | B::QuestionPipe
+        | B::Overlaps => Ok(()),
+        other => Err(unsupported(format!("the operator {other}"))),
+    }
+}
+
+fn check_data_type(t: &DataType) -> R {
+    use DataType as T;
+    match t {
+        T::Character(_)
+        | T::Char(_)
+        | T::CharacterVarying(_)
+        | T::CharVarying(_)
+        | T::Varchar(_)
+        | T::Nvarchar(_)
+        | T::Text
+        | T::String(_)
+        | T::Uuid
+        | T::Bytea
+        | T::Binary(_)
+        | T::Varbinary(_)
+        | T::Bytes(_)
+        | T::Numeric(_)
+        | T::Decimal(_)
+        | T::BigNumeric(_)
+        | T::BigDecimal(_)
+        | T::Dec(_)
+        | T::Float(_)
+        | T::TinyInt(_)
+        | T::SmallInt(_)
+        | T::Int(_)
+        | T::Integer(_)
+        | T::BigInt(_)
+        | T::Int2(_)
+        | T::Int4(_)
+        | T::Int8(_)
+        | T::Int16
+        | T::Int32
+        | T::Int64
+        | T::Float4
+        | T::Float8
+        | T::Float32
+        | T::Float64
+        | T::Real
+        | T::Double(_)
+        | T::DoublePrecision
+        | T::Bool
+        | T::Boolean
+        | T::Date
+        | T::Time(_, _)
+        | T::Datetime(_)
+        | T::Timestamp(_, _)
+        | T::TimestampNtz(_)
+        | T::Interval { .. }
+        | T::JSON
+        | T::JSONB => Ok(()),
+        other => Err(unsupported(format!("the type {other}"))),
+    }
+}

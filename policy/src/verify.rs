@@ -1,0 +1,370 @@
+//! The verifier: re-parses the rewritten SQL and proves, independently of the rewriter's walk,
+//! that every base relation is either public, a CTE in scope, or read through the exact tenant
+//! wrapper, and that nothing outside the allow-lists remains. It walks with sqlparser's generic
+//! visitor, which reaches every node, so a place the rewriter forgot to look is still checked.
+
+use std::collections::HashMap;
+use std::ops::ControlFlow;
+
+use sqlparser::ast::{
+    BinaryOperator, Expr, GroupByExpr, ObjectName, ObjectNamePart, Query, Select, SelectFlavor,
+    SelectItem, SetExpr, Statement, TableFactor, Value, Visit, Visitor,
+};
+use sqlparser::parser::Parser;
+
+use crate::catalog::{Access, Catalog, TableRule};
+use crate::error::PolicyError;
+use crate::functions;
+use crate::{MAX_PARSE_DEPTH, TenantBinding};
+
+/// Verifies rewritten SQL. Returns the refusal reason on failure.
+pub(crate) fn verify(sql: &str, catalog: &Catalog, binding: &TenantBinding) -> Result<(), PolicyError> {
+    let dialect = catalog.dialect().parser_dialect();
+    let statements = Parser::new(&*dialect)
+        .with_recursion_limit(MAX_PARSE_DEPTH)
+        .try_with_sql(sql)
+        .and_then(|mut p| p.parse_statements())
+        .map_err(|e| PolicyError::Verification(format!("rewritten SQL does not parse: {e}")))?;
+    let [statement] = statements.as_slice() else {
+        return Err(PolicyError::Verification("not exactly one statement".into()));
+    };
+    let mut v = Verifier {
+        catalog,
+        binding,
+        scopes: Vec::new(),
+        cte_bodies: HashMap::new(),
+        wrapper: None,
+    };
+    match statement.visit(&mut v) {
+        ControlFlow::Continue(()) => Ok(()),
+        ControlFlow::Break(reason) => Err(PolicyError::Verification(reason)),
+    }
+}
+
+struct Verifier<'a> {
+    catalog: &'a Catalog,
+    binding: &'a TenantBinding,
+    /// Visible CTE names, one entry per query being visited.
+    scopes: Vec<Vec<String>>,
+    /// CTE body address -> the names visible inside that body.
+    cte_bodies: HashMap<usize, Vec<String>>,
+    /// The tenant wrapper currently being visited: (its table factor's address, its rule).
+    wrapper: Option<(usize, &'a TableRule)>,
+}
+
+fn addr<T>(x: &T) -> usize {
+    x as *const T as usize
+}
+
+fn plain_parts(name: &ObjectName) -> Option<Vec<&sqlparser::ast::Ident>> {
+    name.0
+        .iter()
+        .map(|p| match p {
+            ObjectNamePart::Identifier(i) => Some(i),
+            ObjectNamePart::Function(_) => None,
+        })
+        .collect()
+}
+
+impl<'a> Verifier<'a> {
+    /// The declared rule of a relation name exactly as sluice emits it (quoted, fully qualified).
+    fn emitted_rule(&self, name: &ObjectName) -> Option<&'a TableRule> {
+        let parts = plain_parts(name)?;
+        let quote = self.catalog.dialect().quote();
+        if parts.iter().any(|i| i.quote_style != Some(quote)) {
+            return None;
+        }
+        let values: Vec<String> = parts.iter().map(|i| i.value.clone()).collect();
+        self.catalog.by_emitted_name(&values)
+    }
+
+    /// If `q` reads a protected table, checks that it is exactly the tenant wrapper and returns
+    /// its rule; `Ok(None)` for any other derived table.
+    fn wrapper_rule(&self, q: &Query) -> Result<Option<&'a TableRule>, String> {
+        let SetExpr::Select(select) = q.body.as_ref() else {
+            return Ok(None);
+        };
+        let [twj] = select.from.as_slice() else {
+            return Ok(None);
+        };
+        let TableFactor::Table { name, .. } = &twj.relation else {
+            return Ok(None);
+        };
+        let Some(rule) = self.emitted_rule(name) else {
+            return Ok(None);
+        };
+        let Access::Protected { tenant_column } = &rule.access else {
+            return Ok(None);
+        };
+        let bad = |what: &str| Err(format!("protected table {} read with {what}", rule.name));
+        let Query {
+            with,
+            body: _,
+            order_by,
+            limit_clause,
+            fetch,
+            locks,
+            for_clause,
+            settings,
+            format_clause,
+            pipe_operators,
+        } = q;
+        if with.is_some()
+            || order_by.is_some()
+            || limit_clause.is_some()
+            || fetch.is_some()
+            || !locks.is_empty()
+            || for_clause.is_some()
+            || settings.is_some()
+            || format_clause.is_some()
+            || !pipe_operators.is_empty()
+        {
+            return bad("extra query clauses in its wrapper");
+        }
+        if !select_is_plain(select) || !twj.joins.is_empty() {
+            return bad("extra clauses in its wrapper");
+        }
+        if let TableFactor::Table {
+            name: _,
+            alias: None,
+            args: None,
+            with_hints,
+            version: None,
+            with_ordinality: false,
+            partitions,
+            json_path: None,
+            sample: None,
+            index_hints,
+        } = &twj.relation
+            && with_hints.is_empty()
+            && partitions.is_empty()
+            && index_hints.is_empty()
+        {
+        } else {
+            return bad("modifiers on the table");
+        }
+        let quote = self.catalog.dialect().quote();
+        for item in &select.projection {
+            match item {
+                SelectItem::UnnamedExpr(Expr::Identifier(i))
+                    if i.quote_style == Some(quote) && rule.columns.contains(&i.value) => {}
+                _ => return bad("a projection other than its declared columns"),
+            }
+        }
+        let Some(Expr::BinaryOp { left, op: BinaryOperator::Eq, right }) = &select.selection
+        else {
+            return bad("no tenant predicate");
+        };
+        match left.as_ref() {
+            Expr::Identifier(i) if i.quote_style == Some(quote) && &i.value == tenant_column => {}
+            _ => return bad("a predicate on the wrong column"),
+        }
+        let tenant_ok = match (right.as_ref(), self.binding) {
+            (Expr::Value(v), TenantBinding::Placeholder { text, .. }) => {
+                matches!(&v.value, Value::Placeholder(p) if p == text)
+            }
+            (Expr::Value(v), TenantBinding::Literal(tenant)) => {
+                matches!(&v.value, Value::SingleQuotedString(s) if s == tenant)
+            }
+            _ => false,
+        };
+        if !tenant_ok {
+            return bad("a predicate that is not the caller's tenant");
+        }
+        Ok(Some(rule))
+    }
+}
+
+fn select_is_plain(s: &Select) -> bool {
+    let Select {
+        select_token: _,
+        optimizer_hints,
+        distinct,
+        select_modifiers,
+        top,
+        top_before_distinct: _,
+        projection: _,
+        exclude,
+        into,
+        from: _,
+        lateral_views,
+        prewhere,
+        selection: _,
+        connect_by,
+        group_by,
+        cluster_by,
+        distribute_by,
+        sort_by,
+        having,
+        named_window,
+        qualify,
+        window_before_qualify: _,
+        value_table_mode,
+        flavor,
+    } = s;
+    optimizer_hints.is_empty()
+        && distinct.is_none()
+        && select_modifiers.is_none()
+        && top.is_none()
+        && exclude.is_none()
+        && into.is_none()
+        && lateral_views.is_empty()
+        && prewhere.is_none()
+        && connect_by.is_empty()
+        && matches!(group_by, GroupByExpr::Expressions(e, m) if e.is_empty() && m.is_empty())
+        && cluster_by.is_empty()
+        && distribute_by.is_empty()
+        && sort_by.is_empty()
+        && having.is_none()
+        && named_window.is_empty()
+        && qualify.is_none()
+        && value_table_mode.is_none()
+        && matches!(flavor, SelectFlavor::Standard)
+}
+
+fn body_is_read_only(s: &SetExpr) -> bool {
+    match s {
+        SetExpr::Select(_) | SetExpr::Query(_) | SetExpr::Values(_) => true,
+        SetExpr::SetOperation { left, right, .. } => {
+            body_is_read_only(left) && body_is_read_only(right)
+        }
+        SetExpr::Insert(_)
+        | SetExpr::Update(_)
+        | SetExpr::Delete(_)
+        | SetExpr::Merge(_)
+        | SetExpr::Table(_) => false,
+    }
+}
+
+impl Visitor for Verifier<'_> {
+    type Break = String;
+
+    fn pre_visit_statement(&mut self, s: &Statement) -> ControlFlow<String> {
+        match s {
+            Statement::Query(_) => ControlFlow::Continue(()),
+            _ => ControlFlow::Break("not a query".into()),
+        }
+    }
+
+    fn pre_visit_query(&mut self, q: &Query) -> ControlFlow<String> {
+        if !q.locks.is_empty()
+            || q.for_clause.is_some()
+            || q.settings.is_some()
+            || q.format_clause.is_some()
+            || !q.pipe_operators.is_empty()
+        {
+            return ControlFlow::Break("a query clause outside the allow-list".into());
+        }
+        if !body_is_read_only(&q.body) {
+            return ControlFlow::Break("a data-modifying statement".into());
+        }
+        let outer = match self.cte_bodies.remove(&addr(q)) {
+            Some(visible) => visible,
+            None => self.scopes.last().cloned().unwrap_or_default(),
+        };
+        let mut inner = outer.clone();
+        if let Some(with) = &q.with {
+            let d = self.catalog.dialect();
+            let names: Vec<String> =
+                with.cte_tables.iter().map(|c| d.normalize(&c.alias.name)).collect();
+            for (i, cte) in with.cte_tables.iter().enumerate() {
+                let mut visible = outer.clone();
+                visible.extend_from_slice(if with.recursive { &names } else { &names[..i] });
+                self.cte_bodies.insert(addr(cte.query.as_ref()), visible);
+            }
+            inner.extend(names);
+        }
+        self.scopes.push(inner);
+        ControlFlow::Continue(())
+    }
+
+    fn post_visit_query(&mut self, _q: &Query) -> ControlFlow<String> {
+        self.scopes.pop();
+        ControlFlow::Continue(())
+    }
+
+    fn pre_visit_select(&mut self, s: &Select) -> ControlFlow<String> {
+        if s.into.is_some() || !s.lateral_views.is_empty() || s.top.is_some() {
+            return ControlFlow::Break("a SELECT clause outside the allow-list".into());
+        }
+        ControlFlow::Continue(())
+    }
+
+    fn pre_visit_table_factor(&mut self, tf: &TableFactor) -> ControlFlow<String> {
+        match tf {
+            TableFactor::Table { args, version, partitions, with_ordinality, .. } => {
+                if args.is_some() || version.is_some() || !partitions.is_empty() || *with_ordinality
+                {
+                    return ControlFlow::Break("a table function or time travel".into());
+                }
+            }
+            TableFactor::Derived { subquery, .. } => match self.wrapper_rule(subquery) {
+                Err(reason) => return ControlFlow::Break(reason),
+                Ok(Some(rule)) => {
+                    if self.wrapper.is_some() {
+                        return ControlFlow::Break("nested tenant wrappers".into());
+                    }
+                    self.wrapper = Some((addr(tf), rule));
+                }
+                Ok(None) => {}
+            },
+            TableFactor::NestedJoin { .. } => {}
+            _ => return ControlFlow::Break("a table expression outside the allow-list".into()),
+        }
+        ControlFlow::Continue(())
+    }
+
+    fn post_visit_table_factor(&mut self, tf: &TableFactor) -> ControlFlow<String> {
+        if matches!(self.wrapper, Some((a, _)) if a == addr(tf)) {
+            self.wrapper = None;
+        }
+        ControlFlow::Continue(())
+    }
+
+    fn pre_visit_relation(&mut self, name: &ObjectName) -> ControlFlow<String> {
+        if let Some((_, rule)) = self.wrapper {
+            // Inside a wrapper the only relation is the wrapped table (checked by shape).
+            return match self.emitted_rule(name) {
+                Some(r) if std::ptr::eq(r, rule) => ControlFlow::Continue(()),
+                _ => ControlFlow::Break(format!("unexpected relation {name} in a wrapper")),
+            };
+        }
+        if let Some([ident]) = plain_parts(name).as_deref() {
+            let n = self.catalog.dialect().normalize(ident);
+            if self.scopes.last().is_some_and(|s| s.contains(&n)) {
+                return ControlFlow::Continue(());
+            }
+        }
+        match self.emitted_rule(name) {
+            Some(TableRule { access: Access::Public, .. }) => ControlFlow::Continue(()),
+            Some(rule) => ControlFlow::Break(format!(
+                "protected table {} read without its tenant filter",
+                rule.name
+            )),
+            None => ControlFlow::Break(format!("undeclared relation {name}")),
+        }
+    }
+
+    fn pre_visit_expr(&mut self, e: &Expr) -> ControlFlow<String> {
+        match e {
+            Expr::Value(v) if matches!(v.value, Value::Placeholder(_)) && self.wrapper.is_none() => {
+                ControlFlow::Break("a bind parameter outside a tenant wrapper".into())
+            }
+            Expr::Function(f) => {
+                let allowed = match f.name.0.as_slice() {
+                    [ObjectNamePart::Identifier(i)] => functions::is_allowed(
+                        self.catalog.dialect(),
+                        &self.catalog.dialect().normalize(i).to_lowercase(),
+                    ),
+                    _ => false,
+                };
+                if allowed {
+                    ControlFlow::Continue(())
+                } else {
+                    ControlFlow::Break(format!("function {} is not allowed", f.name))
+                }
+            }
+            _ => ControlFlow::Continue(()),
+        }
+    }
+}
