@@ -1,1 +1,72 @@
+//! sluice-connectors: the [`Connector`] trait and one module per warehouse.
+//!
+//! Connectors know warehouses, not who may see what: they receive SQL that the policy already
+//! rewrote and verified, with its bind parameters, and stream Arrow record batches back.
 
+pub mod embedded;
+mod error;
+
+use arrow::datatypes::SchemaRef;
+use arrow::record_batch::RecordBatch;
+use futures::stream::BoxStream;
+
+pub use error::ConnectorError;
+
+/// The kind of warehouse behind a connector (and so its SQL dialect).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum WarehouseKind {
+    /// The embedded DataFusion engine over local files (PostgreSQL parser dialect).
+    Embedded,
+    /// PostgreSQL.
+    Postgres,
+}
+
+/// One bind parameter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Param {
+    /// Name for named styles; `None` for positional (`$1` is the first).
+    pub name: Option<String>,
+    /// Text value; the connector converts it to the type the warehouse expects.
+    pub value: String,
+}
+
+/// A query to run: already rewritten and verified by the policy.
+#[derive(Debug, Clone, Copy)]
+pub struct QueryRequest<'a> {
+    /// SQL in the warehouse's dialect.
+    pub sql: &'a str,
+    /// Bind parameters referenced by `sql`.
+    pub params: &'a [Param],
+    /// The request id, passed to the warehouse where it can tag queries.
+    pub request_id: &'a str,
+}
+
+/// A running query's result: its schema and a stream of batches. Dropping the stream cancels
+/// the query on the warehouse.
+pub struct QueryStream {
+    /// Schema of every batch.
+    pub schema: SchemaRef,
+    /// The batches, in order.
+    pub batches: BoxStream<'static, Result<RecordBatch, ConnectorError>>,
+    /// The warehouse's own id for this query, when it has one (recorded in the audit log).
+    pub warehouse_query_id: Option<String>,
+}
+
+impl std::fmt::Debug for QueryStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QueryStream")
+            .field("schema", &self.schema)
+            .field("warehouse_query_id", &self.warehouse_query_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A warehouse. Small on purpose: execute a query and say what kind of warehouse this is.
+#[async_trait::async_trait]
+pub trait Connector: Send + Sync + 'static {
+    /// The kind of warehouse, which fixes the SQL dialect and parameter style.
+    fn kind(&self) -> WarehouseKind;
+
+    /// Runs a query, returning once the schema is known and the first batch can be awaited.
+    async fn execute(&self, request: QueryRequest<'_>) -> Result<QueryStream, ConnectorError>;
+}

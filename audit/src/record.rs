@@ -1,0 +1,131 @@
+//! The audit record.
+
+use serde::{Deserialize, Serialize};
+
+/// What happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Event {
+    /// A query was allowed and is about to reach the warehouse (committed before it does).
+    QueryAttempt,
+    /// An allowed query finished: ok, failed, truncated, timed out or cancelled.
+    QueryCompletion,
+    /// A request to the query endpoint was refused before reaching the warehouse.
+    QueryDenied,
+}
+
+impl Event {
+    /// Stable text form stored in the log.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Event::QueryAttempt => "query_attempt",
+            Event::QueryCompletion => "query_completion",
+            Event::QueryDenied => "query_denied",
+        }
+    }
+}
+
+/// Whether the request was allowed to reach the warehouse.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Decision {
+    /// Allowed.
+    Allow,
+    /// Refused (authentication, bad input, or policy).
+    Deny,
+}
+
+impl Decision {
+    /// Stable text form stored in the log.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Decision::Allow => "allow",
+            Decision::Deny => "deny",
+        }
+    }
+}
+
+/// One audit record. Optional fields are absent when the request did not get that far.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuditRecord {
+    /// Sequence number, assigned by the log on append (0 before).
+    pub seq: u64,
+    /// Time of the event, RFC 3339 UTC with milliseconds.
+    pub ts: String,
+    /// What happened.
+    pub event: Event,
+    /// The request id (also sent to the client as `X-Request-Id`).
+    pub request_id: String,
+    /// Authenticated user, if authentication succeeded.
+    pub user: Option<String>,
+    /// Tenant from the verified credential.
+    pub tenant: Option<String>,
+    /// Groups from the verified credential.
+    pub groups: Vec<String>,
+    /// How the caller authenticated (`jwt`, ...), or tried to.
+    pub auth_method: Option<String>,
+    /// Client address.
+    pub client_addr: Option<String>,
+    /// Client user agent.
+    pub user_agent: Option<String>,
+    /// Target connection id.
+    pub connection: Option<String>,
+    /// The SQL as sent by the client.
+    pub sql: Option<String>,
+    /// The SQL sent to the warehouse.
+    pub rewritten_sql: Option<String>,
+    /// Bind parameters sent with it (the tenant).
+    pub params: Vec<String>,
+    /// Tables read (after name resolution).
+    pub tables: Vec<String>,
+    /// Allowed or refused.
+    pub decision: Decision,
+    /// Error code when refused or failed.
+    pub code: Option<String>,
+    /// Finer reason for a refusal.
+    pub reason: Option<String>,
+    /// Completion outcome: `ok`, `truncated`, `error`, `timeout`, `cancelled`.
+    pub outcome: Option<String>,
+    /// Rows returned to the client.
+    pub rows: Option<u64>,
+    /// Bytes returned to the client.
+    pub bytes: Option<u64>,
+    /// Duration from request to completion, in milliseconds.
+    pub duration_ms: Option<f64>,
+    /// Sanitized error message (never warehouse text or data).
+    pub error: Option<String>,
+    /// The warehouse's own query id.
+    pub warehouse_query_id: Option<String>,
+}
+
+impl AuditRecord {
+    /// A record with only the required fields set.
+    pub fn new(event: Event, request_id: impl Into<String>, decision: Decision) -> Self {
+        AuditRecord {
+            seq: 0,
+            ts: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            event,
+            request_id: request_id.into(),
+            user: None,
+            tenant: None,
+            groups: vec![],
+            auth_method: None,
+            client_addr: None,
+            user_agent: None,
+            connection: None,
+            sql: None,
+            rewritten_sql: None,
+            params: vec![],
+            tables: vec![],
+            decision,
+            code: None,
+            reason: None,
+            outcome: None,
+            rows: None,
+            bytes: None,
+            duration_ms: None,
+            error: None,
+            warehouse_query_id: None,
+        }
+    }
+}
