@@ -1,1 +1,16 @@
+//! sluice: a zero-ingestion federated query proxy.
+//!
+//! The daemon and CLI as a library, so everything is testable in-process. The life of a query
+//! reads top to bottom in [`query`]; the crates it calls own each step: `sluice-policy` (parse,
+//! rewrite, verify), `sluice-connectors` (warehouses), `sluice-audit` (the log).
 
+pub mod app;
+pub mod auth;
+pub mod cli;
+pub mod config;
+pub mod demo;
+pub mod encode;
+pub mod error;
+pub mod logging;
+pub mod query;
+pub mod server;

@@ -1,0 +1,163 @@
+//! The `sluice` command line.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::app::{self, StartupError};
+use crate::config::{self, Config};
+use crate::{demo, logging, server};
+
+/// sluice: a zero-ingestion federated query proxy.
+#[derive(Debug, Parser)]
+#[command(name = "sluice", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the daemon.
+    Serve {
+        /// Configuration file.
+        #[arg(long, conflicts_with = "demo")]
+        config: Option<PathBuf>,
+        /// Serve a generated multi-tenant demo data set (no configuration, no warehouse).
+        #[arg(long)]
+        demo: bool,
+        /// Listen address, overriding the configuration (`host:port`; port 0 picks one).
+        #[arg(long)]
+        listen: Option<String>,
+        /// Data directory, overriding the configuration.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+    /// Validate a configuration file without starting anything or touching the network.
+    CheckConfig {
+        /// Configuration file.
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Mint a demo token (for `serve --demo`).
+    Token {
+        /// Use the demo signing secret from the data directory.
+        #[arg(long, required = true)]
+        demo: bool,
+        /// Tenant to mint for.
+        #[arg(long)]
+        tenant: String,
+        /// User id.
+        #[arg(long, default_value = "demo-user")]
+        user: String,
+        /// Comma-separated groups.
+        #[arg(long, default_value = "analyst", value_delimiter = ',')]
+        groups: Vec<String>,
+        /// Data directory of the demo.
+        #[arg(long, default_value = config::DEFAULT_DATA_DIR)]
+        data_dir: PathBuf,
+    },
+}
+
+/// Entry point used by `main`.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("sluice: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<(), StartupError> {
+    match cli.command {
+        Command::CheckConfig { config } => {
+            let c = Config::load(&config).map_err(|e| StartupError(e.to_string()))?;
+            let tables: usize = c.connections.iter().map(|c| c.tables.len()).sum();
+            println!(
+                "{}: OK ({} connection(s), {} table(s))",
+                config.display(),
+                c.connections.len(),
+                tables
+            );
+            Ok(())
+        }
+        Command::Token { demo: _, tenant, user, groups, data_dir } => {
+            println!("{}", demo::token(&data_dir, &user, &tenant, &groups).map_err(StartupError)?);
+            Ok(())
+        }
+        Command::Serve { config, demo: is_demo, listen, data_dir } => {
+            let mut cfg = match (&config, is_demo) {
+                (Some(path), false) => Config::load(path).map_err(|e| StartupError(e.to_string()))?,
+                (None, true) => {
+                    let dir = data_dir.clone().unwrap_or_else(|| PathBuf::from(config::DEFAULT_DATA_DIR));
+                    let addr = listen.clone().unwrap_or_else(|| config::DEFAULT_LISTEN.to_string());
+                    demo::config(&dir, &addr).map_err(StartupError)?
+                }
+                _ => return Err(StartupError("give --config <file> or --demo".into())),
+            };
+            if let Some(l) = listen {
+                cfg.server.listen = l;
+            }
+            if let Some(d) = data_dir {
+                cfg.server.data_dir = d;
+            }
+            logging::init(&cfg.log);
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| StartupError(format!("cannot start the runtime: {e}")))?;
+            runtime.block_on(serve(cfg, is_demo))
+        }
+    }
+}
+
+async fn serve(cfg: Config, is_demo: bool) -> Result<(), StartupError> {
+    let listen = cfg.server.listen.clone();
+    let data_dir = cfg.server.data_dir.clone();
+    let app = app::build(cfg).await?;
+    let listener = tokio::net::TcpListener::bind(&listen)
+        .await
+        .map_err(|e| StartupError(format!("cannot listen on {listen}: {e}")))?;
+    let addr = listener.local_addr().map_err(|e| StartupError(e.to_string()))?;
+    tracing::info!(%addr, data_dir = %data_dir.display(), "sluice listening");
+    println!("sluice listening on http://{addr}");
+    if is_demo {
+        let tenant = demo::TENANTS[0];
+        let token = demo::token(&data_dir, "demo-user", tenant, &["analyst".to_string()])
+            .map_err(StartupError)?;
+        println!("Demo data: tenants {}. A query as tenant {tenant}:", demo::TENANTS.join(", "));
+        println!("{}", demo::curl_line(&format!("http://{addr}"), &token));
+        println!(
+            "Token for another tenant: sluice token --demo --tenant {} --data-dir {}",
+            demo::TENANTS[1],
+            data_dir.display()
+        );
+    }
+    server::serve(app, listener, shutdown_signal()).await
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+            (Ok(mut term), Ok(mut int)) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = int.recv() => {}
+                }
+            }
+            _ => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

@@ -1,0 +1,541 @@
+//! `POST /v1/query`: the life of one query, top to bottom, as in design.md:
+//! authenticate, parse and rewrite (policy), audit the attempt, execute, stream the answer,
+//! audit the completion. Every step is a call into the crate that owns it.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arrow::array::RecordBatch;
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use futures::StreamExt;
+use http_body::Frame;
+use serde::Deserialize;
+use sluice_audit::{AuditLog, AuditRecord, Decision, Event};
+use sluice_connectors::{ConnectorError, Param, QueryRequest, QueryStream};
+use sluice_policy::RewrittenQuery;
+use tokio::time::timeout_at;
+
+use crate::app::{AppState, Connection};
+use crate::auth::Principal;
+use crate::encode::{self, Encoder, Format, TrailingError};
+use crate::error::{ApiError, current_request_id};
+
+/// Longest SQL excerpt kept from a body that failed to parse (audit only).
+const MAX_AUDITED_BODY: usize = 4096;
+
+/// The request body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct QueryBody {
+    /// The SQL text.
+    sql: String,
+    /// Target connection id; optional when exactly one is declared.
+    connection: Option<String>,
+}
+
+/// The handler.
+pub async fn handle_query(State(state): State<Arc<AppState>>, req: Request) -> Response {
+    let mut audit = QueryAudit::new(&state.audit, &req);
+    match run_query(&state, req, &mut audit).await {
+        Ok(response) => response,
+        Err(err) => {
+            audit.failed(&err).await;
+            err.into_response()
+        }
+    }
+}
+
+/// One query, start to finish. Returns once the answer starts streaming.
+async fn run_query(
+    state: &AppState,
+    req: Request,
+    audit: &mut QueryAudit,
+) -> Result<Response, ApiError> {
+    let (parts, body) = req.into_parts();
+    let limits = &state.config.limits;
+    let deadline = Instant::now() + Duration::from_millis(limits.query_timeout_ms);
+
+    // 1. What the client accepts, and who is asking.
+    let format = encode::negotiate(&parts.headers)?;
+    let principal = state.auth.authenticate(&parts.headers)?;
+    audit.principal(&principal);
+
+    // 2. The request itself.
+    let request = read_body(&parts.headers, body, state.config.server.max_body_bytes, audit).await?;
+    let conn = connection(state, request.connection.as_deref())?;
+    audit.record.connection = Some(conn.id.clone());
+
+    // 3. Policy: parse, refuse, rewrite, verify.
+    let rewritten = sluice_policy::rewrite(&request.sql, &conn.catalog, &principal.tenant)?;
+    audit.rewritten(&rewritten);
+
+    // 4. The attempt is durable before the warehouse sees anything (fail closed).
+    audit.attempt().await?;
+
+    // 5. Execute, and wait for the first batch so early failures are proper HTTP errors.
+    let params: Vec<Param> = rewritten
+        .params
+        .iter()
+        .map(|p| Param { name: p.name.clone(), value: p.value.clone() })
+        .collect();
+    let request_id = current_request_id();
+    let execute = conn.connector.execute(QueryRequest {
+        sql: &rewritten.sql,
+        params: &params,
+        request_id: &request_id,
+    });
+    let mut stream = timeout_at(deadline.into(), execute)
+        .await
+        .map_err(|_| timeout_error())?
+        .map_err(|e| warehouse_error(&e))?;
+    audit.record.warehouse_query_id = stream.warehouse_query_id.clone();
+    let first = timeout_at(deadline.into(), stream.batches.next())
+        .await
+        .map_err(|_| timeout_error())?
+        .transpose()
+        .map_err(|e| warehouse_error(&e))?;
+
+    // 6. Stream the answer; its end (or the client leaving) writes the completion record.
+    let completion = audit.completion();
+    let answer = Answer::start(format, stream, first, completion, limits.max_result_rows, deadline)?;
+    Ok(answer.into_response(format, limits.max_result_rows))
+}
+
+/// Reads and checks the body: media type, size, encoding, JSON shape.
+async fn read_body(
+    headers: &HeaderMap,
+    body: Body,
+    max_bytes: usize,
+    audit: &mut QueryAudit,
+) -> Result<QueryBody, ApiError> {
+    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
+    let is_json = content_type.is_some_and(|ct| {
+        ct.split(';').next().is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
+    });
+    if !is_json {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "send the query as Content-Type: application/json",
+        ));
+    }
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!("the request body is larger than {max_bytes} bytes"),
+        )
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > max_bytes as u64) {
+        return Err(too_large());
+    }
+    let bytes = axum::body::to_bytes(body, max_bytes).await.map_err(|e| {
+        let is_limit = std::error::Error::source(&e)
+            .is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
+            || e.to_string().contains("length limit");
+        if is_limit { too_large() } else { ApiError::bad_request("invalid_body", "the request body could not be read") }
+    })?;
+    let text = std::str::from_utf8(&bytes).map_err(|e| {
+        ApiError::bad_request(
+            "invalid_encoding",
+            format!("the request body is not valid UTF-8 (at byte {})", e.valid_up_to()),
+        )
+    })?;
+    let parsed: QueryBody = serde_json::from_str(text).map_err(|e| {
+        audit.record.sql = Some(truncate(text, MAX_AUDITED_BODY));
+        match e.classify() {
+            serde_json::error::Category::Data => ApiError::bad_request(
+                "invalid_request",
+                format!("the body must be {{\"sql\": string, \"connection\": string?}}: {e}"),
+            ),
+            _ => ApiError::bad_request("invalid_json", format!("the body is not valid JSON: {e}")),
+        }
+    })?;
+    audit.record.sql = Some(parsed.sql.clone());
+    Ok(parsed)
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s[..end].to_string()
+}
+
+fn connection<'a>(state: &'a AppState, id: Option<&str>) -> Result<&'a Arc<Connection>, ApiError> {
+    match id {
+        Some(id) => state.connections.get(id).ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "unknown_connection",
+                format!("no connection named {id:?} is declared"),
+            )
+        }),
+        None if state.connections.len() == 1 => state
+            .connections
+            .values()
+            .next()
+            .ok_or_else(ApiError::internal),
+        None => Err(ApiError::bad_request(
+            "connection_required",
+            "several connections are declared: name one with \"connection\"",
+        )),
+    }
+}
+
+fn timeout_error() -> ApiError {
+    ApiError::new(StatusCode::GATEWAY_TIMEOUT, "timeout", "the query took longer than allowed")
+}
+
+fn warehouse_error(e: &ConnectorError) -> ApiError {
+    tracing::warn!(kind = e.kind(), error = %e, "warehouse error");
+    match e {
+        ConnectorError::Plan(_) => ApiError::bad_request("invalid_query", e.client_message()),
+        _ => ApiError::new(StatusCode::BAD_GATEWAY, "warehouse_error", e.client_message()),
+    }
+}
+
+/// Collects what the audit log records about one request, so that every way out of
+/// [`run_query`] writes exactly one denied record, or an attempt and a completion.
+struct QueryAudit {
+    log: AuditLog,
+    record: AuditRecord,
+    started: Instant,
+    attempted: bool,
+}
+
+impl QueryAudit {
+    fn new(log: &AuditLog, req: &Request) -> Self {
+        let mut record = AuditRecord::new(Event::QueryDenied, current_request_id(), Decision::Deny);
+        record.client_addr = req
+            .extensions()
+            .get::<ConnectInfo<std::net::SocketAddr>>()
+            .map(|ci| ci.0.ip().to_string());
+        record.user_agent = req
+            .headers()
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .map(|s| truncate(s, 256));
+        QueryAudit { log: log.clone(), record, started: Instant::now(), attempted: false }
+    }
+
+    fn principal(&mut self, p: &Principal) {
+        self.record.user = Some(p.user.clone());
+        self.record.tenant = Some(p.tenant.clone());
+        self.record.groups = p.groups.clone();
+        self.record.auth_method = Some(p.method.as_str().into());
+    }
+
+    fn rewritten(&mut self, r: &RewrittenQuery) {
+        self.record.rewritten_sql = Some(r.sql.clone());
+        self.record.params = r.params.iter().map(|p| p.value.clone()).collect();
+        self.record.tables = r.manifest.tables.iter().map(|t| t.to_string()).collect();
+    }
+
+    /// Commits the attempt record; refuses the query if the log cannot be written.
+    async fn attempt(&mut self) -> Result<(), ApiError> {
+        let mut record = self.record.clone();
+        record.event = Event::QueryAttempt;
+        record.decision = Decision::Allow;
+        record.ts = now();
+        self.log.append(record).await.map_err(|e| {
+            tracing::error!(error = %e, "audit attempt not recorded: refusing the query");
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "audit_unavailable",
+                "the audit log cannot be written, so no query can run",
+            )
+        })?;
+        self.attempted = true;
+        Ok(())
+    }
+
+    /// Records a request that ended in an error before its answer started.
+    async fn failed(mut self, err: &ApiError) {
+        let mut record = std::mem::replace(
+            &mut self.record,
+            AuditRecord::new(Event::QueryDenied, "", Decision::Deny),
+        );
+        record.ts = now();
+        record.code = Some(err.code.to_string());
+        record.reason = err.reason.map(str::to_string);
+        record.error = Some(err.message.clone());
+        record.duration_ms = Some(self.started.elapsed().as_secs_f64() * 1e3);
+        if self.attempted {
+            record.event = Event::QueryCompletion;
+            record.decision = Decision::Allow;
+            record.outcome = Some(if err.code == "timeout" { "timeout" } else { "error" }.into());
+        }
+        tracing::info!(code = err.code, "query refused or failed");
+        if let Err(e) = self.log.append(record).await {
+            tracing::error!(error = %e, "audit record for a failed request not written");
+        }
+    }
+
+    fn completion(&mut self) -> Completion {
+        let mut record = self.record.clone();
+        record.event = Event::QueryCompletion;
+        record.decision = Decision::Allow;
+        Completion {
+            log: self.log.clone(),
+            record: Some(record),
+            started: self.started,
+            rows: 0,
+            bytes: 0,
+        }
+    }
+}
+
+fn now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+/// The completion record of a streaming answer. Written when the answer ends; if the response
+/// is dropped first (the client left), written on drop with outcome `cancelled`.
+struct Completion {
+    log: AuditLog,
+    record: Option<AuditRecord>,
+    started: Instant,
+    rows: u64,
+    bytes: u64,
+}
+
+impl Completion {
+    fn fill(&mut self, outcome: &str, error: Option<(&str, &str)>) -> Option<AuditRecord> {
+        let mut r = self.record.take()?;
+        r.ts = now();
+        r.outcome = Some(outcome.into());
+        r.rows = Some(self.rows);
+        r.bytes = Some(self.bytes);
+        r.duration_ms = Some(self.started.elapsed().as_secs_f64() * 1e3);
+        if let Some((code, message)) = error {
+            r.code = Some(code.into());
+            r.error = Some(message.into());
+        }
+        Some(r)
+    }
+
+    async fn finish(&mut self, outcome: &str, error: Option<(&str, &str)>) {
+        if let Some(r) = self.fill(outcome, error)
+            && let Err(e) = self.log.append(r).await
+        {
+            tracing::error!(error = %e, "audit completion record not written");
+        }
+    }
+}
+
+impl Drop for Completion {
+    fn drop(&mut self) {
+        if let Some(r) = self.fill("cancelled", None) {
+            self.log.append_detached(r);
+        }
+    }
+}
+
+/// Where a streaming answer is.
+enum Phase {
+    Streaming,
+    Finishing(Option<(&'static str, String)>),
+    Trailers,
+    Done,
+}
+
+/// A streaming answer.
+struct Answer {
+    format: Format,
+    encoder: Encoder,
+    head: Option<Bytes>,
+    batches: Option<futures::stream::BoxStream<'static, Result<RecordBatch, ConnectorError>>>,
+    pending: Option<RecordBatch>,
+    max_rows: u64,
+    truncated: bool,
+    deadline: Instant,
+    completion: Completion,
+    phase: Phase,
+}
+
+type FrameResult = Result<Frame<Bytes>, std::io::Error>;
+
+impl Answer {
+    fn start(
+        format: Format,
+        stream: QueryStream,
+        first: Option<RecordBatch>,
+        completion: Completion,
+        max_rows: u64,
+        deadline: Instant,
+    ) -> Result<Self, ApiError> {
+        let request_id = current_request_id();
+        let (encoder, head) = Encoder::start(format, &stream.schema, &request_id).map_err(|e| {
+            tracing::error!(error = %e, "cannot encode the answer");
+            ApiError::internal()
+        })?;
+        Ok(Answer {
+            format,
+            encoder,
+            head: Some(head),
+            batches: Some(stream.batches),
+            pending: first,
+            max_rows,
+            truncated: false,
+            deadline,
+            completion,
+            phase: Phase::Streaming,
+        })
+    }
+
+    fn into_response(self, format: Format, max_rows: u64) -> Response {
+        let stream = futures::stream::unfold(self, |mut a| async move {
+            let frame = a.step().await?;
+            Some((frame, a))
+        });
+        let mut resp = Body::new(http_body_util::StreamBody::new(stream)).into_response();
+        let h = resp.headers_mut();
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static(format.content_type()));
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        h.insert("sluice-row-limit", HeaderValue::from(max_rows));
+        if format != Format::Json {
+            h.insert(header::TRAILER, HeaderValue::from_static("sluice-row-count, sluice-truncated"));
+        }
+        resp
+    }
+
+    /// Produces the next frame, or `None` at the end.
+    async fn step(&mut self) -> Option<FrameResult> {
+        if let Some(head) = self.head.take() {
+            self.completion.bytes += head.len() as u64;
+            return Some(Ok(Frame::data(head)));
+        }
+        loop {
+            match std::mem::replace(&mut self.phase, Phase::Done) {
+                Phase::Streaming => {
+                    self.phase = Phase::Streaming;
+                    match self.next_batch().await {
+                        Ok(Some(batch)) => {
+                            if let Some(bytes) = self.encode(batch) {
+                                return Some(bytes);
+                            }
+                        }
+                        Ok(None) => self.phase = Phase::Finishing(None),
+                        Err(e) => self.phase = Phase::Finishing(Some(e)),
+                    }
+                }
+                Phase::Finishing(error) => return Some(self.finish(error).await),
+                Phase::Trailers => {
+                    let mut t = HeaderMap::new();
+                    t.insert("sluice-row-count", HeaderValue::from(self.completion.rows));
+                    t.insert(
+                        "sluice-truncated",
+                        HeaderValue::from_static(if self.truncated { "true" } else { "false" }),
+                    );
+                    return Some(Ok(Frame::trailers(t)));
+                }
+                Phase::Done => return None,
+            }
+        }
+    }
+
+    /// The next non-empty batch, honouring the deadline and the row cap.
+    async fn next_batch(&mut self) -> Result<Option<RecordBatch>, (&'static str, String)> {
+        loop {
+            let batch = match self.pending.take() {
+                Some(b) => b,
+                None => {
+                    let Some(batches) = self.batches.as_mut() else {
+                        return Ok(None);
+                    };
+                    match timeout_at(self.deadline.into(), batches.next()).await {
+                        Err(_) => {
+                            self.batches = None;
+                            return Err(("timeout", "the query took longer than allowed".into()));
+                        }
+                        Ok(None) => return Ok(None),
+                        Ok(Some(Err(e))) => {
+                            self.batches = None;
+                            let api = warehouse_error(&e);
+                            return Err((api.code, api.message));
+                        }
+                        Ok(Some(Ok(b))) => b,
+                    }
+                }
+            };
+            if batch.num_rows() == 0 {
+                continue;
+            }
+            let remaining = self.max_rows.saturating_sub(self.completion.rows);
+            if remaining == 0 {
+                // More rows exist beyond the cap: stop the warehouse query by dropping it.
+                self.truncated = true;
+                self.batches = None;
+                return Ok(None);
+            }
+            if batch.num_rows() as u64 > remaining {
+                self.truncated = true;
+                self.batches = None;
+                return Ok(Some(batch.slice(0, remaining as usize)));
+            }
+            return Ok(Some(batch));
+        }
+    }
+
+    fn encode(&mut self, batch: RecordBatch) -> Option<FrameResult> {
+        match self.encoder.batch(&batch) {
+            Ok(bytes) => {
+                self.completion.rows += batch.num_rows() as u64;
+                self.completion.bytes += bytes.len() as u64;
+                if bytes.is_empty() { None } else { Some(Ok(Frame::data(bytes))) }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "encoding failed");
+                self.phase = Phase::Finishing(Some(("internal", "the answer could not be encoded".into())));
+                None
+            }
+        }
+    }
+
+    async fn finish(&mut self, error: Option<(&'static str, String)>) -> FrameResult {
+        self.batches = None;
+        let trailing = error.as_ref().map(|(code, message)| TrailingError { code, message });
+        let tail = self.encoder.finish(self.completion.rows, self.truncated, trailing);
+        let outcome = match (&error, self.truncated) {
+            (Some(("timeout", _)), _) => "timeout",
+            (Some(_), _) => "error",
+            (None, true) => "truncated",
+            (None, false) => "ok",
+        };
+        let tail_len = tail.as_ref().map(|t| t.len() as u64).unwrap_or(0);
+        self.completion.bytes += tail_len;
+        self.completion
+            .finish(outcome, error.as_ref().map(|(c, m)| (*c, m.as_str())))
+            .await;
+        match (tail, &error, self.format) {
+            // Arrow and CSV have no place for an error: abort the body so the client sees an
+            // incomplete transfer rather than a short answer that looks complete.
+            (_, Some((code, _)), Format::Arrow | Format::Csv) => {
+                self.phase = Phase::Done;
+                Err(std::io::Error::other(format!("query failed mid-stream: {code}")))
+            }
+            (Ok(bytes), _, Format::Json) => {
+                self.phase = Phase::Done;
+                Ok(Frame::data(bytes))
+            }
+            (Ok(bytes), None, _) => {
+                self.phase = Phase::Trailers;
+                Ok(Frame::data(bytes))
+            }
+            (Err(e), _, _) => {
+                self.phase = Phase::Done;
+                Err(std::io::Error::other(e.to_string()))
+            }
+        }
+    }
+}

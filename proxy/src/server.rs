@@ -1,0 +1,192 @@
+//! The HTTP server: routes, request ids, timeouts, graceful shutdown.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use tokio::net::TcpListener;
+use tracing::Instrument;
+
+use crate::app::{App, AppState, StartupError};
+use crate::error::{ApiError, REQUEST_ID};
+use crate::query::handle_query;
+
+/// Header carrying the request id, both ways.
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+/// Longest client-supplied request id kept (longer ones are replaced).
+const MAX_REQUEST_ID_LEN: usize = 128;
+/// How long shutdown waits for the audit writer to drain.
+const AUDIT_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The routes, with their middleware.
+pub fn router(state: Arc<AppState>) -> Router {
+    let request_timeout = Duration::from_millis(state.config.server.request_timeout_ms);
+    Router::new()
+        .route("/v1/query", post(handle_query))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(state)
+        .layer(middleware::from_fn_with_state(request_timeout, timeout))
+        .layer(middleware::from_fn(request_context))
+}
+
+async fn healthz() -> impl IntoResponse {
+    axum::Json(serde_json::json!({"status": "ok"}))
+}
+
+async fn readyz(State(state): State<Arc<AppState>>) -> Response {
+    if state.is_ready() {
+        axum::Json(serde_json::json!({"status": "ready"})).into_response()
+    } else {
+        let why = if state.shutting_down.load(Ordering::Relaxed) {
+            "shutting down"
+        } else {
+            "the audit log cannot be written"
+        };
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not_ready", why).into_response()
+    }
+}
+
+async fn not_found() -> Response {
+    ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint").into_response()
+}
+
+async fn method_not_allowed() -> Response {
+    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed here")
+        .into_response()
+}
+
+fn valid_request_id(v: &HeaderValue) -> Option<String> {
+    let s = v.to_str().ok()?;
+    let ok = !s.is_empty()
+        && s.len() <= MAX_REQUEST_ID_LEN
+        && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_.:".contains(c));
+    ok.then(|| s.to_string())
+}
+
+/// Assigns the request id (the client's if well-formed, else a new one), puts it in the logs,
+/// errors and response, and logs one line per request.
+async fn request_context(req: Request, next: Next) -> Response {
+    let id = req
+        .headers()
+        .get(REQUEST_ID_HEADER)
+        .and_then(valid_request_id)
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    let span = tracing::info_span!(
+        "request",
+        request_id = %id,
+        method = %req.method(),
+        path = %req.uri().path(),
+    );
+    let started = Instant::now();
+    let mut resp = REQUEST_ID.scope(id.clone(), next.run(req)).instrument(span.clone()).await;
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        resp.headers_mut().insert(REQUEST_ID_HEADER, v);
+    }
+    span.in_scope(|| {
+        tracing::info!(
+            status = resp.status().as_u16(),
+            elapsed_ms = started.elapsed().as_secs_f64() * 1e3,
+            "response"
+        )
+    });
+    resp
+}
+
+/// Answers `504 timeout` when no response is ready in time (a streaming answer's own deadline
+/// covers the time after its headers).
+async fn timeout(State(limit): State<Duration>, req: Request, next: Next) -> Response {
+    match tokio::time::timeout(limit, next.run(req)).await {
+        Ok(resp) => resp,
+        Err(_) => ApiError::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            "timeout",
+            "the request took longer than allowed",
+        )
+        .into_response(),
+    }
+}
+
+/// Serves until `shutdown` resolves, then stops accepting, lets in-flight requests finish for
+/// the configured grace period, and flushes the audit log.
+pub async fn serve(
+    app: App,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), StartupError> {
+    let App { state, audit_writer } = app;
+    let grace = Duration::from_millis(state.config.server.shutdown_grace_ms);
+    let (draining_tx, mut draining_rx) = tokio::sync::watch::channel(false);
+    let flag_state = Arc::clone(&state);
+    let signal = async move {
+        shutdown.await;
+        flag_state.shutting_down.store(true, Ordering::Relaxed);
+        tracing::info!("shutting down: draining in-flight requests");
+        let _ = draining_tx.send(true);
+    };
+    let service = router(Arc::clone(&state)).into_make_service_with_connect_info::<SocketAddr>();
+    let server = axum::serve(listener, service).with_graceful_shutdown(signal).into_future();
+    let grace_over = async move {
+        let _ = draining_rx.wait_for(|d| *d).await;
+        tokio::time::sleep(grace).await;
+    };
+    tokio::select! {
+        result = server => result.map_err(|e| StartupError(format!("server error: {e}")))?,
+        () = grace_over => tracing::warn!("grace period over: closing remaining connections"),
+    }
+    drop(state);
+    let joined = tokio::task::spawn_blocking(move || audit_writer.join());
+    if tokio::time::timeout(AUDIT_DRAIN_TIMEOUT, joined).await.is_err() {
+        tracing::error!("audit writer did not drain in time");
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// A daemon running in this process (tests and embedding): its address and a shutdown switch.
+pub struct RunningServer {
+    /// The bound address.
+    pub addr: SocketAddr,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    handle: tokio::task::JoinHandle<Result<(), StartupError>>,
+}
+
+impl RunningServer {
+    /// Binds `listen` (use port 0 for an ephemeral port) and serves `app` in the background.
+    pub async fn start(app: App, listen: &str) -> Result<Self, StartupError> {
+        let listener = TcpListener::bind(listen)
+            .await
+            .map_err(|e| StartupError(format!("cannot listen on {listen}: {e}")))?;
+        let addr = listener
+            .local_addr()
+            .map_err(|e| StartupError(format!("cannot read the bound address: {e}")))?;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let handle = tokio::spawn(serve(app, listener, async move {
+            let _ = rx.await;
+        }));
+        Ok(RunningServer { addr, shutdown: Some(tx), handle })
+    }
+
+    /// Base URL, `http://host:port`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Triggers graceful shutdown and waits for it.
+    pub async fn stop(mut self) -> Result<(), StartupError> {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        self.handle.await.map_err(|e| StartupError(format!("server task: {e}")))?
+    }
+}
