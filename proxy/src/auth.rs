@@ -138,6 +138,11 @@ impl JwtVerifier {
 
     /// Verifies a token and maps its claims to a principal.
     pub fn verify(&self, token: &str) -> Result<Principal, AuthError> {
+        // The algorithm is pinned: refuse any other (including `none`) before anything else.
+        let alg = header_alg(token)?;
+        if !self.validation.algorithms.iter().any(|a| format!("{a:?}") == alg) {
+            return Err(AuthError::AlgorithmNotAllowed);
+        }
         let data = jsonwebtoken::decode::<Map<String, Value>>(token, &self.key, &self.validation)
             .map_err(|e| match e.kind() {
                 ErrorKind::ExpiredSignature => AuthError::Expired,
@@ -174,6 +179,20 @@ impl JwtVerifier {
             }
         };
         Ok(Principal { user, tenant, groups, method: AuthMethod::Jwt })
+    }
+}
+
+/// The `alg` of a compact JWS header, read without trusting anything else in it.
+fn header_alg(token: &str) -> Result<String, AuthError> {
+    use base64::Engine;
+    let header = token.split('.').next().ok_or(AuthError::Malformed)?;
+    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(header)
+        .map_err(|_| AuthError::Malformed)?;
+    let value: Value = serde_json::from_slice(&raw).map_err(|_| AuthError::Malformed)?;
+    match value.get("alg") {
+        Some(Value::String(a)) => Ok(a.clone()),
+        _ => Err(AuthError::Malformed),
     }
 }
 
