@@ -107,14 +107,22 @@ impl AuditLog {
             .name("sluice-audit".into())
             .spawn(move || writer_loop(conn, rx, flag))
             .map_err(|e| AuditError::Storage(format!("cannot start writer: {e}")))?;
-        Ok((AuditLog { tx, healthy }, AuditWriter { thread: Some(thread) }))
+        Ok((
+            AuditLog { tx, healthy },
+            AuditWriter {
+                thread: Some(thread),
+            },
+        ))
     }
 
     /// Appends a record and waits until it is durably committed; returns its sequence number.
     pub async fn append(&self, record: AuditRecord) -> Result<u64, AuditError> {
         let (ack, done) = oneshot::channel();
         self.tx
-            .try_send(Job { record, ack: Some(ack) })
+            .try_send(Job {
+                record,
+                ack: Some(ack),
+            })
             .map_err(|e| match e {
                 mpsc::error::TrySendError::Full(_) => AuditError::Backpressure,
                 mpsc::error::TrySendError::Closed(_) => AuditError::Closed,
@@ -171,7 +179,9 @@ fn writer_loop(mut conn: Connection, mut rx: mpsc::Receiver<Job>, healthy: Arc<A
 /// Writes the batch in one transaction; returns the sequence number of its first record.
 fn write_batch(conn: &mut Connection, batch: &[Job]) -> Result<u64, AuditError> {
     let tx = conn.transaction()?;
-    let next: i64 = tx.query_row("SELECT COALESCE(MAX(seq), 0) + 1 FROM audit_log", [], |r| r.get(0))?;
+    let next: i64 = tx.query_row("SELECT COALESCE(MAX(seq), 0) + 1 FROM audit_log", [], |r| {
+        r.get(0)
+    })?;
     {
         let mut stmt = tx.prepare_cached(
             "INSERT INTO audit_log (seq, ts, event, request_id, user, tenant, groups, auth_method,
@@ -247,7 +257,11 @@ pub fn read_all(conn: &Connection) -> Result<Vec<AuditRecord>, AuditError> {
             rewritten_sql: row.get(12)?,
             params: list(row.get(13)?),
             tables: list(row.get(14)?),
-            decision: if decision == "allow" { Decision::Allow } else { Decision::Deny },
+            decision: if decision == "allow" {
+                Decision::Allow
+            } else {
+                Decision::Deny
+            },
             code: row.get(16)?,
             reason: row.get(17)?,
             outcome: row.get(18)?,
@@ -258,5 +272,6 @@ pub fn read_all(conn: &Connection) -> Result<Vec<AuditRecord>, AuditError> {
             warehouse_query_id: row.get(23)?,
         })
     })?;
-    rows.collect::<Result<Vec<_>, _>>().map_err(AuditError::from)
+    rows.collect::<Result<Vec<_>, _>>()
+        .map_err(AuditError::from)
 }

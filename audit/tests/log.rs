@@ -1,4 +1,5 @@
 //! The audit log: durable appends, group commit, append-only enforcement.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use sluice_audit::{AuditLog, AuditRecord, Decision, Event, open_read_only, read_all};
 
@@ -27,7 +28,11 @@ async fn appends_are_durable_ordered_and_batched() {
     writer.join();
     let records = read_all(&open_read_only(&path).unwrap()).unwrap();
     assert_eq!(records.len(), 500);
-    assert!(records.iter().all(|r| r.code.as_deref() == Some("policy_denied")));
+    assert!(
+        records
+            .iter()
+            .all(|r| r.code.as_deref() == Some("policy_denied"))
+    );
 }
 
 #[tokio::test]
@@ -35,7 +40,9 @@ async fn the_database_refuses_update_and_delete() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("audit.sqlite");
     let (log, writer) = AuditLog::open(&path).unwrap();
-    log.append(AuditRecord::new(Event::QueryAttempt, "r1", Decision::Allow)).await.unwrap();
+    log.append(AuditRecord::new(Event::QueryAttempt, "r1", Decision::Allow))
+        .await
+        .unwrap();
     drop(log);
     writer.join();
     let conn = rusqlite::Connection::open(&path).unwrap();
@@ -50,14 +57,20 @@ async fn an_unwritable_log_fails_appends_and_reports_unhealthy() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("audit.sqlite");
     let (log, _writer) = AuditLog::open(&path).unwrap();
-    log.append(AuditRecord::new(Event::QueryAttempt, "r1", Decision::Allow)).await.unwrap();
+    log.append(AuditRecord::new(Event::QueryAttempt, "r1", Decision::Allow))
+        .await
+        .unwrap();
     // Another connection takes the write lock and holds it past the writer's busy timeout.
     let blocker = rusqlite::Connection::open(&path).unwrap();
     blocker.execute_batch("BEGIN IMMEDIATE").unwrap();
-    let res = log.append(AuditRecord::new(Event::QueryAttempt, "r2", Decision::Allow)).await;
+    let res = log
+        .append(AuditRecord::new(Event::QueryAttempt, "r2", Decision::Allow))
+        .await;
     assert!(res.is_err());
     assert!(!log.is_healthy());
     blocker.execute_batch("ROLLBACK").unwrap();
-    log.append(AuditRecord::new(Event::QueryAttempt, "r3", Decision::Allow)).await.unwrap();
+    log.append(AuditRecord::new(Event::QueryAttempt, "r3", Decision::Allow))
+        .await
+        .unwrap();
     assert!(log.is_healthy());
 }

@@ -91,7 +91,10 @@ impl EmbeddedConnector {
             .with_batch_size(BATCH_ROWS)
             .with_information_schema(false)
             .set_str("datafusion.sql_parser.dialect", "PostgreSQL")
-            .set_str("datafusion.execution.parquet.schema_force_view_types", "false")
+            .set_str(
+                "datafusion.execution.parquet.schema_force_view_types",
+                "false",
+            )
             .set_str("datafusion.catalog.default_catalog", DEFAULT_CATALOG);
         let ctx = SessionContext::new_with_config(config);
         let catalog = ctx
@@ -117,13 +120,12 @@ impl EmbeddedConnector {
             let name = TableReference::partial(t.schema.as_str(), t.table.as_str());
             let result = match t.format {
                 FileFormat::Parquet => {
-                    ctx.register_parquet(name, path, ParquetReadOptions::default()).await
+                    ctx.register_parquet(name, path, ParquetReadOptions::default())
+                        .await
                 }
                 FileFormat::Csv => ctx.register_csv(name, path, CsvReadOptions::new()).await,
             };
-            result.map_err(|e| {
-                ConnectorError::Config(format!("{}.{}: {e}", t.schema, t.table))
-            })?;
+            result.map_err(|e| ConnectorError::Config(format!("{}.{}: {e}", t.schema, t.table)))?;
         }
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(options.threads.max(1))
@@ -131,7 +133,10 @@ impl EmbeddedConnector {
             .enable_all()
             .build()
             .map_err(|e| ConnectorError::Config(format!("engine runtime: {e}")))?;
-        Ok(EmbeddedConnector { ctx, runtime: EngineRuntime(Some(runtime)) })
+        Ok(EmbeddedConnector {
+            ctx,
+            runtime: EngineRuntime(Some(runtime)),
+        })
     }
 
     /// The Arrow schema of a registered table, for validating declared columns at startup.
@@ -157,14 +162,20 @@ impl Connector for EmbeddedConnector {
             .with_allow_ddl(false)
             .with_allow_dml(false)
             .with_allow_statements(false);
-        let df = self.ctx.sql_with_options(request.sql, options).await.map_err(plan_err)?;
+        let df = self
+            .ctx
+            .sql_with_options(request.sql, options)
+            .await
+            .map_err(plan_err)?;
 
         if !request.params.is_empty() {
             let types = df.logical_plan().get_parameter_types().map_err(plan_err)?;
             let mut values = Vec::with_capacity(request.params.len());
             for (i, p) in request.params.iter().enumerate() {
                 if p.name.is_some() {
-                    return Err(ConnectorError::Plan("named parameters are not supported".into()));
+                    return Err(ConnectorError::Plan(
+                        "named parameters are not supported".into(),
+                    ));
                 }
                 let text = ScalarValue::Utf8(Some(p.value.clone()));
                 let value = match types.get(&format!("${}", i + 1)) {
@@ -173,7 +184,9 @@ impl Connector for EmbeddedConnector {
                 };
                 values.push(value);
             }
-            let df = df.with_param_values(ParamValues::from(values)).map_err(plan_err)?;
+            let df = df
+                .with_param_values(ParamValues::from(values))
+                .map_err(plan_err)?;
             return self.run(df).await;
         }
         self.run(df).await
@@ -181,7 +194,10 @@ impl Connector for EmbeddedConnector {
 }
 
 impl EmbeddedConnector {
-    async fn run(&self, df: datafusion::dataframe::DataFrame) -> Result<QueryStream, ConnectorError> {
+    async fn run(
+        &self,
+        df: datafusion::dataframe::DataFrame,
+    ) -> Result<QueryStream, ConnectorError> {
         let schema: SchemaRef = Arc::clone(df.schema().inner());
         let Some(rt) = self.runtime.0.as_ref() else {
             return Err(ConnectorError::Unavailable("engine is shut down".into()));
@@ -213,7 +229,11 @@ impl EmbeddedConnector {
             .await
             .map_err(|_| ConnectorError::Execution("engine task ended early".into()))??;
         let batches = tokio_stream_from(rx);
-        Ok(QueryStream { schema, batches, warehouse_query_id: None })
+        Ok(QueryStream {
+            schema,
+            batches,
+            warehouse_query_id: None,
+        })
     }
 }
 

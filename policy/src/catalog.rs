@@ -75,7 +75,10 @@ fn check_ident(name: &str) -> Result<(), CatalogError> {
         return Err(CatalogError::InvalidIdentifier(name.into(), "empty"));
     }
     if name.len() > MAX_IDENT_LEN {
-        return Err(CatalogError::InvalidIdentifier(name.into(), "longer than 128 bytes"));
+        return Err(CatalogError::InvalidIdentifier(
+            name.into(),
+            "longer than 128 bytes",
+        ));
     }
     if name.chars().any(|c| c.is_control() || c == '"' || c == '`') {
         return Err(CatalogError::InvalidIdentifier(
@@ -107,7 +110,10 @@ impl Catalog {
             check_ident(&t.name.schema)?;
             check_ident(&t.name.table)?;
             let key = (
-                t.name.catalog.as_deref().map(|c| dialect.normalize_declared(c)),
+                t.name
+                    .catalog
+                    .as_deref()
+                    .map(|c| dialect.normalize_declared(c)),
                 dialect.normalize_declared(&t.name.schema),
                 dialect.normalize_declared(&t.name.table),
             );
@@ -133,7 +139,13 @@ impl Catalog {
                 ));
             }
         }
-        Ok(Catalog { dialect, param_style, default_catalog, default_schema, tables })
+        Ok(Catalog {
+            dialect,
+            param_style,
+            default_catalog,
+            default_schema,
+            tables,
+        })
     }
 
     /// The dialect of this connection.
@@ -153,7 +165,10 @@ impl Catalog {
 
     /// The catalog part sluice emits for a table (declared, or the connection default).
     pub(crate) fn emitted_catalog<'a>(&'a self, rule: &'a TableRule) -> Option<&'a str> {
-        rule.name.catalog.as_deref().or(self.default_catalog.as_deref())
+        rule.name
+            .catalog
+            .as_deref()
+            .or(self.default_catalog.as_deref())
     }
 
     /// Resolves a relation name exactly as the warehouse would: case folding per dialect,
@@ -176,7 +191,11 @@ impl Catalog {
             _ => return Err(PolicyError::UnknownRelation(name.to_string())),
         };
         let default_schema = d.normalize_declared(&self.default_schema);
-        let schema = if parts.len() == 1 { default_schema } else { schema };
+        let schema = if parts.len() == 1 {
+            default_schema
+        } else {
+            schema
+        };
         for rule in &self.tables {
             if d.normalize_declared(&rule.name.schema) != schema
                 || d.normalize_declared(&rule.name.table) != table

@@ -60,8 +60,14 @@ fn check_tenant(tenant: &str, style: ParamStyle) -> Result<(), PolicyError> {
         && tenant.len() <= MAX_TENANT_LEN
         && !tenant.chars().any(char::is_control)
         && (style != ParamStyle::InlineLiteral
-            || tenant.chars().all(|c| c.is_ascii_alphanumeric() || "-_.:@ ".contains(c)));
-    if ok { Ok(()) } else { Err(PolicyError::InvalidTenant) }
+            || tenant
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.:@ ".contains(c)));
+    if ok {
+        Ok(())
+    } else {
+        Err(PolicyError::InvalidTenant)
+    }
 }
 
 /// Parses `sql` in the catalog's dialect, refuses anything outside the allow-lists, rewrites each
@@ -109,7 +115,9 @@ pub fn rewrite(sql: &str, catalog: &Catalog, tenant: &str) -> Result<RewrittenQu
     Ok(RewrittenQuery {
         sql,
         params,
-        manifest: AccessManifest { tables: rewriter.tables.into_iter().collect() },
+        manifest: AccessManifest {
+            tables: rewriter.tables.into_iter().collect(),
+        },
     })
 }
 

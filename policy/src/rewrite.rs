@@ -10,13 +10,13 @@ use std::collections::BTreeSet;
 
 use sqlparser::ast::helpers::attached_token::AttachedToken;
 use sqlparser::ast::{
-    BinaryOperator, CaseWhen, Cte, DataType, Distinct, Expr, Fetch, Function,
-    FunctionArg, FunctionArgExpr, FunctionArgumentClause, FunctionArguments, GroupByExpr, Ident,
-    Join, JoinConstraint, JoinOperator, LimitClause, NamedWindowDefinition, NamedWindowExpr,
-    ObjectName, ObjectNamePart, Offset, OrderBy, OrderByExpr, OrderByKind, Query, Select,
-    SelectFlavor, SelectItem, SelectItemQualifiedWildcardKind, SetExpr, Statement, TableAlias,
-    TableFactor, TableWithJoins, UnaryOperator, Value, WildcardAdditionalOptions, WindowFrame,
-    WindowFrameBound, WindowSpec, WindowType, With,
+    BinaryOperator, CaseWhen, Cte, DataType, Distinct, Expr, Fetch, Function, FunctionArg,
+    FunctionArgExpr, FunctionArgumentClause, FunctionArguments, GroupByExpr, Ident, Join,
+    JoinConstraint, JoinOperator, LimitClause, NamedWindowDefinition, NamedWindowExpr, ObjectName,
+    ObjectNamePart, Offset, OrderBy, OrderByExpr, OrderByKind, Query, Select, SelectFlavor,
+    SelectItem, SelectItemQualifiedWildcardKind, SetExpr, Statement, TableAlias, TableFactor,
+    TableWithJoins, UnaryOperator, Value, WildcardAdditionalOptions, WindowFrame, WindowFrameBound,
+    WindowSpec, WindowType, With,
 };
 
 use crate::catalog::{Access, Catalog, Resolved, TableName, TableRule};
@@ -56,7 +56,13 @@ pub(crate) struct Rewriter<'a> {
 
 impl<'a> Rewriter<'a> {
     pub(crate) fn new(catalog: &'a Catalog, tenant_expr: Expr) -> Self {
-        Rewriter { catalog, tenant_expr, scopes: Vec::new(), tables: BTreeSet::new(), wrapped: 0 }
+        Rewriter {
+            catalog,
+            tenant_expr,
+            scopes: Vec::new(),
+            tables: BTreeSet::new(),
+            wrapped: 0,
+        }
     }
 
     pub(crate) fn statement(&mut self, stmt: &mut Statement) -> R {
@@ -64,7 +70,11 @@ impl<'a> Rewriter<'a> {
             Statement::Query(q) => self.query(q),
             other => {
                 let text = other.to_string();
-                let kind = text.split_whitespace().next().unwrap_or("this").to_uppercase();
+                let kind = text
+                    .split_whitespace()
+                    .next()
+                    .unwrap_or("this")
+                    .to_uppercase();
                 Err(PolicyError::StatementNotAllowed(kind))
             }
         }
@@ -120,21 +130,38 @@ impl<'a> Rewriter<'a> {
     /// Rewrites the CTE bodies, each seeing only what the warehouse lets it see, then pushes the
     /// scope in which the main query sees all of them.
     fn with(&mut self, with: &mut With) -> R {
-        let With { with_token: _, recursive, cte_tables } = with;
+        let With {
+            with_token: _,
+            recursive,
+            cte_tables,
+        } = with;
         let d = self.catalog.dialect();
-        let names: Vec<String> = cte_tables.iter().map(|c| d.normalize(&c.alias.name)).collect();
+        let names: Vec<String> = cte_tables
+            .iter()
+            .map(|c| d.normalize(&c.alias.name))
+            .collect();
         for (i, n) in names.iter().enumerate() {
             if names[..i].contains(n) {
                 return Err(unsupported(format!("two CTEs named {n}")));
             }
         }
         for (i, cte) in cte_tables.iter_mut().enumerate() {
-            let Cte { alias: _, query, from, materialized: _, closing_paren_token: _ } = cte;
+            let Cte {
+                alias: _,
+                query,
+                from,
+                materialized: _,
+                closing_paren_token: _,
+            } = cte;
             if from.is_some() {
                 return Err(unsupported("CTE FROM clauses"));
             }
             // A non-recursive CTE body sees only the siblings before it, never itself.
-            let visible = if *recursive { names.clone() } else { names[..i].to_vec() };
+            let visible = if *recursive {
+                names.clone()
+            } else {
+                names[..i].to_vec()
+            };
             self.scopes.push(visible);
             let result = self.query(query);
             self.scopes.pop();
@@ -163,7 +190,11 @@ impl<'a> Rewriter<'a> {
         }
         match limit_clause {
             None => {}
-            Some(LimitClause::LimitOffset { limit, offset, limit_by }) => {
+            Some(LimitClause::LimitOffset {
+                limit,
+                offset,
+                limit_by,
+            }) => {
                 if !limit_by.is_empty() {
                     return Err(unsupported("LIMIT BY"));
                 }
@@ -179,7 +210,11 @@ impl<'a> Rewriter<'a> {
                 self.expr(limit)?;
             }
         }
-        if let Some(Fetch { with_ties: _, percent: _, quantity }) = fetch
+        if let Some(Fetch {
+            with_ties: _,
+            percent: _,
+            quantity,
+        }) = fetch
             && let Some(q) = quantity
         {
             self.expr(q)?;
@@ -191,7 +226,12 @@ impl<'a> Rewriter<'a> {
         match s {
             SetExpr::Select(select) => self.select(select),
             SetExpr::Query(q) => self.query(q),
-            SetExpr::SetOperation { left, op: _, set_quantifier: _, right } => {
+            SetExpr::SetOperation {
+                left,
+                op: _,
+                set_quantifier: _,
+                right,
+            } => {
                 self.set_expr(left)?;
                 self.set_expr(right)
             }
@@ -305,7 +345,10 @@ impl<'a> Rewriter<'a> {
         match item {
             SelectItem::UnnamedExpr(e)
             | SelectItem::ExprWithAlias { expr: e, alias: _ }
-            | SelectItem::ExprWithAliases { expr: e, aliases: _ } => self.expr(e),
+            | SelectItem::ExprWithAliases {
+                expr: e,
+                aliases: _,
+            } => self.expr(e),
             SelectItem::QualifiedWildcard(kind, opts) => {
                 check_wildcard_options(opts)?;
                 match kind {
@@ -320,7 +363,12 @@ impl<'a> Rewriter<'a> {
     fn table_with_joins(&mut self, twj: &mut TableWithJoins) -> R {
         let TableWithJoins { relation, joins } = twj;
         self.table_factor(relation)?;
-        for Join { relation, global, join_operator } in joins.iter_mut() {
+        for Join {
+            relation,
+            global,
+            join_operator,
+        } in joins.iter_mut()
+        {
             if *global {
                 return Err(unsupported("GLOBAL joins"));
             }
@@ -410,16 +458,25 @@ impl<'a> Rewriter<'a> {
                 }
                 Ok(())
             }
-            TableFactor::Derived { lateral: _, subquery, alias: _, sample } => {
+            TableFactor::Derived {
+                lateral: _,
+                subquery,
+                alias: _,
+                sample,
+            } => {
                 if sample.is_some() {
                     return Err(unsupported("TABLESAMPLE"));
                 }
                 self.query(subquery)
             }
-            TableFactor::NestedJoin { table_with_joins, alias: _ } => {
-                self.table_with_joins(table_with_joins)
-            }
-            other => Err(unsupported(format!("the table expression `{}`", excerpt(other)))),
+            TableFactor::NestedJoin {
+                table_with_joins,
+                alias: _,
+            } => self.table_with_joins(table_with_joins),
+            other => Err(unsupported(format!(
+                "the table expression `{}`",
+                excerpt(other)
+            ))),
         }
     }
 
@@ -469,7 +526,10 @@ impl<'a> Rewriter<'a> {
             projection,
             exclude: None,
             into: None,
-            from: vec![TableWithJoins { relation, joins: vec![] }],
+            from: vec![TableWithJoins {
+                relation,
+                joins: vec![],
+            }],
             lateral_views: vec![],
             prewhere: None,
             selection: Some(selection),
@@ -504,7 +564,12 @@ impl<'a> Rewriter<'a> {
     }
 
     fn order_by_exprs(&mut self, exprs: &mut [OrderByExpr]) -> R {
-        for OrderByExpr { expr, options: _, with_fill } in exprs.iter_mut() {
+        for OrderByExpr {
+            expr,
+            options: _,
+            with_fill,
+        } in exprs.iter_mut()
+        {
             if with_fill.is_some() {
                 return Err(unsupported("ORDER BY ... WITH FILL"));
             }
@@ -514,10 +579,20 @@ impl<'a> Rewriter<'a> {
     }
 
     fn window_spec(&mut self, spec: &mut WindowSpec) -> R {
-        let WindowSpec { window_name: _, partition_by, order_by, window_frame } = spec;
+        let WindowSpec {
+            window_name: _,
+            partition_by,
+            order_by,
+            window_frame,
+        } = spec;
         self.exprs(partition_by)?;
         self.order_by_exprs(order_by)?;
-        if let Some(WindowFrame { units: _, start_bound, end_bound }) = window_frame {
+        if let Some(WindowFrame {
+            units: _,
+            start_bound,
+            end_bound,
+        }) = window_frame
+        {
             self.frame_bound(start_bound)?;
             if let Some(b) = end_bound {
                 self.frame_bound(b)?;
@@ -553,15 +628,28 @@ impl<'a> Rewriter<'a> {
                 self.expr(a)?;
                 self.expr(b)
             }
-            Expr::InList { expr, list, negated: _ } => {
+            Expr::InList {
+                expr,
+                list,
+                negated: _,
+            } => {
                 self.expr(expr)?;
                 self.exprs(list)
             }
-            Expr::InSubquery { expr, subquery, negated: _ } => {
+            Expr::InSubquery {
+                expr,
+                subquery,
+                negated: _,
+            } => {
                 self.expr(expr)?;
                 self.query(subquery)
             }
-            Expr::Between { expr, negated: _, low, high } => {
+            Expr::Between {
+                expr,
+                negated: _,
+                low,
+                high,
+            } => {
                 self.expr(expr)?;
                 self.expr(low)?;
                 self.expr(high)
@@ -571,14 +659,40 @@ impl<'a> Rewriter<'a> {
                 self.expr(left)?;
                 self.expr(right)
             }
-            Expr::Like { negated: _, any: _, expr, pattern, escape_char: _ }
-            | Expr::ILike { negated: _, any: _, expr, pattern, escape_char: _ }
-            | Expr::SimilarTo { negated: _, expr, pattern, escape_char: _ } => {
+            Expr::Like {
+                negated: _,
+                any: _,
+                expr,
+                pattern,
+                escape_char: _,
+            }
+            | Expr::ILike {
+                negated: _,
+                any: _,
+                expr,
+                pattern,
+                escape_char: _,
+            }
+            | Expr::SimilarTo {
+                negated: _,
+                expr,
+                pattern,
+                escape_char: _,
+            } => {
                 self.expr(expr)?;
                 self.expr(pattern)
             }
-            Expr::AnyOp { left, compare_op, right, is_some: _ }
-            | Expr::AllOp { left, compare_op, right } => {
+            Expr::AnyOp {
+                left,
+                compare_op,
+                right,
+                is_some: _,
+            }
+            | Expr::AllOp {
+                left,
+                compare_op,
+                right,
+            } => {
                 check_binary_operator(compare_op)?;
                 self.expr(left)?;
                 self.expr(right)
@@ -587,25 +701,44 @@ impl<'a> Rewriter<'a> {
                 UnaryOperator::Plus | UnaryOperator::Minus | UnaryOperator::Not => self.expr(expr),
                 other => Err(unsupported(format!("the unary operator {other}"))),
             },
-            Expr::Cast { kind: _, expr, data_type, array, format } => {
+            Expr::Cast {
+                kind: _,
+                expr,
+                data_type,
+                array,
+                format,
+            } => {
                 if *array || format.is_some() {
                     return Err(unsupported("CAST ... FORMAT"));
                 }
                 check_data_type(data_type)?;
                 self.expr(expr)
             }
-            Expr::AtTimeZone { timestamp, time_zone } => {
+            Expr::AtTimeZone {
+                timestamp,
+                time_zone,
+            } => {
                 self.expr(timestamp)?;
                 self.expr(time_zone)
             }
-            Expr::Extract { field: _, syntax: _, expr }
+            Expr::Extract {
+                field: _,
+                syntax: _,
+                expr,
+            }
             | Expr::Ceil { expr, field: _ }
             | Expr::Floor { expr, field: _ } => self.expr(expr),
             Expr::Position { expr, r#in } => {
                 self.expr(expr)?;
                 self.expr(r#in)
             }
-            Expr::Substring { expr, substring_from, substring_for, special: _, shorthand: _ } => {
+            Expr::Substring {
+                expr,
+                substring_from,
+                substring_for,
+                special: _,
+                shorthand: _,
+            } => {
                 self.expr(expr)?;
                 if let Some(x) = substring_from {
                     self.expr(x)?;
@@ -615,7 +748,12 @@ impl<'a> Rewriter<'a> {
                 }
                 Ok(())
             }
-            Expr::Trim { trim_where: _, trim_what, expr, trim_characters } => {
+            Expr::Trim {
+                trim_where: _,
+                trim_what,
+                expr,
+                trim_characters,
+            } => {
                 self.expr(expr)?;
                 if let Some(x) = trim_what {
                     self.expr(x)?;
@@ -633,7 +771,13 @@ impl<'a> Rewriter<'a> {
             },
             Expr::TypedString(ts) => check_data_type(&ts.data_type),
             Expr::Function(f) => self.function(f),
-            Expr::Case { case_token: _, end_token: _, operand, conditions, else_result } => {
+            Expr::Case {
+                case_token: _,
+                end_token: _,
+                operand,
+                conditions,
+                else_result,
+            } => {
                 if let Some(x) = operand {
                     self.expr(x)?;
                 }
@@ -646,7 +790,10 @@ impl<'a> Rewriter<'a> {
                 }
                 Ok(())
             }
-            Expr::Exists { subquery, negated: _ } => self.query(subquery),
+            Expr::Exists {
+                subquery,
+                negated: _,
+            } => self.query(subquery),
             Expr::Subquery(q) => self.query(q),
             Expr::GroupingSets(sets) | Expr::Cube(sets) | Expr::Rollup(sets) => {
                 sets.iter_mut().try_for_each(|set| self.exprs(set))
@@ -686,8 +833,16 @@ impl<'a> Rewriter<'a> {
                 for arg in list.args.iter_mut() {
                     let arg_expr = match arg {
                         FunctionArg::Unnamed(a) => a,
-                        FunctionArg::Named { name: _, arg: a, operator: _ } => a,
-                        FunctionArg::ExprNamed { name, arg: a, operator: _ } => {
+                        FunctionArg::Named {
+                            name: _,
+                            arg: a,
+                            operator: _,
+                        } => a,
+                        FunctionArg::ExprNamed {
+                            name,
+                            arg: a,
+                            operator: _,
+                        } => {
                             self.expr(name)?;
                             a
                         }
@@ -765,7 +920,9 @@ fn check_wildcard_options(opts: &WildcardAdditionalOptions) -> R {
         || opt_rename.is_some()
         || opt_alias.is_some()
     {
-        return Err(unsupported("wildcard modifiers (EXCEPT / EXCLUDE / REPLACE / RENAME)"));
+        return Err(unsupported(
+            "wildcard modifiers (EXCEPT / EXCLUDE / REPLACE / RENAME)",
+        ));
     }
     Ok(())
 }

@@ -18,7 +18,11 @@ use crate::functions;
 use crate::{MAX_PARSE_DEPTH, TenantBinding};
 
 /// Verifies rewritten SQL. Returns the refusal reason on failure.
-pub(crate) fn verify(sql: &str, catalog: &Catalog, binding: &TenantBinding) -> Result<(), PolicyError> {
+pub(crate) fn verify(
+    sql: &str,
+    catalog: &Catalog,
+    binding: &TenantBinding,
+) -> Result<(), PolicyError> {
     let dialect = catalog.dialect().parser_dialect();
     let statements = Parser::new(&*dialect)
         .with_recursion_limit(MAX_PARSE_DEPTH)
@@ -26,7 +30,9 @@ pub(crate) fn verify(sql: &str, catalog: &Catalog, binding: &TenantBinding) -> R
         .and_then(|mut p| p.parse_statements())
         .map_err(|e| PolicyError::Verification(format!("rewritten SQL does not parse: {e}")))?;
     let [statement] = statements.as_slice() else {
-        return Err(PolicyError::Verification("not exactly one statement".into()));
+        return Err(PolicyError::Verification(
+            "not exactly one statement".into(),
+        ));
     };
     let mut v = Verifier {
         catalog,
@@ -151,7 +157,11 @@ impl<'a> Verifier<'a> {
                 _ => return bad("a projection other than its declared columns"),
             }
         }
-        let Some(Expr::BinaryOp { left, op: BinaryOperator::Eq, right }) = &select.selection
+        let Some(Expr::BinaryOp {
+            left,
+            op: BinaryOperator::Eq,
+            right,
+        }) = &select.selection
         else {
             return bad("no tenant predicate");
         };
@@ -265,8 +275,11 @@ impl Visitor for Verifier<'_> {
         let mut inner = outer.clone();
         if let Some(with) = &q.with {
             let d = self.catalog.dialect();
-            let names: Vec<String> =
-                with.cte_tables.iter().map(|c| d.normalize(&c.alias.name)).collect();
+            let names: Vec<String> = with
+                .cte_tables
+                .iter()
+                .map(|c| d.normalize(&c.alias.name))
+                .collect();
             for (i, cte) in with.cte_tables.iter().enumerate() {
                 let mut visible = outer.clone();
                 visible.extend_from_slice(if with.recursive { &names } else { &names[..i] });
@@ -292,7 +305,13 @@ impl Visitor for Verifier<'_> {
 
     fn pre_visit_table_factor(&mut self, tf: &TableFactor) -> ControlFlow<String> {
         match tf {
-            TableFactor::Table { args, version, partitions, with_ordinality, .. } => {
+            TableFactor::Table {
+                args,
+                version,
+                partitions,
+                with_ordinality,
+                ..
+            } => {
                 if args.is_some() || version.is_some() || !partitions.is_empty() || *with_ordinality
                 {
                     return ControlFlow::Break("a table function or time travel".into());
@@ -336,7 +355,10 @@ impl Visitor for Verifier<'_> {
             }
         }
         match self.emitted_rule(name) {
-            Some(TableRule { access: Access::Public, .. }) => ControlFlow::Continue(()),
+            Some(TableRule {
+                access: Access::Public,
+                ..
+            }) => ControlFlow::Continue(()),
             Some(rule) => ControlFlow::Break(format!(
                 "protected table {} read without its tenant filter",
                 rule.name
@@ -347,7 +369,9 @@ impl Visitor for Verifier<'_> {
 
     fn pre_visit_expr(&mut self, e: &Expr) -> ControlFlow<String> {
         match e {
-            Expr::Value(v) if matches!(v.value, Value::Placeholder(_)) && self.wrapper.is_none() => {
+            Expr::Value(v)
+                if matches!(v.value, Value::Placeholder(_)) && self.wrapper.is_none() =>
+            {
                 ControlFlow::Break("a bind parameter outside a tenant wrapper".into())
             }
             Expr::Function(f) => {

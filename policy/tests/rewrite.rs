@@ -1,12 +1,21 @@
 //! Golden rewrites and refusals for the PostgreSQL dialect over the security world's schema.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use sluice_policy::{Access, Catalog, Dialect, ParamStyle, PolicyError, TableName, TableRule, rewrite};
+use sluice_policy::{
+    Access, Catalog, Dialect, ParamStyle, PolicyError, TableName, TableRule, rewrite,
+};
 
 fn table(name: &str, tenant: Option<&str>, cols: &[&str]) -> TableRule {
     TableRule {
-        name: TableName { catalog: None, schema: "public".into(), table: name.into() },
+        name: TableName {
+            catalog: None,
+            schema: "public".into(),
+            table: name.into(),
+        },
         access: match tenant {
-            Some(c) => Access::Protected { tenant_column: c.into() },
+            Some(c) => Access::Protected {
+                tenant_column: c.into(),
+            },
             None => Access::Public,
         },
         columns: cols.iter().map(|c| c.to_string()).collect(),
@@ -21,7 +30,11 @@ fn world(style: ParamStyle) -> Catalog {
         "public".into(),
         vec![
             table("countries", None, &["code", "name"]),
-            table("orders", Some("tenant_id"), &["id", "tenant_id", "customer_id", "amount", "status"]),
+            table(
+                "orders",
+                Some("tenant_id"),
+                &["id", "tenant_id", "customer_id", "amount", "status"],
+            ),
             table("customers", Some("tenant_id"), &["id", "tenant_id", "name"]),
         ],
     )
@@ -29,11 +42,18 @@ fn world(style: ParamStyle) -> Catalog {
 }
 
 const W_ORDERS: &str = r#"(SELECT "id", "tenant_id", "customer_id", "amount", "status" FROM "public"."orders" WHERE "tenant_id" = $1)"#;
-const W_CUSTOMERS: &str = r#"(SELECT "id", "tenant_id", "name" FROM "public"."customers" WHERE "tenant_id" = $1)"#;
+const W_CUSTOMERS: &str =
+    r#"(SELECT "id", "tenant_id", "name" FROM "public"."customers" WHERE "tenant_id" = $1)"#;
 
 fn ok(sql: &str) -> String {
-    let out = rewrite(sql, &world(ParamStyle::DollarNumbered), "A").unwrap_or_else(|e| panic!("{sql}: {e}"));
-    assert_eq!(out.params.len(), usize::from(out.sql.contains("$1")), "{}", out.sql);
+    let out = rewrite(sql, &world(ParamStyle::DollarNumbered), "A")
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    assert_eq!(
+        out.params.len(),
+        usize::from(out.sql.contains("$1")),
+        "{}",
+        out.sql
+    );
     out.sql
 }
 
@@ -55,8 +75,12 @@ fn plain_select_is_wrapped_under_the_same_name() {
 #[test]
 fn alias_is_kept_and_joins_are_wrapped_on_both_sides() {
     assert_eq!(
-        ok("SELECT c.name, o.amount FROM public.orders o LEFT JOIN customers AS c ON c.id = o.customer_id"),
-        format!("SELECT c.name, o.amount FROM {W_ORDERS} AS o LEFT JOIN {W_CUSTOMERS} AS c ON c.id = o.customer_id")
+        ok(
+            "SELECT c.name, o.amount FROM public.orders o LEFT JOIN customers AS c ON c.id = o.customer_id"
+        ),
+        format!(
+            "SELECT c.name, o.amount FROM {W_ORDERS} AS o LEFT JOIN {W_CUSTOMERS} AS c ON c.id = o.customer_id"
+        )
     );
 }
 
@@ -70,9 +94,11 @@ fn public_tables_are_qualified_not_filtered() {
 
 #[test]
 fn subqueries_everywhere_are_wrapped() {
-    let out = ok("SELECT id, (SELECT max(amount) FROM orders) AS top FROM customers \
+    let out = ok(
+        "SELECT id, (SELECT max(amount) FROM orders) AS top FROM customers \
                   WHERE EXISTS (SELECT 1 FROM orders o WHERE o.customer_id = customers.id) \
-                  ORDER BY (SELECT count(*) FROM orders)");
+                  ORDER BY (SELECT count(*) FROM orders)",
+    );
     assert_eq!(out.matches(W_ORDERS).count(), 3, "{out}");
     assert_eq!(out.matches(W_CUSTOMERS).count(), 1, "{out}");
 }
@@ -81,13 +107,19 @@ fn subqueries_everywhere_are_wrapped() {
 fn set_operations_and_derived_tables_are_wrapped() {
     let out = ok("SELECT id FROM orders UNION ALL SELECT id FROM (SELECT id FROM customers) x");
     assert!(out.contains(&format!("{W_ORDERS} AS orders")), "{out}");
-    assert!(out.contains(&format!("{W_CUSTOMERS} AS customers")), "{out}");
+    assert!(
+        out.contains(&format!("{W_CUSTOMERS} AS customers")),
+        "{out}"
+    );
 }
 
 #[test]
 fn cte_named_like_a_table_still_reads_the_filtered_table() {
     let out = ok("WITH orders AS (SELECT * FROM public.orders) SELECT * FROM orders");
-    assert_eq!(out, format!("WITH orders AS (SELECT * FROM {W_ORDERS} AS orders) SELECT * FROM orders"));
+    assert_eq!(
+        out,
+        format!("WITH orders AS (SELECT * FROM {W_ORDERS} AS orders) SELECT * FROM orders")
+    );
 }
 
 #[test]
@@ -105,19 +137,29 @@ fn later_sibling_cte_is_not_in_scope() {
 
 #[test]
 fn cte_scope_ends_at_its_subquery() {
-    let out = ok("SELECT * FROM (WITH orders AS (SELECT 1 AS id) SELECT * FROM orders) AS a CROSS JOIN orders AS b");
-    assert!(out.ends_with(&format!("CROSS JOIN {W_ORDERS} AS b")), "{out}");
+    let out = ok(
+        "SELECT * FROM (WITH orders AS (SELECT 1 AS id) SELECT * FROM orders) AS a CROSS JOIN orders AS b",
+    );
+    assert!(
+        out.ends_with(&format!("CROSS JOIN {W_ORDERS} AS b")),
+        "{out}"
+    );
 }
 
 #[test]
 fn recursive_cte_sees_itself() {
-    let out = ok("WITH RECURSIVE r AS (SELECT 1 AS n UNION ALL SELECT n + 1 FROM r WHERE n < 3) SELECT * FROM r");
+    let out = ok(
+        "WITH RECURSIVE r AS (SELECT 1 AS n UNION ALL SELECT n + 1 FROM r WHERE n < 3) SELECT * FROM r",
+    );
     assert!(out.contains("FROM r WHERE"), "{out}");
 }
 
 #[test]
 fn quoted_identifiers_follow_postgres_folding() {
-    assert!(matches!(err(r#"SELECT * FROM "Orders""#), PolicyError::UnknownRelation(_)));
+    assert!(matches!(
+        err(r#"SELECT * FROM "Orders""#),
+        PolicyError::UnknownRelation(_)
+    ));
     assert!(ok(r#"SELECT * FROM "orders""#).contains(W_ORDERS));
     assert!(ok("SELECT * FROM ORDERS").contains(W_ORDERS));
 }
@@ -133,7 +175,10 @@ fn refusals_have_precise_codes() {
         ("DELETE FROM orders", "statement_not_allowed"),
         ("SET search_path = archive", "statement_not_allowed"),
         ("EXPLAIN SELECT * FROM orders", "statement_not_allowed"),
-        ("WITH d AS (DELETE FROM orders RETURNING *) SELECT * FROM d", "statement_not_allowed"),
+        (
+            "WITH d AS (DELETE FROM orders RETURNING *) SELECT * FROM d",
+            "statement_not_allowed",
+        ),
         ("SELECT * FROM pg_catalog.pg_user", "policy_denied"),
         ("SELECT * FROM information_schema.tables", "policy_denied"),
         ("SELECT * FROM archive.orders", "policy_denied"),
@@ -145,7 +190,10 @@ fn refusals_have_precise_codes() {
         ("SELECT * FROM orders FOR UPDATE", "policy_denied"),
         ("SELECT * FROM orders WHERE tenant_id = $1", "policy_denied"),
         ("SELECT 'x'::regclass", "policy_denied"),
-        ("SELECT * FROM orders, LATERAL generate_series(1, 2)", "policy_denied"),
+        (
+            "SELECT * FROM orders, LATERAL generate_series(1, 2)",
+            "policy_denied",
+        ),
     ];
     for (sql, code) in cases {
         assert_eq!(err(sql).code(), code, "{sql}");
@@ -154,18 +202,36 @@ fn refusals_have_precise_codes() {
 
 #[test]
 fn inline_literal_style_escapes_through_the_ast() {
-    let out = rewrite("SELECT id FROM orders", &world(ParamStyle::InlineLiteral), "A-1").unwrap();
-    assert!(out.sql.contains(r#"WHERE "tenant_id" = 'A-1')"#), "{}", out.sql);
+    let out = rewrite(
+        "SELECT id FROM orders",
+        &world(ParamStyle::InlineLiteral),
+        "A-1",
+    )
+    .unwrap();
+    assert!(
+        out.sql.contains(r#"WHERE "tenant_id" = 'A-1')"#),
+        "{}",
+        out.sql
+    );
     assert!(out.params.is_empty());
     assert!(matches!(
-        rewrite("SELECT 1", &world(ParamStyle::InlineLiteral), "A' OR '1'='1"),
+        rewrite(
+            "SELECT 1",
+            &world(ParamStyle::InlineLiteral),
+            "A' OR '1'='1"
+        ),
         Err(PolicyError::InvalidTenant)
     ));
 }
 
 #[test]
 fn manifest_lists_resolved_tables() {
-    let out = rewrite("SELECT * FROM orders o JOIN countries c ON true", &world(ParamStyle::DollarNumbered), "A").unwrap();
+    let out = rewrite(
+        "SELECT * FROM orders o JOIN countries c ON true",
+        &world(ParamStyle::DollarNumbered),
+        "A",
+    )
+    .unwrap();
     let names: Vec<String> = out.manifest.tables.iter().map(|t| t.to_string()).collect();
     assert_eq!(names, ["public.countries", "public.orders"]);
 }

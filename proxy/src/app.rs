@@ -64,13 +64,19 @@ pub struct App {
 fn parse_table_name(name: &str) -> Result<TableName, String> {
     let parts: Vec<&str> = name.split('.').collect();
     match parts.as_slice() {
-        [s, t] => Ok(TableName { catalog: None, schema: s.to_string(), table: t.to_string() }),
+        [s, t] => Ok(TableName {
+            catalog: None,
+            schema: s.to_string(),
+            table: t.to_string(),
+        }),
         [c, s, t] => Ok(TableName {
             catalog: Some(c.to_string()),
             schema: s.to_string(),
             table: t.to_string(),
         }),
-        _ => Err(format!("table name {name:?} must be schema.table or catalog.schema.table")),
+        _ => Err(format!(
+            "table name {name:?} must be schema.table or catalog.schema.table"
+        )),
     }
 }
 
@@ -83,7 +89,9 @@ pub fn catalog_for(c: &ConnectionConfig) -> Result<Catalog, String> {
     for t in &c.tables {
         let access = match (t.access, &t.tenant_column) {
             (AccessKind::Public, _) => Access::Public,
-            (AccessKind::Protected, Some(col)) => Access::Protected { tenant_column: col.clone() },
+            (AccessKind::Protected, Some(col)) => Access::Protected {
+                tenant_column: col.clone(),
+            },
             (AccessKind::Protected, None) => {
                 return Err(format!("{}: protected tables need tenant_column", t.name));
             }
@@ -94,8 +102,14 @@ pub fn catalog_for(c: &ConnectionConfig) -> Result<Catalog, String> {
             columns: t.columns.clone(),
         });
     }
-    Catalog::new(dialect, dialect.default_param_style(), None, c.default_schema.clone(), tables)
-        .map_err(|e| e.to_string())
+    Catalog::new(
+        dialect,
+        dialect.default_param_style(),
+        None,
+        c.default_schema.clone(),
+        tables,
+    )
+    .map_err(|e| e.to_string())
 }
 
 fn read_secret(config: &Config) -> Result<Option<Vec<u8>>, StartupError> {
@@ -104,11 +118,18 @@ fn read_secret(config: &Config) -> Result<Option<Vec<u8>>, StartupError> {
     };
     let secret = match (&jwt.secret_env, &jwt.secret_file) {
         (Some(var), _) => std::env::var(var)
-            .map_err(|_| StartupError(format!("auth.jwt.secret_env: environment variable {var} is not set")))?
+            .map_err(|_| {
+                StartupError(format!(
+                    "auth.jwt.secret_env: environment variable {var} is not set"
+                ))
+            })?
             .into_bytes(),
         (None, Some(path)) => {
             let text = std::fs::read_to_string(path).map_err(|e| {
-                StartupError(format!("auth.jwt.secret_file: cannot read {}: {e}", path.display()))
+                StartupError(format!(
+                    "auth.jwt.secret_file: cannot read {}: {e}",
+                    path.display()
+                ))
             })?;
             text.trim_end_matches(['\n', '\r']).as_bytes().to_vec()
         }
@@ -124,7 +145,10 @@ async fn build_connection(c: &ConnectionConfig) -> Result<Connection, StartupErr
             let mut tables = Vec::with_capacity(c.tables.len());
             for (t, rule) in c.tables.iter().zip(catalog.tables()) {
                 let (Some(path), Some(format)) = (&t.path, t.format) else {
-                    return Err(StartupError(format!("{}: embedded tables need path and format", t.name)));
+                    return Err(StartupError(format!(
+                        "{}: embedded tables need path and format",
+                        t.name
+                    )));
                 };
                 tables.push(EmbeddedTable {
                     schema: rule.name.schema.clone(),
@@ -144,7 +168,12 @@ async fn build_connection(c: &ConnectionConfig) -> Result<Connection, StartupErr
                 let schema = engine
                     .table_schema(&rule.name.schema, &rule.name.table)
                     .await
-                    .ok_or_else(|| StartupError(format!("connection {}: {} is not readable", c.id, rule.name)))?;
+                    .ok_or_else(|| {
+                        StartupError(format!(
+                            "connection {}: {} is not readable",
+                            c.id, rule.name
+                        ))
+                    })?;
                 for col in &rule.columns {
                     if schema.field_with_name(col).is_err() {
                         return Err(StartupError(format!(
@@ -157,7 +186,11 @@ async fn build_connection(c: &ConnectionConfig) -> Result<Connection, StartupErr
             Arc::new(engine)
         }
     };
-    Ok(Connection { id: c.id.clone(), catalog, connector })
+    Ok(Connection {
+        id: c.id.clone(),
+        catalog,
+        connector,
+    })
 }
 
 /// Builds the daemon: reads secrets, opens the audit log in the data directory, starts the
@@ -166,16 +199,24 @@ pub async fn build(config: Config) -> Result<App, StartupError> {
     config.validate().map_err(|e| StartupError(e.to_string()))?;
     let secret = read_secret(&config)?;
     let jwt = match (&config.auth.jwt, secret) {
-        (Some(c), Some(s)) => Some(JwtVerifier::new(c, &s).map_err(|e| StartupError(format!("auth.jwt: {e}")))?),
+        (Some(c), Some(s)) => {
+            Some(JwtVerifier::new(c, &s).map_err(|e| StartupError(format!("auth.jwt: {e}")))?)
+        }
         _ => None,
     };
     let data_dir: &Path = &config.server.data_dir;
     std::fs::create_dir_all(data_dir).map_err(|e| {
-        StartupError(format!("cannot create data dir {}: {e}", data_dir.display()))
+        StartupError(format!(
+            "cannot create data dir {}: {e}",
+            data_dir.display()
+        ))
     })?;
     let audit_path: PathBuf = data_dir.join(AUDIT_FILE);
     let (audit, audit_writer) = AuditLog::open(&audit_path).map_err(|e| {
-        StartupError(format!("cannot open audit log {}: {e}", audit_path.display()))
+        StartupError(format!(
+            "cannot open audit log {}: {e}",
+            audit_path.display()
+        ))
     })?;
     let mut connections = BTreeMap::new();
     for c in &config.connections {
@@ -188,5 +229,8 @@ pub async fn build(config: Config) -> Result<App, StartupError> {
         shutting_down: AtomicBool::new(false),
         config,
     };
-    Ok(App { state: Arc::new(state), audit_writer })
+    Ok(App {
+        state: Arc::new(state),
+        audit_writer,
+    })
 }

@@ -119,7 +119,9 @@ impl JwtVerifier {
             JwtAlgorithm::HS256 => Algorithm::HS256,
         };
         if secret.len() < MIN_HS256_SECRET_BYTES {
-            return Err(format!("the HS256 secret must be at least {MIN_HS256_SECRET_BYTES} bytes"));
+            return Err(format!(
+                "the HS256 secret must be at least {MIN_HS256_SECRET_BYTES} bytes"
+            ));
         }
         let mut validation = Validation::new(algorithm);
         validation.leeway = config.leeway_secs;
@@ -127,8 +129,10 @@ impl JwtVerifier {
         validation.validate_nbf = true;
         validation.set_audience(&[config.audience.as_str()]);
         validation.set_issuer(&[config.issuer.as_str()]);
-        validation.required_spec_claims =
-            ["exp", "aud", "iss"].iter().map(|s| s.to_string()).collect::<HashSet<_>>();
+        validation.required_spec_claims = ["exp", "aud", "iss"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect::<HashSet<_>>();
         Ok(JwtVerifier {
             key: DecodingKey::from_secret(secret),
             validation,
@@ -140,22 +144,27 @@ impl JwtVerifier {
     pub fn verify(&self, token: &str) -> Result<Principal, AuthError> {
         // The algorithm is pinned: refuse any other (including `none`) before anything else.
         let alg = header_alg(token)?;
-        if !self.validation.algorithms.iter().any(|a| format!("{a:?}") == alg) {
+        if !self
+            .validation
+            .algorithms
+            .iter()
+            .any(|a| format!("{a:?}") == alg)
+        {
             return Err(AuthError::AlgorithmNotAllowed);
         }
         let data = jsonwebtoken::decode::<Map<String, Value>>(token, &self.key, &self.validation)
             .map_err(|e| match e.kind() {
-                ErrorKind::ExpiredSignature => AuthError::Expired,
-                ErrorKind::ImmatureSignature => AuthError::NotYetValid,
-                ErrorKind::InvalidSignature => AuthError::BadSignature,
-                ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName => {
-                    AuthError::AlgorithmNotAllowed
-                }
-                ErrorKind::InvalidAudience => AuthError::BadAudience,
-                ErrorKind::InvalidIssuer => AuthError::BadIssuer,
-                ErrorKind::MissingRequiredClaim(c) => AuthError::BadClaims(format!("missing {c}")),
-                _ => AuthError::Malformed,
-            })?;
+            ErrorKind::ExpiredSignature => AuthError::Expired,
+            ErrorKind::ImmatureSignature => AuthError::NotYetValid,
+            ErrorKind::InvalidSignature => AuthError::BadSignature,
+            ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName => {
+                AuthError::AlgorithmNotAllowed
+            }
+            ErrorKind::InvalidAudience => AuthError::BadAudience,
+            ErrorKind::InvalidIssuer => AuthError::BadIssuer,
+            ErrorKind::MissingRequiredClaim(c) => AuthError::BadClaims(format!("missing {c}")),
+            _ => AuthError::Malformed,
+        })?;
         let claims = data.claims;
         let user = string_claim(&claims, &self.claims.user)?;
         let tenant = string_claim(&claims, &self.claims.tenant)?;
@@ -178,7 +187,12 @@ impl JwtVerifier {
                 )));
             }
         };
-        Ok(Principal { user, tenant, groups, method: AuthMethod::Jwt })
+        Ok(Principal {
+            user,
+            tenant,
+            groups,
+            method: AuthMethod::Jwt,
+        })
     }
 }
 

@@ -85,16 +85,36 @@ fn run(cli: Cli) -> Result<(), StartupError> {
             );
             Ok(())
         }
-        Command::Token { demo: _, tenant, user, groups, data_dir } => {
-            println!("{}", demo::token(&data_dir, &user, &tenant, &groups).map_err(StartupError)?);
+        Command::Token {
+            demo: _,
+            tenant,
+            user,
+            groups,
+            data_dir,
+        } => {
+            println!(
+                "{}",
+                demo::token(&data_dir, &user, &tenant, &groups).map_err(StartupError)?
+            );
             Ok(())
         }
-        Command::Serve { config, demo: is_demo, listen, data_dir } => {
+        Command::Serve {
+            config,
+            demo: is_demo,
+            listen,
+            data_dir,
+        } => {
             let mut cfg = match (&config, is_demo) {
-                (Some(path), false) => Config::load(path).map_err(|e| StartupError(e.to_string()))?,
+                (Some(path), false) => {
+                    Config::load(path).map_err(|e| StartupError(e.to_string()))?
+                }
                 (None, true) => {
-                    let dir = data_dir.clone().unwrap_or_else(|| PathBuf::from(config::DEFAULT_DATA_DIR));
-                    let addr = listen.clone().unwrap_or_else(|| config::DEFAULT_LISTEN.to_string());
+                    let dir = data_dir
+                        .clone()
+                        .unwrap_or_else(|| PathBuf::from(config::DEFAULT_DATA_DIR));
+                    let addr = listen
+                        .clone()
+                        .unwrap_or_else(|| config::DEFAULT_LISTEN.to_string());
                     demo::config(&dir, &addr).map_err(StartupError)?
                 }
                 _ => return Err(StartupError("give --config <file> or --demo".into())),
@@ -122,14 +142,19 @@ async fn serve(cfg: Config, is_demo: bool) -> Result<(), StartupError> {
     let listener = tokio::net::TcpListener::bind(&listen)
         .await
         .map_err(|e| StartupError(format!("cannot listen on {listen}: {e}")))?;
-    let addr = listener.local_addr().map_err(|e| StartupError(e.to_string()))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| StartupError(e.to_string()))?;
     tracing::info!(%addr, data_dir = %data_dir.display(), "sluice listening");
     println!("sluice listening on http://{addr}");
     if is_demo {
         let tenant = demo::TENANTS[0];
         let token = demo::token(&data_dir, "demo-user", tenant, &["analyst".to_string()])
             .map_err(StartupError)?;
-        println!("Demo data: tenants {}. A query as tenant {tenant}:", demo::TENANTS.join(", "));
+        println!(
+            "Demo data: tenants {}. A query as tenant {tenant}:",
+            demo::TENANTS.join(", ")
+        );
         println!("{}", demo::curl_line(&format!("http://{addr}"), &token));
         println!(
             "Token for another tenant: sluice token --demo --tenant {} --data-dir {}",
@@ -144,7 +169,10 @@ async fn shutdown_signal() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
-        match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+        match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
             (Ok(mut term), Ok(mut int)) => {
                 tokio::select! {
                     _ = term.recv() => {}

@@ -61,7 +61,10 @@ pub enum ConfigError {
 }
 
 fn invalid(field: impl Into<String>, message: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid { field: field.into(), message: message.into() }
+    ConfigError::Invalid {
+        field: field.into(),
+        message: message.into(),
+    }
 }
 
 /// The whole configuration.
@@ -135,7 +138,10 @@ pub struct LogConfig {
 
 impl Default for LogConfig {
     fn default() -> Self {
-        LogConfig { format: LogFormat::Text, level: "info".into() }
+        LogConfig {
+            format: LogFormat::Text,
+            level: "info".into(),
+        }
     }
 }
 
@@ -195,7 +201,11 @@ pub struct ClaimsConfig {
 
 impl Default for ClaimsConfig {
     fn default() -> Self {
-        ClaimsConfig { user: "sub".into(), tenant: "tenant".into(), groups: "groups".into() }
+        ClaimsConfig {
+            user: "sub".into(),
+            tenant: "tenant".into(),
+            groups: "groups".into(),
+        }
     }
 }
 
@@ -295,10 +305,14 @@ impl Config {
     /// Reads, parses and validates a configuration file. Relative paths in it are resolved
     /// against the file's directory.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
-        let mut config = Config::parse(&text)
-            .map_err(|message| ConfigError::Parse { path: path.to_path_buf(), message })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let mut config = Config::parse(&text).map_err(|message| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message,
+        })?;
         let base = path.parent().unwrap_or(Path::new("."));
         config.resolve_paths(base);
         config.validate()?;
@@ -346,7 +360,10 @@ impl Config {
             return Err(invalid("limits.max_result_rows", "must be positive"));
         }
         let Some(jwt) = &self.auth.jwt else {
-            return Err(invalid("auth", "configure at least one method ([auth.jwt])"));
+            return Err(invalid(
+                "auth",
+                "configure at least one method ([auth.jwt])",
+            ));
         };
         match (&jwt.secret_env, &jwt.secret_file) {
             (Some(_), None) | (None, Some(_)) => {}
@@ -368,12 +385,21 @@ impl Config {
             let field = format!("connections[{i}]");
             if c.id.is_empty()
                 || c.id.len() > 64
-                || !c.id.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '_' || ch == '-')
+                || !c
+                    .id
+                    .chars()
+                    .all(|ch| ch.is_ascii_alphanumeric() || ch == '_' || ch == '-')
             {
-                return Err(invalid(format!("{field}.id"), "use 1-64 letters, digits, _ or -"));
+                return Err(invalid(
+                    format!("{field}.id"),
+                    "use 1-64 letters, digits, _ or -",
+                ));
             }
             if !ids.insert(c.id.as_str()) {
-                return Err(invalid(format!("{field}.id"), format!("duplicate id {:?}", c.id)));
+                return Err(invalid(
+                    format!("{field}.id"),
+                    format!("duplicate id {:?}", c.id),
+                ));
             }
             if c.threads == 0 {
                 return Err(invalid(format!("{field}.threads"), "must be positive"));

@@ -72,7 +72,10 @@ pub fn generate(dir: &Path) -> Result<(), String> {
     write_parquet(
         &dir.join("regions.parquet"),
         &batch(
-            vec![Field::new("region_id", DataType::Int64, false), Field::new("name", DataType::Utf8, false)],
+            vec![
+                Field::new("region_id", DataType::Int64, false),
+                Field::new("name", DataType::Utf8, false),
+            ],
             vec![
                 Arc::new(Int64Array::from_iter_values(1..=regions.len() as i64)),
                 Arc::new(StringArray::from_iter_values(regions)),
@@ -82,7 +85,10 @@ pub fn generate(dir: &Path) -> Result<(), String> {
 
     let categories = ["hardware", "software", "services", "training"];
     let products: Vec<i64> = (1..=PRODUCTS).collect();
-    let prices: Vec<f64> = products.iter().map(|_| (rng.below(50_000) as f64) / 100.0 + 5.0).collect();
+    let prices: Vec<f64> = products
+        .iter()
+        .map(|_| (rng.below(50_000) as f64) / 100.0 + 5.0)
+        .collect();
     write_parquet(
         &dir.join("products.parquet"),
         &batch(
@@ -94,8 +100,12 @@ pub fn generate(dir: &Path) -> Result<(), String> {
             ],
             vec![
                 Arc::new(Int64Array::from(products.clone())),
-                Arc::new(StringArray::from_iter_values(products.iter().map(|p| format!("product-{p}")))),
-                Arc::new(StringArray::from_iter_values(products.iter().map(|p| categories[(*p as usize) % 4]))),
+                Arc::new(StringArray::from_iter_values(
+                    products.iter().map(|p| format!("product-{p}")),
+                )),
+                Arc::new(StringArray::from_iter_values(
+                    products.iter().map(|p| categories[(*p as usize) % 4]),
+                )),
                 Arc::new(Float64Array::from(prices.clone())),
             ],
         )?,
@@ -105,8 +115,25 @@ pub fn generate(dir: &Path) -> Result<(), String> {
     let (mut c_tenant, mut c_id, mut c_name, mut c_region, mut c_segment, mut c_since) =
         (vec![], vec![], vec![], vec![], vec![], vec![]);
     let statuses = ["paid", "open", "refunded", "shipped"];
-    let (mut o_tenant, mut o_id, mut o_cust, mut o_prod, mut o_qty, mut o_amount, mut o_status, mut o_at) =
-        (vec![], vec![], vec![], vec![], vec![], vec![], vec![], vec![]);
+    let (
+        mut o_tenant,
+        mut o_id,
+        mut o_cust,
+        mut o_prod,
+        mut o_qty,
+        mut o_amount,
+        mut o_status,
+        mut o_at,
+    ) = (
+        vec![],
+        vec![],
+        vec![],
+        vec![],
+        vec![],
+        vec![],
+        vec![],
+        vec![],
+    );
     // 2024-01-01T00:00:00Z in microseconds, and in days.
     let epoch_2024_us: i64 = 1_704_067_200_000_000;
     let epoch_2024_days: i32 = 19_723;
@@ -207,7 +234,8 @@ fn write_private(path: &Path, text: &str) -> Result<(), String> {
         .mode(0o600)
         .open(path)
         .map_err(|e| format!("{}: {e}", path.display()))?;
-    f.write_all(text.as_bytes()).map_err(|e| format!("{}: {e}", path.display()))
+    f.write_all(text.as_bytes())
+        .map_err(|e| format!("{}: {e}", path.display()))
 }
 
 #[cfg(not(unix))]
@@ -216,7 +244,12 @@ fn write_private(path: &Path, text: &str) -> Result<(), String> {
 }
 
 /// Mints a demo token for `user` of `tenant`.
-pub fn token(data_dir: &Path, user: &str, tenant: &str, groups: &[String]) -> Result<String, String> {
+pub fn token(
+    data_dir: &Path,
+    user: &str,
+    tenant: &str,
+    groups: &[String],
+) -> Result<String, String> {
     let secret = secret(data_dir)?;
     let now = chrono::Utc::now().timestamp() as u64;
     let claims = serde_json::json!({
@@ -272,7 +305,12 @@ pub fn config(data_dir: &Path, listen: &str) -> Result<Config, String> {
             default_schema: "public".into(),
             threads: 2,
             tables: vec![
-                table("regions", AccessKind::Public, &["region_id", "name"], files.join("regions.parquet")),
+                table(
+                    "regions",
+                    AccessKind::Public,
+                    &["region_id", "name"],
+                    files.join("regions.parquet"),
+                ),
                 table(
                     "products",
                     AccessKind::Public,
@@ -282,13 +320,29 @@ pub fn config(data_dir: &Path, listen: &str) -> Result<Config, String> {
                 table(
                     "customers",
                     AccessKind::Protected,
-                    &["tenant_id", "customer_id", "name", "region_id", "segment", "customer_since"],
+                    &[
+                        "tenant_id",
+                        "customer_id",
+                        "name",
+                        "region_id",
+                        "segment",
+                        "customer_since",
+                    ],
                     files.join("customers.parquet"),
                 ),
                 table(
                     "orders",
                     AccessKind::Protected,
-                    &["tenant_id", "order_id", "customer_id", "product_id", "quantity", "amount", "status", "ordered_at"],
+                    &[
+                        "tenant_id",
+                        "order_id",
+                        "customer_id",
+                        "product_id",
+                        "quantity",
+                        "amount",
+                        "status",
+                        "ordered_at",
+                    ],
                     files.join("orders.parquet"),
                 ),
             ],

@@ -68,7 +68,9 @@ pub fn negotiate(headers: &HeaderMap) -> Result<Format, ApiError> {
         ApiError::new(
             StatusCode::NOT_ACCEPTABLE,
             "not_acceptable",
-            format!("cannot answer as {accept:?}: use application/json, {ARROW_STREAM} or text/csv"),
+            format!(
+                "cannot answer as {accept:?}: use application/json, {ARROW_STREAM} or text/csv"
+            ),
         )
     })
 }
@@ -100,7 +102,11 @@ pub enum Encoder {
 
 impl Encoder {
     /// Starts an answer; returns the encoder and the bytes that open it.
-    pub fn start(format: Format, schema: &SchemaRef, request_id: &str) -> Result<(Self, Bytes), ArrowError> {
+    pub fn start(
+        format: Format,
+        schema: &SchemaRef,
+        request_id: &str,
+    ) -> Result<(Self, Bytes), ArrowError> {
         match format {
             Format::Json => {
                 let columns: Vec<serde_json::Value> = schema
@@ -138,7 +144,9 @@ impl Encoder {
     /// Encodes one batch.
     pub fn batch(&mut self, batch: &RecordBatch) -> Result<Bytes, ArrowError> {
         match self {
-            Encoder::Json { schema, wrote_row, .. } => {
+            Encoder::Json {
+                schema, wrote_row, ..
+            } => {
                 let options = EncoderOptions::default();
                 let fields = schema.fields();
                 let mut encoders = Vec::with_capacity(fields.len());
@@ -168,7 +176,10 @@ impl Encoder {
             }
             Encoder::Csv => {
                 let mut buf = Vec::new();
-                arrow::csv::WriterBuilder::new().with_header(false).build(&mut buf).write(batch)?;
+                arrow::csv::WriterBuilder::new()
+                    .with_header(false)
+                    .build(&mut buf)
+                    .write(batch)?;
                 Ok(Bytes::from(buf))
             }
             Encoder::Arrow(w) => {

@@ -32,7 +32,12 @@ pub struct ApiError {
 impl ApiError {
     /// A new error.
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        ApiError { status, code, message: message.into(), reason: None }
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+            reason: None,
+        }
     }
 
     /// 400 with a code.
@@ -47,7 +52,11 @@ impl ApiError {
 
     /// 500 without detail (the cause is logged by the caller).
     pub fn internal() -> Self {
-        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error")
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "internal error",
+        )
     }
 
     /// The problem+json body.
@@ -73,7 +82,12 @@ impl From<sluice_policy::PolicyError> for ApiError {
             "statement_not_allowed" | "policy_denied" => StatusCode::FORBIDDEN,
             _ => StatusCode::BAD_REQUEST,
         };
-        ApiError { status, code: e.code(), message: e.to_string(), reason: Some(e.reason()) }
+        ApiError {
+            status,
+            code: e.code(),
+            message: e.to_string(),
+            reason: Some(e.reason()),
+        }
     }
 }
 

@@ -65,7 +65,13 @@ async fn run_query(
     audit.principal(&principal);
 
     // 2. The request itself.
-    let request = read_body(&parts.headers, body, state.config.server.max_body_bytes, audit).await?;
+    let request = read_body(
+        &parts.headers,
+        body,
+        state.config.server.max_body_bytes,
+        audit,
+    )
+    .await?;
     let conn = connection(state, request.connection.as_deref())?;
     audit.record.connection = Some(conn.id.clone());
 
@@ -80,7 +86,10 @@ async fn run_query(
     let params: Vec<Param> = rewritten
         .params
         .iter()
-        .map(|p| Param { name: p.name.clone(), value: p.value.clone() })
+        .map(|p| Param {
+            name: p.name.clone(),
+            value: p.value.clone(),
+        })
         .collect();
     let request_id = current_request_id();
     let execute = conn.connector.execute(QueryRequest {
@@ -101,7 +110,14 @@ async fn run_query(
 
     // 6. Stream the answer; its end (or the client leaving) writes the completion record.
     let completion = audit.completion();
-    let answer = Answer::start(format, stream, first, completion, limits.max_result_rows, deadline)?;
+    let answer = Answer::start(
+        format,
+        stream,
+        first,
+        completion,
+        limits.max_result_rows,
+        deadline,
+    )?;
     Ok(answer.into_response(format, limits.max_result_rows))
 }
 
@@ -112,9 +128,13 @@ async fn read_body(
     max_bytes: usize,
     audit: &mut QueryAudit,
 ) -> Result<QueryBody, ApiError> {
-    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok());
     let is_json = content_type.is_some_and(|ct| {
-        ct.split(';').next().is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
+        ct.split(';')
+            .next()
+            .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
     });
     if !is_json {
         return Err(ApiError::new(
@@ -141,12 +161,19 @@ async fn read_body(
         let is_limit = std::error::Error::source(&e)
             .is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
             || e.to_string().contains("length limit");
-        if is_limit { too_large() } else { ApiError::bad_request("invalid_body", "the request body could not be read") }
+        if is_limit {
+            too_large()
+        } else {
+            ApiError::bad_request("invalid_body", "the request body could not be read")
+        }
     })?;
     let text = std::str::from_utf8(&bytes).map_err(|e| {
         ApiError::bad_request(
             "invalid_encoding",
-            format!("the request body is not valid UTF-8 (at byte {})", e.valid_up_to()),
+            format!(
+                "the request body is not valid UTF-8 (at byte {})",
+                e.valid_up_to()
+            ),
         )
     })?;
     let parsed: QueryBody = serde_json::from_str(text).map_err(|e| {
@@ -193,14 +220,22 @@ fn connection<'a>(state: &'a AppState, id: Option<&str>) -> Result<&'a Arc<Conne
 }
 
 fn timeout_error() -> ApiError {
-    ApiError::new(StatusCode::GATEWAY_TIMEOUT, "timeout", "the query took longer than allowed")
+    ApiError::new(
+        StatusCode::GATEWAY_TIMEOUT,
+        "timeout",
+        "the query took longer than allowed",
+    )
 }
 
 fn warehouse_error(e: &ConnectorError) -> ApiError {
     tracing::warn!(kind = e.kind(), error = %e, "warehouse error");
     match e {
         ConnectorError::Plan(_) => ApiError::bad_request("invalid_query", e.client_message()),
-        _ => ApiError::new(StatusCode::BAD_GATEWAY, "warehouse_error", e.client_message()),
+        _ => ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            "warehouse_error",
+            e.client_message(),
+        ),
     }
 }
 
@@ -225,7 +260,12 @@ impl QueryAudit {
             .get(header::USER_AGENT)
             .and_then(|v| v.to_str().ok())
             .map(|s| truncate(s, 256));
-        QueryAudit { log: log.clone(), record, started: Instant::now(), attempted: false }
+        QueryAudit {
+            log: log.clone(),
+            record,
+            started: Instant::now(),
+            attempted: false,
+        }
     }
 
     fn principal(&mut self, p: &Principal) {
@@ -273,7 +313,14 @@ impl QueryAudit {
         if self.attempted {
             record.event = Event::QueryCompletion;
             record.decision = Decision::Allow;
-            record.outcome = Some(if err.code == "timeout" { "timeout" } else { "error" }.into());
+            record.outcome = Some(
+                if err.code == "timeout" {
+                    "timeout"
+                } else {
+                    "error"
+                }
+                .into(),
+            );
         }
         tracing::info!(code = err.code, "query refused or failed");
         if let Err(e) = self.log.append(record).await {
@@ -400,11 +447,17 @@ impl Answer {
         });
         let mut resp = Body::new(http_body_util::StreamBody::new(stream)).into_response();
         let h = resp.headers_mut();
-        h.insert(header::CONTENT_TYPE, HeaderValue::from_static(format.content_type()));
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(format.content_type()),
+        );
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         h.insert("sluice-row-limit", HeaderValue::from(max_rows));
         if format != Format::Json {
-            h.insert(header::TRAILER, HeaderValue::from_static("sluice-row-count, sluice-truncated"));
+            h.insert(
+                header::TRAILER,
+                HeaderValue::from_static("sluice-row-count, sluice-truncated"),
+            );
         }
         resp
     }
@@ -492,11 +545,16 @@ impl Answer {
             Ok(bytes) => {
                 self.completion.rows += batch.num_rows() as u64;
                 self.completion.bytes += bytes.len() as u64;
-                if bytes.is_empty() { None } else { Some(Ok(Frame::data(bytes))) }
+                if bytes.is_empty() {
+                    None
+                } else {
+                    Some(Ok(Frame::data(bytes)))
+                }
             }
             Err(e) => {
                 tracing::error!(error = %e, "encoding failed");
-                self.phase = Phase::Finishing(Some(("internal", "the answer could not be encoded".into())));
+                self.phase =
+                    Phase::Finishing(Some(("internal", "the answer could not be encoded".into())));
                 None
             }
         }
@@ -504,8 +562,12 @@ impl Answer {
 
     async fn finish(&mut self, error: Option<(&'static str, String)>) -> FrameResult {
         self.batches = None;
-        let trailing = error.as_ref().map(|(code, message)| TrailingError { code, message });
-        let tail = self.encoder.finish(self.completion.rows, self.truncated, trailing);
+        let trailing = error
+            .as_ref()
+            .map(|(code, message)| TrailingError { code, message });
+        let tail = self
+            .encoder
+            .finish(self.completion.rows, self.truncated, trailing);
         let outcome = match (&error, self.truncated) {
             (Some(("timeout", _)), _) => "timeout",
             (Some(_), _) => "error",
@@ -522,7 +584,9 @@ impl Answer {
             // incomplete transfer rather than a short answer that looks complete.
             (_, Some((code, _)), Format::Arrow | Format::Csv) => {
                 self.phase = Phase::Done;
-                Err(std::io::Error::other(format!("query failed mid-stream: {code}")))
+                Err(std::io::Error::other(format!(
+                    "query failed mid-stream: {code}"
+                )))
             }
             (Ok(bytes), _, Format::Json) => {
                 self.phase = Phase::Done;

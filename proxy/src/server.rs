@@ -62,15 +62,20 @@ async fn not_found() -> Response {
 }
 
 async fn method_not_allowed() -> Response {
-    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed here")
-        .into_response()
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "method not allowed here",
+    )
+    .into_response()
 }
 
 fn valid_request_id(v: &HeaderValue) -> Option<String> {
     let s = v.to_str().ok()?;
     let ok = !s.is_empty()
         && s.len() <= MAX_REQUEST_ID_LEN
-        && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_.:".contains(c));
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.:".contains(c));
     ok.then(|| s.to_string())
 }
 
@@ -89,7 +94,10 @@ async fn request_context(req: Request, next: Next) -> Response {
         path = %req.uri().path(),
     );
     let started = Instant::now();
-    let mut resp = REQUEST_ID.scope(id.clone(), next.run(req)).instrument(span.clone()).await;
+    let mut resp = REQUEST_ID
+        .scope(id.clone(), next.run(req))
+        .instrument(span.clone())
+        .await;
     if let Ok(v) = HeaderValue::from_str(&id) {
         resp.headers_mut().insert(REQUEST_ID_HEADER, v);
     }
@@ -124,7 +132,10 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), StartupError> {
-    let App { state, audit_writer } = app;
+    let App {
+        state,
+        audit_writer,
+    } = app;
     let grace = Duration::from_millis(state.config.server.shutdown_grace_ms);
     let (draining_tx, mut draining_rx) = tokio::sync::watch::channel(false);
     let flag_state = Arc::clone(&state);
@@ -135,7 +146,9 @@ pub async fn serve(
         let _ = draining_tx.send(true);
     };
     let service = router(Arc::clone(&state)).into_make_service_with_connect_info::<SocketAddr>();
-    let server = axum::serve(listener, service).with_graceful_shutdown(signal).into_future();
+    let server = axum::serve(listener, service)
+        .with_graceful_shutdown(signal)
+        .into_future();
     let grace_over = async move {
         let _ = draining_rx.wait_for(|d| *d).await;
         tokio::time::sleep(grace).await;
@@ -146,7 +159,10 @@ pub async fn serve(
     }
     drop(state);
     let joined = tokio::task::spawn_blocking(move || audit_writer.join());
-    if tokio::time::timeout(AUDIT_DRAIN_TIMEOUT, joined).await.is_err() {
+    if tokio::time::timeout(AUDIT_DRAIN_TIMEOUT, joined)
+        .await
+        .is_err()
+    {
         tracing::error!("audit writer did not drain in time");
     }
     tracing::info!("stopped");
@@ -174,7 +190,11 @@ impl RunningServer {
         let handle = tokio::spawn(serve(app, listener, async move {
             let _ = rx.await;
         }));
-        Ok(RunningServer { addr, shutdown: Some(tx), handle })
+        Ok(RunningServer {
+            addr,
+            shutdown: Some(tx),
+            handle,
+        })
     }
 
     /// Base URL, `http://host:port`.
@@ -187,6 +207,8 @@ impl RunningServer {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
-        self.handle.await.map_err(|e| StartupError(format!("server task: {e}")))?
+        self.handle
+            .await
+            .map_err(|e| StartupError(format!("server task: {e}")))?
     }
 }

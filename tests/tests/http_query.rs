@@ -1,7 +1,7 @@
 //! End-to-end: the daemon on an ephemeral port, spoken to over real HTTP, with the embedded demo
 //! warehouse. Checks answers in every format, tenant isolation, refusals with their codes, and
 //! that every request leaves its audit records (and refused ones never reach the engine).
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::path::PathBuf;
 
@@ -24,7 +24,12 @@ async fn start_with(edit: impl FnOnce(&mut sluice::config::Config)) -> Daemon {
     edit(&mut config);
     let app = sluice::app::build(config).await.unwrap();
     let server = RunningServer::start(app, "127.0.0.1:0").await.unwrap();
-    Daemon { server, data_dir, _dir: dir, client: reqwest::Client::new() }
+    Daemon {
+        server,
+        data_dir,
+        _dir: dir,
+        client: reqwest::Client::new(),
+    }
 }
 
 async fn start() -> Daemon {
@@ -55,7 +60,12 @@ impl Daemon {
     }
 
     async fn query(&self, tenant: &str, sql: &str) -> (StatusCode, Value) {
-        let resp = self.post(Some(&self.token(tenant))).json(&json!({ "sql": sql })).send().await.unwrap();
+        let resp = self
+            .post(Some(&self.token(tenant)))
+            .json(&json!({ "sql": sql }))
+            .send()
+            .await
+            .unwrap();
         let status = resp.status();
         (status, resp.json().await.unwrap())
     }
@@ -69,17 +79,30 @@ impl Daemon {
 }
 
 fn now() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
 }
 
 fn column(body: &Value, i: usize) -> Vec<Value> {
-    body["rows"].as_array().unwrap().iter().map(|r| r[i].clone()).collect()
+    body["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r[i].clone())
+        .collect()
 }
 
 #[tokio::test]
 async fn json_answer_has_the_documented_shape_and_only_the_callers_rows() {
     let d = start().await;
-    let (status, body) = d.query("acme", "SELECT order_id, tenant_id, amount FROM orders ORDER BY order_id").await;
+    let (status, body) = d
+        .query(
+            "acme",
+            "SELECT order_id, tenant_id, amount FROM orders ORDER BY order_id",
+        )
+        .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(
         body["columns"],
@@ -91,9 +114,16 @@ async fn json_answer_has_the_documented_shape_and_only_the_callers_rows() {
     assert!(column(&body, 1).iter().all(|t| t == "acme"));
 
     // Another tenant sees only its own rows, even when it asks for someone else's.
-    let (_, body) = d.query("globex", "SELECT DISTINCT tenant_id FROM orders").await;
+    let (_, body) = d
+        .query("globex", "SELECT DISTINCT tenant_id FROM orders")
+        .await;
     assert_eq!(body["rows"], json!([["globex"]]));
-    let (_, body) = d.query("globex", "SELECT count(*) FROM orders WHERE tenant_id = 'acme'").await;
+    let (_, body) = d
+        .query(
+            "globex",
+            "SELECT count(*) FROM orders WHERE tenant_id = 'acme'",
+        )
+        .await;
     assert_eq!(body["rows"], json!([[0]]));
     // Joins, subqueries and CTEs are filtered on every side.
     let (_, body) = d
@@ -125,16 +155,31 @@ async fn arrow_and_csv_answers_carry_the_same_rows() {
         .await
         .unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
-    assert_eq!(resp.headers()["content-type"], "application/vnd.apache.arrow.stream");
+    assert_eq!(
+        resp.headers()["content-type"],
+        "application/vnd.apache.arrow.stream"
+    );
     let bytes = resp.bytes().await.unwrap();
-    let reader = arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(bytes), None).unwrap();
+    let reader =
+        arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(bytes), None).unwrap();
     let batches: Vec<_> = reader.map(|b| b.unwrap()).collect();
     assert_eq!(batches.iter().map(|b| b.num_rows()).sum::<usize>(), 1000);
     assert_eq!(batches[0].schema().field(1).name(), "status");
 
-    let resp = d.post(Some(&token)).header("Accept", "text/csv").json(&sql).send().await.unwrap();
+    let resp = d
+        .post(Some(&token))
+        .header("Accept", "text/csv")
+        .json(&sql)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
-    assert!(resp.headers()["content-type"].to_str().unwrap().starts_with("text/csv"));
+    assert!(
+        resp.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/csv")
+    );
     let text = resp.text().await.unwrap();
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines[0], "order_id,status");
@@ -142,7 +187,13 @@ async fn arrow_and_csv_answers_carry_the_same_rows() {
     assert!(lines[1].starts_with("1,"));
 
     // An Accept we cannot serve is refused before anything runs.
-    let resp = d.post(Some(&token)).header("Accept", "image/png").json(&sql).send().await.unwrap();
+    let resp = d
+        .post(Some(&token))
+        .header("Accept", "image/png")
+        .json(&sql)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), StatusCode::NOT_ACCEPTABLE);
     d.server.stop().await.unwrap();
 }
@@ -156,8 +207,13 @@ async fn the_row_limit_truncates_and_says_so() {
     assert_eq!(body["rows"].as_array().unwrap().len(), 250);
     assert_eq!(body["truncated"], true);
     // Exactly at the limit is not truncated.
-    let (_, body) = d.query("acme", "SELECT order_id FROM orders LIMIT 250").await;
-    assert_eq!((body["row_count"].clone(), body["truncated"].clone()), (json!(250), json!(false)));
+    let (_, body) = d
+        .query("acme", "SELECT order_id FROM orders LIMIT 250")
+        .await;
+    assert_eq!(
+        (body["row_count"].clone(), body["truncated"].clone()),
+        (json!(250), json!(false))
+    );
     let resp = d
         .post(Some(&d.token("acme")))
         .header("Accept", "text/csv")
@@ -175,7 +231,11 @@ async fn the_row_limit_truncates_and_says_so() {
         .collect();
     assert_eq!(
         outcomes,
-        [("truncated".to_string(), 250), ("ok".to_string(), 250), ("truncated".to_string(), 250)]
+        [
+            ("truncated".to_string(), 250),
+            ("ok".to_string(), 250),
+            ("truncated".to_string(), 250)
+        ]
     );
 }
 
@@ -186,11 +246,15 @@ async fn bad_input_gets_precise_codes_and_never_reaches_the_engine() {
     let d = start().await;
     let good = d.token("acme");
     let t = now();
-    let expired = d.sign(json!({"sub":"a","tenant":"acme","iss":"sluice-demo","aud":"sluice","exp":t-3600}));
+    let expired =
+        d.sign(json!({"sub":"a","tenant":"acme","iss":"sluice-demo","aud":"sluice","exp":t-3600}));
     let not_yet = d.sign(json!({"sub":"a","tenant":"acme","iss":"sluice-demo","aud":"sluice","exp":t+3600,"nbf":t+1800}));
-    let wrong_aud = d.sign(json!({"sub":"a","tenant":"acme","iss":"sluice-demo","aud":"other","exp":t+3600}));
-    let wrong_iss = d.sign(json!({"sub":"a","tenant":"acme","iss":"evil","aud":"sluice","exp":t+3600}));
-    let numeric_tenant = d.sign(json!({"sub":"a","tenant":7,"iss":"sluice-demo","aud":"sluice","exp":t+3600}));
+    let wrong_aud =
+        d.sign(json!({"sub":"a","tenant":"acme","iss":"sluice-demo","aud":"other","exp":t+3600}));
+    let wrong_iss =
+        d.sign(json!({"sub":"a","tenant":"acme","iss":"evil","aud":"sluice","exp":t+3600}));
+    let numeric_tenant =
+        d.sign(json!({"sub":"a","tenant":7,"iss":"sluice-demo","aud":"sluice","exp":t+3600}));
     let array_tenant = d.sign(json!({"sub":"a","tenant":["acme","globex"],"iss":"sluice-demo","aud":"sluice","exp":t+3600}));
     let forged = jsonwebtoken::encode(
         &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
@@ -209,48 +273,244 @@ async fn bad_input_gets_precise_codes_and_never_reaches_the_engine() {
     let ten_mb = format!("{{\"sql\":\"SELECT '{}'\"}}", "x".repeat(10 * 1024 * 1024));
 
     let q = |sql: &str| json!({ "sql": sql }).to_string();
-    let cases: Vec<(&str, Option<&str>, &str, Vec<u8>, StatusCode, &str)> = vec![
-        ("missing token", None, "application/json", q("SELECT 1").into(), StatusCode::UNAUTHORIZED, "unauthenticated"),
-        ("garbage token", Some("abc.def"), "application/json", q("SELECT 1").into(), StatusCode::UNAUTHORIZED, "invalid_token"),
-        ("expired token", Some(&expired), "application/json", q("SELECT 1").into(), StatusCode::UNAUTHORIZED, "token_expired"),
-        ("nbf in the future", Some(&not_yet), "application/json", q("SELECT 1").into(), StatusCode::UNAUTHORIZED, "token_not_yet_valid"),
-        ("forged token", Some(&forged), "application/json", q("SELECT 1").into(), StatusCode::UNAUTHORIZED, "invalid_signature"),
-        ("alg none", Some(&alg_none), "application/json", q("SELECT 1").into(), StatusCode::UNAUTHORIZED, "algorithm_not_allowed"),
-        ("wrong audience", Some(&wrong_aud), "application/json", q("SELECT 1").into(), StatusCode::UNAUTHORIZED, "invalid_audience"),
-        ("wrong issuer", Some(&wrong_iss), "application/json", q("SELECT 1").into(), StatusCode::UNAUTHORIZED, "invalid_issuer"),
-        ("numeric tenant", Some(&numeric_tenant), "application/json", q("SELECT 1").into(), StatusCode::UNAUTHORIZED, "invalid_claims"),
-        ("array tenant", Some(&array_tenant), "application/json", q("SELECT 1").into(), StatusCode::UNAUTHORIZED, "invalid_claims"),
-        ("malformed JSON", Some(&good), "application/json", b"{\"sql\": ".to_vec(), StatusCode::BAD_REQUEST, "invalid_json"),
-        ("wrong JSON shape", Some(&good), "application/json", br#"{"query":"SELECT 1"}"#.to_vec(), StatusCode::BAD_REQUEST, "invalid_request"),
-        ("sql not a string", Some(&good), "application/json", br#"{"sql":42}"#.to_vec(), StatusCode::BAD_REQUEST, "invalid_request"),
-        ("invalid UTF-8", Some(&good), "application/json", b"{\"sql\":\"SELECT '\xff\xfe'\"}".to_vec(), StatusCode::BAD_REQUEST, "invalid_encoding"),
-        ("not JSON media type", Some(&good), "text/plain", q("SELECT 1").into(), StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
-        ("10 MB body", Some(&good), "application/json", ten_mb.into(), StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
-        ("empty SQL", Some(&good), "application/json", q("   ").into(), StatusCode::BAD_REQUEST, "empty_query"),
-        ("parse error", Some(&good), "application/json", q("SELEC order_id FROM orders").into(), StatusCode::BAD_REQUEST, "sql_parse_error"),
-        ("two statements", Some(&good), "application/json", q("SELECT 1; SELECT 2").into(), StatusCode::BAD_REQUEST, "multiple_statements"),
-        ("INSERT", Some(&good), "application/json", q("INSERT INTO orders (order_id) VALUES (1)").into(), StatusCode::FORBIDDEN, "statement_not_allowed"),
-        ("DROP", Some(&good), "application/json", q("DROP TABLE orders").into(), StatusCode::FORBIDDEN, "statement_not_allowed"),
-        ("undeclared table", Some(&good), "application/json", q("SELECT * FROM secrets").into(), StatusCode::FORBIDDEN, "policy_denied"),
-        ("catalog", Some(&good), "application/json", q("SELECT * FROM information_schema.tables").into(), StatusCode::FORBIDDEN, "policy_denied"),
-        ("file read", Some(&good), "application/json", q("SELECT * FROM 'demo/orders.parquet'").into(), StatusCode::FORBIDDEN, "policy_denied"),
-        ("unknown connection", Some(&good), "application/json", json!({"sql":"SELECT 1","connection":"nope"}).to_string().into(), StatusCode::NOT_FOUND, "unknown_connection"),
+    /// (name, bearer token, content type, body, expected status, expected code)
+    type Case<'a> = (
+        &'a str,
+        Option<&'a str>,
+        &'a str,
+        Vec<u8>,
+        StatusCode,
+        &'a str,
+    );
+    let cases: Vec<Case> = vec![
+        (
+            "missing token",
+            None,
+            "application/json",
+            q("SELECT 1").into(),
+            StatusCode::UNAUTHORIZED,
+            "unauthenticated",
+        ),
+        (
+            "garbage token",
+            Some("abc.def"),
+            "application/json",
+            q("SELECT 1").into(),
+            StatusCode::UNAUTHORIZED,
+            "invalid_token",
+        ),
+        (
+            "expired token",
+            Some(&expired),
+            "application/json",
+            q("SELECT 1").into(),
+            StatusCode::UNAUTHORIZED,
+            "token_expired",
+        ),
+        (
+            "nbf in the future",
+            Some(&not_yet),
+            "application/json",
+            q("SELECT 1").into(),
+            StatusCode::UNAUTHORIZED,
+            "token_not_yet_valid",
+        ),
+        (
+            "forged token",
+            Some(&forged),
+            "application/json",
+            q("SELECT 1").into(),
+            StatusCode::UNAUTHORIZED,
+            "invalid_signature",
+        ),
+        (
+            "alg none",
+            Some(&alg_none),
+            "application/json",
+            q("SELECT 1").into(),
+            StatusCode::UNAUTHORIZED,
+            "algorithm_not_allowed",
+        ),
+        (
+            "wrong audience",
+            Some(&wrong_aud),
+            "application/json",
+            q("SELECT 1").into(),
+            StatusCode::UNAUTHORIZED,
+            "invalid_audience",
+        ),
+        (
+            "wrong issuer",
+            Some(&wrong_iss),
+            "application/json",
+            q("SELECT 1").into(),
+            StatusCode::UNAUTHORIZED,
+            "invalid_issuer",
+        ),
+        (
+            "numeric tenant",
+            Some(&numeric_tenant),
+            "application/json",
+            q("SELECT 1").into(),
+            StatusCode::UNAUTHORIZED,
+            "invalid_claims",
+        ),
+        (
+            "array tenant",
+            Some(&array_tenant),
+            "application/json",
+            q("SELECT 1").into(),
+            StatusCode::UNAUTHORIZED,
+            "invalid_claims",
+        ),
+        (
+            "malformed JSON",
+            Some(&good),
+            "application/json",
+            b"{\"sql\": ".to_vec(),
+            StatusCode::BAD_REQUEST,
+            "invalid_json",
+        ),
+        (
+            "wrong JSON shape",
+            Some(&good),
+            "application/json",
+            br#"{"query":"SELECT 1"}"#.to_vec(),
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+        ),
+        (
+            "sql not a string",
+            Some(&good),
+            "application/json",
+            br#"{"sql":42}"#.to_vec(),
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+        ),
+        (
+            "invalid UTF-8",
+            Some(&good),
+            "application/json",
+            b"{\"sql\":\"SELECT '\xff\xfe'\"}".to_vec(),
+            StatusCode::BAD_REQUEST,
+            "invalid_encoding",
+        ),
+        (
+            "not JSON media type",
+            Some(&good),
+            "text/plain",
+            q("SELECT 1").into(),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+        ),
+        (
+            "10 MB body",
+            Some(&good),
+            "application/json",
+            ten_mb.into(),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+        ),
+        (
+            "empty SQL",
+            Some(&good),
+            "application/json",
+            q("   ").into(),
+            StatusCode::BAD_REQUEST,
+            "empty_query",
+        ),
+        (
+            "parse error",
+            Some(&good),
+            "application/json",
+            q("SELEC order_id FROM orders").into(),
+            StatusCode::BAD_REQUEST,
+            "sql_parse_error",
+        ),
+        (
+            "two statements",
+            Some(&good),
+            "application/json",
+            q("SELECT 1; SELECT 2").into(),
+            StatusCode::BAD_REQUEST,
+            "multiple_statements",
+        ),
+        (
+            "INSERT",
+            Some(&good),
+            "application/json",
+            q("INSERT INTO orders (order_id) VALUES (1)").into(),
+            StatusCode::FORBIDDEN,
+            "statement_not_allowed",
+        ),
+        (
+            "DROP",
+            Some(&good),
+            "application/json",
+            q("DROP TABLE orders").into(),
+            StatusCode::FORBIDDEN,
+            "statement_not_allowed",
+        ),
+        (
+            "undeclared table",
+            Some(&good),
+            "application/json",
+            q("SELECT * FROM secrets").into(),
+            StatusCode::FORBIDDEN,
+            "policy_denied",
+        ),
+        (
+            "catalog",
+            Some(&good),
+            "application/json",
+            q("SELECT * FROM information_schema.tables").into(),
+            StatusCode::FORBIDDEN,
+            "policy_denied",
+        ),
+        (
+            "file read",
+            Some(&good),
+            "application/json",
+            q("SELECT * FROM 'demo/orders.parquet'").into(),
+            StatusCode::FORBIDDEN,
+            "policy_denied",
+        ),
+        (
+            "unknown connection",
+            Some(&good),
+            "application/json",
+            json!({"sql":"SELECT 1","connection":"nope"})
+                .to_string()
+                .into(),
+            StatusCode::NOT_FOUND,
+            "unknown_connection",
+        ),
     ];
 
     let mut denied_ids = Vec::new();
     for (name, token, content_type, body, status, code) in cases {
-        let mut req = d.post(token).header("Content-Type", content_type).body(body);
+        let mut req = d
+            .post(token)
+            .header("Content-Type", content_type)
+            .body(body);
         let rid = format!("bad-{}", name.replace(' ', "-"));
         req = req.header("X-Request-Id", &rid);
         let resp = req.send().await.unwrap();
         assert_eq!(resp.status(), status, "{name}");
-        assert_eq!(resp.headers()["content-type"], "application/problem+json", "{name}");
+        assert_eq!(
+            resp.headers()["content-type"],
+            "application/problem+json",
+            "{name}"
+        );
         assert_eq!(resp.headers()["x-request-id"], rid.as_str(), "{name}");
         let problem: Value = resp.json().await.unwrap();
         assert_eq!(problem["code"], code, "{name}: {problem}");
         assert_eq!(problem["status"], status.as_u16(), "{name}");
         assert_eq!(problem["request_id"], rid.as_str(), "{name}");
-        assert!(problem["detail"].as_str().is_some_and(|m| m.len() > 10), "{name}: {problem}");
+        assert!(
+            problem["detail"].as_str().is_some_and(|m| m.len() > 10),
+            "{name}: {problem}"
+        );
         denied_ids.push(rid);
     }
 
@@ -261,7 +521,10 @@ async fn bad_input_gets_precise_codes_and_never_reaches_the_engine() {
         assert_eq!(mine[0].event, Event::QueryDenied, "{rid}");
         assert!(mine[0].code.is_some(), "{rid}");
     }
-    assert!(records.iter().all(|r| r.event == Event::QueryDenied), "nothing reached the engine");
+    assert!(
+        records.iter().all(|r| r.event == Event::QueryDenied),
+        "nothing reached the engine"
+    );
 }
 
 #[tokio::test]
@@ -294,13 +557,25 @@ async fn every_query_is_audited_with_its_context() {
         .await
         .unwrap();
     assert_eq!(failed.status(), StatusCode::BAD_REQUEST);
-    assert_eq!(failed.json::<Value>().await.unwrap()["code"], "invalid_query");
+    assert_eq!(
+        failed.json::<Value>().await.unwrap()["code"],
+        "invalid_query"
+    );
 
     let records = d.stop_and_read_audit().await;
-    let by = |rid: &str| records.iter().filter(|r| r.request_id == rid).cloned().collect::<Vec<_>>();
+    let by = |rid: &str| {
+        records
+            .iter()
+            .filter(|r| r.request_id == rid)
+            .cloned()
+            .collect::<Vec<_>>()
+    };
 
     let ok = by("req-ok-1");
-    assert_eq!(ok.iter().map(|r| r.event).collect::<Vec<_>>(), [Event::QueryAttempt, Event::QueryCompletion]);
+    assert_eq!(
+        ok.iter().map(|r| r.event).collect::<Vec<_>>(),
+        [Event::QueryAttempt, Event::QueryCompletion]
+    );
     let done = &ok[1];
     assert_eq!(done.user.as_deref(), Some("alice"));
     assert_eq!(done.tenant.as_deref(), Some("acme"));
@@ -309,8 +584,16 @@ async fn every_query_is_audited_with_its_context() {
     assert_eq!(done.connection.as_deref(), Some("demo"));
     assert_eq!(done.user_agent.as_deref(), Some("bi-tool/1.0"));
     assert_eq!(done.client_addr.as_deref(), Some("127.0.0.1"));
-    assert_eq!(done.sql.as_deref(), Some("SELECT order_id FROM orders LIMIT 7"));
-    assert!(done.rewritten_sql.as_deref().unwrap().contains(r#"WHERE "tenant_id" = $1"#));
+    assert_eq!(
+        done.sql.as_deref(),
+        Some("SELECT order_id FROM orders LIMIT 7")
+    );
+    assert!(
+        done.rewritten_sql
+            .as_deref()
+            .unwrap()
+            .contains(r#"WHERE "tenant_id" = $1"#)
+    );
     assert_eq!(done.params, ["acme"]);
     assert_eq!(done.tables, ["public.orders"]);
     assert_eq!(done.outcome.as_deref(), Some("ok"));
@@ -325,7 +608,10 @@ async fn every_query_is_audited_with_its_context() {
     assert_eq!(denied[0].tenant.as_deref(), Some("acme"));
 
     let failed = by("req-failed-1");
-    assert_eq!(failed.iter().map(|r| r.event).collect::<Vec<_>>(), [Event::QueryAttempt, Event::QueryCompletion]);
+    assert_eq!(
+        failed.iter().map(|r| r.event).collect::<Vec<_>>(),
+        [Event::QueryAttempt, Event::QueryCompletion]
+    );
     assert_eq!(failed[1].outcome.as_deref(), Some("error"));
     assert_eq!(failed[1].code.as_deref(), Some("invalid_query"));
 }
@@ -347,12 +633,18 @@ async fn a_client_that_leaves_mid_answer_is_audited_as_cancelled() {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     loop {
         let records = read_all(&open_read_only(&path).unwrap()).unwrap();
-        if let Some(r) = records.iter().find(|r| r.request_id == "req-leaves" && r.event == Event::QueryCompletion) {
+        if let Some(r) = records
+            .iter()
+            .find(|r| r.request_id == "req-leaves" && r.event == Event::QueryCompletion)
+        {
             assert_eq!(r.outcome.as_deref(), Some("cancelled"));
             assert!(r.rows.unwrap() < 9_000_000);
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "no completion record for a cancelled query");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no completion record for a cancelled query"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     d.server.stop().await.unwrap();
@@ -362,16 +654,35 @@ async fn a_client_that_leaves_mid_answer_is_audited_as_cancelled() {
 async fn health_readiness_and_unknown_routes() {
     let d = start().await;
     let c = &d.client;
-    let r = c.get(format!("{}/healthz", d.server.url())).send().await.unwrap();
+    let r = c
+        .get(format!("{}/healthz", d.server.url()))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::OK);
-    let r = c.get(format!("{}/readyz", d.server.url())).send().await.unwrap();
+    let r = c
+        .get(format!("{}/readyz", d.server.url()))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::OK);
     assert!(r.headers().contains_key("x-request-id"));
-    let r = c.get(format!("{}/v1/nope", d.server.url())).send().await.unwrap();
+    let r = c
+        .get(format!("{}/v1/nope", d.server.url()))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
     assert_eq!(r.json::<Value>().await.unwrap()["code"], "not_found");
-    let r = c.get(format!("{}/v1/query", d.server.url())).send().await.unwrap();
+    let r = c
+        .get(format!("{}/v1/query", d.server.url()))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::METHOD_NOT_ALLOWED);
-    assert_eq!(r.json::<Value>().await.unwrap()["code"], "method_not_allowed");
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["code"],
+        "method_not_allowed"
+    );
     d.server.stop().await.unwrap();
 }

@@ -1,0 +1,182 @@
+//! The real `sluice` binary: the demo's printed curl line works as printed, a token for another
+//! tenant sees only its rows, SIGTERM drains an answer in flight, and `check-config` names bad keys.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+const BIN: &str = env!("CARGO_BIN_EXE_sluice");
+
+/// Pulls (url, token, body) out of `curl -s URL -H 'Authorization: Bearer T' ... -d 'BODY'`.
+fn parse_curl(line: &str) -> (String, String, String) {
+    let url = line.split_whitespace().nth(2).unwrap().to_string();
+    let token = line
+        .split("Bearer ")
+        .nth(1)
+        .unwrap()
+        .split('\'')
+        .next()
+        .unwrap()
+        .to_string();
+    let body = line
+        .split("-d '")
+        .nth(1)
+        .unwrap()
+        .trim_end_matches('\'')
+        .to_string();
+    (url, token, body)
+}
+
+#[tokio::test]
+async fn demo_curl_works_and_sigterm_drains_in_flight_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    let mut child = Command::new(BIN)
+        .args(["serve", "--demo", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(&data_dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let _ = tx.send(line.unwrap());
+        }
+    });
+    let mut curl = None;
+    let mut other = None;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while curl.is_none() || other.is_none() {
+        let line = rx
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .expect("demo banner");
+        if line.starts_with("curl ") {
+            curl = Some(line);
+        } else if line.starts_with("Token for another tenant: ") {
+            other = Some(line);
+        }
+    }
+    let (url, token, body) = parse_curl(&curl.unwrap());
+    let client = reqwest::Client::new();
+
+    // The printed command, as printed.
+    let resp = client
+        .post(&url)
+        .bearer_auth(&token)
+        .header("Content-Type", "application/json")
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let answer: Value = resp.json().await.unwrap();
+    assert_eq!(answer["row_count"], 5);
+    assert!(
+        answer["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r[0].as_str().unwrap().starts_with("acme-"))
+    );
+
+    // The printed way to get another tenant's token.
+    let cmd = other.unwrap();
+    let args: Vec<&str> = cmd
+        .trim_start_matches("Token for another tenant: sluice ")
+        .split_whitespace()
+        .collect();
+    let out = Command::new(BIN).args(&args).output().unwrap();
+    assert!(out.status.success());
+    let globex = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let resp = client
+        .post(&url)
+        .bearer_auth(&globex)
+        .json(&json!({"sql": "SELECT DISTINCT tenant_id FROM customers"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        resp.json::<Value>().await.unwrap()["rows"],
+        json!([["globex"]])
+    );
+
+    // A large answer in flight when SIGTERM arrives still completes.
+    let resp = client
+        .post(&url)
+        .bearer_auth(&token)
+        .json(&json!({"sql": "SELECT a.order_id, b.order_id FROM orders a CROSS JOIN orders b"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let kill = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let answer: Value = resp.json().await.unwrap();
+    assert_eq!(answer["row_count"], 100_000);
+    assert_eq!(answer["truncated"], true);
+
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "daemon did not exit after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status:?}");
+
+    // Every request left its records, flushed before exit.
+    let conn = sluice_audit::open_read_only(&data_dir.join("audit.sqlite")).unwrap();
+    let records = sluice_audit::read_all(&conn).unwrap();
+    let completions: Vec<_> = records
+        .iter()
+        .filter(|r| r.event == sluice_audit::Event::QueryCompletion)
+        .collect();
+    assert_eq!(completions.len(), 3);
+    assert_eq!(completions[2].outcome.as_deref(), Some("truncated"));
+}
+
+#[test]
+fn check_config_names_unknown_keys_and_accepts_the_example() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        "[server]\nlistn = \"127.0.0.1:1\"\n[auth.jwt]\nalgorithm = \"HS256\"\nsecret_env = \"X\"\nissuer = \"i\"\naudience = \"a\"\n",
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .args(["check-config", "--config"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.contains("listn"), "{err}");
+
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/sluice.example.toml");
+    let out = Command::new(BIN)
+        .args(["check-config", "--config", example])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8(out.stdout).unwrap().contains("OK"));
+
+    let out = Command::new(BIN).args(["serve"]).output().unwrap();
+    assert!(!out.status.success());
+}
