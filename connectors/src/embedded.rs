@@ -215,12 +215,18 @@ impl EmbeddedConnector {
                     return;
                 }
             };
-            while let Some(item) = stream.next().await {
+            loop {
+                // Stop as soon as the receiver is gone (client left, limit reached, timeout),
+                // even while a long operator is still working on its first batch: dropping
+                // the stream cancels the remaining work.
+                let item = tokio::select! {
+                    () = tx.closed() => return,
+                    item = stream.next() => item,
+                };
+                let Some(item) = item else { return };
                 let item = item.map_err(|e| ConnectorError::Execution(e.to_string()));
                 let stop = item.is_err();
                 if tx.send(item).await.is_err() || stop {
-                    // The receiver is gone (client left) or the query failed: dropping the
-                    // stream cancels the remaining work.
                     return;
                 }
             }

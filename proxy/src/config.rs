@@ -330,6 +330,7 @@ impl Config {
                 *p = base.join(&*p);
             }
         };
+        fix(&mut self.server.data_dir);
         if let Some(jwt) = &mut self.auth.jwt
             && let Some(f) = &mut jwt.secret_file
         {

@@ -57,7 +57,12 @@ async fn run_query(
 ) -> Result<Response, ApiError> {
     let (parts, body) = req.into_parts();
     let limits = &state.config.limits;
-    let deadline = Instant::now() + Duration::from_millis(limits.query_timeout_ms);
+    let now = Instant::now();
+    // The whole query (answer included) must end by `deadline`; its headers must be ready by
+    // `header_deadline`.
+    let deadline = now + Duration::from_millis(limits.query_timeout_ms);
+    let header_deadline =
+        deadline.min(now + Duration::from_millis(state.config.server.request_timeout_ms));
 
     // 1. What the client accepts, and who is asking.
     let format = encode::negotiate(&parts.headers)?;
@@ -65,13 +70,12 @@ async fn run_query(
     audit.principal(&principal);
 
     // 2. The request itself.
-    let request = read_body(
-        &parts.headers,
-        body,
-        state.config.server.max_body_bytes,
-        audit,
-    )
-    .await?;
+    // A client trickling its body in (slowloris) is bounded by the header deadline too.
+    let max_body = state.config.server.max_body_bytes;
+    let read = read_body(&parts.headers, body, max_body, audit);
+    let request = timeout_at(header_deadline.into(), read)
+        .await
+        .map_err(|_| timeout_error())??;
     let conn = connection(state, request.connection.as_deref())?;
     audit.record.connection = Some(conn.id.clone());
 
@@ -80,7 +84,9 @@ async fn run_query(
     audit.rewritten(&rewritten);
 
     // 4. The attempt is durable before the warehouse sees anything (fail closed).
-    audit.attempt().await?;
+    timeout_at(header_deadline.into(), audit.attempt())
+        .await
+        .map_err(|_| timeout_error())??;
 
     // 5. Execute, and wait for the first batch so early failures are proper HTTP errors.
     let params: Vec<Param> = rewritten
@@ -97,12 +103,12 @@ async fn run_query(
         params: &params,
         request_id: &request_id,
     });
-    let mut stream = timeout_at(deadline.into(), execute)
+    let mut stream = timeout_at(header_deadline.into(), execute)
         .await
         .map_err(|_| timeout_error())?
         .map_err(|e| warehouse_error(&e))?;
     audit.record.warehouse_query_id = stream.warehouse_query_id.clone();
-    let first = timeout_at(deadline.into(), stream.batches.next())
+    let first = timeout_at(header_deadline.into(), stream.batches.next())
         .await
         .map_err(|_| timeout_error())?
         .transpose()
@@ -246,6 +252,8 @@ struct QueryAudit {
     record: AuditRecord,
     started: Instant,
     attempted: bool,
+    /// Set once the final record of this stage is handed over (to `failed` or `completion`).
+    finished: bool,
 }
 
 impl QueryAudit {
@@ -265,6 +273,7 @@ impl QueryAudit {
             record,
             started: Instant::now(),
             attempted: false,
+            finished: false,
         }
     }
 
@@ -301,6 +310,7 @@ impl QueryAudit {
 
     /// Records a request that ended in an error before its answer started.
     async fn failed(mut self, err: &ApiError) {
+        self.finished = true;
         let mut record = std::mem::replace(
             &mut self.record,
             AuditRecord::new(Event::QueryDenied, "", Decision::Deny),
@@ -329,6 +339,7 @@ impl QueryAudit {
     }
 
     fn completion(&mut self) -> Completion {
+        self.finished = true;
         let mut record = self.record.clone();
         record.event = Event::QueryCompletion;
         record.decision = Decision::Allow;
@@ -339,6 +350,27 @@ impl QueryAudit {
             rows: 0,
             bytes: 0,
         }
+    }
+}
+
+impl Drop for QueryAudit {
+    /// The request was dropped before it ended (the client disconnected while it was being
+    /// processed): record that too.
+    fn drop(&mut self) {
+        if self.finished {
+            return;
+        }
+        let mut record = self.record.clone();
+        record.ts = now();
+        record.code = Some("cancelled".into());
+        record.error = Some("the client disconnected before the answer started".into());
+        record.duration_ms = Some(self.started.elapsed().as_secs_f64() * 1e3);
+        if self.attempted {
+            record.event = Event::QueryCompletion;
+            record.decision = Decision::Allow;
+            record.outcome = Some("cancelled".into());
+        }
+        self.log.append_detached(record);
     }
 }
 

@@ -686,3 +686,155 @@ async fn health_readiness_and_unknown_routes() {
     );
     d.server.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_query_slower_than_the_request_timeout_gets_504_and_is_audited() {
+    let d = start_with(|c| c.server.request_timeout_ms = 100).await;
+    let started = std::time::Instant::now();
+    let resp = d
+        .post(Some(&d.token("acme")))
+        .header("X-Request-Id", "req-slow")
+        .json(&json!({"sql": "SELECT count(*) FROM orders a CROSS JOIN orders b CROSS JOIN products p"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::GATEWAY_TIMEOUT);
+    assert_eq!(resp.json::<Value>().await.unwrap()["code"], "timeout");
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    let records = d.stop_and_read_audit().await;
+    let mine: Vec<_> = records
+        .iter()
+        .filter(|r| r.request_id == "req-slow")
+        .collect();
+    assert_eq!(mine.len(), 2, "{mine:?}");
+    assert_eq!(mine[1].outcome.as_deref(), Some("timeout"));
+}
+
+#[tokio::test]
+async fn a_query_slower_than_the_query_timeout_ends_with_a_timeout_error() {
+    let d = start_with(|c| {
+        c.limits.query_timeout_ms = 300;
+        c.limits.max_result_rows = 100_000_000;
+    })
+    .await;
+    let resp = d
+        .post(Some(&d.token("acme")))
+        .header("X-Request-Id", "req-long")
+        .json(&json!({"sql": "SELECT a.order_id, b.order_id FROM orders a CROSS JOIN orders b"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "timeout", "{}", body["row_count"]);
+    assert!(body["row_count"].as_u64().unwrap() < 9_000_000);
+    let records = d.stop_and_read_audit().await;
+    let done = records
+        .iter()
+        .find(|r| r.request_id == "req-long" && r.event == Event::QueryCompletion)
+        .unwrap();
+    assert_eq!(done.outcome.as_deref(), Some("timeout"));
+}
+
+/// A configuration file on disk, CSV tables with paths relative to it, secret from a file.
+#[tokio::test]
+async fn a_config_file_with_csv_tables_serves_filtered_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("files")).unwrap();
+    std::fs::write(
+        dir.path().join("files/regions.csv"),
+        "region_id,name\n1,EMEA\n2,APAC\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("files/sales.csv"),
+        "tenant_id,sale_id,region_id,amount,internal_note\nt1,1,1,10.5,x\nt2,2,2,99.0,y\nt1,3,2,7.25,z\n",
+    )
+    .unwrap();
+    let secret = "0123456789abcdef0123456789abcdef-test-secret";
+    std::fs::write(dir.path().join("jwt.secret"), format!("{secret}\n")).unwrap();
+    let config_path = dir.path().join("sluice.toml");
+    std::fs::write(
+        &config_path,
+        r#"
+[server]
+data_dir = "state"
+
+[auth.jwt]
+algorithm = "HS256"
+secret_file = "jwt.secret"
+issuer = "host-app"
+audience = "sluice-test"
+
+[auth.jwt.claims]
+user = "uid"
+tenant = "org"
+groups = "roles"
+
+[[connections]]
+id = "files"
+kind = "embedded"
+
+[[connections.tables]]
+name = "public.regions"
+access = "public"
+columns = ["region_id", "name"]
+path = "files/regions.csv"
+format = "csv"
+
+[[connections.tables]]
+name = "sales.sales"
+access = "protected"
+tenant_column = "tenant_id"
+columns = ["tenant_id", "sale_id", "region_id", "amount"]
+path = "files/sales.csv"
+format = "csv"
+"#,
+    )
+    .unwrap();
+    let config = sluice::config::Config::load(&config_path).unwrap();
+    assert_eq!(config.server.data_dir, dir.path().join("state"));
+    let app = sluice::app::build(config).await.unwrap();
+    let server = RunningServer::start(app, "127.0.0.1:0").await.unwrap();
+    let token = jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &json!({"uid": "u1", "org": "t1", "roles": ["analyst"], "iss": "host-app", "aud": "sluice-test", "exp": now() + 600}),
+        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .unwrap();
+    let client = reqwest::Client::new();
+    let ask = |sql: &str| {
+        client
+            .post(format!("{}/v1/query", server.url()))
+            .bearer_auth(&token)
+            .json(&json!({ "sql": sql }))
+            .send()
+    };
+    let body: Value = ask("SELECT s.sale_id, r.name, s.amount FROM sales.sales s JOIN regions r USING (region_id) ORDER BY 1")
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        body["rows"],
+        json!([[1, "EMEA", 10.5], [3, "APAC", 7.25]]),
+        "{body}"
+    );
+    // An undeclared column is not readable even though it is in the file.
+    let resp = ask("SELECT internal_note FROM sales.sales").await.unwrap();
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    // `*` means the declared columns.
+    let body: Value = ask("SELECT * FROM sales.sales LIMIT 1")
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(body["columns"].as_array().unwrap().len(), 4);
+    // The default schema is public: a one-part name does not find sales.sales.
+    let resp = ask("SELECT * FROM sales").await.unwrap();
+    assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+    server.stop().await.unwrap();
+    assert!(dir.path().join("state/audit.sqlite").exists());
+}
