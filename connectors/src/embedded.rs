@@ -234,17 +234,11 @@ impl EmbeddedConnector {
         ready_rx
             .await
             .map_err(|_| ConnectorError::Execution("engine task ended early".into()))??;
-        let batches = tokio_stream_from(rx);
+        let batches = crate::receiver_stream(rx);
         Ok(QueryStream {
             schema,
             batches,
             warehouse_query_id: None,
         })
     }
-}
-
-fn tokio_stream_from<T: Send + 'static>(
-    rx: mpsc::Receiver<T>,
-) -> futures::stream::BoxStream<'static, T> {
-    futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|x| (x, rx)) }).boxed()
 }

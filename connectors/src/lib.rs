@@ -5,6 +5,7 @@
 
 pub mod embedded;
 mod error;
+pub mod postgres;
 
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
@@ -19,6 +20,22 @@ pub enum WarehouseKind {
     Embedded,
     /// PostgreSQL.
     Postgres,
+    /// Snowflake (SQL API v2).
+    Snowflake,
+    /// BigQuery.
+    BigQuery,
+    /// Databricks SQL (Statement Execution API).
+    Databricks,
+}
+
+/// Adapts a channel of batches into the stream a [`QueryStream`] carries.
+pub(crate) fn receiver_stream<T: Send + 'static>(
+    rx: tokio::sync::mpsc::Receiver<T>,
+) -> futures::stream::BoxStream<'static, T> {
+    use futures::StreamExt;
+    futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|x| (x, rx)) })
+        .fuse()
+        .boxed()
 }
 
 /// One bind parameter.

@@ -1,7 +1,7 @@
 //! The declared catalog of one connection: which relations exist for sluice, which are protected
 //! by a tenant column, and which columns each exposes. Anything not declared is refused.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 
 use sqlparser::ast::{Ident, ObjectName, ObjectNamePart};
@@ -44,6 +44,28 @@ pub enum Access {
     },
 }
 
+/// How a masked column is shown.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MaskKind {
+    /// An MD5 hex digest of the value's text (joinable, not readable).
+    Hash,
+    /// NULL.
+    Null,
+    /// `****` followed by the last four characters.
+    Last4,
+    /// A constant string.
+    Constant(String),
+}
+
+/// A mask on one column.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MaskRule {
+    /// How the value is shown.
+    pub kind: MaskKind,
+    /// Groups that see the raw value.
+    pub except: Vec<String>,
+}
+
 /// One declared table.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TableRule {
@@ -53,6 +75,68 @@ pub struct TableRule {
     pub access: Access,
     /// The columns sluice exposes, in the table's order. Undeclared columns are never read.
     pub columns: Vec<String>,
+    /// Groups that may read the table at all; `None` means every authenticated caller.
+    pub readers: Option<Vec<String>>,
+    /// Columns restricted to some groups; a column not listed is visible to every reader.
+    pub column_groups: BTreeMap<String, Vec<String>>,
+    /// Columns shown masked to everyone but the listed groups.
+    pub masks: BTreeMap<String, MaskRule>,
+}
+
+/// One column as a given caller sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ColumnView<'a> {
+    pub(crate) name: &'a str,
+    pub(crate) mask: Option<&'a MaskKind>,
+}
+
+fn member(groups: &[String], allowed: &[String]) -> bool {
+    groups.iter().any(|g| allowed.contains(g))
+}
+
+impl TableRule {
+    /// A public table: every declared column, no restriction.
+    pub fn public(name: TableName, columns: Vec<String>) -> Self {
+        TableRule {
+            name,
+            access: Access::Public,
+            columns,
+            readers: None,
+            column_groups: BTreeMap::new(),
+            masks: BTreeMap::new(),
+        }
+    }
+
+    /// A protected table: every declared column, no restriction beyond the tenant filter.
+    pub fn protected(name: TableName, tenant_column: &str, columns: Vec<String>) -> Self {
+        TableRule {
+            access: Access::Protected {
+                tenant_column: tenant_column.to_string(),
+            },
+            ..TableRule::public(name, columns)
+        }
+    }
+
+    /// Whether a caller with `groups` may read this table.
+    pub fn readable_by(&self, groups: &[String]) -> bool {
+        self.readers.as_ref().is_none_or(|r| member(groups, r))
+    }
+
+    /// The columns a caller with `groups` sees, in table order, with their masks.
+    pub(crate) fn view(&self, groups: &[String]) -> Vec<ColumnView<'_>> {
+        self.columns
+            .iter()
+            .filter(|c| self.column_groups.get(*c).is_none_or(|g| member(groups, g)))
+            .map(|c| ColumnView {
+                name: c,
+                mask: self
+                    .masks
+                    .get(c)
+                    .filter(|m| !member(groups, &m.except))
+                    .map(|m| &m.kind),
+            })
+            .collect()
+    }
 }
 
 /// The declared catalog of one connection.
@@ -128,6 +212,11 @@ impl Catalog {
                 check_ident(c)?;
                 if !cols.insert(dialect.normalize_declared(c)) {
                     return Err(CatalogError::DuplicateColumn(t.name.to_string(), c.clone()));
+                }
+            }
+            for c in t.column_groups.keys().chain(t.masks.keys()) {
+                if !t.columns.contains(c) {
+                    return Err(CatalogError::UnknownColumn(t.name.to_string(), c.clone()));
                 }
             }
             if let Access::Protected { tenant_column } = &t.access

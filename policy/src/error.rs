@@ -19,6 +19,17 @@ pub enum PolicyError {
     /// A relation the catalog does not declare (default deny).
     #[error("relation {0} is not declared in the policy; undeclared relations cannot be read")]
     UnknownRelation(String),
+    /// The caller's groups may not read this table.
+    #[error("table {0} is not granted to your groups")]
+    TableNotGranted(String),
+    /// The caller's groups may not read this column.
+    #[error("column {column} of table {table} is not granted to your groups")]
+    ColumnNotGranted {
+        /// The table.
+        table: String,
+        /// The column.
+        column: String,
+    },
     /// A function not on the dialect's allow-list.
     #[error("function {0} is not allowed")]
     FunctionNotAllowed(String),
@@ -42,6 +53,8 @@ impl PolicyError {
             PolicyError::MultipleStatements(_) => "multiple_statements",
             PolicyError::StatementNotAllowed(_) => "statement_not_allowed",
             PolicyError::UnknownRelation(_)
+            | PolicyError::TableNotGranted(_)
+            | PolicyError::ColumnNotGranted { .. }
             | PolicyError::FunctionNotAllowed(_)
             | PolicyError::Unsupported(_)
             | PolicyError::InvalidTenant
@@ -57,6 +70,8 @@ impl PolicyError {
             PolicyError::MultipleStatements(_) => "multiple_statements",
             PolicyError::StatementNotAllowed(_) => "statement_kind",
             PolicyError::UnknownRelation(_) => "unknown_relation",
+            PolicyError::TableNotGranted(_) => "table_not_granted",
+            PolicyError::ColumnNotGranted { .. } => "column_not_granted",
             PolicyError::FunctionNotAllowed(_) => "function_not_allowed",
             PolicyError::Unsupported(_) => "unsupported_syntax",
             PolicyError::InvalidTenant => "invalid_tenant",
@@ -80,6 +95,9 @@ pub enum CatalogError {
     /// The tenant column is not among the declared columns.
     #[error("table {0}: tenant column {1:?} is not among its declared columns")]
     TenantColumnNotDeclared(String, String),
+    /// A grant or mask names a column that is not declared.
+    #[error("table {0}: column {1:?} in a grant or mask is not among its declared columns")]
+    UnknownColumn(String, String),
     /// A column declared twice.
     #[error("table {0}: column {1:?} is declared twice")]
     DuplicateColumn(String, String),

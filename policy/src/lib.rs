@@ -7,13 +7,16 @@ mod catalog;
 mod dialect;
 mod error;
 mod functions;
+mod mask;
 mod rewrite;
 mod verify;
 
-use sqlparser::ast::{Expr, Value};
+use std::collections::BTreeSet;
+
+use sqlparser::ast::{Expr, LimitClause, Query, Statement, Value};
 use sqlparser::parser::Parser;
 
-pub use catalog::{Access, Catalog, TableName, TableRule};
+pub use catalog::{Access, Catalog, MaskKind, MaskRule, TableName, TableRule};
 pub use dialect::{Dialect, ParamStyle, TENANT_PARAM_NAME};
 pub use error::{CatalogError, PolicyError};
 
@@ -36,6 +39,21 @@ pub struct BindParam {
 pub struct AccessManifest {
     /// The declared tables the query reads.
     pub tables: Vec<TableName>,
+    /// The columns it reads, as `table.column` (fully qualified table name). An
+    /// over-approximation: a column named anywhere in the query, or covered by `*` or a
+    /// whole-row reference, is listed; a column read is never missing.
+    pub columns: Vec<String>,
+}
+
+/// Who is asking, as the policy needs it. Every field comes from a verified credential.
+#[derive(Debug, Clone, Copy)]
+pub struct Caller<'a> {
+    /// The tenant bound into every protected table read.
+    pub tenant: &'a str,
+    /// The caller's groups (table access, column grants, masks).
+    pub groups: &'a [String],
+    /// Row limit on the outermost query, from the caller's groups.
+    pub row_limit: Option<u64>,
 }
 
 /// The output of the policy: the SQL to send, its parameters, and what it reads.
@@ -71,10 +89,15 @@ fn check_tenant(tenant: &str, style: ParamStyle) -> Result<(), PolicyError> {
 }
 
 /// Parses `sql` in the catalog's dialect, refuses anything outside the allow-lists, rewrites each
-/// protected table to carry `tenant`, and verifies the result before returning it.
-pub fn rewrite(sql: &str, catalog: &Catalog, tenant: &str) -> Result<RewrittenQuery, PolicyError> {
+/// protected table to carry the caller's tenant and only their granted (masked) columns, caps
+/// the rows, and verifies the result before returning it.
+pub fn rewrite(
+    sql: &str,
+    catalog: &Catalog,
+    caller: &Caller<'_>,
+) -> Result<RewrittenQuery, PolicyError> {
     let style = catalog.param_style();
-    check_tenant(tenant, style)?;
+    check_tenant(caller.tenant, style)?;
     let dialect = catalog.dialect().parser_dialect();
     let mut statements = Parser::new(&*dialect)
         .with_recursion_limit(MAX_PARSE_DEPTH)
@@ -92,24 +115,33 @@ pub fn rewrite(sql: &str, catalog: &Catalog, tenant: &str) -> Result<RewrittenQu
             param: BindParam {
                 name: matches!(style, ParamStyle::AtNamed | ParamStyle::ColonNamed)
                     .then(|| TENANT_PARAM_NAME.to_string()),
-                value: tenant.to_string(),
+                value: caller.tenant.to_string(),
             },
             text,
         },
-        None => TenantBinding::Literal(tenant.to_string()),
+        None => TenantBinding::Literal(caller.tenant.to_string()),
     };
     let tenant_expr = match &binding {
+        // BigQuery's parser reads `@name` as an identifier; emit it in the form it re-parses to.
+        TenantBinding::Placeholder { text, .. } if style == ParamStyle::AtNamed => {
+            Expr::Identifier(sqlparser::ast::Ident::new(text.clone()))
+        }
         TenantBinding::Placeholder { text, .. } => Expr::value(Value::Placeholder(text.clone())),
         TenantBinding::Literal(t) => Expr::value(Value::SingleQuotedString(t.clone())),
     };
 
-    let mut rewriter = rewrite::Rewriter::new(catalog, tenant_expr);
+    let mut rewriter = rewrite::Rewriter::new(catalog, caller.groups, tenant_expr);
     rewriter.statement(&mut statement)?;
+    check_column_grants(&rewriter, catalog, caller.groups)?;
+    if let (Some(limit), Statement::Query(q)) = (caller.row_limit, &mut statement) {
+        apply_row_limit(q, limit)?;
+    }
     let sql = statement.to_string();
-    verify::verify(&sql, catalog, &binding)?;
+    verify::verify(&sql, catalog, &binding, caller)?;
 
+    let columns = manifest_columns(&rewriter, catalog, caller.groups);
     let params = match binding {
-        TenantBinding::Placeholder { param, .. } if sql_uses_params(&rewriter) => vec![param],
+        TenantBinding::Placeholder { param, .. } if rewriter.wrapped > 0 => vec![param],
         _ => vec![],
     };
     Ok(RewrittenQuery {
@@ -117,11 +149,121 @@ pub fn rewrite(sql: &str, catalog: &Catalog, tenant: &str) -> Result<RewrittenQu
         params,
         manifest: AccessManifest {
             tables: rewriter.tables.into_iter().collect(),
+            columns,
         },
     })
 }
 
-/// Whether any protected table was wrapped (and so the tenant parameter appears).
-fn sql_uses_params(rewriter: &rewrite::Rewriter<'_>) -> bool {
-    rewriter.wrapped > 0
+/// Refuses a query that names a column the caller may not see, naming it. (The wrapper exposes
+/// only granted columns anyway, so this is for a clear error, not the guarantee.) A name that
+/// is also a visible column of another table read, or defined by the query itself, is allowed.
+fn check_column_grants(
+    rw: &rewrite::Rewriter<'_>,
+    catalog: &Catalog,
+    groups: &[String],
+) -> Result<(), PolicyError> {
+    let d = catalog.dialect();
+    let mut visible = BTreeSet::new();
+    for (_, rule) in &rw.uses {
+        for c in rule.view(groups) {
+            visible.insert(d.normalize_declared(c.name));
+        }
+    }
+    for (_, rule) in &rw.uses {
+        let view: Vec<&str> = rule.view(groups).iter().map(|c| c.name).collect();
+        for col in rule.columns.iter().filter(|c| !view.contains(&c.as_str())) {
+            let n = d.normalize_declared(col);
+            if rw.referenced.contains(&n) && !visible.contains(&n) && !rw.aliases.contains(&n) {
+                return Err(PolicyError::ColumnNotGranted {
+                    table: rule.name.to_string(),
+                    column: col.clone(),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+fn manifest_columns(
+    rw: &rewrite::Rewriter<'_>,
+    catalog: &Catalog,
+    groups: &[String],
+) -> Vec<String> {
+    let d = catalog.dialect();
+    let mut out = BTreeSet::new();
+    for (alias, rule) in &rw.uses {
+        let whole = rw.wildcard || rw.referenced.contains(alias);
+        for c in rule.view(groups) {
+            if whole || rw.referenced.contains(&d.normalize_declared(c.name)) {
+                out.insert(format!("{}.{}", rule.name, c.name));
+            }
+        }
+    }
+    out.into_iter().collect()
+}
+
+/// Caps the outermost query at `limit` rows: adds `LIMIT`, or lowers a larger literal one. A
+/// computed limit under a row limit is refused.
+fn apply_row_limit(q: &mut Query, limit: u64) -> Result<(), PolicyError> {
+    let cap = || Expr::value(rewrite::number(&limit.to_string()));
+    let computed =
+        || PolicyError::Unsupported("a computed LIMIT or FETCH count under a row limit".into());
+    if let Some(fetch) = &mut q.fetch {
+        match fetch.quantity.as_ref().map(literal_u64) {
+            Some(Some(n)) if n <= limit && !fetch.percent => {}
+            Some(None) => return Err(computed()),
+            _ => {
+                fetch.quantity = Some(cap());
+                fetch.percent = false;
+            }
+        }
+        return Ok(());
+    }
+    match &mut q.limit_clause {
+        None => {
+            q.limit_clause = Some(LimitClause::LimitOffset {
+                limit: Some(cap()),
+                offset: None,
+                limit_by: vec![],
+            });
+        }
+        Some(LimitClause::LimitOffset { limit: l, .. }) => match l.as_ref().map(literal_u64) {
+            Some(Some(n)) if n <= limit => {}
+            Some(None) => return Err(computed()),
+            _ => *l = Some(cap()),
+        },
+        Some(LimitClause::OffsetCommaLimit { limit: l, .. }) => match literal_u64(l) {
+            Some(n) if n <= limit => {}
+            Some(_) => *l = cap(),
+            None => return Err(computed()),
+        },
+    }
+    Ok(())
+}
+
+/// The value of a non-negative integer literal.
+pub(crate) fn literal_u64(e: &Expr) -> Option<u64> {
+    match e {
+        Expr::Value(v) => match &v.value {
+            Value::Number(n, _) => n.parse::<u64>().ok(),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// The row cap of the outermost query, as the verifier reads it back.
+pub(crate) fn outer_limit(q: &Query) -> Option<u64> {
+    if let Some(f) = &q.fetch {
+        return if f.percent {
+            None
+        } else {
+            f.quantity.as_ref().and_then(literal_u64)
+        };
+    }
+    match &q.limit_clause {
+        Some(LimitClause::LimitOffset { limit: Some(l), .. }) => literal_u64(l),
+        Some(LimitClause::OffsetCommaLimit { limit, .. }) => literal_u64(limit),
+        _ => None,
+    }
 }

@@ -6,22 +6,23 @@
 //! Structs are destructured exhaustively, so a field added by a sqlparser upgrade is a compile
 //! error here rather than a silently ignored clause.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
 
 use sqlparser::ast::helpers::attached_token::AttachedToken;
 use sqlparser::ast::{
     BinaryOperator, CaseWhen, Cte, DataType, Distinct, Expr, Fetch, Function, FunctionArg,
     FunctionArgExpr, FunctionArgumentClause, FunctionArguments, GroupByExpr, Ident, Join,
     JoinConstraint, JoinOperator, LimitClause, NamedWindowDefinition, NamedWindowExpr, ObjectName,
-    ObjectNamePart, Offset, OrderBy, OrderByExpr, OrderByKind, Query, Select, SelectFlavor,
-    SelectItem, SelectItemQualifiedWildcardKind, SetExpr, Statement, TableAlias, TableFactor,
-    TableWithJoins, UnaryOperator, Value, WildcardAdditionalOptions, WindowFrame, WindowFrameBound,
-    WindowSpec, WindowType, With,
+    ObjectNamePart, Offset, OffsetRows, OrderBy, OrderByExpr, OrderByKind, Query, Select,
+    SelectFlavor, SelectItem, SelectItemQualifiedWildcardKind, SetExpr, Statement, TableAlias,
+    TableFactor, TableWithJoins, UnaryOperator, Value, WildcardAdditionalOptions, WindowFrame,
+    WindowFrameBound, WindowSpec, WindowType, With,
 };
 
-use crate::catalog::{Access, Catalog, Resolved, TableName, TableRule};
+use crate::catalog::{Access, Catalog, ColumnView, Resolved, TableName, TableRule};
+use crate::dialect::Dialect;
 use crate::error::PolicyError;
-use crate::functions;
+use crate::{functions, mask};
 
 type R = Result<(), PolicyError>;
 
@@ -46,7 +47,16 @@ fn excerpt(node: &impl std::fmt::Display) -> String {
 
 pub(crate) struct Rewriter<'a> {
     catalog: &'a Catalog,
+    groups: &'a [String],
     tenant_expr: Expr,
+    /// Every declared table read, under the (normalized) name the query refers to it by.
+    pub(crate) uses: Vec<(String, &'a TableRule)>,
+    /// Normalized names used as column references anywhere (last part of compound names).
+    pub(crate) referenced: HashSet<String>,
+    /// Normalized names the query itself defines as columns (select aliases, alias columns).
+    pub(crate) aliases: HashSet<String>,
+    /// Whether a `*` or `t.*` appears.
+    pub(crate) wildcard: bool,
     /// Visible CTE names, innermost scope last (normalized as the warehouse compares them).
     scopes: Vec<Vec<String>>,
     pub(crate) tables: BTreeSet<TableName>,
@@ -55,14 +65,33 @@ pub(crate) struct Rewriter<'a> {
 }
 
 impl<'a> Rewriter<'a> {
-    pub(crate) fn new(catalog: &'a Catalog, tenant_expr: Expr) -> Self {
+    pub(crate) fn new(catalog: &'a Catalog, groups: &'a [String], tenant_expr: Expr) -> Self {
         Rewriter {
             catalog,
+            groups,
             tenant_expr,
+            uses: Vec::new(),
+            referenced: HashSet::new(),
+            aliases: HashSet::new(),
+            wildcard: false,
             scopes: Vec::new(),
             tables: BTreeSet::new(),
             wrapped: 0,
         }
+    }
+
+    fn dialect(&self) -> Dialect {
+        self.catalog.dialect()
+    }
+
+    fn define_alias(&mut self, ident: &Ident) {
+        let n = self.dialect().normalize(ident);
+        self.aliases.insert(n);
+    }
+
+    fn reference(&mut self, ident: &Ident) {
+        let n = self.dialect().normalize(ident);
+        self.referenced.insert(n);
     }
 
     pub(crate) fn statement(&mut self, stmt: &mut Statement) -> R {
@@ -147,12 +176,15 @@ impl<'a> Rewriter<'a> {
         }
         for (i, cte) in cte_tables.iter_mut().enumerate() {
             let Cte {
-                alias: _,
+                alias,
                 query,
                 from,
                 materialized: _,
                 closing_paren_token: _,
             } = cte;
+            for c in &alias.columns {
+                self.define_alias(&c.name);
+            }
             if from.is_some() {
                 return Err(unsupported("CTE FROM clauses"));
             }
@@ -343,20 +375,29 @@ impl<'a> Rewriter<'a> {
 
     fn select_item(&mut self, item: &mut SelectItem) -> R {
         match item {
-            SelectItem::UnnamedExpr(e)
-            | SelectItem::ExprWithAlias { expr: e, alias: _ }
-            | SelectItem::ExprWithAliases {
-                expr: e,
-                aliases: _,
-            } => self.expr(e),
+            SelectItem::UnnamedExpr(e) => self.expr(e),
+            SelectItem::ExprWithAlias { expr, alias } => {
+                self.define_alias(alias);
+                self.expr(expr)
+            }
+            SelectItem::ExprWithAliases { expr, aliases } => {
+                for a in aliases.iter() {
+                    self.define_alias(a);
+                }
+                self.expr(expr)
+            }
             SelectItem::QualifiedWildcard(kind, opts) => {
+                self.wildcard = true;
                 check_wildcard_options(opts)?;
                 match kind {
                     SelectItemQualifiedWildcardKind::ObjectName(_) => Ok(()),
                     SelectItemQualifiedWildcardKind::Expr(e) => self.expr(e),
                 }
             }
-            SelectItem::Wildcard(opts) => check_wildcard_options(opts),
+            SelectItem::Wildcard(opts) => {
+                self.wildcard = true;
+                check_wildcard_options(opts)
+            }
         }
     }
 
@@ -392,7 +433,15 @@ impl<'a> Rewriter<'a> {
             };
             match constraint {
                 JoinConstraint::On(e) => self.expr(e)?,
-                JoinConstraint::Using(_) | JoinConstraint::Natural | JoinConstraint::None => {}
+                JoinConstraint::Using(names) => {
+                    for n in names.iter() {
+                        if let Some(ObjectNamePart::Identifier(i)) = n.0.last() {
+                            self.reference(i);
+                        }
+                    }
+                }
+                JoinConstraint::Natural => self.wildcard = true,
+                JoinConstraint::None => {}
             }
         }
         Ok(())
@@ -431,6 +480,9 @@ impl<'a> Rewriter<'a> {
                     return Ok(());
                 }
                 let Resolved::Table(rule) = self.catalog.resolve(name)?;
+                if !rule.readable_by(self.groups) {
+                    return Err(PolicyError::TableNotGranted(rule.name.to_string()));
+                }
                 self.tables.insert(rule.name.clone());
                 // The rest of the query keeps referring to the same alias (or the bare name).
                 let alias_slot = alias;
@@ -441,29 +493,45 @@ impl<'a> Rewriter<'a> {
                     at: None,
                 });
                 alias.explicit = true;
-                match &rule.access {
-                    Access::Public => {
+                for c in &alias.columns {
+                    self.define_alias(&c.name);
+                }
+                let alias_name = self.dialect().normalize(&alias.name);
+                self.uses.push((alias_name, rule));
+                let view = rule.view(self.groups);
+                let restricted =
+                    view.len() != rule.columns.len() || view.iter().any(|c| c.mask.is_some());
+                let tenant_column = match &rule.access {
+                    Access::Public if !restricted => {
                         *name = self.emitted_name(rule);
                         *alias_slot = Some(alias);
+                        return Ok(());
                     }
+                    Access::Public => None,
                     Access::Protected { tenant_column } => {
                         self.wrapped += 1;
-                        *tf = TableFactor::Derived {
-                            lateral: false,
-                            subquery: Box::new(self.wrapper(rule, tenant_column)),
-                            alias: Some(alias),
-                            sample: None,
-                        };
+                        Some(tenant_column.as_str())
                     }
-                }
+                };
+                *tf = TableFactor::Derived {
+                    lateral: false,
+                    subquery: Box::new(self.wrapper(rule, tenant_column, &view)?),
+                    alias: Some(alias),
+                    sample: None,
+                };
                 Ok(())
             }
             TableFactor::Derived {
                 lateral: _,
                 subquery,
-                alias: _,
+                alias,
                 sample,
             } => {
+                if let Some(a) = alias {
+                    for c in &a.columns {
+                        self.define_alias(&c.name);
+                    }
+                }
                 if sample.is_some() {
                     return Err(unsupported("TABLESAMPLE"));
                 }
@@ -491,14 +559,21 @@ impl<'a> Rewriter<'a> {
         ObjectName::from(parts)
     }
 
-    /// `SELECT <declared columns> FROM <table> WHERE <tenant column> = <tenant>`, built as an AST.
-    fn wrapper(&self, rule: &TableRule, tenant_column: &str) -> Query {
-        let q = self.catalog.dialect().quote();
-        let projection = rule
-            .columns
-            .iter()
-            .map(|c| SelectItem::UnnamedExpr(Expr::Identifier(Ident::with_quote(q, c.as_str()))))
-            .collect();
+    /// `SELECT <visible columns> FROM <table> WHERE <tenant column> = <tenant>`, built as an AST
+    /// (no predicate for a public table with restricted columns). For PostgreSQL it ends with
+    /// `OFFSET 0`, the planner's optimization fence: no outer predicate is evaluated inside it,
+    /// so a user predicate that raises an error never sees another tenant's row.
+    fn wrapper(
+        &self,
+        rule: &TableRule,
+        tenant_column: Option<&str>,
+        view: &[ColumnView<'_>],
+    ) -> Result<Query, PolicyError> {
+        let q = self.dialect().quote();
+        if view.is_empty() {
+            return Err(PolicyError::TableNotGranted(rule.name.to_string()));
+        }
+        let projection = mask::projection(self.dialect(), view)?;
         let relation = TableFactor::Table {
             name: self.emitted_name(rule),
             alias: None,
@@ -511,11 +586,11 @@ impl<'a> Rewriter<'a> {
             sample: None,
             index_hints: vec![],
         };
-        let selection = Expr::BinaryOp {
-            left: Box::new(Expr::Identifier(Ident::with_quote(q, tenant_column))),
+        let selection = tenant_column.map(|c| Expr::BinaryOp {
+            left: Box::new(Expr::Identifier(Ident::with_quote(q, c))),
             op: BinaryOperator::Eq,
             right: Box::new(self.tenant_expr.clone()),
-        };
+        });
         let select = Select {
             select_token: AttachedToken::empty(),
             optimizer_hints: vec![],
@@ -532,7 +607,7 @@ impl<'a> Rewriter<'a> {
             }],
             lateral_views: vec![],
             prewhere: None,
-            selection: Some(selection),
+            selection,
             connect_by: vec![],
             group_by: GroupByExpr::Expressions(vec![], vec![]),
             cluster_by: vec![],
@@ -545,18 +620,18 @@ impl<'a> Rewriter<'a> {
             value_table_mode: None,
             flavor: SelectFlavor::Standard,
         };
-        Query {
+        Ok(Query {
             with: None,
             body: Box::new(SetExpr::Select(Box::new(select))),
             order_by: None,
-            limit_clause: None,
+            limit_clause: fence(self.dialect()),
             fetch: None,
             locks: vec![],
             for_clause: None,
             settings: None,
             format_clause: None,
             pipe_operators: vec![],
-        }
+        })
     }
 
     fn exprs(&mut self, exprs: &mut [Expr]) -> R {
@@ -614,7 +689,20 @@ impl<'a> Rewriter<'a> {
 
     fn expr(&mut self, e: &mut Expr) -> R {
         match e {
-            Expr::Identifier(_) | Expr::CompoundIdentifier(_) => Ok(()),
+            Expr::Identifier(i) => {
+                check_not_variable(i)?;
+                self.reference(i);
+                Ok(())
+            }
+            Expr::CompoundIdentifier(parts) => {
+                for p in parts.iter() {
+                    check_not_variable(p)?;
+                }
+                if let Some(last) = parts.last() {
+                    self.reference(last);
+                }
+                Ok(())
+            }
             Expr::IsFalse(x)
             | Expr::IsNotFalse(x)
             | Expr::IsTrue(x)
@@ -849,7 +937,8 @@ impl<'a> Rewriter<'a> {
                     };
                     match arg_expr {
                         FunctionArgExpr::Expr(e) => self.expr(e)?,
-                        FunctionArgExpr::Wildcard | FunctionArgExpr::QualifiedWildcard(_) => {}
+                        FunctionArgExpr::Wildcard => {}
+                        FunctionArgExpr::QualifiedWildcard(_) => self.wildcard = true,
                         FunctionArgExpr::WildcardWithOptions(opts) => check_wildcard_options(opts)?,
                     }
                 }
@@ -896,11 +985,36 @@ impl std::fmt::Display for Jo<'_> {
     }
 }
 
+/// `OFFSET 0` for PostgreSQL (see [`Rewriter::wrapper`]); nothing elsewhere.
+pub(crate) fn fence(d: Dialect) -> Option<LimitClause> {
+    (d == Dialect::Postgres).then(|| LimitClause::LimitOffset {
+        limit: None,
+        offset: Some(Offset {
+            value: Expr::value(number("0")),
+            rows: OffsetRows::None,
+        }),
+        limit_by: vec![],
+    })
+}
+
+pub(crate) fn number(n: &str) -> Value {
+    Value::Number(n.to_string(), false)
+}
+
 fn last_ident(name: &ObjectName) -> Ident {
     match name.0.last() {
         Some(ObjectNamePart::Identifier(i)) => i.clone(),
         _ => Ident::new("t"),
     }
+}
+
+/// `@param` and `@@system_variable` parse as identifiers in some dialects (BigQuery); they are
+/// not columns, so they are refused like bind parameters.
+fn check_not_variable(i: &Ident) -> R {
+    if i.quote_style.is_none() && i.value.starts_with('@') {
+        return Err(unsupported("query parameters and system variables (@name)"));
+    }
+    Ok(())
 }
 
 fn check_wildcard_options(opts: &WildcardAdditionalOptions) -> R {

@@ -8,20 +8,21 @@ use std::ops::ControlFlow;
 
 use sqlparser::ast::{
     BinaryOperator, Expr, GroupByExpr, ObjectName, ObjectNamePart, Query, Select, SelectFlavor,
-    SelectItem, SetExpr, Statement, TableFactor, Value, Visit, Visitor,
+    SetExpr, Statement, TableFactor, Value, Visit, Visitor,
 };
 use sqlparser::parser::Parser;
 
 use crate::catalog::{Access, Catalog, TableRule};
 use crate::error::PolicyError;
-use crate::functions;
-use crate::{MAX_PARSE_DEPTH, TenantBinding};
+use crate::rewrite::fence;
+use crate::{Caller, MAX_PARSE_DEPTH, TenantBinding, functions, mask, outer_limit};
 
 /// Verifies rewritten SQL. Returns the refusal reason on failure.
 pub(crate) fn verify(
     sql: &str,
     catalog: &Catalog,
     binding: &TenantBinding,
+    caller: &Caller<'_>,
 ) -> Result<(), PolicyError> {
     let dialect = catalog.dialect().parser_dialect();
     let statements = Parser::new(&*dialect)
@@ -34,9 +35,17 @@ pub(crate) fn verify(
             "not exactly one statement".into(),
         ));
     };
+    if let (Some(cap), Statement::Query(q)) = (caller.row_limit, statement)
+        && outer_limit(q).is_none_or(|n| n > cap)
+    {
+        return Err(PolicyError::Verification(
+            "the outermost query is not capped".into(),
+        ));
+    }
     let mut v = Verifier {
         catalog,
         binding,
+        groups: caller.groups,
         scopes: Vec::new(),
         cte_bodies: HashMap::new(),
         wrapper: None,
@@ -50,6 +59,7 @@ pub(crate) fn verify(
 struct Verifier<'a> {
     catalog: &'a Catalog,
     binding: &'a TenantBinding,
+    groups: &'a [String],
     /// Visible CTE names, one entry per query being visited.
     scopes: Vec<Vec<String>>,
     /// CTE body address -> the names visible inside that body.
@@ -84,8 +94,14 @@ impl<'a> Verifier<'a> {
         self.catalog.by_emitted_name(&values)
     }
 
-    /// If `q` reads a protected table, checks that it is exactly the tenant wrapper and returns
-    /// its rule; `Ok(None)` for any other derived table.
+    /// Whether the caller reads `rule` exactly as declared (no hidden or masked column).
+    fn unrestricted(&self, rule: &TableRule) -> bool {
+        let view = rule.view(self.groups);
+        view.len() == rule.columns.len() && view.iter().all(|c| c.mask.is_none())
+    }
+
+    /// If `q` reads a protected (or column-restricted public) table, checks that it is exactly
+    /// the wrapper for this caller and returns its rule; `Ok(None)` for any other derived table.
     fn wrapper_rule(&self, q: &Query) -> Result<Option<&'a TableRule>, String> {
         let SetExpr::Select(select) = q.body.as_ref() else {
             return Ok(None);
@@ -99,9 +115,14 @@ impl<'a> Verifier<'a> {
         let Some(rule) = self.emitted_rule(name) else {
             return Ok(None);
         };
-        let Access::Protected { tenant_column } = &rule.access else {
-            return Ok(None);
+        let tenant_column = match &rule.access {
+            Access::Protected { tenant_column } => Some(tenant_column),
+            Access::Public if self.unrestricted(rule) => return Ok(None),
+            Access::Public => None,
         };
+        if !rule.readable_by(self.groups) {
+            return Err(format!("table {} is not granted to the caller", rule.name));
+        }
         let bad = |what: &str| Err(format!("protected table {} read with {what}", rule.name));
         let Query {
             with,
@@ -115,9 +136,10 @@ impl<'a> Verifier<'a> {
             format_clause,
             pipe_operators,
         } = q;
+        let d = self.catalog.dialect();
         if with.is_some()
             || order_by.is_some()
-            || limit_clause.is_some()
+            || *limit_clause != fence(d)
             || fetch.is_some()
             || !locks.is_empty()
             || for_clause.is_some()
@@ -149,14 +171,18 @@ impl<'a> Verifier<'a> {
         } else {
             return bad("modifiers on the table");
         }
-        let quote = self.catalog.dialect().quote();
-        for item in &select.projection {
-            match item {
-                SelectItem::UnnamedExpr(Expr::Identifier(i))
-                    if i.quote_style == Some(quote) && rule.columns.contains(&i.value) => {}
-                _ => return bad("a projection other than its declared columns"),
-            }
+        let quote = d.quote();
+        let expected = mask::projection(d, &rule.view(self.groups)).map_err(|e| e.to_string())?;
+        if select.projection != expected {
+            return bad("a projection other than the caller's granted columns");
         }
+        let Some(tenant_column) = tenant_column else {
+            return if select.selection.is_none() {
+                Ok(Some(rule))
+            } else {
+                bad("a predicate")
+            };
+        };
         let Some(Expr::BinaryOp {
             left,
             op: BinaryOperator::Eq,
@@ -170,6 +196,9 @@ impl<'a> Verifier<'a> {
             _ => return bad("a predicate on the wrong column"),
         }
         let tenant_ok = match (right.as_ref(), self.binding) {
+            (Expr::Identifier(i), TenantBinding::Placeholder { text, .. }) => {
+                i.quote_style.is_none() && &i.value == text && text.starts_with('@')
+            }
             (Expr::Value(v), TenantBinding::Placeholder { text, .. }) => {
                 matches!(&v.value, Value::Placeholder(p) if p == text)
             }
@@ -373,6 +402,13 @@ impl Visitor for Verifier<'_> {
                 if matches!(v.value, Value::Placeholder(_)) && self.wrapper.is_none() =>
             {
                 ControlFlow::Break("a bind parameter outside a tenant wrapper".into())
+            }
+            Expr::Identifier(i)
+                if i.quote_style.is_none()
+                    && i.value.starts_with('@')
+                    && self.wrapper.is_none() =>
+            {
+                ControlFlow::Break("a query parameter or system variable".into())
             }
             Expr::Function(f) => {
                 let allowed = match f.name.0.as_slice() {

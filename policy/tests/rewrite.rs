@@ -2,24 +2,36 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use sluice_policy::{
-    Access, Catalog, Dialect, ParamStyle, PolicyError, TableName, TableRule, rewrite,
+    Caller, Catalog, Dialect, MaskKind, MaskRule, ParamStyle, PolicyError, RewrittenQuery,
+    TableName, TableRule,
 };
 
 fn table(name: &str, tenant: Option<&str>, cols: &[&str]) -> TableRule {
-    TableRule {
-        name: TableName {
-            catalog: None,
-            schema: "public".into(),
-            table: name.into(),
-        },
-        access: match tenant {
-            Some(c) => Access::Protected {
-                tenant_column: c.into(),
-            },
-            None => Access::Public,
-        },
-        columns: cols.iter().map(|c| c.to_string()).collect(),
+    let name = TableName {
+        catalog: None,
+        schema: "public".into(),
+        table: name.into(),
+    };
+    let cols = cols.iter().map(|c| c.to_string()).collect();
+    match tenant {
+        Some(t) => TableRule::protected(name, t, cols),
+        None => TableRule::public(name, cols),
     }
+}
+
+const ANALYST: &[&str] = &["analyst"];
+
+fn rewrite(sql: &str, catalog: &Catalog, tenant: &str) -> Result<RewrittenQuery, PolicyError> {
+    let groups: Vec<String> = ANALYST.iter().map(|g| g.to_string()).collect();
+    sluice_policy::rewrite(
+        sql,
+        catalog,
+        &Caller {
+            tenant,
+            groups: &groups,
+            row_limit: None,
+        },
+    )
 }
 
 fn world(style: ParamStyle) -> Catalog {
@@ -41,9 +53,8 @@ fn world(style: ParamStyle) -> Catalog {
     .unwrap()
 }
 
-const W_ORDERS: &str = r#"(SELECT "id", "tenant_id", "customer_id", "amount", "status" FROM "public"."orders" WHERE "tenant_id" = $1)"#;
-const W_CUSTOMERS: &str =
-    r#"(SELECT "id", "tenant_id", "name" FROM "public"."customers" WHERE "tenant_id" = $1)"#;
+const W_ORDERS: &str = r#"(SELECT "id", "tenant_id", "customer_id", "amount", "status" FROM "public"."orders" WHERE "tenant_id" = $1 OFFSET 0)"#;
+const W_CUSTOMERS: &str = r#"(SELECT "id", "tenant_id", "name" FROM "public"."customers" WHERE "tenant_id" = $1 OFFSET 0)"#;
 
 fn ok(sql: &str) -> String {
     let out = rewrite(sql, &world(ParamStyle::DollarNumbered), "A")
@@ -209,7 +220,7 @@ fn inline_literal_style_escapes_through_the_ast() {
     )
     .unwrap();
     assert!(
-        out.sql.contains(r#"WHERE "tenant_id" = 'A-1')"#),
+        out.sql.contains(r#"WHERE "tenant_id" = 'A-1' OFFSET 0)"#),
         "{}",
         out.sql
     );
@@ -240,4 +251,196 @@ fn manifest_lists_resolved_tables() {
 fn deep_nesting_is_refused_not_a_stack_overflow() {
     let sql = format!("SELECT {}1{}", "(".repeat(5000), ")".repeat(5000));
     assert_eq!(err(&sql).code(), "sql_parse_error");
+}
+
+/// The world of the security corpus: customers hide email and ssn from analysts, orders hide
+/// card_number, and a support group sees email hashed.
+fn graded() -> Catalog {
+    let mut customers = table(
+        "customers",
+        Some("tenant_id"),
+        &["id", "tenant_id", "name", "email", "ssn"],
+    );
+    customers
+        .column_groups
+        .insert("email".into(), vec!["support".into()]);
+    customers
+        .column_groups
+        .insert("ssn".into(), vec!["compliance".into()]);
+    customers.masks.insert(
+        "email".into(),
+        MaskRule {
+            kind: MaskKind::Hash,
+            except: vec!["admin".into()],
+        },
+    );
+    let mut orders = table(
+        "orders",
+        Some("tenant_id"),
+        &["id", "tenant_id", "amount", "card_number"],
+    );
+    orders
+        .column_groups
+        .insert("card_number".into(), vec!["billing".into()]);
+    orders.masks.insert(
+        "card_number".into(),
+        MaskRule {
+            kind: MaskKind::Last4,
+            except: vec![],
+        },
+    );
+    let mut payroll = table("payroll", Some("tenant_id"), &["id", "tenant_id", "salary"]);
+    payroll.readers = Some(vec!["hr".into()]);
+    Catalog::new(
+        Dialect::Postgres,
+        ParamStyle::DollarNumbered,
+        None,
+        "public".into(),
+        vec![customers, orders, payroll],
+    )
+    .unwrap()
+}
+
+fn as_groups(
+    sql: &str,
+    groups: &[&str],
+    limit: Option<u64>,
+) -> Result<RewrittenQuery, PolicyError> {
+    let groups: Vec<String> = groups.iter().map(|g| g.to_string()).collect();
+    sluice_policy::rewrite(
+        sql,
+        &graded(),
+        &Caller {
+            tenant: "A",
+            groups: &groups,
+            row_limit: limit,
+        },
+    )
+}
+
+#[test]
+fn ungranted_columns_are_refused_by_name_wherever_they_appear() {
+    for sql in [
+        "SELECT card_number FROM orders",
+        "SELECT id FROM orders WHERE card_number LIKE '4%'",
+        "SELECT id FROM orders ORDER BY card_number",
+        "SELECT count(DISTINCT email) FROM customers",
+        "SELECT o.id FROM orders o JOIN customers c ON c.email = 'x' AND c.id = o.id",
+        "SELECT upper(c.ssn) FROM customers c",
+        "SELECT id FROM customers GROUP BY email",
+    ] {
+        match as_groups(sql, &["analyst"], None) {
+            Err(PolicyError::ColumnNotGranted { column, .. }) => {
+                assert!(
+                    ["card_number", "email", "ssn"].contains(&column.as_str()),
+                    "{sql}"
+                )
+            }
+            other => panic!("{sql}: {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn wildcards_expand_to_granted_columns_and_masks_apply_inside_the_wrapper() {
+    let out = as_groups("SELECT * FROM customers", &["analyst"], None).unwrap();
+    assert!(
+        out.sql
+            .contains(r#"(SELECT "id", "tenant_id", "name" FROM "public"."customers""#),
+        "{}",
+        out.sql
+    );
+    let out = as_groups(
+        "SELECT * FROM customers WHERE email = 'x'",
+        &["support"],
+        None,
+    )
+    .unwrap();
+    assert!(
+        out.sql.contains(r#"md5(CAST("email" AS TEXT)) AS "email""#),
+        "{}",
+        out.sql
+    );
+    assert!(!out.sql.contains("ssn"), "{}", out.sql);
+    let out = as_groups("SELECT email FROM customers", &["support", "admin"], None).unwrap();
+    assert!(out.sql.contains(r#""name", "email" FROM"#), "{}", out.sql);
+    let out = as_groups("SELECT card_number FROM orders", &["billing"], None).unwrap();
+    assert!(
+        out.sql
+            .contains(r#"concat('****', right(CAST("card_number" AS TEXT), 4)) AS "card_number""#),
+        "{}",
+        out.sql
+    );
+}
+
+#[test]
+fn an_alias_named_like_a_hidden_column_is_not_the_column() {
+    as_groups(
+        "SELECT name AS email FROM customers ORDER BY email",
+        &["analyst"],
+        None,
+    )
+    .unwrap();
+}
+
+#[test]
+fn table_access_follows_groups() {
+    assert!(matches!(
+        as_groups("SELECT id FROM payroll", &["analyst"], None),
+        Err(PolicyError::TableNotGranted(_))
+    ));
+    as_groups("SELECT id FROM payroll", &["hr"], None).unwrap();
+}
+
+#[test]
+fn manifest_lists_columns_read() {
+    let out = as_groups(
+        "SELECT o.id, sum(amount) FROM orders o GROUP BY o.id",
+        &["analyst"],
+        None,
+    )
+    .unwrap();
+    assert_eq!(
+        out.manifest.columns,
+        ["public.orders.amount", "public.orders.id"]
+    );
+    let out = as_groups("SELECT * FROM orders", &["analyst"], None).unwrap();
+    assert_eq!(
+        out.manifest.columns,
+        [
+            "public.orders.amount",
+            "public.orders.id",
+            "public.orders.tenant_id"
+        ]
+    );
+}
+
+#[test]
+fn the_row_limit_caps_the_outermost_query() {
+    let out = as_groups("SELECT id FROM orders", &["analyst"], Some(100)).unwrap();
+    assert!(out.sql.ends_with("LIMIT 100"), "{}", out.sql);
+    let out = as_groups("SELECT id FROM orders LIMIT 10", &["analyst"], Some(100)).unwrap();
+    assert!(out.sql.ends_with("LIMIT 10"), "{}", out.sql);
+    let out = as_groups(
+        "SELECT id FROM orders LIMIT 1000 OFFSET 5",
+        &["analyst"],
+        Some(100),
+    )
+    .unwrap();
+    assert!(out.sql.ends_with("LIMIT 100 OFFSET 5"), "{}", out.sql);
+    let out = as_groups(
+        "SELECT id FROM orders FETCH FIRST 500 ROWS ONLY",
+        &["analyst"],
+        Some(100),
+    )
+    .unwrap();
+    assert!(out.sql.contains("FETCH FIRST 100 ROWS ONLY"), "{}", out.sql);
+    assert!(
+        as_groups(
+            "SELECT id FROM orders LIMIT (SELECT 5)",
+            &["analyst"],
+            Some(100)
+        )
+        .is_err()
+    );
 }

@@ -3,16 +3,20 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use sluice_audit::{AuditLog, AuditWriter};
-use sluice_connectors::Connector;
 use sluice_connectors::embedded::{EmbeddedConnector, EmbeddedOptions, EmbeddedTable, FileFormat};
-use sluice_policy::{Access, Catalog, Dialect, TableName, TableRule};
+use sluice_connectors::postgres::{PostgresConnector, PostgresOptions};
+use sluice_connectors::{Connector, ConnectorError, QueryRequest, QueryStream, WarehouseKind};
+use sluice_policy::{Catalog, Dialect, MaskKind, MaskRule, TableName, TableRule};
 
 use crate::auth::{Authenticator, JwtVerifier};
-use crate::config::{AccessKind, Config, ConnectionConfig, ConnectionKind, FileFormatConfig};
+use crate::config::{
+    AccessKind, Config, ConnectionConfig, ConnectionKind, FileFormatConfig, MaskKindConfig,
+};
 
 /// Name of the audit log file in the data directory.
 pub const AUDIT_FILE: &str = "audit.sqlite";
@@ -26,20 +30,56 @@ pub struct StartupError(pub String);
 pub struct Connection {
     /// Its id.
     pub id: String,
-    /// What it declares (policy input).
-    pub catalog: Catalog,
     /// How to reach it.
     pub connector: Arc<dyn Connector>,
 }
 
+/// The policy in force: one catalog per connection and the group row limits. Replaced whole on
+/// reload (SIGHUP); a query keeps the snapshot it started with.
+pub struct Policy {
+    /// Catalog per connection id.
+    pub catalogs: BTreeMap<String, Catalog>,
+    /// Row limit per group.
+    pub group_max_rows: BTreeMap<String, u64>,
+}
+
+impl Policy {
+    /// Builds the policy of a configuration (pure).
+    pub fn from_config(config: &Config) -> Result<Policy, String> {
+        let mut catalogs = BTreeMap::new();
+        for c in &config.connections {
+            catalogs.insert(
+                c.id.clone(),
+                catalog_for(c).map_err(|e| format!("connection {}: {e}", c.id))?,
+            );
+        }
+        Ok(Policy {
+            catalogs,
+            group_max_rows: config.limits.group_max_rows.clone(),
+        })
+    }
+
+    /// The row limit of a caller: the largest among their groups that have one.
+    pub fn row_limit(&self, groups: &[String]) -> Option<u64> {
+        groups
+            .iter()
+            .filter_map(|g| self.group_max_rows.get(g).copied())
+            .max()
+    }
+}
+
 /// Everything a request needs.
 pub struct AppState {
-    /// The configuration in force.
+    /// The configuration the daemon started with.
     pub config: Config,
+    /// Where it came from (for reloads); `None` for the demo.
+    pub config_path: Option<PathBuf>,
     /// Authentication methods.
     pub auth: Authenticator,
     /// Connections by id.
     pub connections: BTreeMap<String, Arc<Connection>>,
+    /// The policy in force.
+    policy: RwLock<Arc<Policy>>,
     /// The audit log.
     pub audit: AuditLog,
     /// Set once SIGTERM arrived: `/readyz` turns unready while in-flight requests drain.
@@ -50,6 +90,45 @@ impl AppState {
     /// Whether the daemon should receive traffic.
     pub fn is_ready(&self) -> bool {
         self.audit.is_healthy() && !self.shutting_down.load(Ordering::Relaxed)
+    }
+
+    /// The policy snapshot in force.
+    pub fn policy(&self) -> Arc<Policy> {
+        match self.policy.read() {
+            Ok(p) => Arc::clone(&p),
+            Err(poisoned) => Arc::clone(&poisoned.into_inner()),
+        }
+    }
+
+    /// Re-reads the configuration file and swaps in its policy (tables, grants, masks, limits).
+    /// Connections themselves (their ids and kinds) cannot change without a restart; on any
+    /// error the running policy stays in force.
+    pub fn reload_policy(&self) -> Result<(), String> {
+        let path = self
+            .config_path
+            .as_ref()
+            .ok_or("no configuration file to reload")?;
+        let config = Config::load(path).map_err(|e| e.to_string())?;
+        let running: Vec<(&str, ConnectionKind)> = self
+            .config
+            .connections
+            .iter()
+            .map(|c| (c.id.as_str(), c.kind))
+            .collect();
+        let new: Vec<(&str, ConnectionKind)> = config
+            .connections
+            .iter()
+            .map(|c| (c.id.as_str(), c.kind))
+            .collect();
+        if running != new {
+            return Err("connections changed: restart to apply".into());
+        }
+        let policy = Policy::from_config(&config)?;
+        match self.policy.write() {
+            Ok(mut p) => *p = Arc::new(policy),
+            Err(poisoned) => *poisoned.into_inner() = Arc::new(policy),
+        }
+        Ok(())
     }
 }
 
@@ -80,32 +159,55 @@ fn parse_table_name(name: &str) -> Result<TableName, String> {
     }
 }
 
+/// The SQL dialect of a connection kind.
+pub fn dialect_of(kind: ConnectionKind) -> Dialect {
+    match kind {
+        ConnectionKind::Embedded => Dialect::DataFusion,
+        ConnectionKind::Postgres => Dialect::Postgres,
+        ConnectionKind::Snowflake => Dialect::Snowflake,
+        ConnectionKind::Bigquery => Dialect::BigQuery,
+        ConnectionKind::Databricks => Dialect::Databricks,
+    }
+}
+
 /// The policy catalog a connection declares.
 pub fn catalog_for(c: &ConnectionConfig) -> Result<Catalog, String> {
-    let dialect = match c.kind {
-        ConnectionKind::Embedded => Dialect::DataFusion,
-    };
+    let dialect = dialect_of(c.kind);
     let mut tables = Vec::with_capacity(c.tables.len());
     for t in &c.tables {
-        let access = match (t.access, &t.tenant_column) {
-            (AccessKind::Public, _) => Access::Public,
-            (AccessKind::Protected, Some(col)) => Access::Protected {
-                tenant_column: col.clone(),
-            },
+        let name = parse_table_name(&t.name)?;
+        let mut rule = match (t.access, &t.tenant_column) {
+            (AccessKind::Public, _) => TableRule::public(name, t.columns.clone()),
+            (AccessKind::Protected, Some(col)) => {
+                TableRule::protected(name, col, t.columns.clone())
+            }
             (AccessKind::Protected, None) => {
                 return Err(format!("{}: protected tables need tenant_column", t.name));
             }
         };
-        tables.push(TableRule {
-            name: parse_table_name(&t.name)?,
-            access,
-            columns: t.columns.clone(),
-        });
+        rule.readers = t.groups.clone();
+        rule.column_groups = t.grants.clone();
+        for (col, m) in &t.masks {
+            let kind = match m.mask {
+                MaskKindConfig::Hash => MaskKind::Hash,
+                MaskKindConfig::Null => MaskKind::Null,
+                MaskKindConfig::Last4 => MaskKind::Last4,
+                MaskKindConfig::Constant => MaskKind::Constant(m.value.clone().unwrap_or_default()),
+            };
+            rule.masks.insert(
+                col.clone(),
+                MaskRule {
+                    kind,
+                    except: m.except.clone(),
+                },
+            );
+        }
+        tables.push(rule);
     }
     Catalog::new(
         dialect,
         dialect.default_param_style(),
-        None,
+        c.default_catalog.clone(),
         c.default_schema.clone(),
         tables,
     )
@@ -138,65 +240,115 @@ fn read_secret(config: &Config) -> Result<Option<Vec<u8>>, StartupError> {
     Ok(Some(secret))
 }
 
-async fn build_connection(c: &ConnectionConfig) -> Result<Connection, StartupError> {
-    let catalog = catalog_for(c).map_err(|e| StartupError(format!("connection {}: {e}", c.id)))?;
-    let connector: Arc<dyn Connector> = match c.kind {
-        ConnectionKind::Embedded => {
-            let mut tables = Vec::with_capacity(c.tables.len());
-            for (t, rule) in c.tables.iter().zip(catalog.tables()) {
-                let (Some(path), Some(format)) = (&t.path, t.format) else {
-                    return Err(StartupError(format!(
-                        "{}: embedded tables need path and format",
-                        t.name
-                    )));
-                };
-                tables.push(EmbeddedTable {
-                    schema: rule.name.schema.clone(),
-                    table: rule.name.table.clone(),
-                    path: path.clone(),
-                    format: match format {
-                        FileFormatConfig::Parquet => FileFormat::Parquet,
-                        FileFormatConfig::Csv => FileFormat::Csv,
-                    },
-                });
+/// A warehouse whose connector this build does not have yet: its policy works (explain), its
+/// queries are refused as unavailable.
+struct NotInThisBuild(WarehouseKind);
+
+#[async_trait::async_trait]
+impl Connector for NotInThisBuild {
+    fn kind(&self) -> WarehouseKind {
+        self.0
+    }
+
+    async fn execute(&self, _request: QueryRequest<'_>) -> Result<QueryStream, ConnectorError> {
+        Err(ConnectorError::Unavailable(format!(
+            "no {:?} connector in this build yet",
+            self.0
+        )))
+    }
+}
+
+async fn embedded(
+    c: &ConnectionConfig,
+    catalog: &Catalog,
+) -> Result<Arc<dyn Connector>, StartupError> {
+    let mut tables = Vec::with_capacity(c.tables.len());
+    for (t, rule) in c.tables.iter().zip(catalog.tables()) {
+        let (Some(path), Some(format)) = (&t.path, t.format) else {
+            return Err(StartupError(format!(
+                "{}: embedded tables need path and format",
+                t.name
+            )));
+        };
+        tables.push(EmbeddedTable {
+            schema: rule.name.schema.clone(),
+            table: rule.name.table.clone(),
+            path: path.clone(),
+            format: match format {
+                FileFormatConfig::Parquet => FileFormat::Parquet,
+                FileFormatConfig::Csv => FileFormat::Csv,
+            },
+        });
+    }
+    let engine = EmbeddedConnector::new(&tables, EmbeddedOptions { threads: c.threads })
+        .await
+        .map_err(|e| StartupError(format!("connection {}: {e}", c.id)))?;
+    // Every declared column must exist, or queries would fail at random later.
+    for rule in catalog.tables() {
+        let schema = engine
+            .table_schema(&rule.name.schema, &rule.name.table)
+            .await
+            .ok_or_else(|| {
+                StartupError(format!(
+                    "connection {}: {} is not readable",
+                    c.id, rule.name
+                ))
+            })?;
+        for col in &rule.columns {
+            if schema.field_with_name(col).is_err() {
+                return Err(StartupError(format!(
+                    "connection {}: {} has no column {col:?} (declared in the config)",
+                    c.id, rule.name
+                )));
             }
-            let engine = EmbeddedConnector::new(&tables, EmbeddedOptions { threads: c.threads })
-                .await
-                .map_err(|e| StartupError(format!("connection {}: {e}", c.id)))?;
-            // Every declared column must exist, or queries would fail at random later.
-            for rule in catalog.tables() {
-                let schema = engine
-                    .table_schema(&rule.name.schema, &rule.name.table)
-                    .await
-                    .ok_or_else(|| {
-                        StartupError(format!(
-                            "connection {}: {} is not readable",
-                            c.id, rule.name
-                        ))
-                    })?;
-                for col in &rule.columns {
-                    if schema.field_with_name(col).is_err() {
-                        return Err(StartupError(format!(
-                            "connection {}: {} has no column {col:?} (declared in the config)",
-                            c.id, rule.name
-                        )));
-                    }
-                }
-            }
-            Arc::new(engine)
         }
+    }
+    Ok(Arc::new(engine))
+}
+
+async fn build_connection(
+    c: &ConnectionConfig,
+    catalog: &Catalog,
+) -> Result<Connection, StartupError> {
+    let connector: Arc<dyn Connector> = match c.kind {
+        ConnectionKind::Embedded => embedded(c, catalog).await?,
+        ConnectionKind::Postgres => {
+            let var = c.url_env.as_deref().unwrap_or_default();
+            let url = std::env::var(var).map_err(|_| {
+                StartupError(format!(
+                    "connection {}: environment variable {var} is not set",
+                    c.id
+                ))
+            })?;
+            let options = PostgresOptions {
+                url,
+                statement_timeout: Duration::from_millis(c.statement_timeout_ms),
+            };
+            Arc::new(
+                PostgresConnector::new(&options)
+                    .map_err(|e| StartupError(format!("connection {}: {e}", c.id)))?,
+            )
+        }
+        ConnectionKind::Snowflake => Arc::new(NotInThisBuild(WarehouseKind::Snowflake)),
+        ConnectionKind::Bigquery => Arc::new(NotInThisBuild(WarehouseKind::BigQuery)),
+        ConnectionKind::Databricks => Arc::new(NotInThisBuild(WarehouseKind::Databricks)),
     };
     Ok(Connection {
         id: c.id.clone(),
-        catalog,
         connector,
     })
 }
 
 /// Builds the daemon: reads secrets, opens the audit log in the data directory, starts the
-/// connectors.
+/// connectors. `config_path` is kept for policy reloads.
 pub async fn build(config: Config) -> Result<App, StartupError> {
+    build_from(config, None).await
+}
+
+/// [`build`], remembering the file the configuration came from.
+pub async fn build_from(config: Config, config_path: Option<PathBuf>) -> Result<App, StartupError> {
     config.validate().map_err(|e| StartupError(e.to_string()))?;
+    let policy = Policy::from_config(&config).map_err(StartupError)?;
     let secret = read_secret(&config)?;
     let jwt = match (&config.auth.jwt, secret) {
         (Some(c), Some(s)) => {
@@ -220,13 +372,19 @@ pub async fn build(config: Config) -> Result<App, StartupError> {
     })?;
     let mut connections = BTreeMap::new();
     for c in &config.connections {
-        connections.insert(c.id.clone(), Arc::new(build_connection(c).await?));
+        let catalog = policy
+            .catalogs
+            .get(&c.id)
+            .ok_or_else(|| StartupError(format!("connection {}: no catalog", c.id)))?;
+        connections.insert(c.id.clone(), Arc::new(build_connection(c, catalog).await?));
     }
     let state = AppState {
         auth: Authenticator::new(jwt),
         connections,
+        policy: RwLock::new(Arc::new(policy)),
         audit,
         shutting_down: AtomicBool::new(false),
+        config_path,
         config,
     };
     Ok(App {

@@ -40,6 +40,11 @@ enum Command {
         #[arg(long)]
         config: PathBuf,
     },
+    /// Policy tools.
+    Policy {
+        #[command(subcommand)]
+        command: PolicyCommand,
+    },
     /// Mint a demo token (for `serve --demo`).
     Token {
         /// Use the demo signing secret from the data directory.
@@ -57,6 +62,29 @@ enum Command {
         /// Data directory of the demo.
         #[arg(long, default_value = config::DEFAULT_DATA_DIR)]
         data_dir: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum PolicyCommand {
+    /// Print, as JSON, what the policy does with a query: the rewritten SQL, its parameters and
+    /// what it reads, or the refusal. Exits 0 for both decisions.
+    Explain {
+        /// Configuration file.
+        #[arg(long)]
+        config: PathBuf,
+        /// Connection id.
+        #[arg(long)]
+        connection: String,
+        /// Tenant of the caller.
+        #[arg(long)]
+        tenant: String,
+        /// Comma-separated groups of the caller.
+        #[arg(long, value_delimiter = ',', default_value = "")]
+        groups: Vec<String>,
+        /// The SQL.
+        #[arg(long)]
+        sql: String,
     },
 }
 
@@ -83,6 +111,33 @@ fn run(cli: Cli) -> Result<(), StartupError> {
                 c.connections.len(),
                 tables
             );
+            Ok(())
+        }
+        Command::Policy {
+            command:
+                PolicyCommand::Explain {
+                    config,
+                    connection,
+                    tenant,
+                    groups,
+                    sql,
+                },
+        } => {
+            let c = Config::load(&config).map_err(|e| StartupError(e.to_string()))?;
+            let policy = app::Policy::from_config(&c).map_err(StartupError)?;
+            let catalog = policy.catalogs.get(&connection).ok_or_else(|| {
+                StartupError(format!(
+                    "no connection named {connection:?} in {}",
+                    config.display()
+                ))
+            })?;
+            let groups: Vec<String> = groups.into_iter().filter(|g| !g.is_empty()).collect();
+            let caller = sluice_policy::Caller {
+                tenant: &tenant,
+                groups: &groups,
+                row_limit: policy.row_limit(&groups),
+            };
+            println!("{}", crate::explain::explain(catalog, &caller, &sql));
             Ok(())
         }
         Command::Token {
@@ -130,15 +185,16 @@ fn run(cli: Cli) -> Result<(), StartupError> {
                 .enable_all()
                 .build()
                 .map_err(|e| StartupError(format!("cannot start the runtime: {e}")))?;
-            runtime.block_on(serve(cfg, is_demo))
+            runtime.block_on(serve(cfg, config, is_demo))
         }
     }
 }
 
-async fn serve(cfg: Config, is_demo: bool) -> Result<(), StartupError> {
+async fn serve(cfg: Config, path: Option<PathBuf>, is_demo: bool) -> Result<(), StartupError> {
     let listen = cfg.server.listen.clone();
     let data_dir = cfg.server.data_dir.clone();
-    let app = app::build(cfg).await?;
+    let app = app::build_from(cfg, path).await?;
+    reload_on_sighup(std::sync::Arc::downgrade(&app.state));
     let listener = tokio::net::TcpListener::bind(&listen)
         .await
         .map_err(|e| StartupError(format!("cannot listen on {listen}: {e}")))?;
@@ -163,6 +219,29 @@ async fn serve(cfg: Config, is_demo: bool) -> Result<(), StartupError> {
         );
     }
     server::serve(app, listener, shutdown_signal()).await
+}
+
+/// SIGHUP re-reads the configuration and swaps the policy in; queries in flight keep theirs.
+fn reload_on_sighup(state: std::sync::Weak<app::AppState>) {
+    #[cfg(unix)]
+    tokio::spawn(async move {
+        use tokio::signal::unix::{SignalKind, signal};
+        let Ok(mut hup) = signal(SignalKind::hangup()) else {
+            tracing::warn!("cannot listen for SIGHUP: policy reload disabled");
+            return;
+        };
+        while hup.recv().await.is_some() {
+            let Some(state) = state.upgrade() else { return };
+            match state.reload_policy() {
+                Ok(()) => tracing::info!("policy reloaded"),
+                Err(e) => {
+                    tracing::error!(error = %e, "policy reload failed: the running policy stays")
+                }
+            }
+        }
+    });
+    #[cfg(not(unix))]
+    let _ = state;
 }
 
 async fn shutdown_signal() {

@@ -4,7 +4,7 @@
 //! the network or the data directory (that is all `sluice check-config` does); building the
 //! running daemon from it happens in [`crate::app`].
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
@@ -217,6 +217,9 @@ pub struct LimitsConfig {
     pub max_result_rows: u64,
     /// Time a whole query may take, including streaming its answer.
     pub query_timeout_ms: u64,
+    /// Row limit per group, applied to the outermost query (`LIMIT`). A caller in several
+    /// listed groups gets the largest; a caller in none gets no group limit.
+    pub group_max_rows: BTreeMap<String, u64>,
 }
 
 impl Default for LimitsConfig {
@@ -224,6 +227,7 @@ impl Default for LimitsConfig {
         LimitsConfig {
             max_result_rows: DEFAULT_MAX_RESULT_ROWS,
             query_timeout_ms: DEFAULT_QUERY_TIMEOUT_MS,
+            group_max_rows: BTreeMap::new(),
         }
     }
 }
@@ -234,6 +238,14 @@ impl Default for LimitsConfig {
 pub enum ConnectionKind {
     /// The embedded DataFusion engine over local Parquet/CSV files.
     Embedded,
+    /// PostgreSQL.
+    Postgres,
+    /// Snowflake (policy and explain only in this build: queries answer `warehouse_unavailable`).
+    Snowflake,
+    /// BigQuery (policy and explain only in this build).
+    Bigquery,
+    /// Databricks (policy and explain only in this build).
+    Databricks,
 }
 
 /// `[[connections]]`
@@ -244,9 +256,17 @@ pub struct ConnectionConfig {
     pub id: String,
     /// Warehouse kind.
     pub kind: ConnectionKind,
-    /// Schema that one-part table names resolve in.
+    /// Schema (dataset) that one-part table names resolve in.
     #[serde(default = "default_schema")]
     pub default_schema: String,
+    /// Catalog (database, project) that one- and two-part names resolve in.
+    pub default_catalog: Option<String>,
+    /// PostgreSQL: the environment variable holding the connection URL (never the URL itself,
+    /// which may hold a password).
+    pub url_env: Option<String>,
+    /// PostgreSQL: server-side statement timeout.
+    #[serde(default = "default_statement_timeout")]
+    pub statement_timeout_ms: u64,
     /// Engine threads (embedded only).
     #[serde(default = "default_threads")]
     pub threads: usize,
@@ -257,6 +277,10 @@ pub struct ConnectionConfig {
 
 fn default_schema() -> String {
     "public".into()
+}
+
+fn default_statement_timeout() -> u64 {
+    DEFAULT_QUERY_TIMEOUT_MS
 }
 
 fn default_threads() -> usize {
@@ -283,6 +307,33 @@ pub enum FileFormatConfig {
     Csv,
 }
 
+/// How a masked column is shown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MaskKindConfig {
+    /// MD5 hex digest of the value's text.
+    Hash,
+    /// NULL.
+    Null,
+    /// `****` and the last four characters.
+    Last4,
+    /// The constant `value`.
+    Constant,
+}
+
+/// `[connections.tables.masks.<column>]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MaskConfig {
+    /// `hash`, `null`, `last4` or `constant`.
+    pub mask: MaskKindConfig,
+    /// The constant shown, for `mask = "constant"`.
+    pub value: Option<String>,
+    /// Groups that see the raw value.
+    #[serde(default)]
+    pub except: Vec<String>,
+}
+
 /// `[[connections.tables]]`
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -295,6 +346,16 @@ pub struct TableConfig {
     pub tenant_column: Option<String>,
     /// The columns sluice exposes, in table order; others are never read.
     pub columns: Vec<String>,
+    /// Groups that may read the table at all; absent means every authenticated caller.
+    pub groups: Option<Vec<String>>,
+    /// Columns restricted to some groups (`column = ["group", ...]`); unlisted columns are
+    /// visible to every reader of the table.
+    #[serde(default)]
+    pub grants: BTreeMap<String, Vec<String>>,
+    /// Masked columns (`column = { mask = "hash", except = ["group"] }`), masked inside the
+    /// tenant wrapper so no predicate sees the raw value.
+    #[serde(default)]
+    pub masks: BTreeMap<String, MaskConfig>,
     /// Embedded only: file or directory, relative to the config file.
     pub path: Option<PathBuf>,
     /// Embedded only: `parquet` or `csv`.
@@ -402,6 +463,12 @@ impl Config {
                     format!("duplicate id {:?}", c.id),
                 ));
             }
+            if c.kind == ConnectionKind::Postgres && c.url_env.is_none() {
+                return Err(invalid(
+                    format!("{field}.url_env"),
+                    "postgres connections need url_env",
+                ));
+            }
             if c.threads == 0 {
                 return Err(invalid(format!("{field}.threads"), "must be positive"));
             }
@@ -418,6 +485,17 @@ impl Config {
                 }
                 if c.kind == ConnectionKind::Embedded && (t.path.is_none() || t.format.is_none()) {
                     return Err(invalid(tf, "embedded tables need path and format"));
+                }
+                if c.kind != ConnectionKind::Embedded && (t.path.is_some() || t.format.is_some()) {
+                    return Err(invalid(tf, "path and format are for embedded tables only"));
+                }
+                for (col, m) in &t.masks {
+                    if (m.mask == MaskKindConfig::Constant) != m.value.is_some() {
+                        return Err(invalid(
+                            format!("{tf}.masks.{col}"),
+                            "value is required with mask = \"constant\" and only then",
+                        ));
+                    }
                 }
             }
             crate::app::catalog_for(c).map_err(|e| invalid(field, e))?;

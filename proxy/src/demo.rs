@@ -270,6 +270,9 @@ fn table(name: &str, access: AccessKind, cols: &[&str], path: PathBuf) -> TableC
         access,
         tenant_column: (access == AccessKind::Protected).then(|| "tenant_id".to_string()),
         columns: cols.iter().map(|c| c.to_string()).collect(),
+        groups: None,
+        grants: Default::default(),
+        masks: Default::default(),
         path: Some(path),
         format: Some(FileFormatConfig::Parquet),
     }
@@ -303,6 +306,9 @@ pub fn config(data_dir: &Path, listen: &str) -> Result<Config, String> {
             id: "demo".into(),
             kind: ConnectionKind::Embedded,
             default_schema: "public".into(),
+            default_catalog: None,
+            url_env: None,
+            statement_timeout_ms: crate::config::DEFAULT_QUERY_TIMEOUT_MS,
             threads: 2,
             tables: vec![
                 table(

@@ -11,6 +11,7 @@ pub mod config;
 pub mod demo;
 pub mod encode;
 pub mod error;
+pub mod explain;
 pub mod logging;
 pub mod query;
 pub mod server;

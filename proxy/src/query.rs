@@ -16,7 +16,7 @@ use http_body::Frame;
 use serde::Deserialize;
 use sluice_audit::{AuditLog, AuditRecord, Decision, Event};
 use sluice_connectors::{ConnectorError, Param, QueryRequest, QueryStream};
-use sluice_policy::RewrittenQuery;
+use sluice_policy::{Caller, RewrittenQuery};
 use tokio::time::timeout_at;
 
 use crate::app::{AppState, Connection};
@@ -24,17 +24,14 @@ use crate::auth::Principal;
 use crate::encode::{self, Encoder, Format, TrailingError};
 use crate::error::{ApiError, current_request_id};
 
-/// Longest SQL excerpt kept from a body that failed to parse (audit only).
-const MAX_AUDITED_BODY: usize = 4096;
-
-/// The request body.
+/// The request body of `/v1/query` and `/v1/policy/explain`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct QueryBody {
+pub(crate) struct QueryBody {
     /// The SQL text.
-    sql: String,
+    pub(crate) sql: String,
     /// Target connection id; optional when exactly one is declared.
-    connection: Option<String>,
+    pub(crate) connection: Option<String>,
 }
 
 /// The handler.
@@ -72,15 +69,26 @@ async fn run_query(
     // 2. The request itself.
     // A client trickling its body in (slowloris) is bounded by the header deadline too.
     let max_body = state.config.server.max_body_bytes;
-    let read = read_body(&parts.headers, body, max_body, audit);
+    let read = read_json_body::<QueryBody>(&parts.headers, body, max_body);
     let request = timeout_at(header_deadline.into(), read)
         .await
         .map_err(|_| timeout_error())??;
+    audit.record.sql = Some(request.sql.clone());
     let conn = connection(state, request.connection.as_deref())?;
     audit.record.connection = Some(conn.id.clone());
 
-    // 3. Policy: parse, refuse, rewrite, verify.
-    let rewritten = sluice_policy::rewrite(&request.sql, &conn.catalog, &principal.tenant)?;
+    // 3. Policy: parse, refuse, rewrite, verify (with the snapshot in force now).
+    let policy = state.policy();
+    let catalog = policy
+        .catalogs
+        .get(&conn.id)
+        .ok_or_else(ApiError::internal)?;
+    let caller = Caller {
+        tenant: &principal.tenant,
+        groups: &principal.groups,
+        row_limit: policy.row_limit(&principal.groups),
+    };
+    let rewritten = sluice_policy::rewrite(&request.sql, catalog, &caller)?;
     audit.rewritten(&rewritten);
 
     // 4. The attempt is durable before the warehouse sees anything (fail closed).
@@ -127,13 +135,12 @@ async fn run_query(
     Ok(answer.into_response(format, limits.max_result_rows))
 }
 
-/// Reads and checks the body: media type, size, encoding, JSON shape.
-async fn read_body(
+/// Reads and checks a JSON body: media type, size, encoding, JSON shape.
+pub(crate) async fn read_json_body<T: serde::de::DeserializeOwned>(
     headers: &HeaderMap,
     body: Body,
     max_bytes: usize,
-    audit: &mut QueryAudit,
-) -> Result<QueryBody, ApiError> {
+) -> Result<T, ApiError> {
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok());
@@ -146,7 +153,7 @@ async fn read_body(
         return Err(ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "unsupported_media_type",
-            "send the query as Content-Type: application/json",
+            "send the body as Content-Type: application/json",
         ));
     }
     let too_large = || {
@@ -182,18 +189,13 @@ async fn read_body(
             ),
         )
     })?;
-    let parsed: QueryBody = serde_json::from_str(text).map_err(|e| {
-        audit.record.sql = Some(truncate(text, MAX_AUDITED_BODY));
-        match e.classify() {
-            serde_json::error::Category::Data => ApiError::bad_request(
-                "invalid_request",
-                format!("the body must be {{\"sql\": string, \"connection\": string?}}: {e}"),
-            ),
-            _ => ApiError::bad_request("invalid_json", format!("the body is not valid JSON: {e}")),
-        }
-    })?;
-    audit.record.sql = Some(parsed.sql.clone());
-    Ok(parsed)
+    serde_json::from_str(text).map_err(|e| match e.classify() {
+        serde_json::error::Category::Data => ApiError::bad_request(
+            "invalid_request",
+            format!("the body must be {{\"sql\": string, \"connection\": string?}}: {e}"),
+        ),
+        _ => ApiError::bad_request("invalid_json", format!("the body is not valid JSON: {e}")),
+    })
 }
 
 fn truncate(s: &str, max: usize) -> String {
@@ -204,7 +206,10 @@ fn truncate(s: &str, max: usize) -> String {
     s[..end].to_string()
 }
 
-fn connection<'a>(state: &'a AppState, id: Option<&str>) -> Result<&'a Arc<Connection>, ApiError> {
+pub(crate) fn connection<'a>(
+    state: &'a AppState,
+    id: Option<&str>,
+) -> Result<&'a Arc<Connection>, ApiError> {
     match id {
         Some(id) => state.connections.get(id).ok_or_else(|| {
             ApiError::new(
@@ -237,6 +242,11 @@ fn warehouse_error(e: &ConnectorError) -> ApiError {
     tracing::warn!(kind = e.kind(), error = %e, "warehouse error");
     match e {
         ConnectorError::Plan(_) => ApiError::bad_request("invalid_query", e.client_message()),
+        ConnectorError::Unavailable(_) => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "warehouse_unavailable",
+            e.client_message(),
+        ),
         _ => ApiError::new(
             StatusCode::BAD_GATEWAY,
             "warehouse_error",
@@ -462,7 +472,9 @@ impl Answer {
             format,
             encoder,
             head: Some(head),
-            batches: Some(stream.batches),
+            // No first batch means the answer is empty and the stream has ended: never poll it
+            // again.
+            batches: first.is_some().then_some(stream.batches),
             pending: first,
             max_rows,
             truncated: false,

@@ -37,6 +37,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route_layer(middleware::from_fn_with_state(request_timeout, timeout));
     Router::new()
         .route("/v1/query", post(handle_query))
+        .route("/v1/policy/explain", post(crate::explain::handle_explain))
         .merge(other)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

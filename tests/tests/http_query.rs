@@ -838,3 +838,45 @@ format = "csv"
     server.stop().await.unwrap();
     assert!(dir.path().join("state/audit.sqlite").exists());
 }
+
+#[tokio::test]
+async fn an_empty_answer_is_well_formed_in_every_format() {
+    let d = start().await;
+    let sql = json!({"sql": "SELECT order_id, status FROM orders WHERE tenant_id = 'globex'"});
+    let token = d.token("acme");
+    let body: Value = d
+        .post(Some(&token))
+        .json(&sql)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(body["rows"], json!([]));
+    assert_eq!(body["row_count"], 0);
+    assert_eq!(body["columns"].as_array().unwrap().len(), 2);
+    let csv = d
+        .post(Some(&token))
+        .header("Accept", "text/csv")
+        .json(&sql)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(csv.text().await.unwrap(), "order_id,status\n");
+    let arrow = d
+        .post(Some(&token))
+        .header("Accept", "application/vnd.apache.arrow.stream")
+        .json(&sql)
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    let reader =
+        arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(arrow), None).unwrap();
+    assert_eq!(reader.schema().fields().len(), 2);
+    assert_eq!(reader.map(|b| b.unwrap().num_rows()).sum::<usize>(), 0);
+    d.server.stop().await.unwrap();
+}

@@ -1,0 +1,267 @@
+//! The security corpus (`../shared/security/public-corpus.jsonl`) against the real daemon and a
+//! real PostgreSQL holding the world of `../shared/security/README.md`, as alice of tenant A.
+//!
+//! - `reject`: refused before PostgreSQL sees it (no `query_attempt` record in the audit log).
+//! - `allow_filtered`: the same rows as the original query on a reference database that holds
+//!   only tenant A's rows and the granted columns; or an equally safe refusal, counted and listed.
+//! - No answer or error anywhere contains `LEAK` or a tenant-B amount (>= 900000).
+//!
+//! Other dialects' lines go to `POST /v1/policy/explain` on their `world_*` connection.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::collections::BTreeMap;
+
+use common::{Daemon, TestDb};
+use futures::StreamExt;
+use serde_json::{Value, json};
+use sluice::encode::{Encoder, Format};
+use sluice_connectors::postgres::{PostgresConnector, PostgresOptions};
+use sluice_connectors::{Connector, QueryRequest};
+
+const SECRET: &str = "world-secret-for-tests-only-0123456789";
+const WORLD_SQL: &str = include_str!("../../../shared/security/world.sql");
+const CORPUS: &str = include_str!("../../../shared/security/public-corpus.jsonl");
+const WORLD_TOML: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/security/world.toml");
+
+fn token() -> String {
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 3600;
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &json!({"sub": "alice", "tenant": "A", "groups": ["analyst"], "aud": "sluice-world", "iss": "world-idp", "exp": exp}),
+        &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
+    )
+    .unwrap()
+}
+
+/// Every string and number in `v`, checked for tenant-B data.
+fn leaks(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) => {
+            if s.contains("LEAK") || s.parse::<f64>().is_ok_and(|n| n >= 900_000.0) {
+                return Some(s.clone());
+            }
+            None
+        }
+        Value::Number(n) if n.as_f64().is_some_and(|n| n >= 900_000.0) => Some(n.to_string()),
+        Value::Array(a) => a.iter().find_map(leaks),
+        Value::Object(o) => o.values().find_map(leaks),
+        _ => None,
+    }
+}
+
+/// The original query on the reference database, encoded exactly as sluice encodes answers.
+async fn reference(conn: &PostgresConnector, sql: &str) -> Result<Value, String> {
+    let mut s = conn
+        .execute(QueryRequest {
+            sql,
+            params: &[],
+            request_id: "reference",
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+    let (mut enc, head) = Encoder::start(Format::Json, &s.schema, "reference").unwrap();
+    let mut buf = head.to_vec();
+    let mut rows = 0;
+    while let Some(b) = s.batches.next().await {
+        let b = b.map_err(|e| e.to_string())?;
+        rows += b.num_rows() as u64;
+        buf.extend_from_slice(&enc.batch(&b).unwrap());
+    }
+    buf.extend_from_slice(&enc.finish(rows, false, None).unwrap());
+    Ok(serde_json::from_slice(&buf).unwrap())
+}
+
+fn sorted_rows(answer: &Value) -> Vec<String> {
+    let mut rows: Vec<String> = answer["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r.to_string())
+        .collect();
+    rows.sort();
+    rows
+}
+
+#[tokio::test]
+async fn the_public_corpus_is_refused_or_filtered() {
+    let world = TestDb::create("world", WORLD_SQL).await;
+    // Reference: only tenant A's rows and only the columns an analyst is granted.
+    let reference_db = TestDb::create("world_ref", WORLD_SQL).await;
+    common::connect(&reference_db.conn_str())
+        .await
+        .batch_execute(
+            "DELETE FROM customers WHERE tenant_id <> 'A'; DELETE FROM orders WHERE tenant_id <> 'A';
+             DELETE FROM invoices WHERE tenant_id <> 'A';
+             ALTER TABLE customers DROP COLUMN email, DROP COLUMN ssn;
+             ALTER TABLE orders DROP COLUMN card_number CASCADE;",
+        )
+        .await
+        .unwrap();
+    let reference_conn = PostgresConnector::new(&PostgresOptions {
+        url: reference_db.conn_str(),
+        statement_timeout: std::time::Duration::from_secs(30),
+    })
+    .unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let url = world.url();
+    let daemon = Daemon::start(
+        std::path::Path::new(WORLD_TOML),
+        dir.path(),
+        &[("WORLD_JWT_SECRET", SECRET), ("WORLD_PG_URL", url.as_str())],
+    );
+    let client = reqwest::Client::new();
+    let token = token();
+
+    let mut counts: BTreeMap<&str, u32> = BTreeMap::new();
+    let mut safe_refusals = Vec::new();
+    let mut failures = Vec::new();
+    let mut rejected_ids = Vec::new();
+
+    for line in CORPUS.lines().filter(|l| !l.trim().is_empty()) {
+        let case: Value = serde_json::from_str(line).unwrap();
+        let id = case["id"].as_str().unwrap();
+        let sql = case["sql"].as_str().unwrap();
+        let expect = case["expect"].as_str().unwrap();
+        let (connection, endpoint) = match case["dialect"].as_str().unwrap() {
+            "snowflake" => ("world_snowflake", "/v1/policy/explain"),
+            "bigquery" => ("world_bigquery", "/v1/policy/explain"),
+            "databricks" => ("world_databricks", "/v1/policy/explain"),
+            _ => ("world", "/v1/query"),
+        };
+        let request_id = format!("corpus-{id}");
+        let resp = client
+            .post(format!("{}{endpoint}", daemon.url))
+            .bearer_auth(&token)
+            .header("X-Request-Id", &request_id)
+            .json(&json!({"sql": sql, "connection": connection}))
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status();
+        let body: Value = resp.json().await.unwrap();
+        if let Some(leak) = leaks(&body) {
+            failures.push(format!("{id}: answer contains tenant-B data {leak:?}"));
+            continue;
+        }
+
+        if endpoint == "/v1/policy/explain" {
+            assert!(status.is_success(), "{id}: {body}");
+            let decision = body["decision"].as_str().unwrap();
+            match (expect, decision) {
+                ("reject", "reject") => *counts.entry("rejected").or_default() += 1,
+                ("reject", _) => failures.push(format!("{id}: expected a refusal, got {body}")),
+                ("allow_filtered", "allow") => {
+                    let tables = body["manifest"]["tables"].as_array().unwrap().len();
+                    let wrapped = body["sql"]
+                        .as_str()
+                        .unwrap()
+                        .matches("tenant_id\" = :1")
+                        .count()
+                        + body["sql"]
+                            .as_str()
+                            .unwrap()
+                            .matches("TENANT_ID\" = :1")
+                            .count()
+                        + body["sql"]
+                            .as_str()
+                            .unwrap()
+                            .matches("= @sluice_tenant")
+                            .count()
+                        + body["sql"]
+                            .as_str()
+                            .unwrap()
+                            .matches("= :sluice_tenant")
+                            .count();
+                    if tables > 0 && wrapped == 0 {
+                        failures.push(format!("{id}: protected tables not wrapped: {body}"));
+                    } else {
+                        *counts.entry("filtered (explain)").or_default() += 1;
+                    }
+                }
+                (_, _) => {
+                    *counts.entry("safe refusal").or_default() += 1;
+                    safe_refusals.push(format!("{id}: {}", body["message"]));
+                }
+            }
+            continue;
+        }
+
+        match expect {
+            "reject" => {
+                if status.is_success() {
+                    failures.push(format!("{id}: expected a refusal, got {status}"));
+                } else {
+                    *counts.entry("rejected").or_default() += 1;
+                    rejected_ids.push(request_id);
+                }
+            }
+            _ => {
+                if !status.is_success() {
+                    *counts.entry("safe refusal").or_default() += 1;
+                    safe_refusals.push(format!("{id}: {} {}", body["code"], body["detail"]));
+                    continue;
+                }
+                match reference(&reference_conn, sql).await {
+                    Ok(expected) => {
+                        let names = |v: &Value| -> Vec<Value> {
+                            v["columns"]
+                                .as_array()
+                                .unwrap()
+                                .iter()
+                                .map(|c| c["name"].clone())
+                                .collect()
+                        };
+                        if names(&body) != names(&expected) {
+                            failures.push(format!(
+                                "{id}: columns {:?} != {:?}",
+                                names(&body),
+                                names(&expected)
+                            ));
+                        } else if sorted_rows(&body) != sorted_rows(&expected) {
+                            failures.push(format!(
+                                "{id}: {} rows through sluice, {} on the reference",
+                                body["row_count"], expected["row_count"]
+                            ));
+                        } else {
+                            *counts.entry("filtered (same rows)").or_default() += 1;
+                        }
+                    }
+                    Err(e) => {
+                        failures.push(format!("{id}: the reference database refused it: {e}"))
+                    }
+                }
+            }
+        }
+    }
+
+    // Refused queries never reached PostgreSQL: no attempt record exists for them.
+    let audit = sluice_audit::open_read_only(&dir.path().join("audit.sqlite")).unwrap();
+    let records = sluice_audit::read_all(&audit).unwrap();
+    for rid in &rejected_ids {
+        if records
+            .iter()
+            .any(|r| &r.request_id == rid && r.event == sluice_audit::Event::QueryAttempt)
+        {
+            failures.push(format!("{rid}: a refused query reached the warehouse"));
+        }
+    }
+
+    println!("security corpus: {counts:?}");
+    for r in &safe_refusals {
+        println!("  safe refusal of an allow_filtered query: {r}");
+    }
+    assert!(
+        failures.is_empty(),
+        "{} failures:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+    drop(daemon);
+}
