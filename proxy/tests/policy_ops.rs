@@ -55,7 +55,11 @@ email = {{ mask = "hash", except = ["support"] }}
 }
 
 fn token(groups: &[&str]) -> String {
-    let exp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() + 600;
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 600;
     jsonwebtoken::encode(
         &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
         &json!({"sub": "u", "tenant": "t1", "groups": groups, "iss": "ops", "aud": "sluice", "exp": exp}),
@@ -72,26 +76,49 @@ fn the_cli_explains_allow_and_reject_and_exits_zero_for_both() {
         let out = Command::new(BIN)
             .args(["policy", "explain", "--config"])
             .arg(&config)
-            .args(["--connection", "files", "--tenant", "t1", "--groups", groups, "--sql", sql])
+            .args([
+                "--connection",
+                "files",
+                "--tenant",
+                "t1",
+                "--groups",
+                groups,
+                "--sql",
+                sql,
+            ])
             .output()
             .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         serde_json::from_slice::<Value>(&out.stdout).unwrap()
     };
     let v = run("SELECT sale_id, email FROM sales", "analyst");
     assert_eq!(v["decision"], "allow");
     assert_eq!(v["params"], json!(["t1"]));
     assert_eq!(v["manifest"]["tables"], json!(["public.sales"]));
-    assert_eq!(v["manifest"]["columns"], json!(["public.sales.email", "public.sales.sale_id"]));
+    assert_eq!(
+        v["manifest"]["columns"],
+        json!(["public.sales.email", "public.sales.sale_id"])
+    );
     let sql = v["sql"].as_str().unwrap();
-    assert!(sql.contains(r#"md5(CAST("email" AS TEXT)) AS "email""#), "{sql}");
+    assert!(
+        sql.contains(r#"md5(CAST("email" AS TEXT)) AS "email""#),
+        "{sql}"
+    );
     assert!(sql.ends_with("LIMIT 1"), "{sql}");
     let v = run("DELETE FROM sales", "analyst");
     assert_eq!(v["decision"], "reject");
     assert_eq!(v["code"], "statement_not_allowed");
     assert!(v["message"].as_str().unwrap().contains("DELETE"));
     // A usage error is the only non-zero exit.
-    let out = Command::new(BIN).args(["policy", "explain", "--config"]).arg(&config).output().unwrap();
+    let out = Command::new(BIN)
+        .args(["policy", "explain", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
     assert!(!out.status.success());
 }
 
@@ -109,24 +136,66 @@ async fn explain_over_http_and_policy_reload_on_sighup() {
             .send()
     };
 
-    let v: Value = post("/v1/policy/explain", &["support"], "SELECT email FROM sales").await.unwrap().json().await.unwrap();
+    let v: Value = post(
+        "/v1/policy/explain",
+        &["support"],
+        "SELECT email FROM sales",
+    )
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
     assert_eq!(v["decision"], "allow");
-    assert!(v["sql"].as_str().unwrap().contains(r#""email" FROM"#), "support sees the raw value: {v}");
+    assert!(
+        v["sql"].as_str().unwrap().contains(r#""email" FROM"#),
+        "support sees the raw value: {v}"
+    );
 
     // Masks apply in the answer; the group row limit caps it.
-    let v: Value = post("/v1/query", &["analyst"], "SELECT email FROM sales ORDER BY sale_id").await.unwrap().json().await.unwrap();
+    let v: Value = post(
+        "/v1/query",
+        &["analyst"],
+        "SELECT email FROM sales ORDER BY sale_id",
+    )
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
     assert_eq!(v["row_count"], 1);
-    assert_eq!(v["rows"][0][0].as_str().unwrap().len(), 32, "an md5 hex digest: {v}");
-    let v: Value = post("/v1/query", &["support"], "SELECT email FROM sales ORDER BY sale_id").await.unwrap().json().await.unwrap();
+    assert_eq!(
+        v["rows"][0][0].as_str().unwrap().len(),
+        32,
+        "an md5 hex digest: {v}"
+    );
+    let v: Value = post(
+        "/v1/query",
+        &["support"],
+        "SELECT email FROM sales ORDER BY sale_id",
+    )
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
     assert_eq!(v["rows"], json!([["a@x"], ["c@z"]]));
 
     // Restrict `amount` to a group and reload: the running daemon applies it.
-    write_config(dir.path(), "[connections.tables.grants]\namount = [\"finance\"]\n");
-    let kill = Command::new("kill").args(["-HUP", &daemon.child.id().to_string()]).status().unwrap();
+    write_config(
+        dir.path(),
+        "[connections.tables.grants]\namount = [\"finance\"]\n",
+    );
+    let kill = Command::new("kill")
+        .args(["-HUP", &daemon.child.id().to_string()])
+        .status()
+        .unwrap();
     assert!(kill.success());
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let resp = post("/v1/query", &["support"], "SELECT amount FROM sales").await.unwrap();
+        let resp = post("/v1/query", &["support"], "SELECT amount FROM sales")
+            .await
+            .unwrap();
         if resp.status() == 403 {
             let v: Value = resp.json().await.unwrap();
             assert_eq!(v["reason"], "column_not_granted");
@@ -135,13 +204,34 @@ async fn explain_over_http_and_policy_reload_on_sighup() {
         assert!(Instant::now() < deadline, "the reload was not applied");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let v: Value = post("/v1/query", &["finance"], "SELECT amount FROM sales ORDER BY 1").await.unwrap().json().await.unwrap();
+    let v: Value = post(
+        "/v1/query",
+        &["finance"],
+        "SELECT amount FROM sales ORDER BY 1",
+    )
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
     assert_eq!(v["rows"], json!([[7.25], [10.5]]));
 
     // A broken file is refused and the running policy stays.
     std::fs::write(&config, "this is not toml [").unwrap();
-    Command::new("kill").args(["-HUP", &daemon.child.id().to_string()]).status().unwrap();
+    Command::new("kill")
+        .args(["-HUP", &daemon.child.id().to_string()])
+        .status()
+        .unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let v: Value = post("/v1/query", &["finance"], "SELECT amount FROM sales ORDER BY 1").await.unwrap().json().await.unwrap();
+    let v: Value = post(
+        "/v1/query",
+        &["finance"],
+        "SELECT amount FROM sales ORDER BY 1",
+    )
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
     assert_eq!(v["rows"], json!([[7.25], [10.5]]));
 }

@@ -1,5 +1,11 @@
 //! Shared helpers for tests that need the real binary and a real PostgreSQL.
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::zombie_processes)]
+#![allow(
+    dead_code,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::zombie_processes
+)]
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;

@@ -1,0 +1,218 @@
+//! Golden rewrites per dialect: name resolution (folding, quoting, default catalog and schema,
+//! one- to three-part names), parameter style, and each dialect's own refusals.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use sluice_policy::{Caller, Catalog, Dialect, PolicyError, TableName, TableRule};
+
+fn catalog(
+    d: Dialect,
+    cat: &str,
+    schema: &str,
+    orders: &str,
+    tenant: &str,
+    cols: &[&str],
+) -> Catalog {
+    let name = TableName {
+        catalog: Some(cat.into()),
+        schema: schema.into(),
+        table: orders.into(),
+    };
+    let rule = TableRule::protected(name, tenant, cols.iter().map(|c| c.to_string()).collect());
+    Catalog::new(
+        d,
+        d.default_param_style(),
+        Some(cat.into()),
+        schema.into(),
+        vec![rule],
+    )
+    .unwrap()
+}
+
+fn snowflake() -> Catalog {
+    catalog(
+        Dialect::Snowflake,
+        "ANALYTICS",
+        "PUBLIC",
+        "ORDERS",
+        "TENANT_ID",
+        &["ID", "TENANT_ID", "AMOUNT"],
+    )
+}
+fn bigquery() -> Catalog {
+    catalog(
+        Dialect::BigQuery,
+        "proj",
+        "sales",
+        "orders",
+        "tenant_id",
+        &["id", "tenant_id", "amount"],
+    )
+}
+fn databricks() -> Catalog {
+    catalog(
+        Dialect::Databricks,
+        "main",
+        "sales",
+        "orders",
+        "tenant_id",
+        &["id", "tenant_id", "amount"],
+    )
+}
+fn datafusion() -> Catalog {
+    catalog(
+        Dialect::DataFusion,
+        "datafusion",
+        "public",
+        "orders",
+        "tenant_id",
+        &["id", "tenant_id", "amount"],
+    )
+}
+
+fn run(c: &Catalog, sql: &str) -> Result<String, PolicyError> {
+    let groups = vec!["analyst".to_string()];
+    sluice_policy::rewrite(
+        sql,
+        c,
+        &Caller {
+            tenant: "A",
+            groups: &groups,
+            row_limit: None,
+        },
+    )
+    .map(|r| {
+        assert_eq!(r.params.len(), 1);
+        assert_eq!(r.params[0].value, "A");
+        r.sql
+    })
+}
+
+const SF: &str = r#"(SELECT "ID", "TENANT_ID", "AMOUNT" FROM "ANALYTICS"."PUBLIC"."ORDERS" WHERE "TENANT_ID" = :1)"#;
+const BQ: &str = "(SELECT `id`, `tenant_id`, `amount` FROM `proj`.`sales`.`orders` WHERE `tenant_id` = @sluice_tenant)";
+const DBX: &str = "(SELECT `id`, `tenant_id`, `amount` FROM `main`.`sales`.`orders` WHERE `tenant_id` = :sluice_tenant)";
+const DF: &str = r#"(SELECT "id", "tenant_id", "amount" FROM "datafusion"."public"."orders" WHERE "tenant_id" = $1)"#;
+
+#[test]
+fn snowflake_folds_unquoted_names_to_upper_case() {
+    let c = snowflake();
+    for sql in [
+        "SELECT id FROM orders",
+        "SELECT id FROM public.orders",
+        "SELECT id FROM Analytics.Public.Orders",
+        r#"SELECT id FROM "ORDERS""#,
+    ] {
+        let out = run(&c, sql).unwrap();
+        assert!(out.contains(SF), "{sql} -> {out}");
+    }
+    // Quoted names are exact: "orders" is another table.
+    assert!(matches!(
+        run(&c, r#"SELECT id FROM "orders""#),
+        Err(PolicyError::UnknownRelation(_))
+    ));
+    assert!(matches!(
+        run(&c, "SELECT id FROM other_db.public.orders"),
+        Err(PolicyError::UnknownRelation(_))
+    ));
+}
+
+#[test]
+fn snowflake_refusals() {
+    let c = snowflake();
+    for sql in [
+        "SELECT * FROM orders AT(OFFSET => -3600)",
+        "SELECT * FROM orders BEFORE(STATEMENT => '8e5d0ca9-005e-44e6-b858-a8f5b37c5726')",
+        "SELECT * FROM IDENTIFIER('orders')",
+        "SELECT * FROM TABLE(RESULT_SCAN(LAST_QUERY_ID()))",
+        "SELECT SYSTEM$WHITELIST()",
+        "SELECT * FROM snowflake.account_usage.query_history",
+        "SELECT * FROM orders, LATERAL FLATTEN(input => orders.amount)",
+        "EXECUTE IMMEDIATE 'SELECT 1'",
+        "SELECT id FROM orders WHERE tenant_id = :1",
+    ] {
+        assert!(run(&c, sql).is_err(), "{sql} was allowed");
+    }
+}
+
+#[test]
+fn bigquery_resolves_project_dataset_table_case_sensitively() {
+    let c = bigquery();
+    for sql in [
+        "SELECT id FROM orders",
+        "SELECT id FROM sales.orders",
+        "SELECT id FROM `proj.sales.orders`",
+        "SELECT id FROM `proj`.sales.orders",
+    ] {
+        let out = run(&c, sql).unwrap();
+        assert!(out.contains(BQ), "{sql} -> {out}");
+    }
+    assert!(matches!(
+        run(&c, "SELECT id FROM Sales.Orders"),
+        Err(PolicyError::UnknownRelation(_))
+    ));
+}
+
+#[test]
+fn bigquery_refusals() {
+    let c = bigquery();
+    for sql in [
+        "SELECT * FROM `proj.sales.orders_*` WHERE _TABLE_SUFFIX = '2024'",
+        "SELECT * FROM sales.orders FOR SYSTEM_TIME AS OF TIMESTAMP_SUB(CURRENT_TIMESTAMP(), INTERVAL 1 HOUR)",
+        "SELECT * FROM EXTERNAL_QUERY('conn', 'SELECT 1')",
+        "SELECT EXTERNAL_QUERY('conn', 'SELECT 1')",
+        "SELECT IF(amount > 1, ERROR('x'), 1) FROM sales.orders",
+        "SELECT @@project_id",
+        "SELECT id FROM sales.orders WHERE tenant_id = @sluice_tenant",
+        "SELECT * FROM region-us.INFORMATION_SCHEMA.JOBS",
+        "EXECUTE IMMEDIATE 'SELECT 1'",
+    ] {
+        assert!(run(&c, sql).is_err(), "{sql} was allowed");
+    }
+}
+
+#[test]
+fn databricks_is_case_insensitive() {
+    let c = databricks();
+    for sql in [
+        "SELECT id FROM orders",
+        "SELECT id FROM SALES.ORDERS",
+        "SELECT id FROM `Main`.`Sales`.`Orders`",
+    ] {
+        let out = run(&c, sql).unwrap();
+        assert!(out.contains(DBX), "{sql} -> {out}");
+    }
+}
+
+#[test]
+fn databricks_refusals() {
+    let c = databricks();
+    for sql in [
+        "SELECT * FROM delta.`/mnt/lake/sales/orders`",
+        "SELECT * FROM main.sales.orders VERSION AS OF 3",
+        "SELECT * FROM main.sales.orders TIMESTAMP AS OF '2024-01-01'",
+        "DESCRIBE HISTORY main.sales.orders",
+        "SELECT * FROM read_files('/mnt/x')",
+        "SELECT * FROM system.access.audit",
+    ] {
+        assert!(run(&c, sql).is_err(), "{sql} was allowed");
+    }
+}
+
+#[test]
+fn datafusion_folds_like_postgres_and_refuses_file_reads() {
+    let c = datafusion();
+    assert!(run(&c, "SELECT id FROM ORDERS").unwrap().contains(DF));
+    assert!(
+        run(&c, "SELECT id FROM datafusion.public.orders")
+            .unwrap()
+            .contains(DF)
+    );
+    for sql in [
+        "SELECT * FROM 'orders.parquet'",
+        "SELECT * FROM read_csv('x.csv')",
+        "SELECT * FROM information_schema.tables",
+        "CREATE EXTERNAL TABLE t STORED AS CSV LOCATION '/etc/passwd'",
+        "COPY orders TO '/tmp/x.csv'",
+    ] {
+        assert!(run(&c, sql).is_err(), "{sql} was allowed");
+    }
+}
