@@ -56,6 +56,8 @@ pub struct AuditRecord {
     pub event: Event,
     /// The request id (also sent to the client as `X-Request-Id`).
     pub request_id: String,
+    /// The session the request belonged to, for session-based authentication.
+    pub session_id: Option<String>,
     /// Authenticated user, if authentication succeeded.
     pub user: Option<String>,
     /// Tenant from the verified credential.
@@ -78,6 +80,10 @@ pub struct AuditRecord {
     pub params: Vec<String>,
     /// Tables read (after name resolution).
     pub tables: Vec<String>,
+    /// Columns read, as `table.column` (an over-approximation that never misses one).
+    pub columns: Vec<String>,
+    /// Version of the policy that decided (a digest of the configuration).
+    pub policy_version: Option<String>,
     /// Allowed or refused.
     pub decision: Decision,
     /// Error code when refused or failed.
@@ -96,6 +102,10 @@ pub struct AuditRecord {
     pub error: Option<String>,
     /// The warehouse's own query id.
     pub warehouse_query_id: Option<String>,
+    /// Hash of the previous record (hex SHA-256; 64 zeros for the first). Set by the log.
+    pub prev_hash: String,
+    /// `SHA-256(prev_hash || canonical bytes of this record)`, hex. Set by the log.
+    pub hash: String,
 }
 
 impl AuditRecord {
@@ -106,6 +116,7 @@ impl AuditRecord {
             ts: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
             event,
             request_id: request_id.into(),
+            session_id: None,
             user: None,
             tenant: None,
             groups: vec![],
@@ -117,6 +128,8 @@ impl AuditRecord {
             rewritten_sql: None,
             params: vec![],
             tables: vec![],
+            columns: vec![],
+            policy_version: None,
             decision,
             code: None,
             reason: None,
@@ -126,6 +139,17 @@ impl AuditRecord {
             duration_ms: None,
             error: None,
             warehouse_query_id: None,
+            prev_hash: String::new(),
+            hash: String::new(),
         }
+    }
+
+    /// The bytes the chain hashes: the record as JSON, chain fields empty. Serde writes fields
+    /// in declaration order, so the encoding is stable.
+    pub fn canonical_bytes(&self) -> Vec<u8> {
+        let mut r = self.clone();
+        r.prev_hash.clear();
+        r.hash.clear();
+        serde_json::to_vec(&r).unwrap_or_default()
     }
 }

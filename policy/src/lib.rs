@@ -267,3 +267,38 @@ pub(crate) fn outer_limit(q: &Query) -> Option<u64> {
         _ => None,
     }
 }
+
+/// `sql` with every literal replaced by `?`, for audit logs that must not keep the values a user
+/// typed. SQL that does not parse is not kept at all.
+pub fn redact_literals(sql: &str, dialect: Dialect) -> String {
+    use sqlparser::ast::{VisitMut, VisitorMut};
+    struct Redact;
+    impl VisitorMut for Redact {
+        type Break = ();
+        fn pre_visit_value(
+            &mut self,
+            v: &mut sqlparser::ast::ValueWithSpan,
+        ) -> std::ops::ControlFlow<()> {
+            if !matches!(v.value, Value::Placeholder(_)) {
+                v.value = Value::Placeholder("?".into());
+            }
+            std::ops::ControlFlow::Continue(())
+        }
+    }
+    let d = dialect.parser_dialect();
+    match Parser::new(&*d)
+        .with_recursion_limit(MAX_PARSE_DEPTH)
+        .try_with_sql(sql)
+        .and_then(|mut p| p.parse_statements())
+    {
+        Ok(mut statements) => {
+            let _ = statements.visit(&mut Redact);
+            statements
+                .iter()
+                .map(|s| s.to_string())
+                .collect::<Vec<_>>()
+                .join("; ")
+        }
+        Err(_) => "<SQL that does not parse: redacted>".to_string(),
+    }
+}

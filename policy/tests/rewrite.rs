@@ -444,3 +444,18 @@ fn the_row_limit_caps_the_outermost_query() {
         .is_err()
     );
 }
+
+#[test]
+fn literals_are_redacted_for_the_audit_log() {
+    let out = sluice_policy::redact_literals(
+        "SELECT id FROM orders WHERE note = 'secret' AND amount > 42 AND x = $1",
+        Dialect::Postgres,
+    );
+    assert_eq!(
+        out,
+        "SELECT id FROM orders WHERE note = ? AND amount > ? AND x = $1"
+    );
+    assert!(
+        !sluice_policy::redact_literals("SELEC 'secret'", Dialect::Postgres).contains("secret")
+    );
+}

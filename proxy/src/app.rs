@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use sluice_audit::{AuditLog, AuditWriter};
+use sluice_audit::{AuditLog, AuditOptions, AuditWriter, Signer};
 use sluice_connectors::embedded::{EmbeddedConnector, EmbeddedOptions, EmbeddedTable, FileFormat};
 use sluice_connectors::postgres::{PostgresConnector, PostgresOptions};
 use sluice_connectors::{Connector, ConnectorError, QueryRequest, QueryStream, WarehouseKind};
@@ -41,6 +41,11 @@ pub struct Policy {
     pub catalogs: BTreeMap<String, Catalog>,
     /// Row limit per group.
     pub group_max_rows: BTreeMap<String, u64>,
+    /// Tables tagged `phi`, as recorded in the audit log (`catalog.schema.table` form).
+    pub phi_tables: Vec<String>,
+    /// A digest of everything that decides access (tables, grants, masks, limits), recorded
+    /// with every query.
+    pub version: String,
 }
 
 impl Policy {
@@ -53,9 +58,25 @@ impl Policy {
                 catalog_for(c).map_err(|e| format!("connection {}: {e}", c.id))?,
             );
         }
+        let mut phi_tables = Vec::new();
+        for c in &config.connections {
+            for t in c
+                .tables
+                .iter()
+                .filter(|t| t.tags.iter().any(|g| g == "phi"))
+            {
+                phi_tables.push(parse_table_name(&t.name)?.to_string());
+            }
+        }
+        let digest = ring::digest::digest(
+            &ring::digest::SHA256,
+            format!("{:?}{:?}", config.connections, config.limits.group_max_rows).as_bytes(),
+        );
         Ok(Policy {
             catalogs,
             group_max_rows: config.limits.group_max_rows.clone(),
+            phi_tables,
+            version: hex::encode(&digest.as_ref()[..8]),
         })
     }
 
@@ -129,6 +150,37 @@ impl AppState {
             Err(poisoned) => *poisoned.into_inner() = Arc::new(policy),
         }
         Ok(())
+    }
+}
+
+/// Where the audit log, its checkpoints and its signing key live.
+pub struct AuditPaths {
+    /// The SQLite log.
+    pub log: PathBuf,
+    /// The signed checkpoints (JSON lines).
+    pub checkpoints: PathBuf,
+    /// The checkpoint signing key.
+    pub signing_key: PathBuf,
+}
+
+impl AuditPaths {
+    /// The paths a configuration names (or their defaults in the data directory).
+    pub fn of(config: &Config) -> AuditPaths {
+        let dir = &config.server.data_dir;
+        let log = dir.join(AUDIT_FILE);
+        AuditPaths {
+            checkpoints: config
+                .audit
+                .checkpoints_file
+                .clone()
+                .unwrap_or_else(|| AuditOptions::checkpoints_beside(&log)),
+            signing_key: config
+                .audit
+                .signing_key_file
+                .clone()
+                .unwrap_or_else(|| dir.join("keys").join("audit-signing.key")),
+            log,
+        }
     }
 }
 
@@ -363,11 +415,19 @@ pub async fn build_from(config: Config, config_path: Option<PathBuf>) -> Result<
             data_dir.display()
         ))
     })?;
-    let audit_path: PathBuf = data_dir.join(AUDIT_FILE);
-    let (audit, audit_writer) = AuditLog::open(&audit_path).map_err(|e| {
+    let paths = AuditPaths::of(&config);
+    let signer =
+        Signer::load_or_create(&paths.signing_key).map_err(|e| StartupError(e.to_string()))?;
+    let options = AuditOptions {
+        signer: Some(Arc::new(signer)),
+        checkpoints_path: paths.checkpoints.clone(),
+        checkpoint_every: config.audit.checkpoint_every.max(1),
+        checkpoint_interval: Duration::from_secs(config.audit.checkpoint_interval_secs.max(1)),
+    };
+    let (audit, audit_writer) = AuditLog::open_with(&paths.log, options).map_err(|e| {
         StartupError(format!(
             "cannot open audit log {}: {e}",
-            audit_path.display()
+            paths.log.display()
         ))
     })?;
     let mut connections = BTreeMap::new();

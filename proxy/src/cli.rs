@@ -5,6 +5,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+use sluice_audit::Signer;
+
 use crate::app::{self, StartupError};
 use crate::config::{self, Config};
 use crate::{demo, logging, server};
@@ -40,6 +42,11 @@ enum Command {
         #[arg(long)]
         config: PathBuf,
     },
+    /// Audit log tools.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
     /// Policy tools.
     Policy {
         #[command(subcommand)]
@@ -62,6 +69,20 @@ enum Command {
         /// Data directory of the demo.
         #[arg(long, default_value = config::DEFAULT_DATA_DIR)]
         data_dir: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AuditCommand {
+    /// Verify the hash chain and the signed checkpoints. Exits 0 when intact; otherwise 1,
+    /// naming the first bad sequence number.
+    Verify {
+        /// Configuration file (for the data directory and audit paths).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Data directory (overrides the configuration's).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
     },
 }
 
@@ -112,6 +133,24 @@ fn run(cli: Cli) -> Result<(), StartupError> {
                 tables
             );
             Ok(())
+        }
+        Command::Audit {
+            command: AuditCommand::Verify { config, data_dir },
+        } => {
+            let paths = audit_paths(config.as_deref(), data_dir)?;
+            let key = Signer::load_or_create(&paths.signing_key)
+                .map_err(|e| StartupError(e.to_string()))?
+                .public_key();
+            let report = sluice_audit::verify(&paths.log, &paths.checkpoints, &key)
+                .map_err(|e| StartupError(e.to_string()))?;
+            println!("{}", serde_json::to_string(&report).unwrap_or_default());
+            match (report.first_bad_seq, report.problem) {
+                (None, _) => Ok(()),
+                (Some(seq), problem) => Err(StartupError(format!(
+                    "audit log NOT intact: first bad sequence number {seq}: {}",
+                    problem.unwrap_or_default()
+                ))),
+            }
         }
         Command::Policy {
             command:
@@ -219,6 +258,30 @@ async fn serve(cfg: Config, path: Option<PathBuf>, is_demo: bool) -> Result<(), 
         );
     }
     server::serve(app, listener, shutdown_signal()).await
+}
+
+/// The audit paths of a configuration file, or of a bare data directory.
+fn audit_paths(
+    config: Option<&std::path::Path>,
+    data_dir: Option<PathBuf>,
+) -> Result<app::AuditPaths, StartupError> {
+    let mut cfg = match config {
+        Some(p) => Config::load(p).map_err(|e| StartupError(e.to_string()))?,
+        None => defaults_only(),
+    };
+    if let Some(d) = data_dir {
+        cfg.server.data_dir = d;
+    }
+    Ok(app::AuditPaths::of(&cfg))
+}
+
+/// A configuration with defaults everywhere, for tools that need only the data directory.
+fn defaults_only() -> Config {
+    const MINIMAL: &str = "[auth.jwt]\nalgorithm = \"HS256\"\nsecret_env = \"UNUSED\"\nissuer = \"-\"\naudience = \"-\"\n";
+    match Config::parse(MINIMAL) {
+        Ok(c) => c,
+        Err(e) => unreachable!("built-in configuration: {e}"),
+    }
 }
 
 /// SIGHUP re-reads the configuration and swaps the policy in; queries in flight keep theirs.

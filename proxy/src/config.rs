@@ -82,6 +82,9 @@ pub struct Config {
     /// Limits applied to every query.
     #[serde(default)]
     pub limits: LimitsConfig,
+    /// The audit log's tamper evidence and content.
+    #[serde(default)]
+    pub audit: AuditConfig,
     /// The warehouses sluice fronts, with the tables each declares.
     #[serde(default)]
     pub connections: Vec<ConnectionConfig>,
@@ -205,6 +208,41 @@ impl Default for ClaimsConfig {
             user: "sub".into(),
             tenant: "tenant".into(),
             groups: "groups".into(),
+        }
+    }
+}
+
+/// Default number of records between signed checkpoints.
+pub const DEFAULT_CHECKPOINT_EVERY: u64 = 1000;
+/// Default longest time between signed checkpoints while records are written.
+pub const DEFAULT_CHECKPOINT_INTERVAL_SECS: u64 = 60;
+
+/// `[audit]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditConfig {
+    /// Ed25519 key that signs checkpoints (hex PKCS#8; created on first start). Keep it apart
+    /// from the log, on another volume, in production. Default `<data_dir>/keys/audit-signing.key`.
+    pub signing_key_file: Option<PathBuf>,
+    /// Where signed checkpoints are appended. Default `<data_dir>/audit.sqlite.checkpoints.jsonl`.
+    pub checkpoints_file: Option<PathBuf>,
+    /// A checkpoint after this many records...
+    pub checkpoint_every: u64,
+    /// ...or after this many seconds while records are written.
+    pub checkpoint_interval_secs: u64,
+    /// Replace every literal of the recorded SQL (original and rewritten) by `?`. The tenant
+    /// stays visible in the recorded parameters.
+    pub redact_literals: bool,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        AuditConfig {
+            signing_key_file: None,
+            checkpoints_file: None,
+            checkpoint_every: DEFAULT_CHECKPOINT_EVERY,
+            checkpoint_interval_secs: DEFAULT_CHECKPOINT_INTERVAL_SECS,
+            redact_literals: false,
         }
     }
 }
@@ -356,6 +394,10 @@ pub struct TableConfig {
     /// tenant wrapper so no predicate sees the raw value.
     #[serde(default)]
     pub masks: BTreeMap<String, MaskConfig>,
+    /// Compliance tags (for example `phi`): the HIPAA-style access report covers tables
+    /// tagged `phi`.
+    #[serde(default)]
+    pub tags: Vec<String>,
     /// Embedded only: file or directory, relative to the config file.
     pub path: Option<PathBuf>,
     /// Embedded only: `parquet` or `csv`.
@@ -392,6 +434,15 @@ impl Config {
             }
         };
         fix(&mut self.server.data_dir);
+        for p in [
+            &mut self.audit.signing_key_file,
+            &mut self.audit.checkpoints_file,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            fix(p);
+        }
         if let Some(jwt) = &mut self.auth.jwt
             && let Some(f) = &mut jwt.secret_file
         {

@@ -273,6 +273,7 @@ fn table(name: &str, access: AccessKind, cols: &[&str], path: PathBuf) -> TableC
         groups: None,
         grants: Default::default(),
         masks: Default::default(),
+        tags: vec![],
         path: Some(path),
         format: Some(FileFormatConfig::Parquet),
     }
@@ -302,6 +303,7 @@ pub fn config(data_dir: &Path, listen: &str) -> Result<Config, String> {
             }),
         },
         limits: LimitsConfig::default(),
+        audit: Default::default(),
         connections: vec![ConnectionConfig {
             id: "demo".into(),
             kind: ConnectionKind::Embedded,

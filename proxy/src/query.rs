@@ -88,8 +88,17 @@ async fn run_query(
         groups: &principal.groups,
         row_limit: policy.row_limit(&principal.groups),
     };
+    audit.record.policy_version = Some(policy.version.clone());
+    let redact = state
+        .config
+        .audit
+        .redact_literals
+        .then_some(catalog.dialect());
+    if let Some(d) = redact {
+        audit.record.sql = Some(sluice_policy::redact_literals(&request.sql, d));
+    }
     let rewritten = sluice_policy::rewrite(&request.sql, catalog, &caller)?;
-    audit.rewritten(&rewritten);
+    audit.rewritten(&rewritten, redact);
 
     // 4. The attempt is durable before the warehouse sees anything (fail closed).
     timeout_at(header_deadline.into(), audit.attempt())
@@ -294,8 +303,12 @@ impl QueryAudit {
         self.record.auth_method = Some(p.method.as_str().into());
     }
 
-    fn rewritten(&mut self, r: &RewrittenQuery) {
-        self.record.rewritten_sql = Some(r.sql.clone());
+    fn rewritten(&mut self, r: &RewrittenQuery, redact: Option<sluice_policy::Dialect>) {
+        self.record.rewritten_sql = Some(match redact {
+            Some(d) => sluice_policy::redact_literals(&r.sql, d),
+            None => r.sql.clone(),
+        });
+        self.record.columns = r.manifest.columns.clone();
         self.record.params = r.params.iter().map(|p| p.value.clone()).collect();
         self.record.tables = r.manifest.tables.iter().map(|t| t.to_string()).collect();
     }

@@ -145,6 +145,50 @@ async fn demo_curl_works_and_sigterm_drains_in_flight_answers() {
         .collect();
     assert_eq!(completions.len(), 3);
     assert_eq!(completions[2].outcome.as_deref(), Some("truncated"));
+
+    // The log verifies (chain and the checkpoint written at shutdown) ...
+    let verify = || {
+        Command::new(BIN)
+            .args(["audit", "verify", "--data-dir"])
+            .arg(&data_dir)
+            .output()
+            .unwrap()
+    };
+    let out = verify();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["records"], records.len());
+    assert!(report["checkpoints"].as_u64().unwrap() >= 1);
+    // ... and an edit through raw SQLite is caught, naming the record.
+    drop(conn);
+    let raw = edit_behind_the_triggers(&data_dir.join("audit.sqlite"), completions[1].seq);
+    assert!(raw);
+    let out = verify();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("first bad sequence number {}", completions[1].seq)),
+        "{err}"
+    );
+}
+
+/// What an attacker with file access does: drop the append-only trigger and edit one record
+/// (through Python's sqlite3 module, so this test needs no SQLite dependency of its own).
+fn edit_behind_the_triggers(db: &std::path::Path, seq: u64) -> bool {
+    let sql = format!(
+        "DROP TRIGGER audit_log_no_update; UPDATE audit_log SET rows = 999999 WHERE seq = {seq};"
+    );
+    Command::new("python3")
+        .args(["-c", "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); c.executescript(sys.argv[2]); c.commit()"])
+        .arg(db)
+        .arg(sql)
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
 }
 
 #[test]

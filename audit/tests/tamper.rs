@@ -1,0 +1,191 @@
+//! Tampering through raw SQLite access (triggers dropped first) is detected by verification,
+//! which names the first bad sequence number.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use sluice_audit::chain::GENESIS;
+use sluice_audit::{AuditLog, AuditOptions, AuditRecord, Decision, Event, Signer};
+
+struct Log {
+    _dir: tempfile::TempDir,
+    db: PathBuf,
+    checkpoints: PathBuf,
+    public_key: Vec<u8>,
+}
+
+/// 50 records, a signed checkpoint every 10 (at 10, 20, 30, 40, 50).
+async fn log() -> Log {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("audit.sqlite");
+    let checkpoints = dir.path().join("checkpoints.jsonl");
+    let signer = Arc::new(Signer::load_or_create(&dir.path().join("keys/signing.key")).unwrap());
+    let public_key = signer.public_key();
+    let (audit, writer) = AuditLog::open_with(
+        &db,
+        AuditOptions {
+            signer: Some(signer),
+            checkpoints_path: checkpoints.clone(),
+            checkpoint_every: 10,
+            checkpoint_interval: Duration::from_secs(3600),
+        },
+    )
+    .unwrap();
+    for i in 1..=50 {
+        let mut r = AuditRecord::new(Event::QueryAttempt, format!("req-{i}"), Decision::Allow);
+        r.user = Some(format!("user-{}", i % 3));
+        r.tables = vec!["public.orders".into()];
+        r.duration_ms = Some(f64::from(i) / 3.0);
+        audit.append(r).await.unwrap();
+    }
+    drop(audit);
+    writer.join();
+    Log {
+        _dir: dir,
+        db,
+        checkpoints,
+        public_key,
+    }
+}
+
+fn verify(l: &Log) -> sluice_audit::VerifyReport {
+    sluice_audit::verify(&l.db, &l.checkpoints, &l.public_key).unwrap()
+}
+
+fn tamper(db: &Path, sql: &str) {
+    let c = rusqlite::Connection::open(db).unwrap();
+    c.execute_batch("DROP TRIGGER audit_log_no_update; DROP TRIGGER audit_log_no_delete;")
+        .unwrap();
+    c.execute_batch(sql).unwrap();
+}
+
+#[tokio::test]
+async fn an_untouched_log_verifies_with_its_checkpoints() {
+    let l = log().await;
+    let r = verify(&l);
+    assert!(r.ok(), "{r:?}");
+    assert_eq!((r.records, r.checkpoints), (50, 5));
+    let records = sluice_audit::read_all(&sluice_audit::open_read_only(&l.db).unwrap()).unwrap();
+    assert_eq!(records[0].prev_hash, GENESIS);
+    assert!(records.windows(2).all(|w| w[1].prev_hash == w[0].hash));
+}
+
+#[tokio::test]
+async fn an_edited_record_is_found() {
+    let l = log().await;
+    tamper(
+        &l.db,
+        "UPDATE audit_log SET user = 'mallory' WHERE seq = 17",
+    );
+    assert_eq!(verify(&l).first_bad_seq, Some(17));
+}
+
+#[tokio::test]
+async fn a_deleted_record_is_found() {
+    let l = log().await;
+    tamper(&l.db, "DELETE FROM audit_log WHERE seq = 23");
+    assert_eq!(verify(&l).first_bad_seq, Some(23));
+}
+
+#[tokio::test]
+async fn swapped_records_are_found() {
+    let l = log().await;
+    tamper(
+        &l.db,
+        "UPDATE audit_log SET seq = -1 WHERE seq = 30; UPDATE audit_log SET seq = 30 WHERE seq = 31;
+         UPDATE audit_log SET seq = 31 WHERE seq = -1;",
+    );
+    assert_eq!(verify(&l).first_bad_seq, Some(30));
+}
+
+#[tokio::test]
+async fn an_inserted_record_is_found() {
+    let l = log().await;
+    tamper(
+        &l.db,
+        "UPDATE audit_log SET seq = seq + 1000 WHERE seq > 20; UPDATE audit_log SET seq = seq - 999 WHERE seq > 1000;
+         INSERT INTO audit_log (seq, ts, event, request_id, groups, params, tables, columns, decision, prev_hash, hash)
+         SELECT 21, ts, event, 'forged', groups, params, tables, columns, decision, hash, hash FROM audit_log WHERE seq = 20;",
+    );
+    assert_eq!(verify(&l).first_bad_seq, Some(21));
+}
+
+#[tokio::test]
+async fn a_tail_truncated_after_a_checkpoint_is_found() {
+    let l = log().await;
+    tamper(&l.db, "DELETE FROM audit_log WHERE seq > 44");
+    let r = verify(&l);
+    assert_eq!(r.first_bad_seq, Some(45), "{r:?}");
+    assert!(r.problem.unwrap().contains("truncated"));
+}
+
+#[tokio::test]
+async fn a_rewritten_chain_is_caught_by_the_signed_checkpoint() {
+    // An attacker who edits record 17 and recomputes every later hash keeps the chain
+    // consistent, but cannot sign: the checkpoint at 20 no longer matches.
+    let l = log().await;
+    let conn = rusqlite::Connection::open(&l.db).unwrap();
+    conn.execute_batch("DROP TRIGGER audit_log_no_update;")
+        .unwrap();
+    let mut records = sluice_audit::read_all(&conn).unwrap();
+    records[16].user = Some("mallory".into());
+    let mut prev = records[15].hash.clone();
+    for r in records.iter_mut().skip(16) {
+        r.prev_hash = prev.clone();
+        r.hash = sluice_audit::chain::record_hash(&prev, r);
+        prev = r.hash.clone();
+        conn.execute(
+            "UPDATE audit_log SET user = ?1, prev_hash = ?2, hash = ?3 WHERE seq = ?4",
+            rusqlite::params![r.user, r.prev_hash, r.hash, r.seq as i64],
+        )
+        .unwrap();
+    }
+    let r = verify(&l);
+    assert_eq!(r.first_bad_seq, Some(20), "{r:?}");
+}
+
+#[tokio::test]
+async fn a_forged_checkpoint_is_found() {
+    let l = log().await;
+    let text = std::fs::read_to_string(&l.checkpoints).unwrap();
+    let forged = text.replacen("\"seq\":30", "\"seq\":31", 1);
+    std::fs::write(&l.checkpoints, forged).unwrap();
+    assert_eq!(verify(&l).first_bad_seq, Some(31));
+}
+
+#[tokio::test]
+async fn the_chain_continues_across_restarts() {
+    let l = log().await;
+    let signer =
+        Arc::new(Signer::load_or_create(&l.db.parent().unwrap().join("keys/signing.key")).unwrap());
+    let (audit, writer) = AuditLog::open_with(
+        &l.db,
+        AuditOptions {
+            signer: Some(signer),
+            checkpoints_path: l.checkpoints.clone(),
+            checkpoint_every: 10,
+            checkpoint_interval: Duration::from_secs(3600),
+        },
+    )
+    .unwrap();
+    assert_eq!(
+        audit
+            .append(AuditRecord::new(
+                Event::QueryDenied,
+                "after",
+                Decision::Deny
+            ))
+            .await
+            .unwrap(),
+        51
+    );
+    let cp = audit.checkpoint().await.unwrap().unwrap();
+    assert_eq!(cp.seq, 51);
+    drop(audit);
+    writer.join();
+    let r = verify(&l);
+    assert!(r.ok(), "{r:?}");
+    assert_eq!(r.records, 51);
+}
