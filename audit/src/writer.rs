@@ -64,7 +64,7 @@ type Ack = oneshot::Sender<Result<u64, AuditError>>;
 
 enum Job {
     Append {
-        record: AuditRecord,
+        record: Box<AuditRecord>,
         ack: Option<Ack>,
     },
     Checkpoint(oneshot::Sender<Result<Option<Checkpoint>, AuditError>>),
@@ -178,7 +178,7 @@ impl AuditLog {
         let (ack, done) = oneshot::channel();
         self.tx
             .try_send(Job::Append {
-                record,
+                record: Box::new(record),
                 ack: Some(ack),
             })
             .map_err(|e| match e {
@@ -191,7 +191,10 @@ impl AuditLog {
     /// Queues a record without waiting (for paths that cannot await, such as a dropped
     /// response). Failures are logged by the writer.
     pub fn append_detached(&self, record: AuditRecord) {
-        if let Err(e) = self.tx.try_send(Job::Append { record, ack: None }) {
+        if let Err(e) = self.tx.try_send(Job::Append {
+            record: Box::new(record),
+            ack: None,
+        }) {
             tracing::error!(error = %e, "audit record could not be queued");
         }
     }
@@ -239,7 +242,7 @@ fn writer_loop(
         let mut next = Some(first);
         while let Some(job) = next.take() {
             match job {
-                Job::Append { record, ack } => batch.push((record, ack)),
+                Job::Append { record, ack } => batch.push((*record, ack)),
                 Job::Checkpoint(ack) => checkpoint_requests.push(ack),
             }
             if batch.len() < MAX_BATCH {
