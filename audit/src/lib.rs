@@ -7,6 +7,7 @@
 
 pub mod chain;
 mod error;
+pub mod query;
 mod record;
 mod writer;
 
