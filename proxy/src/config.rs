@@ -154,6 +154,48 @@ impl Default for LogConfig {
 pub struct AuthConfig {
     /// Signed JWT bearer tokens.
     pub jwt: Option<JwtConfig>,
+    /// Which groups hold which of sluice's own roles.
+    #[serde(default)]
+    pub roles: RolesConfig,
+}
+
+/// `[auth.roles]`: groups per role; `"*"` means every authenticated principal.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RolesConfig {
+    /// May run data queries and explain them. Default: everyone (`["*"]`).
+    pub analyst: Vec<String>,
+    /// May read the audit log (`/v1/audit/...`) and nothing else: a compliance principal
+    /// cannot run data queries, even if also in an analyst group. Default: nobody.
+    pub compliance: Vec<String>,
+    /// Administration (keys, sessions, configuration). Default: nobody.
+    pub admin: Vec<String>,
+}
+
+impl Default for RolesConfig {
+    fn default() -> Self {
+        RolesConfig {
+            analyst: vec!["*".into()],
+            compliance: vec![],
+            admin: vec![],
+        }
+    }
+}
+
+impl RolesConfig {
+    fn holds(groups: &[String], allowed: &[String]) -> bool {
+        allowed.iter().any(|a| a == "*" || groups.contains(a))
+    }
+
+    /// Whether a principal with `groups` may run data queries.
+    pub fn may_query(&self, groups: &[String]) -> bool {
+        Self::holds(groups, &self.analyst) && !self.is_compliance(groups)
+    }
+
+    /// Whether a principal with `groups` holds the compliance role.
+    pub fn is_compliance(&self, groups: &[String]) -> bool {
+        Self::holds(groups, &self.compliance)
+    }
 }
 
 /// JWT signature algorithms; pinned by configuration, never taken from the token.

@@ -301,6 +301,7 @@ pub fn config(data_dir: &Path, listen: &str) -> Result<Config, String> {
                 leeway_secs: 30,
                 claims: ClaimsConfig::default(),
             }),
+            roles: Default::default(),
         },
         limits: LimitsConfig::default(),
         audit: Default::default(),

@@ -45,6 +45,9 @@ pub async fn handle_explain(State(state): State<Arc<AppState>>, req: Request) ->
 async fn run(state: &AppState, req: Request) -> Result<Value, ApiError> {
     let (parts, body) = req.into_parts();
     let principal = state.auth.authenticate(&parts.headers)?;
+    if !state.config.auth.roles.may_query(&principal.groups) {
+        return Err(crate::query::forbidden_role());
+    }
     let request: QueryBody =
         read_json_body(&parts.headers, body, state.config.server.max_body_bytes).await?;
     let conn = connection(state, request.connection.as_deref())?;

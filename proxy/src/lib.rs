@@ -5,6 +5,7 @@
 //! rewrite, verify), `sluice-connectors` (warehouses), `sluice-audit` (the log).
 
 pub mod app;
+pub mod audit_api;
 pub mod auth;
 pub mod cli;
 pub mod config;

@@ -65,6 +65,9 @@ async fn run_query(
     let format = encode::negotiate(&parts.headers)?;
     let principal = state.auth.authenticate(&parts.headers)?;
     audit.principal(&principal);
+    if !state.config.auth.roles.may_query(&principal.groups) {
+        return Err(forbidden_role());
+    }
 
     // 2. The request itself.
     // A client trickling its body in (slowloris) is bounded by the header deadline too.
@@ -237,6 +240,15 @@ pub(crate) fn connection<'a>(
             "several connections are declared: name one with \"connection\"",
         )),
     }
+}
+
+/// The principal's role does not allow data queries (compliance principals never may).
+pub(crate) fn forbidden_role() -> ApiError {
+    ApiError::new(
+        StatusCode::FORBIDDEN,
+        "forbidden_role",
+        "your role may not run data queries (compliance principals read the audit log only)",
+    )
 }
 
 fn timeout_error() -> ApiError {

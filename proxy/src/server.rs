@@ -38,6 +38,15 @@ pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/v1/query", post(handle_query))
         .route("/v1/policy/explain", post(crate::explain::handle_explain))
+        .route("/v1/audit/records", get(crate::audit_api::records))
+        .route("/v1/audit/access", get(crate::audit_api::access))
+        .route("/v1/audit/anomalies", get(crate::audit_api::anomalies))
+        .route("/v1/audit/verify", get(crate::audit_api::verify))
+        .route(
+            "/v1/audit/export/subject",
+            get(crate::audit_api::export_subject),
+        )
+        .route("/v1/audit/export/phi", get(crate::audit_api::export_phi))
         .merge(other)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
