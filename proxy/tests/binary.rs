@@ -224,3 +224,116 @@ fn check_config_names_unknown_keys_and_accepts_the_example() {
     let out = Command::new(BIN).args(["serve"]).output().unwrap();
     assert!(!out.status.success());
 }
+
+/// The daemon killed with SIGKILL under load: every query whose answer reached the client has
+/// its records (attempt and completion, or its denial) in the log afterwards, and the chain
+/// verifies.
+#[tokio::test]
+async fn sigkill_under_load_loses_no_record_of_an_answered_query() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    let mut child = Command::new(BIN)
+        .args(["serve", "--demo", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(&data_dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let _ = tx.send(line.unwrap());
+        }
+    });
+    let url = loop {
+        let line = rx.recv_timeout(Duration::from_secs(60)).expect("banner");
+        if let Some(u) = line.strip_prefix("sluice listening on ") {
+            break u.to_string();
+        }
+    };
+    let token = sluice::demo::token(&data_dir, "loader", "acme", &["analyst".into()]).unwrap();
+    let answered = std::sync::Arc::new(std::sync::Mutex::new(Vec::<(String, u16)>::new()));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut workers = Vec::new();
+    for w in 0..8 {
+        let (url, token, answered, stop) =
+            (url.clone(), token.clone(), answered.clone(), stop.clone());
+        workers.push(tokio::spawn(async move {
+            let client = reqwest::Client::new();
+            let mut i = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                i += 1;
+                let rid = format!("load-{w}-{i}");
+                let sql = if i % 5 == 0 {
+                    "SELECT * FROM secrets"
+                } else {
+                    "SELECT count(*) FROM orders"
+                };
+                let Ok(resp) = client
+                    .post(format!("{url}/v1/query"))
+                    .bearer_auth(&token)
+                    .header("X-Request-Id", &rid)
+                    .json(&json!({ "sql": sql }))
+                    .send()
+                    .await
+                else {
+                    break;
+                };
+                let status = resp.status().as_u16();
+                // Only a fully received answer counts as having reached the client.
+                if resp.bytes().await.is_ok() {
+                    answered.lock().unwrap().push((rid, status));
+                }
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let kill = Command::new("kill")
+        .args(["-KILL", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let _ = child.wait();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for w in workers {
+        let _ = w.await;
+    }
+    let answered = answered.lock().unwrap().clone();
+    assert!(answered.len() > 20, "too little load: {}", answered.len());
+
+    let conn = sluice_audit::open_read_only(&data_dir.join("audit.sqlite")).unwrap();
+    let records = sluice_audit::read_all(&conn).unwrap();
+    for (rid, status) in &answered {
+        let events: Vec<sluice_audit::Event> = records
+            .iter()
+            .filter(|r| &r.request_id == rid)
+            .map(|r| r.event)
+            .collect();
+        let expected = if *status == 200 {
+            vec![
+                sluice_audit::Event::QueryAttempt,
+                sluice_audit::Event::QueryCompletion,
+            ]
+        } else {
+            vec![sluice_audit::Event::QueryDenied]
+        };
+        assert_eq!(events, expected, "{rid} ({status})");
+    }
+    drop(conn);
+    let out = Command::new(BIN)
+        .args(["audit", "verify", "--data-dir"])
+        .arg(&data_dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    println!(
+        "sigkill: {} answered queries, all recorded; {} records in the log",
+        answered.len(),
+        records.len()
+    );
+}
