@@ -84,6 +84,8 @@ enum AuditCommand {
         #[arg(long)]
         data_dir: Option<PathBuf>,
     },
+    #[command(flatten)]
+    Question(crate::audit_cli::Question),
 }
 
 #[derive(Debug, Subcommand)]
@@ -137,7 +139,8 @@ fn run(cli: Cli) -> Result<(), StartupError> {
         Command::Audit {
             command: AuditCommand::Verify { config, data_dir },
         } => {
-            let paths = audit_paths(config.as_deref(), data_dir)?;
+            let target = crate::audit_cli::Target { config, data_dir };
+            let paths = app::AuditPaths::of(&crate::audit_cli::load(&target)?);
             let key = Signer::load_or_create(&paths.signing_key)
                 .map_err(|e| StartupError(e.to_string()))?
                 .public_key();
@@ -152,6 +155,9 @@ fn run(cli: Cli) -> Result<(), StartupError> {
                 ))),
             }
         }
+        Command::Audit {
+            command: AuditCommand::Question(q),
+        } => crate::audit_cli::run(q),
         Command::Policy {
             command:
                 PolicyCommand::Explain {
@@ -258,30 +264,6 @@ async fn serve(cfg: Config, path: Option<PathBuf>, is_demo: bool) -> Result<(), 
         );
     }
     server::serve(app, listener, shutdown_signal()).await
-}
-
-/// The audit paths of a configuration file, or of a bare data directory.
-fn audit_paths(
-    config: Option<&std::path::Path>,
-    data_dir: Option<PathBuf>,
-) -> Result<app::AuditPaths, StartupError> {
-    let mut cfg = match config {
-        Some(p) => Config::load(p).map_err(|e| StartupError(e.to_string()))?,
-        None => defaults_only(),
-    };
-    if let Some(d) = data_dir {
-        cfg.server.data_dir = d;
-    }
-    Ok(app::AuditPaths::of(&cfg))
-}
-
-/// A configuration with defaults everywhere, for tools that need only the data directory.
-fn defaults_only() -> Config {
-    const MINIMAL: &str = "[auth.jwt]\nalgorithm = \"HS256\"\nsecret_env = \"UNUSED\"\nissuer = \"-\"\naudience = \"-\"\n";
-    match Config::parse(MINIMAL) {
-        Ok(c) => c,
-        Err(e) => unreachable!("built-in configuration: {e}"),
-    }
 }
 
 /// SIGHUP re-reads the configuration and swaps the policy in; queries in flight keep theirs.

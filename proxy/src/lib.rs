@@ -6,6 +6,7 @@
 
 pub mod app;
 pub mod audit_api;
+pub mod audit_cli;
 pub mod auth;
 pub mod cli;
 pub mod config;

@@ -336,4 +336,35 @@ async fn sigkill_under_load_loses_no_record_of_an_answered_query() {
         answered.len(),
         records.len()
     );
+
+    // The questions from the command line, on this log.
+    let ask = |args: &[&str]| {
+        let out = Command::new(BIN)
+            .args(["audit"])
+            .args(args)
+            .arg("--data-dir")
+            .arg(&data_dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let denied = ask(&["search", "--denied-or-failed", "--user", "loader"]);
+    let denials = answered.iter().filter(|(_, s)| *s != 200).count();
+    assert!(denied.lines().count() >= denials);
+    assert!(
+        denied
+            .lines()
+            .all(|l| l.contains("\"code\":\"policy_denied\""))
+    );
+    let access: Value =
+        serde_json::from_str(ask(&["access", "--table", "orders", "--days", "1"]).trim()).unwrap();
+    assert_eq!(access["user"], "loader");
+    let export = ask(&["export", "gdpr", "--user", "loader", "--format", "csv"]);
+    assert!(export.starts_with("# {\"export\":\"gdpr_subject_access\""));
+    ask(&["anomalies", "--days", "1"]);
 }
