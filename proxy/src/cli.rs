@@ -75,7 +75,8 @@ enum Command {
 // Parsed once per process: the size difference between variants does not matter.
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
-enum AuditCommand {/// Verify the hash chain and the signed checkpoints. Exits 0 when intact; otherwise 1,
+enum AuditCommand {
+    /// Verify the hash chain and the signed checkpoints. Exits 0 when intact; otherwise 1,
     /// naming the first bad sequence number.
     Verify {
         /// Configuration file (for the data directory and audit paths).
