@@ -23,7 +23,7 @@ const WAL_AUTOCHECKPOINT_PAGES: i64 = 16_384;
 /// How long a connection waits on a lock before failing.
 const BUSY_TIMEOUT_MS: u64 = 5_000;
 
-const SCHEMA: &str = r#"
+pub(crate) const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS audit_log (
     seq                INTEGER PRIMARY KEY,
     ts                 TEXT NOT NULL,

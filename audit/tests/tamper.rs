@@ -189,3 +189,45 @@ async fn the_chain_continues_across_restarts() {
     assert!(r.ok(), "{r:?}");
     assert_eq!(r.records, 51);
 }
+
+#[tokio::test]
+async fn archiving_keeps_the_rest_verifiable_and_segments_verify_on_their_own() {
+    let l = log().await;
+    let dir = l.db.parent().unwrap().to_path_buf();
+    let signer = Signer::load_or_create(&dir.join("keys/signing.key")).unwrap();
+    let archive_dir = dir.join("archive");
+    let seg =
+        sluice_audit::archive::archive(&l.db, &l.checkpoints, &archive_dir, &signer, 20).unwrap();
+    assert_eq!((seg.first, seg.last), (1, 20));
+    let seg2 =
+        sluice_audit::archive::archive(&l.db, &l.checkpoints, &archive_dir, &signer, 35).unwrap();
+    assert_eq!((seg2.first, seg2.last), (21, 35));
+    let all = sluice_audit::verify_all(&l.db, &l.checkpoints, &archive_dir, &l.public_key).unwrap();
+    assert!(all.ok(), "{all:?}");
+    assert_eq!(all.records, 50);
+    assert!(verify(&l).ok());
+    let live = sluice_audit::read_all(&sluice_audit::open_read_only(&l.db).unwrap()).unwrap();
+    assert_eq!(live.first().unwrap().seq, 36);
+
+    // An edit inside a sealed segment is found in it.
+    let c = rusqlite::Connection::open(&seg2.path).unwrap();
+    c.execute_batch(
+        "DROP TRIGGER audit_log_no_update; UPDATE audit_log SET user = 'mallory' WHERE seq = 30",
+    )
+    .unwrap();
+    drop(c);
+    let all = sluice_audit::verify_all(&l.db, &l.checkpoints, &archive_dir, &l.public_key).unwrap();
+    assert_eq!(all.first_bad_seq, Some(30), "{all:?}");
+}
+
+#[tokio::test]
+async fn a_forged_anchor_cannot_excuse_deleted_records() {
+    let l = log().await;
+    tamper(
+        &l.db,
+        "CREATE TABLE audit_anchor (seq INTEGER PRIMARY KEY, hash TEXT NOT NULL, segment TEXT NOT NULL, checkpoint TEXT NOT NULL);
+         INSERT INTO audit_anchor SELECT seq, hash, 'none', '{}' FROM audit_log WHERE seq = 10;
+         DELETE FROM audit_log WHERE seq <= 10;",
+    );
+    assert_eq!(verify(&l).first_bad_seq, Some(11));
+}

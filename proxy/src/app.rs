@@ -161,6 +161,8 @@ pub struct AuditPaths {
     pub checkpoints: PathBuf,
     /// The checkpoint signing key.
     pub signing_key: PathBuf,
+    /// Sealed archive segments.
+    pub archive_dir: PathBuf,
 }
 
 impl AuditPaths {
@@ -179,6 +181,7 @@ impl AuditPaths {
                 .signing_key_file
                 .clone()
                 .unwrap_or_else(|| dir.join("keys").join("audit-signing.key")),
+            archive_dir: dir.join("archive"),
             log,
         }
     }

@@ -199,7 +199,7 @@ pub async fn verify(State(state): State<Arc<AppState>>, headers: HeaderMap) -> R
         let paths = AuditPaths::of(&state.config);
         let report = tokio::task::spawn_blocking(move || {
             let key = sluice_audit::Signer::load_or_create(&paths.signing_key)?.public_key();
-            sluice_audit::verify(&paths.log, &paths.checkpoints, &key)
+            sluice_audit::verify_all(&paths.log, &paths.checkpoints, &paths.archive_dir, &key)
         })
         .await
         .map_err(|_| ApiError::internal())?

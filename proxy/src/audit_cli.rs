@@ -89,6 +89,18 @@ pub enum Question {
         #[arg(long, default_value_t = 7)]
         days: i64,
     },
+    /// Seal the oldest records into a signed archive segment (`<data_dir>/archive/`) and remove
+    /// them from the live log; verification of both keeps working.
+    Archive {
+        #[command(flatten)]
+        target: Target,
+        /// Seal every record up to this sequence number...
+        #[arg(long, conflicts_with = "older_than_days")]
+        upto_seq: Option<u64>,
+        /// ...or every record older than this many days.
+        #[arg(long)]
+        older_than_days: Option<i64>,
+    },
     /// Exports, covered by the latest signed checkpoint (after verifying the chain).
     Export {
         #[command(subcommand)]
@@ -211,6 +223,44 @@ pub fn run(q: Question) -> Result<(), StartupError> {
             let conn = sluice_audit::open_read_only(&paths.log).map_err(err)?;
             print_lines(&query::anomalies(&conn, Utc::now(), days).map_err(err)?);
         }
+        Question::Archive {
+            target,
+            upto_seq,
+            older_than_days,
+        } => {
+            let paths = AuditPaths::of(&load(&target)?);
+            let upto = match (upto_seq, older_than_days) {
+                (Some(s), _) => s,
+                (None, Some(d)) => {
+                    let conn = sluice_audit::open_read_only(&paths.log).map_err(err)?;
+                    let f = Filter {
+                        until: Some(Utc::now() - Duration::days(d)),
+                        ..Filter::default()
+                    };
+                    let mut last = None;
+                    query::for_each(&conn, &f, |r| {
+                        last = Some(r.seq);
+                        Ok(())
+                    })
+                    .map_err(err)?;
+                    last.ok_or_else(|| err("no record is that old"))?
+                }
+                (None, None) => return Err(err("give --upto-seq or --older-than-days")),
+            };
+            let signer = Signer::load_or_create(&paths.signing_key).map_err(err)?;
+            let seg = sluice_audit::archive::archive(
+                &paths.log,
+                &paths.checkpoints,
+                &paths.archive_dir,
+                &signer,
+                upto,
+            )
+            .map_err(err)?;
+            println!(
+                "{}",
+                serde_json::json!({"segment": seg.path, "first": seg.first, "last": seg.last, "checkpoint": seg.checkpoint})
+            );
+        }
         Question::Export { kind } => {
             let (target, filter, name, subject, format) = match kind {
                 ExportKind::Gdpr {
@@ -255,7 +305,9 @@ pub fn run(q: Question) -> Result<(), StartupError> {
             let key = Signer::load_or_create(&paths.signing_key)
                 .map_err(err)?
                 .public_key();
-            let report = sluice_audit::verify(&paths.log, &paths.checkpoints, &key).map_err(err)?;
+            let report =
+                sluice_audit::verify_all(&paths.log, &paths.checkpoints, &paths.archive_dir, &key)
+                    .map_err(err)?;
             if let Some(seq) = report.first_bad_seq {
                 return Err(err(format!(
                     "the audit log is not intact (first bad sequence number {seq}): nothing exported"

@@ -146,8 +146,9 @@ fn run(cli: Cli) -> Result<(), StartupError> {
             let key = Signer::load_or_create(&paths.signing_key)
                 .map_err(|e| StartupError(e.to_string()))?
                 .public_key();
-            let report = sluice_audit::verify(&paths.log, &paths.checkpoints, &key)
-                .map_err(|e| StartupError(e.to_string()))?;
+            let report =
+                sluice_audit::verify_all(&paths.log, &paths.checkpoints, &paths.archive_dir, &key)
+                    .map_err(|e| StartupError(e.to_string()))?;
             println!("{}", serde_json::to_string(&report).unwrap_or_default());
             match (report.first_bad_seq, report.problem) {
                 (None, _) => Ok(()),
