@@ -9,6 +9,8 @@ use sluice_audit::{AuditLog, AuditRecord, Decision, Event};
 
 /// Concurrent appenders (in-flight queries).
 const WRITERS: usize = 512;
+/// Records queued before waiting, in the writer-only bench (below the queue capacity).
+const CHUNK: usize = 32_768;
 
 fn record(i: u64) -> AuditRecord {
     let mut r = AuditRecord::new(Event::QueryCompletion, format!("req-{i}"), Decision::Allow);
@@ -62,6 +64,31 @@ fn audit(c: &mut Criterion) {
                 start
                     .elapsed()
                     .mul_f64(iters as f64 / (per * WRITERS as u64) as f64)
+            })
+        })
+    });
+        // The writer alone: records built beforehand and queued without waiting; the last append
+    // resolves once everything before it is durable (the queue is FIFO).
+    g.bench_function("writer_only_durable", |b| {
+        b.iter_custom(|iters| {
+            let log = log.clone();
+            let records: Vec<AuditRecord> = (0..iters).map(record).collect();
+                        rt.block_on(async move {
+                let start = Instant::now();
+                let mut it = records.into_iter().peekable();
+                // Stay below the writer's queue capacity: each chunk ends with a waited append.
+                while it.peek().is_some() {
+                    let chunk: Vec<AuditRecord> = it.by_ref().take(CHUNK).collect();
+                    let mut chunk = chunk.into_iter();
+                    let last = chunk.next_back();
+                    for r in chunk {
+                        log.append_detached(r);
+                    }
+                    if let Some(r) = last {
+                        let _ = log.append(r).await;
+                    }
+                }
+                start.elapsed()
             })
         })
     });
