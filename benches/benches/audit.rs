@@ -67,13 +67,13 @@ fn audit(c: &mut Criterion) {
             })
         })
     });
-        // The writer alone: records built beforehand and queued without waiting; the last append
+    // The writer alone: records built beforehand and queued without waiting; the last append
     // resolves once everything before it is durable (the queue is FIFO).
     g.bench_function("writer_only_durable", |b| {
         b.iter_custom(|iters| {
             let log = log.clone();
             let records: Vec<AuditRecord> = (0..iters).map(record).collect();
-                        rt.block_on(async move {
+            rt.block_on(async move {
                 let start = Instant::now();
                 let mut it = records.into_iter().peekable();
                 // Stay below the writer's queue capacity: each chunk ends with a waited append.

@@ -87,6 +87,21 @@ impl Policy {
             .filter_map(|g| self.group_max_rows.get(g).copied())
             .max()
     }
+
+    /// The catalog of a connection, and the policy's view of the caller.
+    pub fn for_caller<'a>(
+        &'a self,
+        connection: &str,
+        principal: &'a crate::auth::Principal,
+    ) -> Option<(&'a Catalog, sluice_policy::Caller<'a>)> {
+        let catalog = self.catalogs.get(connection)?;
+        let caller = sluice_policy::Caller {
+            tenant: &principal.tenant,
+            groups: &principal.groups,
+            row_limit: self.row_limit(&principal.groups),
+        };
+        Some((catalog, caller))
+    }
 }
 
 /// Everything a request needs.

@@ -52,14 +52,8 @@ async fn run(state: &AppState, req: Request) -> Result<Value, ApiError> {
         read_json_body(&parts.headers, body, state.config.server.max_body_bytes).await?;
     let conn = connection(state, request.connection.as_deref())?;
     let policy = state.policy();
-    let catalog = policy
-        .catalogs
-        .get(&conn.id)
+    let (catalog, caller) = policy
+        .for_caller(&conn.id, &principal)
         .ok_or_else(ApiError::internal)?;
-    let caller = Caller {
-        tenant: &principal.tenant,
-        groups: &principal.groups,
-        row_limit: policy.row_limit(&principal.groups),
-    };
     Ok(explain(catalog, &caller, &request.sql))
 }

@@ -16,7 +16,7 @@ use http_body::Frame;
 use serde::Deserialize;
 use sluice_audit::{AuditLog, AuditRecord, Decision, Event};
 use sluice_connectors::{ConnectorError, Param, QueryRequest, QueryStream};
-use sluice_policy::{Caller, RewrittenQuery};
+use sluice_policy::RewrittenQuery;
 use tokio::time::timeout_at;
 
 use crate::app::{AppState, Connection};
@@ -82,15 +82,9 @@ async fn run_query(
 
     // 3. Policy: parse, refuse, rewrite, verify (with the snapshot in force now).
     let policy = state.policy();
-    let catalog = policy
-        .catalogs
-        .get(&conn.id)
+    let (catalog, caller) = policy
+        .for_caller(&conn.id, &principal)
         .ok_or_else(ApiError::internal)?;
-    let caller = Caller {
-        tenant: &principal.tenant,
-        groups: &principal.groups,
-        row_limit: policy.row_limit(&principal.groups),
-    };
     audit.record.policy_version = Some(policy.version.clone());
     let redact = state
         .config

@@ -2,13 +2,14 @@
 //! tenant sees only its rows, SIGTERM drains an answer in flight, and `check-config` names bad keys.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-const BIN: &str = env!("CARGO_BIN_EXE_sluice");
+mod common;
+
+use common::BIN;
 
 /// Pulls (url, token, body) out of `curl -s URL -H 'Authorization: Bearer T' ... -d 'BODY'`.
 fn parse_curl(line: &str) -> (String, String, String) {
@@ -34,34 +35,10 @@ fn parse_curl(line: &str) -> (String, String, String) {
 async fn demo_curl_works_and_sigterm_drains_in_flight_answers() {
     let dir = tempfile::tempdir().unwrap();
     let data_dir = dir.path().join("data");
-    let mut child = Command::new(BIN)
-        .args(["serve", "--demo", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(&data_dir)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let _ = tx.send(line.unwrap());
-        }
-    });
-    let mut curl = None;
-    let mut other = None;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while curl.is_none() || other.is_none() {
-        let line = rx
-            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-            .expect("demo banner");
-        if line.starts_with("curl ") {
-            curl = Some(line);
-        } else if line.starts_with("Token for another tenant: ") {
-            other = Some(line);
-        }
-    }
-    let (url, token, body) = parse_curl(&curl.unwrap());
+    let (mut child, rx) = common::spawn(&["--demo"], &data_dir, &[]);
+    let curl = format!("curl {}", common::line_after(&rx, "curl "));
+    let other = common::line_after(&rx, "Token for another tenant: ");
+    let (url, token, body) = parse_curl(&curl);
     let client = reqwest::Client::new();
 
     // The printed command, as printed.
@@ -85,9 +62,8 @@ async fn demo_curl_works_and_sigterm_drains_in_flight_answers() {
     );
 
     // The printed way to get another tenant's token.
-    let cmd = other.unwrap();
-    let args: Vec<&str> = cmd
-        .trim_start_matches("Token for another tenant: sluice ")
+    let args: Vec<&str> = other
+        .trim_start_matches("sluice ")
         .split_whitespace()
         .collect();
     let out = Command::new(BIN).args(&args).output().unwrap();
@@ -232,26 +208,8 @@ fn check_config_names_unknown_keys_and_accepts_the_example() {
 async fn sigkill_under_load_loses_no_record_of_an_answered_query() {
     let dir = tempfile::tempdir().unwrap();
     let data_dir = dir.path().join("data");
-    let mut child = Command::new(BIN)
-        .args(["serve", "--demo", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(&data_dir)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let _ = tx.send(line.unwrap());
-        }
-    });
-    let url = loop {
-        let line = rx.recv_timeout(Duration::from_secs(60)).expect("banner");
-        if let Some(u) = line.strip_prefix("sluice listening on ") {
-            break u.to_string();
-        }
-    };
+    let (mut child, rx) = common::spawn(&["--demo"], &data_dir, &[]);
+    let url = common::line_after(&rx, "sluice listening on ");
     let token = sluice::demo::token(&data_dir, "loader", "acme", &["analyst".into()]).unwrap();
     let answered = std::sync::Arc::new(std::sync::Mutex::new(Vec::<(String, u16)>::new()));
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));

@@ -10,6 +10,7 @@
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_sluice");
@@ -96,39 +97,50 @@ pub struct Daemon {
     pub url: String,
 }
 
+/// Spawns `sluice serve <args> --listen 127.0.0.1:0 --data-dir <data_dir>` with `env`, and the
+/// lines it prints.
+pub fn spawn(args: &[&str], data_dir: &Path, env: &[(&str, &str)]) -> (Child, Receiver<String>) {
+    let mut cmd = Command::new(BIN);
+    cmd.arg("serve")
+        .args(args)
+        .args(["--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(data_dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let _ = tx.send(line.unwrap());
+        }
+    });
+    (child, rx)
+}
+
+/// Waits (with a deadline) for a printed line starting with `prefix`; returns the rest of it.
+pub fn line_after(rx: &Receiver<String>, prefix: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let line = rx
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .unwrap_or_else(|_| panic!("no line starting with {prefix:?}"));
+        if let Some(rest) = line.strip_prefix(prefix) {
+            return rest.to_string();
+        }
+    }
+}
+
 impl Daemon {
     /// Starts `sluice serve --config <config>` on an ephemeral port with `env`.
     pub fn start(config: &Path, data_dir: &Path, env: &[(&str, &str)]) -> Daemon {
-        let mut cmd = Command::new(BIN);
-        cmd.args(["serve", "--listen", "127.0.0.1:0", "--config"])
-            .arg(config)
-            .arg("--data-dir")
-            .arg(data_dir)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null());
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let mut child = cmd.spawn().unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let _ = tx.send(line.unwrap());
-            }
-        });
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let line = rx
-                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-                .expect("the daemon did not start");
-            if let Some(url) = line.strip_prefix("sluice listening on ") {
-                return Daemon {
-                    child,
-                    url: url.to_string(),
-                };
-            }
-        }
+        let config = config.to_str().unwrap();
+        let (child, rx) = spawn(&["--config", config], data_dir, env);
+        let url = line_after(&rx, "sluice listening on ");
+        Daemon { child, url }
     }
 }
 
