@@ -33,6 +33,39 @@ impl ConnectorError {
         }
     }
 
+    /// The message for the server log: quoted text and numbers replaced by `?`, since warehouse
+    /// messages can quote data (`invalid input syntax for type integer: "LEAK..."`).
+    pub fn log_message(&self) -> String {
+        let raw = self.to_string();
+        let mut out = String::with_capacity(raw.len());
+        let mut quote: Option<char> = None;
+        let mut prev_digit = false;
+        for c in raw.chars() {
+            match quote {
+                Some(q) if c == q => {
+                    out.push(c);
+                    quote = None;
+                }
+                Some(_) => {}
+                None if c == '\'' || c == '"' => {
+                    out.push(c);
+                    out.push('?');
+                    quote = Some(c);
+                }
+                None if c.is_ascii_digit() => {
+                    if !prev_digit {
+                        out.push('?');
+                    }
+                    prev_digit = true;
+                    continue;
+                }
+                None => out.push(c),
+            }
+            prev_digit = false;
+        }
+        out
+    }
+
     /// A fixed-cardinality kind for metrics and the audit log.
     pub fn kind(&self) -> &'static str {
         match self {
@@ -41,5 +74,24 @@ impl ConnectorError {
             ConnectorError::Unavailable(_) => "unavailable",
             ConnectorError::Config(_) => "config",
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ConnectorError;
+
+    #[test]
+    fn log_messages_do_not_carry_quoted_values_or_numbers() {
+        let e = ConnectorError::Execution(
+            "22P02: invalid input syntax for type integer: \"LEAK-B-note-7\" at 'x' value 900007"
+                .into(),
+        );
+        let m = e.log_message();
+        assert!(
+            !m.contains("LEAK") && !m.contains("900007") && !m.contains("'x'"),
+            "{m}"
+        );
+        assert!(m.contains("invalid input syntax for type integer"), "{m}");
     }
 }

@@ -254,7 +254,7 @@ fn timeout_error() -> ApiError {
 }
 
 fn warehouse_error(e: &ConnectorError) -> ApiError {
-    tracing::warn!(kind = e.kind(), error = %e, "warehouse error");
+    tracing::warn!(kind = e.kind(), error = %e.log_message(), "warehouse error");
     match e {
         ConnectorError::Plan(_) => ApiError::bad_request("invalid_query", e.client_message()),
         ConnectorError::Unavailable(_) => ApiError::new(
