@@ -20,7 +20,10 @@ pub const GENESIS: &str = "00000000000000000000000000000000000000000000000000000
 /// The chain hash of a record given its predecessor's hash.
 pub fn record_hash(prev_hash: &str, record: &AuditRecord) -> String {
     let mut ctx = Context::new(&SHA256);
-    ctx.update(&hex::decode(prev_hash).unwrap_or_default());
+    let mut prev = [0u8; 32];
+    if hex::decode_to_slice(prev_hash, &mut prev).is_ok() {
+        ctx.update(&prev);
+    }
     ctx.update(&record.canonical_bytes());
     hex::encode(ctx.finish().as_ref())
 }
