@@ -880,3 +880,50 @@ async fn an_empty_answer_is_well_formed_in_every_format() {
     assert_eq!(reader.map(|b| b.unwrap().num_rows()).sum::<usize>(), 0);
     d.server.stop().await.unwrap();
 }
+
+/// Arrow and CSV answers have no place for a row count, so it comes as HTTP trailers to clients
+/// that accept them (`TE: trailers`), after the last chunk of a chunked body.
+#[tokio::test]
+async fn csv_answers_end_with_row_count_trailers() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let d = start_with(|c| c.limits.max_result_rows = 10).await;
+    let body = json!({"sql": "SELECT order_id FROM orders"}).to_string();
+    let request = format!(
+        "POST /v1/query HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\n\
+         Accept: text/csv\r\nTE: trailers\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+        d.token("acme"),
+        body.len()
+    );
+    let mut s = tokio::net::TcpStream::connect(d.server.addr).await.unwrap();
+    s.write_all(request.as_bytes()).await.unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).await.unwrap();
+    let lower = raw.to_ascii_lowercase();
+    assert!(lower.contains("transfer-encoding: chunked"), "{raw}");
+    assert!(lower.contains("\r\n0\r\nsluice-row-count: 10\r\n"), "{raw}");
+    assert!(lower.contains("sluice-truncated: true\r\n"), "{raw}");
+    d.server.stop().await.unwrap();
+}
+
+/// A CSV answer that fails mid-stream is aborted, so a client cannot take it for complete.
+#[tokio::test]
+async fn a_csv_answer_failing_mid_stream_is_aborted_not_cut_short() {
+    let d = start_with(|c| {
+        c.limits.query_timeout_ms = 300;
+        c.limits.max_result_rows = 100_000_000;
+    })
+    .await;
+    let resp = d
+        .post(Some(&d.token("acme")))
+        .header("Accept", "text/csv")
+        .json(&json!({"sql": "SELECT a.order_id, b.order_id FROM orders a CROSS JOIN orders b"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert!(
+        resp.text().await.is_err(),
+        "the transfer must fail, not end cleanly"
+    );
+    d.server.stop().await.unwrap();
+}
