@@ -239,6 +239,10 @@ impl Connector for PostgresConnector {
             };
             values.push(v);
         }
+        // PostgreSQL does not flush BindComplete while it runs the pipelined Execute, so this
+        // await can last as long as the query does. If it is abandoned (deadline, client gone),
+        // the guard cancels the query on the server; dropping the client alone would not.
+        let guard = CancelOnDrop(Some(client.cancel_token()));
         let rows = client
             .query_raw(
                 &statement,
@@ -246,7 +250,7 @@ impl Connector for PostgresConnector {
             )
             .await
             .map_err(|e| ConnectorError::Execution(describe(&e)))?;
-        let cancel = client.cancel_token();
+        let cancel = guard.disarm().unwrap_or_else(|| client.cancel_token());
         let builders: Vec<Column> = statement
             .columns()
             .iter()
@@ -307,6 +311,25 @@ impl Connector for PostgresConnector {
             batches: crate::receiver_stream(rx),
             warehouse_query_id: None,
         })
+    }
+}
+
+/// Cancels the running query on the server when dropped, unless disarmed.
+struct CancelOnDrop(Option<tokio_postgres::CancelToken>);
+
+impl CancelOnDrop {
+    fn disarm(mut self) -> Option<tokio_postgres::CancelToken> {
+        self.0.take()
+    }
+}
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        if let (Some(token), Ok(rt)) = (self.0.take(), tokio::runtime::Handle::try_current()) {
+            rt.spawn(async move {
+                let _ = token.cancel_query(NoTls).await;
+            });
+        }
     }
 }
 

@@ -1,0 +1,152 @@
+//! The PostgreSQL connector against the real server: a client that leaves cancels the query on
+//! the server (it leaves pg_stat_activity), and the statement timeout applies.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{Daemon, TestDb};
+use serde_json::{Value, json};
+
+const SECRET: &str = "world-secret-for-tests-only-0123456789";
+const WORLD_SQL: &str = include_str!("../../../shared/security/world.sql");
+const WORLD_TOML: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/security/world.toml");
+/// Long enough to still be running when the client gives up: 200^4 rows for tenant A.
+const SLOW_SQL: &str = "SELECT count(*) FROM orders a, orders b, orders c, orders d";
+
+fn token() -> String {
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 600;
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &json!({"sub": "alice", "tenant": "A", "groups": ["analyst"], "aud": "sluice-world", "iss": "world-idp", "exp": exp}),
+        &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
+    )
+    .unwrap()
+}
+
+/// Starts the world daemon with the given statement timeout and request (header) deadline.
+fn daemon(
+    db: &TestDb,
+    dir: &std::path::Path,
+    statement_timeout_ms: u64,
+    request_timeout_ms: u64,
+) -> Daemon {
+    let text = std::fs::read_to_string(WORLD_TOML)
+        .unwrap()
+        .replacen(
+            "url_env = \"WORLD_PG_URL\"",
+            &format!("url_env = \"WORLD_PG_URL\"\nstatement_timeout_ms = {statement_timeout_ms}"),
+            1,
+        )
+        .replacen(
+            "data_dir = \"world-data\"",
+            &format!("data_dir = \"world-data\"\nrequest_timeout_ms = {request_timeout_ms}"),
+            1,
+        );
+    let config = dir.join("world.toml");
+    std::fs::write(&config, text).unwrap();
+    let url = db.url();
+    Daemon::start(
+        &config,
+        &dir.join("data"),
+        &[("WORLD_JWT_SECRET", SECRET), ("WORLD_PG_URL", url.as_str())],
+    )
+}
+
+async fn wait_until_running(db: &TestDb) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while running_sluice_queries(db).await == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the query never started on PostgreSQL"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn wait_until_gone(db: &TestDb, why: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while running_sluice_queries(db).await > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the query kept running on PostgreSQL: {why}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn running_sluice_queries(db: &TestDb) -> i64 {
+    let c = common::connect(common::PG_ADMIN).await;
+    let row = c
+        .query_one(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND application_name = 'sluice' AND state = 'active'",
+            &[&db.name],
+        )
+        .await
+        .unwrap();
+    row.get(0)
+}
+
+#[tokio::test]
+async fn a_client_that_leaves_mid_answer_stops_the_query_on_the_server() {
+    let db = TestDb::create("cancel", WORLD_SQL).await;
+    let dir = tempfile::tempdir().unwrap();
+    let d = daemon(&db, dir.path(), 300_000, 30_000);
+    // Millions of rows for tenant A: the answer streams for a long time.
+    let resp = reqwest::Client::new()
+        .post(format!("{}/v1/query", d.url))
+        .bearer_auth(token())
+        .json(&json!({"sql": "SELECT a.id, b.id, c.id FROM orders a, orders b, orders c", "connection": "world"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    wait_until_running(&db).await;
+    drop(resp); // the client leaves mid-answer
+    wait_until_gone(&db, "after the client left mid-answer").await;
+}
+
+#[tokio::test]
+async fn the_request_deadline_stops_a_query_that_has_not_answered_yet() {
+    let db = TestDb::create("deadline", WORLD_SQL).await;
+    let dir = tempfile::tempdir().unwrap();
+    let d = daemon(&db, dir.path(), 300_000, 1_000);
+    let query = reqwest::Client::new()
+        .post(format!("{}/v1/query", d.url))
+        .bearer_auth(token())
+        .json(&json!({"sql": SLOW_SQL, "connection": "world"}))
+        .send();
+    let (resp, ()) = tokio::join!(query, wait_until_running(&db));
+    let resp = resp.unwrap();
+    assert_eq!(resp.status(), 504);
+    assert_eq!(resp.json::<Value>().await.unwrap()["code"], "timeout");
+    wait_until_gone(&db, "after the request deadline").await;
+}
+
+#[tokio::test]
+async fn the_statement_timeout_stops_a_long_query() {
+    let db = TestDb::create("stmt_timeout", WORLD_SQL).await;
+    let dir = tempfile::tempdir().unwrap();
+    let d = daemon(&db, dir.path(), 300, 30_000);
+    let started = Instant::now();
+    let resp = reqwest::Client::new()
+        .post(format!("{}/v1/query", d.url))
+        .bearer_auth(token())
+        .json(&json!({"sql": SLOW_SQL, "connection": "world"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 502);
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["code"], "warehouse_error");
+    assert!(
+        !v["detail"].as_str().unwrap().contains("statement timeout"),
+        "warehouse text never reaches the client"
+    );
+    assert!(started.elapsed() < Duration::from_secs(10));
+}
