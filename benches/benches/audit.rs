@@ -1,6 +1,7 @@
 //! The audit log's cost: durable records per second with group commit under concurrency, and
 //! the latency one durable append adds to a query. Guards the audit issue's budget: at least
 //! 100,000 durable records/s on this machine (see benches/README.md).
+#![allow(clippy::expect_used)]
 
 use std::time::{Duration, Instant};
 
@@ -34,10 +35,9 @@ fn audit(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-        .unwrap_or_else(|e| unreachable!("{e}"));
-    let dir = tempfile::tempdir().unwrap_or_else(|e| unreachable!("{e}"));
-    let (log, _writer) =
-        AuditLog::open(&dir.path().join("audit.sqlite")).unwrap_or_else(|e| unreachable!("{e}"));
+        .expect("bench setup");
+    let dir = tempfile::tempdir().expect("bench setup");
+    let (log, _writer) = AuditLog::open(&dir.path().join("audit.sqlite")).expect("bench setup");
 
     let mut g = c.benchmark_group("audit");
     g.throughput(Throughput::Elements(1));

@@ -710,8 +710,9 @@ async fn a_query_slower_than_the_request_timeout_gets_504_and_is_audited() {
     assert_eq!(mine[1].outcome.as_deref(), Some("timeout"));
 }
 
-#[tokio::test]
-async fn a_query_slower_than_the_query_timeout_ends_with_a_timeout_error() {
+/// A daemon whose queries time out after 300 ms, asked for 9M rows (as `accept`), which take
+/// longer than that to stream: the answer starts, then the deadline passes mid-stream.
+async fn answer_outliving_its_deadline(accept: &str) -> (Daemon, reqwest::Response) {
     let d = start_with(|c| {
         c.limits.query_timeout_ms = 300;
         c.limits.max_result_rows = 100_000_000;
@@ -720,11 +721,18 @@ async fn a_query_slower_than_the_query_timeout_ends_with_a_timeout_error() {
     let resp = d
         .post(Some(&d.token("acme")))
         .header("X-Request-Id", "req-long")
+        .header("Accept", accept)
         .json(&json!({"sql": "SELECT a.order_id, b.order_id FROM orders a CROSS JOIN orders b"}))
         .send()
         .await
         .unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
+    (d, resp)
+}
+
+#[tokio::test]
+async fn a_query_slower_than_the_query_timeout_ends_with_a_timeout_error() {
+    let (d, resp) = answer_outliving_its_deadline("application/json").await;
     let body: Value = resp.json().await.unwrap();
     assert_eq!(body["error"]["code"], "timeout", "{}", body["row_count"]);
     assert!(body["row_count"].as_u64().unwrap() < 9_000_000);
@@ -908,19 +916,7 @@ async fn csv_answers_end_with_row_count_trailers() {
 /// A CSV answer that fails mid-stream is aborted, so a client cannot take it for complete.
 #[tokio::test]
 async fn a_csv_answer_failing_mid_stream_is_aborted_not_cut_short() {
-    let d = start_with(|c| {
-        c.limits.query_timeout_ms = 300;
-        c.limits.max_result_rows = 100_000_000;
-    })
-    .await;
-    let resp = d
-        .post(Some(&d.token("acme")))
-        .header("Accept", "text/csv")
-        .json(&json!({"sql": "SELECT a.order_id, b.order_id FROM orders a CROSS JOIN orders b"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), StatusCode::OK);
+    let (d, resp) = answer_outliving_its_deadline("text/csv").await;
     assert!(
         resp.text().await.is_err(),
         "the transfer must fail, not end cleanly"
