@@ -10,6 +10,7 @@ pub mod audit_cli;
 pub mod auth;
 pub mod cli;
 pub mod config;
+pub mod conn;
 pub mod demo;
 pub mod encode;
 pub mod error;

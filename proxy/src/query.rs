@@ -21,6 +21,7 @@ use tokio::time::timeout_at;
 
 use crate::app::{AppState, Connection};
 use crate::auth::Principal;
+use crate::conn::{ClientConn, unless_gone};
 use crate::encode::{self, Encoder, Format, TrailingError};
 use crate::error::{ApiError, current_request_id};
 
@@ -53,6 +54,10 @@ async fn run_query(
     audit: &mut QueryAudit,
 ) -> Result<Response, ApiError> {
     let (parts, body) = req.into_parts();
+    let mut gone = parts
+        .extensions
+        .get::<ConnectInfo<ClientConn>>()
+        .map(|c| c.0.gone.clone());
     let limits = &state.config.limits;
     let now = Instant::now();
     // The whole query (answer included) must end by `deadline`; its headers must be ready by
@@ -117,16 +122,24 @@ async fn run_query(
         params: &params,
         request_id: &request_id,
     });
-    let mut stream = timeout_at(header_deadline.into(), execute)
-        .await
-        .map_err(|_| timeout_error())?
-        .map_err(|e| warehouse_error(&e))?;
+    // Until the first batch nothing is written to the client, so its departure is watched for:
+    // leaving stops the wait, and dropping the query cancels it on the warehouse.
+    let execute = async {
+        timeout_at(header_deadline.into(), execute)
+            .await
+            .map_err(|_| timeout_error())?
+            .map_err(|e| warehouse_error(&e))
+    };
+    let mut stream = unless_gone(gone.as_mut(), client_gone, execute).await?;
     audit.record.warehouse_query_id = stream.warehouse_query_id.clone();
-    let first = timeout_at(header_deadline.into(), stream.batches.next())
-        .await
-        .map_err(|_| timeout_error())?
-        .transpose()
-        .map_err(|e| warehouse_error(&e))?;
+    let first_batch = async {
+        timeout_at(header_deadline.into(), stream.batches.next())
+            .await
+            .map_err(|_| timeout_error())?
+            .transpose()
+            .map_err(|e| warehouse_error(&e))
+    };
+    let first = unless_gone(gone.as_mut(), client_gone, first_batch).await?;
 
     // 6. Stream the answer; its end (or the client leaving) writes the completion record.
     let completion = audit.completion();
@@ -245,6 +258,16 @@ pub(crate) fn forbidden_role() -> ApiError {
     )
 }
 
+/// The client closed its connection before the answer started (nginx's 499).
+fn client_gone() -> ApiError {
+    let status = StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST);
+    ApiError::new(
+        status,
+        "client_disconnected",
+        "the client closed the connection",
+    )
+}
+
 fn timeout_error() -> ApiError {
     ApiError::new(
         StatusCode::GATEWAY_TIMEOUT,
@@ -286,8 +309,8 @@ impl QueryAudit {
         let mut record = AuditRecord::new(Event::QueryDenied, current_request_id(), Decision::Deny);
         record.client_addr = req
             .extensions()
-            .get::<ConnectInfo<std::net::SocketAddr>>()
-            .map(|ci| ci.0.ip().to_string());
+            .get::<ConnectInfo<ClientConn>>()
+            .map(|ci| ci.0.addr.ip().to_string());
         record.user_agent = req
             .headers()
             .get(header::USER_AGENT)
@@ -353,10 +376,10 @@ impl QueryAudit {
             record.event = Event::QueryCompletion;
             record.decision = Decision::Allow;
             record.outcome = Some(
-                if err.code == "timeout" {
-                    "timeout"
-                } else {
-                    "error"
+                match err.code {
+                    "timeout" => "timeout",
+                    "client_disconnected" => "cancelled",
+                    _ => "error",
                 }
                 .into(),
             );
@@ -391,7 +414,7 @@ impl Drop for QueryAudit {
         }
         let mut record = self.record.clone();
         record.ts = now();
-        record.code = Some("cancelled".into());
+        record.code = Some("client_disconnected".into());
         record.error = Some("the client disconnected before the answer started".into());
         record.duration_ms = Some(self.started.elapsed().as_secs_f64() * 1e3);
         if self.attempted {
@@ -569,6 +592,12 @@ impl Answer {
                     let Some(batches) = self.batches.as_mut() else {
                         return Ok(None);
                     };
+                    // `timeout_at` polls its future first, so a source that always has a batch
+                    // ready would never time out: check the deadline explicitly.
+                    if Instant::now() >= self.deadline {
+                        self.batches = None;
+                        return Err(("timeout", "the query took longer than allowed".into()));
+                    }
                     match timeout_at(self.deadline.into(), batches.next()).await {
                         Err(_) => {
                             self.batches = None;

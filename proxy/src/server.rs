@@ -16,6 +16,7 @@ use tokio::net::TcpListener;
 use tracing::Instrument;
 
 use crate::app::{App, AppState, StartupError};
+use crate::conn::{ClientConn, WatchedListener};
 use crate::error::{ApiError, REQUEST_ID};
 use crate::query::handle_query;
 
@@ -158,7 +159,8 @@ pub async fn serve(
         tracing::info!("shutting down: draining in-flight requests");
         let _ = draining_tx.send(true);
     };
-    let service = router(Arc::clone(&state)).into_make_service_with_connect_info::<SocketAddr>();
+    let service = router(Arc::clone(&state)).into_make_service_with_connect_info::<ClientConn>();
+    let listener = WatchedListener::new(listener);
     let server = axum::serve(listener, service)
         .with_graceful_shutdown(signal)
         .into_future();

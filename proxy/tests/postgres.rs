@@ -112,6 +112,42 @@ async fn a_client_that_leaves_mid_answer_stops_the_query_on_the_server() {
 }
 
 #[tokio::test]
+async fn a_client_that_leaves_before_the_first_row_stops_the_query_on_the_server() {
+    let db = TestDb::create("gone", WORLD_SQL).await;
+    let dir = tempfile::tempdir().unwrap();
+    // The request deadline is far away: only noticing the departure can stop the query.
+    let d = daemon(&db, dir.path(), 300_000, 120_000);
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_millis(1500))
+        .build()
+        .unwrap();
+    let query = client
+        .post(format!("{}/v1/query", d.url))
+        .bearer_auth(token())
+        .json(&json!({"sql": SLOW_SQL, "connection": "world"}))
+        .send();
+    let (resp, ()) = tokio::join!(query, wait_until_running(&db));
+    assert!(resp.is_err(), "the client gave up");
+    wait_until_gone(&db, "after the client left before the first row").await;
+    // The audit log says so.
+    let audit = sluice_audit::open_read_only(&dir.path().join("data/audit.sqlite")).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let records = sluice_audit::read_all(&audit).unwrap();
+        if let Some(r) = records
+            .iter()
+            .find(|r| r.event == sluice_audit::Event::QueryCompletion)
+        {
+            assert_eq!(r.outcome.as_deref(), Some("cancelled"));
+            assert_eq!(r.code.as_deref(), Some("client_disconnected"));
+            break;
+        }
+        assert!(Instant::now() < deadline, "no completion record");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
 async fn the_request_deadline_stops_a_query_that_has_not_answered_yet() {
     let db = TestDb::create("deadline", WORLD_SQL).await;
     let dir = tempfile::tempdir().unwrap();
