@@ -11,10 +11,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arrow::array::{
-    ArrayBuilder, ArrayRef, BooleanBuilder, Date32Builder, Float32Builder, Float64Builder,
-    Int16Builder, Int32Builder, Int64Builder, StringBuilder, TimestampMicrosecondBuilder,
+    ArrayBuilder, ArrayRef, BinaryBuilder, BooleanBuilder, Date32Builder, Decimal128Builder,
+    Float32Builder, Float64Builder, Int16Builder, Int32Builder, Int64Builder,
+    IntervalMonthDayNanoBuilder, ListBuilder, StringBuilder, Time64MicrosecondBuilder,
+    TimestampMicrosecondBuilder,
 };
-use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use arrow::datatypes::{
+    DataType, Field, IntervalMonthDayNano, IntervalUnit, Schema, SchemaRef, TimeUnit,
+};
 use arrow::record_batch::RecordBatch;
 use futures::StreamExt;
 use tokio::sync::mpsc;
@@ -61,8 +65,23 @@ impl PostgresConnector {
     }
 }
 
-/// The Arrow type a PostgreSQL type maps to.
-fn arrow_type(t: &Type) -> Option<DataType> {
+/// Largest precision decoded exactly (through `rust_decimal`); within Decimal128's 38 digits.
+const MAX_DECODED_PRECISION: u8 = 28;
+
+/// `numeric(p, s)` from the column's type modifier; `None` when unconstrained.
+fn numeric_precision_scale(type_modifier: i32) -> Option<(u8, i8)> {
+    if type_modifier < 4 {
+        return None;
+    }
+    let m = type_modifier - 4;
+    let (p, s) = ((m >> 16) & 0xffff, m & 0xffff);
+    let (p, s) = (u8::try_from(p).ok()?, i8::try_from(s).ok()?);
+    (p <= MAX_DECODED_PRECISION && s >= 0).then_some((p, s))
+}
+
+/// The Arrow type a PostgreSQL column maps to (`None`: not supported).
+fn arrow_type(t: &Type, type_modifier: i32) -> Option<DataType> {
+    let list = |inner: DataType| DataType::List(Arc::new(Field::new("item", inner, true)));
     Some(match *t {
         Type::BOOL => DataType::Boolean,
         Type::INT2 => DataType::Int16,
@@ -70,15 +89,50 @@ fn arrow_type(t: &Type) -> Option<DataType> {
         Type::INT8 => DataType::Int64,
         Type::FLOAT4 => DataType::Float32,
         Type::FLOAT8 => DataType::Float64,
-        // Exact decimal text: no precision is lost on the way to the client.
-        Type::NUMERIC => DataType::Utf8,
+        // numeric(p, s) is an exact decimal; unconstrained numeric stays exact as text.
+        Type::NUMERIC => match numeric_precision_scale(type_modifier) {
+            Some((p, s)) => DataType::Decimal128(p, s),
+            None => DataType::Utf8,
+        },
         Type::TEXT | Type::VARCHAR | Type::BPCHAR | Type::NAME => DataType::Utf8,
-        Type::JSON | Type::JSONB => DataType::Utf8,
+        Type::JSON | Type::JSONB | Type::UUID => DataType::Utf8,
+        Type::BYTEA => DataType::Binary,
         Type::DATE => DataType::Date32,
+        Type::TIME => DataType::Time64(TimeUnit::Microsecond),
         Type::TIMESTAMP => DataType::Timestamp(TimeUnit::Microsecond, None),
         Type::TIMESTAMPTZ => DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+        Type::INTERVAL => DataType::Interval(IntervalUnit::MonthDayNano),
+        Type::BOOL_ARRAY => list(DataType::Boolean),
+        Type::INT4_ARRAY => list(DataType::Int32),
+        Type::INT8_ARRAY => list(DataType::Int64),
+        Type::FLOAT8_ARRAY => list(DataType::Float64),
+        Type::TEXT_ARRAY | Type::VARCHAR_ARRAY => list(DataType::Utf8),
         _ => return None,
     })
+}
+
+/// PostgreSQL's binary `interval`: microseconds, days, months.
+struct PgInterval {
+    micros: i64,
+    days: i32,
+    months: i32,
+}
+
+impl<'a> tokio_postgres::types::FromSql<'a> for PgInterval {
+    fn from_sql(_: &Type, raw: &'a [u8]) -> Result<Self, Box<dyn std::error::Error + Sync + Send>> {
+        let bytes: [u8; 16] = raw.try_into().map_err(|_| "an interval is 16 bytes")?;
+        let (micros, rest) = bytes.split_at(8);
+        let (days, months) = rest.split_at(4);
+        Ok(PgInterval {
+            micros: i64::from_be_bytes(micros.try_into()?),
+            days: i32::from_be_bytes(days.try_into()?),
+            months: i32::from_be_bytes(months.try_into()?),
+        })
+    }
+
+    fn accepts(t: &Type) -> bool {
+        *t == Type::INTERVAL
+    }
 }
 
 enum Column {
@@ -90,39 +144,86 @@ enum Column {
     F64(Float64Builder),
     Text(StringBuilder),
     Numeric(StringBuilder),
+    Decimal(Decimal128Builder, u32),
     Json(StringBuilder),
+    Uuid(StringBuilder),
+    Bytea(BinaryBuilder),
     Date(Date32Builder),
+    Time(Time64MicrosecondBuilder),
     Ts(TimestampMicrosecondBuilder),
     TsTz(TimestampMicrosecondBuilder),
+    Interval(IntervalMonthDayNanoBuilder),
+    BoolList(ListBuilder<BooleanBuilder>),
+    I32List(ListBuilder<Int32Builder>),
+    I64List(ListBuilder<Int64Builder>),
+    F64List(ListBuilder<Float64Builder>),
+    TextList(ListBuilder<StringBuilder>),
 }
 
 /// Days from 0001-01-01 (CE) to 1970-01-01.
 const UNIX_EPOCH_DAYS_FROM_CE: i32 = 719_163;
 
-impl Column {
-    fn new(t: &Type) -> Option<Self> {
-        Some(match *t {
-            Type::BOOL => Column::Bool(BooleanBuilder::new()),
-            Type::INT2 => Column::I16(Int16Builder::new()),
-            Type::INT4 => Column::I32(Int32Builder::new()),
-            Type::INT8 => Column::I64(Int64Builder::new()),
-            Type::FLOAT4 => Column::F32(Float32Builder::new()),
-            Type::FLOAT8 => Column::F64(Float64Builder::new()),
-            Type::NUMERIC => Column::Numeric(StringBuilder::new()),
-            Type::TEXT | Type::VARCHAR | Type::BPCHAR | Type::NAME => {
-                Column::Text(StringBuilder::new())
+fn list_push<B: arrow::array::ArrayBuilder, T>(
+    b: &mut ListBuilder<B>,
+    v: Option<Vec<Option<T>>>,
+    mut push: impl FnMut(&mut B, Option<T>),
+) {
+    match v {
+        None => b.append(false),
+        Some(items) => {
+            for i in items {
+                push(b.values(), i);
             }
-            Type::JSON | Type::JSONB => Column::Json(StringBuilder::new()),
-            Type::DATE => Column::Date(Date32Builder::new()),
-            Type::TIMESTAMP => Column::Ts(TimestampMicrosecondBuilder::new()),
-            Type::TIMESTAMPTZ => {
+            b.append(true);
+        }
+    }
+}
+
+impl Column {
+    fn new(t: &Type, type_modifier: i32) -> Option<Self> {
+        Some(match arrow_type(t, type_modifier)? {
+            DataType::Boolean => Column::Bool(BooleanBuilder::new()),
+            DataType::Int16 => Column::I16(Int16Builder::new()),
+            DataType::Int32 => Column::I32(Int32Builder::new()),
+            DataType::Int64 => Column::I64(Int64Builder::new()),
+            DataType::Float32 => Column::F32(Float32Builder::new()),
+            DataType::Float64 => Column::F64(Float64Builder::new()),
+            DataType::Decimal128(p, s) => Column::Decimal(
+                Decimal128Builder::new()
+                    .with_precision_and_scale(p, s)
+                    .ok()?,
+                u32::try_from(s).ok()?,
+            ),
+            DataType::Utf8 => match *t {
+                Type::NUMERIC => Column::Numeric(StringBuilder::new()),
+                Type::JSON | Type::JSONB => Column::Json(StringBuilder::new()),
+                Type::UUID => Column::Uuid(StringBuilder::new()),
+                _ => Column::Text(StringBuilder::new()),
+            },
+            DataType::Binary => Column::Bytea(BinaryBuilder::new()),
+            DataType::Date32 => Column::Date(Date32Builder::new()),
+            DataType::Time64(_) => Column::Time(Time64MicrosecondBuilder::new()),
+            DataType::Timestamp(_, None) => Column::Ts(TimestampMicrosecondBuilder::new()),
+            DataType::Timestamp(_, Some(_)) => {
                 Column::TsTz(TimestampMicrosecondBuilder::new().with_timezone("UTC"))
             }
+            DataType::Interval(_) => Column::Interval(IntervalMonthDayNanoBuilder::new()),
+            DataType::List(f) => match f.data_type() {
+                DataType::Boolean => Column::BoolList(ListBuilder::new(BooleanBuilder::new())),
+                DataType::Int32 => Column::I32List(ListBuilder::new(Int32Builder::new())),
+                DataType::Int64 => Column::I64List(ListBuilder::new(Int64Builder::new())),
+                DataType::Float64 => Column::F64List(ListBuilder::new(Float64Builder::new())),
+                _ => Column::TextList(ListBuilder::new(StringBuilder::new())),
+            },
             _ => return None,
         })
     }
 
-    fn push(&mut self, row: &Row, i: usize) -> Result<(), tokio_postgres::Error> {
+    fn push(
+        &mut self,
+        row: &Row,
+        i: usize,
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         match self {
             Column::Bool(b) => b.append_option(row.try_get::<_, Option<bool>>(i)?),
             Column::I16(b) => b.append_option(row.try_get::<_, Option<i16>>(i)?),
@@ -135,14 +236,34 @@ impl Column {
                 row.try_get::<_, Option<rust_decimal::Decimal>>(i)?
                     .map(|d| d.to_string()),
             ),
+            Column::Decimal(b, scale) => {
+                match row.try_get::<_, Option<rust_decimal::Decimal>>(i)? {
+                    None => b.append_null(),
+                    Some(mut d) => {
+                        d.rescale(*scale);
+                        b.append_value(d.mantissa());
+                    }
+                }
+            }
             Column::Json(b) => b.append_option(
                 row.try_get::<_, Option<serde_json::Value>>(i)?
                     .map(|v| v.to_string()),
             ),
+            Column::Uuid(b) => b.append_option(
+                row.try_get::<_, Option<uuid::Uuid>>(i)?
+                    .map(|u| u.to_string()),
+            ),
+            Column::Bytea(b) => b.append_option(row.try_get::<_, Option<&[u8]>>(i)?),
             Column::Date(b) => b.append_option(
                 row.try_get::<_, Option<chrono::NaiveDate>>(i)?
                     .map(|d| chrono::Datelike::num_days_from_ce(&d) - UNIX_EPOCH_DAYS_FROM_CE),
             ),
+            Column::Time(b) => {
+                b.append_option(row.try_get::<_, Option<chrono::NaiveTime>>(i)?.map(|t| {
+                    i64::from(chrono::Timelike::num_seconds_from_midnight(&t)) * 1_000_000
+                        + i64::from(chrono::Timelike::nanosecond(&t) / 1_000)
+                }))
+            }
             Column::Ts(b) => b.append_option(
                 row.try_get::<_, Option<chrono::NaiveDateTime>>(i)?
                     .map(|t| t.and_utc().timestamp_micros()),
@@ -150,6 +271,20 @@ impl Column {
             Column::TsTz(b) => b.append_option(
                 row.try_get::<_, Option<chrono::DateTime<chrono::Utc>>>(i)?
                     .map(|t| t.timestamp_micros()),
+            ),
+            Column::Interval(b) => {
+                b.append_option(row.try_get::<_, Option<PgInterval>>(i)?.map(|v| {
+                    IntervalMonthDayNano::new(v.months, v.days, v.micros.saturating_mul(1_000))
+                }))
+            }
+            Column::BoolList(b) => list_push(b, row.try_get(i)?, |v, x| v.append_option(x)),
+            Column::I32List(b) => list_push(b, row.try_get(i)?, |v, x| v.append_option(x)),
+            Column::I64List(b) => list_push(b, row.try_get(i)?, |v, x| v.append_option(x)),
+            Column::F64List(b) => list_push(b, row.try_get(i)?, |v, x| v.append_option(x)),
+            Column::TextList(b) => list_push(
+                b,
+                row.try_get::<_, Option<Vec<Option<String>>>>(i)?,
+                |v, x| v.append_option(x),
             ),
         }
         Ok(())
@@ -163,9 +298,20 @@ impl Column {
             Column::I64(b) => Arc::new(b.finish()),
             Column::F32(b) => Arc::new(b.finish()),
             Column::F64(b) => Arc::new(b.finish()),
-            Column::Text(b) | Column::Numeric(b) | Column::Json(b) => Arc::new(b.finish()),
+            Column::Text(b) | Column::Numeric(b) | Column::Json(b) | Column::Uuid(b) => {
+                Arc::new(b.finish())
+            }
+            Column::Decimal(b, _) => Arc::new(b.finish()),
+            Column::Bytea(b) => Arc::new(b.finish()),
             Column::Date(b) => Arc::new(b.finish()),
+            Column::Time(b) => Arc::new(b.finish()),
             Column::Ts(b) | Column::TsTz(b) => Arc::new(ArrayBuilder::finish(b)),
+            Column::Interval(b) => Arc::new(b.finish()),
+            Column::BoolList(b) => Arc::new(b.finish()),
+            Column::I32List(b) => Arc::new(b.finish()),
+            Column::I64List(b) => Arc::new(b.finish()),
+            Column::F64List(b) => Arc::new(b.finish()),
+            Column::TextList(b) => Arc::new(b.finish()),
         }
     }
 }
@@ -203,7 +349,7 @@ impl Connector for PostgresConnector {
             .map_err(|e| ConnectorError::Plan(describe(&e)))?;
         let mut fields = Vec::with_capacity(statement.columns().len());
         for c in statement.columns() {
-            let t = arrow_type(c.type_()).ok_or_else(|| {
+            let t = arrow_type(c.type_(), c.type_modifier()).ok_or_else(|| {
                 ConnectorError::Plan(format!(
                     "column {} has unsupported type {}",
                     c.name(),
@@ -254,7 +400,7 @@ impl Connector for PostgresConnector {
         let builders: Vec<Column> = statement
             .columns()
             .iter()
-            .map(|c| Column::new(c.type_()))
+            .map(|c| Column::new(c.type_(), c.type_modifier()))
             .collect::<Option<_>>()
             .ok_or_else(|| ConnectorError::Plan("unsupported column type".into()))?;
 
@@ -279,7 +425,8 @@ impl Connector for PostgresConnector {
                     Some(Ok(row)) => {
                         for (i, b) in builders.iter_mut().enumerate() {
                             if let Err(e) = b.push(&row, i) {
-                                let _ = tx.send(Err(ConnectorError::Execution(describe(&e)))).await;
+                                let _ =
+                                    tx.send(Err(ConnectorError::Execution(e.to_string()))).await;
                                 return;
                             }
                         }

@@ -186,3 +186,115 @@ async fn the_statement_timeout_stops_a_long_query() {
     );
     assert!(started.elapsed() < Duration::from_secs(10));
 }
+
+/// Every mapped PostgreSQL type, one row of values and one of NULLs: the Arrow types, and the
+/// JSON sluice answers with.
+#[tokio::test]
+async fn the_type_matrix_maps_to_arrow_and_json() {
+    use futures::StreamExt;
+    use sluice_connectors::postgres::{PostgresConnector, PostgresOptions};
+    use sluice_connectors::{Connector, QueryRequest};
+    let db = TestDb::create(
+        "types",
+        r#"CREATE TABLE t (b bool, i2 int2, i4 int4, i8 int8, f4 float4, f8 float8, n numeric(12,2),
+             nu numeric, tx text, vc varchar(10), j jsonb, u uuid, by bytea, d date, tm time,
+             ts timestamp, tz timestamptz, iv interval, ai int4[], at text[]);
+           INSERT INTO t VALUES (true, 1, 2, 3, 1.5, 2.5, 1234.5, 3.14159, 'x', 'y', '{"a": 1}',
+             'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', '\xdeadbeef', '2024-02-29', '13:45:30.123456',
+             '2024-01-01 12:00:00', '2024-01-01 12:00:00+02', '1 mon 2 days 03:04:05.5',
+             '{1,NULL,3}', '{"a","b"}');
+           INSERT INTO t DEFAULT VALUES;"#,
+    )
+    .await;
+    let conn = PostgresConnector::new(&PostgresOptions {
+        url: db.conn_str(),
+        statement_timeout: Duration::from_secs(10),
+    })
+    .unwrap();
+    let mut s = conn
+        .execute(QueryRequest {
+            sql: "SELECT * FROM t ORDER BY b NULLS LAST",
+            params: &[],
+            request_id: "types",
+        })
+        .await
+        .unwrap();
+    let types: Vec<String> = s
+        .schema
+        .fields()
+        .iter()
+        .map(|f| f.data_type().to_string())
+        .collect();
+    assert_eq!(
+        types,
+        [
+            "Boolean",
+            "Int16",
+            "Int32",
+            "Int64",
+            "Float32",
+            "Float64",
+            "Decimal128(12, 2)",
+            "Utf8",
+            "Utf8",
+            "Utf8",
+            "Utf8",
+            "Utf8",
+            "Binary",
+            "Date32",
+            "Time64(µs)",
+            "Timestamp(µs)",
+            "Timestamp(µs, \"UTC\")",
+            "Interval(MonthDayNano)",
+            "List(Int32)",
+            "List(Utf8)",
+        ]
+    );
+    let (mut enc, head) =
+        sluice::encode::Encoder::start(sluice::encode::Format::Json, &s.schema, "t").unwrap();
+    let mut out = head.to_vec();
+    let mut rows = 0;
+    while let Some(b) = s.batches.next().await {
+        let b = b.unwrap();
+        rows += b.num_rows() as u64;
+        out.extend_from_slice(&enc.batch(&b).unwrap());
+    }
+    out.extend_from_slice(&enc.finish(rows, false, None).unwrap());
+    let v: Value = serde_json::from_slice(&out).unwrap();
+    let row = &v["rows"][0];
+    assert_eq!(row[0], true);
+    assert_eq!(
+        (row[1].clone(), row[2].clone(), row[3].clone()),
+        (json!(1), json!(2), json!(3))
+    );
+    assert_eq!((row[4].clone(), row[5].clone()), (json!(1.5), json!(2.5)));
+    let raw = String::from_utf8(out.clone()).unwrap();
+    assert!(
+        raw.contains(",1234.50,"),
+        "numeric(12,2) keeps its scale: {raw}"
+    );
+    assert_eq!(row[7], "3.14159", "unconstrained numeric is exact text");
+    assert_eq!((row[8].clone(), row[9].clone()), (json!("x"), json!("y")));
+    assert_eq!(row[10], r#"{"a":1}"#);
+    assert_eq!(row[11], "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11");
+    assert_eq!(row[12], "deadbeef");
+    assert_eq!(row[13], "2024-02-29");
+    assert_eq!(row[14], "13:45:30.123456");
+    assert_eq!(row[15], "2024-01-01T12:00:00");
+    assert_eq!(row[16], "2024-01-01T10:00:00Z");
+    assert!(
+        row[17]
+            .as_str()
+            .unwrap()
+            .contains("1 mons 2 days 3 hours 4 mins 5.5"),
+        "{}",
+        row[17]
+    );
+    assert_eq!(row[18], json!([1, null, 3]));
+    assert_eq!(row[19], json!(["a", "b"]));
+    assert!(
+        v["rows"][1].as_array().unwrap().iter().all(Value::is_null),
+        "{}",
+        v["rows"][1]
+    );
+}
