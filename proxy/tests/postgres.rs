@@ -298,3 +298,82 @@ async fn the_type_matrix_maps_to_arrow_and_json() {
         v["rows"][1]
     );
 }
+
+/// Peak resident memory of a process, from /proc (kB).
+fn vm_hwm_kb(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+/// A 5-million-row answer streams through the daemon with flat memory: its peak RSS grows by a
+/// small, bounded amount, not with the answer (which is ~200 MB as Arrow).
+#[tokio::test]
+async fn a_five_million_row_answer_streams_with_flat_memory() {
+    use futures::StreamExt;
+    const ROWS: u64 = 5_000_000;
+    let db = TestDb::create(
+        "big",
+        &format!(
+            "CREATE TABLE big AS SELECT i AS id, 'A'::text AS tenant_id, md5(i::text) AS payload
+             FROM generate_series(1, {ROWS}) i;"
+        ),
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("big.toml");
+    std::fs::write(
+        &config,
+        "[auth.jwt]\nalgorithm = \"HS256\"\nsecret_env = \"WORLD_JWT_SECRET\"\nissuer = \"world-idp\"\naudience = \"sluice-world\"\n\
+         [limits]\nmax_result_rows = 10000000\n\
+         [[connections]]\nid = \"world\"\nkind = \"postgres\"\nurl_env = \"WORLD_PG_URL\"\n\
+         [[connections.tables]]\nname = \"public.big\"\naccess = \"protected\"\ntenant_column = \"tenant_id\"\n\
+         columns = [\"id\", \"tenant_id\", \"payload\"]\n",
+    )
+    .unwrap();
+    let url = db.url();
+    let d = Daemon::start(
+        &config,
+        &dir.path().join("data"),
+        &[("WORLD_JWT_SECRET", SECRET), ("WORLD_PG_URL", url.as_str())],
+    );
+    let pid = d.child.id();
+    let before = vm_hwm_kb(pid);
+    let started = Instant::now();
+    let resp = reqwest::Client::new()
+        .post(format!("{}/v1/query", d.url))
+        .bearer_auth(token())
+        .header("Accept", "application/vnd.apache.arrow.stream")
+        .json(&json!({"sql": "SELECT id, payload FROM big", "connection": "world"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let mut bytes = 0u64;
+    let mut body = resp.bytes_stream();
+    while let Some(chunk) = body.next().await {
+        bytes += chunk.unwrap().len() as u64;
+    }
+    let elapsed = started.elapsed();
+    let after = vm_hwm_kb(pid);
+    let growth_mb = (after.saturating_sub(before)) as f64 / 1024.0;
+    println!(
+        "streaming: {ROWS} rows, {:.0} MB of Arrow in {:.1} s ({:.0} rows/s, debug build); daemon peak RSS {} -> {} kB (+{growth_mb:.1} MB)",
+        bytes as f64 / 1e6,
+        elapsed.as_secs_f64(),
+        ROWS as f64 / elapsed.as_secs_f64(),
+        before,
+        after
+    );
+    assert!(
+        bytes > 150_000_000,
+        "the whole answer arrived: {bytes} bytes"
+    );
+    assert!(
+        growth_mb < 128.0,
+        "memory grew with the answer: +{growth_mb:.1} MB"
+    );
+}
