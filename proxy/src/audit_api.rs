@@ -56,6 +56,16 @@ fn time(s: &Option<String>, name: &str) -> Result<Option<DateTime<Utc>>, ApiErro
         .transpose()
 }
 
+/// Authenticates, requires the compliance role, then takes the query parameters.
+fn authorize<T>(
+    state: &AppState,
+    headers: &HeaderMap,
+    params: Result<Query<T>, QueryRejection>,
+) -> Result<T, ApiError> {
+    compliance(state, headers)?;
+    params.map(|Query(p)| p).map_err(bad_params)
+}
+
 /// Authenticates and requires the compliance role.
 fn compliance(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
     let principal = state.auth.authenticate(headers)?;
@@ -112,8 +122,7 @@ pub async fn records(
     headers: HeaderMap,
 ) -> Response {
     let run = async {
-        compliance(&state, &headers)?;
-        let Query(p) = params.map_err(bad_params)?;
+        let p = authorize(&state, &headers, params)?;
         let filter = Filter {
             since: time(&p.since, "since")?,
             until: time(&p.until, "until")?,
@@ -150,8 +159,7 @@ pub async fn access(
     headers: HeaderMap,
 ) -> Response {
     let run = async {
-        compliance(&state, &headers)?;
-        let Query(p) = params.map_err(bad_params)?;
+        let p = authorize(&state, &headers, params)?;
         let days = p.days.unwrap_or(DEFAULT_DAYS).clamp(1, MAX_DAYS);
         let since = Utc::now() - Duration::days(days);
         let accessors = read(&state, move |c| {
@@ -180,8 +188,7 @@ pub async fn anomalies(
     headers: HeaderMap,
 ) -> Response {
     let run = async {
-        compliance(&state, &headers)?;
-        let Query(p) = params.map_err(bad_params)?;
+        let p = authorize(&state, &headers, params)?;
         let days = p.days.unwrap_or(DEFAULT_DAYS).clamp(1, MAX_DAYS);
         let found = read(&state, move |c| query::anomalies(c, Utc::now(), days)).await?;
         Ok::<_, ApiError>(
@@ -233,8 +240,7 @@ pub async fn export_subject(
     headers: HeaderMap,
 ) -> Response {
     let run = async {
-        compliance(&state, &headers)?;
-        let Query(p) = params.map_err(bad_params)?;
+        let p = authorize(&state, &headers, params)?;
         let user = p
             .user
             .clone()
@@ -265,8 +271,7 @@ pub async fn export_phi(
     headers: HeaderMap,
 ) -> Response {
     let run = async {
-        compliance(&state, &headers)?;
-        let Query(p) = params.map_err(bad_params)?;
+        let p = authorize(&state, &headers, params)?;
         let tables = state.policy().phi_tables.clone();
         if tables.is_empty() {
             return Err(ApiError::bad_request(

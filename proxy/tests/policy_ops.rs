@@ -135,6 +135,24 @@ async fn explain_over_http_and_policy_reload_on_sighup() {
             .json(&json!({ "sql": sql }))
             .send()
     };
+    let hup = || {
+        let pid = daemon.child.id().to_string();
+        assert!(
+            Command::new("kill")
+                .args(["-HUP", &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
+    };
+    let finance_amounts = || async {
+        let resp = post(
+            "/v1/query",
+            &["finance"],
+            "SELECT amount FROM sales ORDER BY 1",
+        );
+        resp.await.unwrap().json::<Value>().await.unwrap()["rows"].clone()
+    };
 
     let v: Value = post(
         "/v1/policy/explain",
@@ -186,11 +204,7 @@ async fn explain_over_http_and_policy_reload_on_sighup() {
         dir.path(),
         "[connections.tables.grants]\namount = [\"finance\"]\n",
     );
-    let kill = Command::new("kill")
-        .args(["-HUP", &daemon.child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(kill.success());
+    hup();
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let resp = post("/v1/query", &["support"], "SELECT amount FROM sales")
@@ -204,34 +218,11 @@ async fn explain_over_http_and_policy_reload_on_sighup() {
         assert!(Instant::now() < deadline, "the reload was not applied");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let v: Value = post(
-        "/v1/query",
-        &["finance"],
-        "SELECT amount FROM sales ORDER BY 1",
-    )
-    .await
-    .unwrap()
-    .json()
-    .await
-    .unwrap();
-    assert_eq!(v["rows"], json!([[7.25], [10.5]]));
+    assert_eq!(finance_amounts().await, json!([[7.25], [10.5]]));
 
     // A broken file is refused and the running policy stays.
     std::fs::write(&config, "this is not toml [").unwrap();
-    Command::new("kill")
-        .args(["-HUP", &daemon.child.id().to_string()])
-        .status()
-        .unwrap();
+    hup();
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let v: Value = post(
-        "/v1/query",
-        &["finance"],
-        "SELECT amount FROM sales ORDER BY 1",
-    )
-    .await
-    .unwrap()
-    .json()
-    .await
-    .unwrap();
-    assert_eq!(v["rows"], json!([[7.25], [10.5]]));
+    assert_eq!(finance_amounts().await, json!([[7.25], [10.5]]));
 }
