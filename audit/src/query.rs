@@ -36,7 +36,7 @@ pub struct Filter {
     pub outcome: Option<String>,
     /// `allow` or `deny`.
     pub decision: Option<String>,
-    /// `query_attempt`, `query_completion` or `query_denied`.
+    /// `query_attempt`, `query_completion`, `query_denied`, `auth_denied` or `auth_event`.
     pub event: Option<String>,
     /// Denied requests and failed queries only.
     pub denied_or_failed: bool,
@@ -279,7 +279,7 @@ pub fn anomalies(
                     .or_default()
                     .push((t, r));
             }
-            crate::Event::QueryDenied => {
+            crate::Event::QueryDenied | crate::Event::AuthDenied => {
                 let who = r
                     .user
                     .clone()
@@ -287,7 +287,7 @@ pub fn anomalies(
                     .unwrap_or_default();
                 denials.entry(who).or_default().push(t);
             }
-            crate::Event::QueryCompletion => {}
+            crate::Event::QueryCompletion | crate::Event::AuthEvent => {}
         }
     }
     let baseline_hours = (now - start).num_hours().max(1) as f64;

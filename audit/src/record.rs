@@ -12,15 +12,35 @@ pub enum Event {
     QueryCompletion,
     /// A request to the query endpoint was refused before reaching the warehouse.
     QueryDenied,
+    /// An authentication attempt on any other endpoint failed (who tried, from where, why:
+    /// `code`).
+    AuthDenied,
+    /// An authentication event that succeeded: a service token, ticket, session or API key
+    /// issued or revoked (`code` says which).
+    AuthEvent,
 }
 
 impl Event {
+    /// Parses the stored text form.
+    pub fn parse(s: &str) -> Option<Event> {
+        Some(match s {
+            "query_attempt" => Event::QueryAttempt,
+            "query_completion" => Event::QueryCompletion,
+            "query_denied" => Event::QueryDenied,
+            "auth_denied" => Event::AuthDenied,
+            "auth_event" => Event::AuthEvent,
+            _ => return None,
+        })
+    }
+
     /// Stable text form stored in the log.
     pub fn as_str(self) -> &'static str {
         match self {
             Event::QueryAttempt => "query_attempt",
             Event::QueryCompletion => "query_completion",
             Event::QueryDenied => "query_denied",
+            Event::AuthDenied => "auth_denied",
+            Event::AuthEvent => "auth_event",
         }
     }
 }

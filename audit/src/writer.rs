@@ -390,11 +390,7 @@ pub(crate) fn record_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Audit
     Ok(AuditRecord {
         seq: row.get::<_, i64>(0)? as u64,
         ts: row.get(1)?,
-        event: match event.as_str() {
-            "query_attempt" => Event::QueryAttempt,
-            "query_completion" => Event::QueryCompletion,
-            _ => Event::QueryDenied,
-        },
+        event: Event::parse(&event).unwrap_or(Event::QueryDenied),
         request_id: row.get(3)?,
         session_id: row.get(4)?,
         user: row.get(5)?,

@@ -13,7 +13,10 @@ use sluice_connectors::postgres::{PostgresConnector, PostgresOptions};
 use sluice_connectors::{Connector, ConnectorError, QueryRequest, QueryStream, WarehouseKind};
 use sluice_policy::{Catalog, Dialect, MaskKind, MaskRule, TableName, TableRule};
 
-use crate::auth::{Authenticator, JwtVerifier};
+use crate::auth::jwt::JwtVerifier;
+use crate::auth::oidc::Oidc;
+use crate::auth::store::{AUTH_FILE, AuthStore};
+use crate::auth::Authenticator;
 use crate::config::{
     AccessKind, Config, ConnectionConfig, ConnectionKind, FileFormatConfig, MaskKindConfig,
 };
@@ -110,8 +113,10 @@ pub struct AppState {
     pub config: Config,
     /// Where it came from (for reloads); `None` for the demo.
     pub config_path: Option<PathBuf>,
-    /// Authentication methods.
+    /// Authentication methods and their store.
     pub auth: Authenticator,
+    /// SSO, when configured.
+    pub oidc: Option<Oidc>,
     /// Connections by id.
     pub connections: BTreeMap<String, Arc<Connection>>,
     /// The policy in force.
@@ -284,30 +289,81 @@ pub fn catalog_for(c: &ConnectionConfig) -> Result<Catalog, String> {
     .map_err(|e| e.to_string())
 }
 
-fn read_secret(config: &Config) -> Result<Option<Vec<u8>>, StartupError> {
+/// Reads a secret from the environment variable or file a config names (never the config).
+fn read_secret_from(
+    field: &str,
+    env: Option<&String>,
+    file: Option<&PathBuf>,
+) -> Result<Option<Vec<u8>>, StartupError> {
+    match (env, file) {
+        (Some(var), _) => std::env::var(var)
+            .map(|v| Some(v.into_bytes()))
+            .map_err(|_| {
+                StartupError(format!(
+                    "{field}: environment variable {var} is not set"
+                ))
+            }),
+        (None, Some(path)) => {
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                StartupError(format!("{field}: cannot read {}: {e}", path.display()))
+            })?;
+            Ok(Some(text.trim_end_matches(['\n', '\r']).as_bytes().to_vec()))
+        }
+        (None, None) => Ok(None),
+    }
+}
+
+fn jwt_verifier(config: &Config) -> Result<Option<JwtVerifier>, StartupError> {
     let Some(jwt) = &config.auth.jwt else {
         return Ok(None);
     };
-    let secret = match (&jwt.secret_env, &jwt.secret_file) {
-        (Some(var), _) => std::env::var(var)
-            .map_err(|_| {
-                StartupError(format!(
-                    "auth.jwt.secret_env: environment variable {var} is not set"
-                ))
-            })?
-            .into_bytes(),
-        (None, Some(path)) => {
-            let text = std::fs::read_to_string(path).map_err(|e| {
-                StartupError(format!(
-                    "auth.jwt.secret_file: cannot read {}: {e}",
-                    path.display()
-                ))
-            })?;
-            text.trim_end_matches(['\n', '\r']).as_bytes().to_vec()
-        }
-        (None, None) => return Err(StartupError("auth.jwt: no secret configured".into())),
+    let secret = read_secret_from(
+        "auth.jwt",
+        jwt.secret_env.as_ref(),
+        jwt.secret_file.as_ref(),
+    )?;
+    let pem = match &jwt.public_key_file {
+        Some(path) => Some(std::fs::read(path).map_err(|e| {
+            StartupError(format!(
+                "auth.jwt.public_key_file: cannot read {}: {e}",
+                path.display()
+            ))
+        })?),
+        None => None,
     };
-    Ok(Some(secret))
+    JwtVerifier::new(jwt, secret.as_deref(), pem.as_deref())
+        .map(Some)
+        .map_err(|e| StartupError(format!("auth.jwt: {e}")))
+}
+
+fn oidc(config: &Config) -> Result<Option<Oidc>, StartupError> {
+    let Some(o) = &config.auth.oidc else {
+        return Ok(None);
+    };
+    let secret = read_secret_from(
+        "auth.oidc",
+        o.client_secret_env.as_ref(),
+        o.client_secret_file.as_ref(),
+    )?
+    .ok_or_else(|| StartupError("auth.oidc: no client secret".into()))?;
+    let secret = String::from_utf8(secret)
+        .map_err(|_| StartupError("auth.oidc: the client secret is not UTF-8".into()))?;
+    Oidc::new(o, secret)
+        .map(Some)
+        .map_err(|e| StartupError(format!("auth.oidc: {e}")))
+}
+
+/// Opens the authentication store of a data directory.
+pub fn open_auth_store(data_dir: &Path) -> Result<AuthStore, StartupError> {
+    std::fs::create_dir_all(data_dir).map_err(|e| {
+        StartupError(format!(
+            "cannot create data dir {}: {e}",
+            data_dir.display()
+        ))
+    })?;
+    let path = data_dir.join(AUTH_FILE);
+    AuthStore::open(&path)
+        .map_err(|e| StartupError(format!("cannot open {}: {e}", path.display())))
 }
 
 /// A warehouse whose connector this build does not have yet: its policy works (explain), its
@@ -419,13 +475,8 @@ pub async fn build(config: Config) -> Result<App, StartupError> {
 pub async fn build_from(config: Config, config_path: Option<PathBuf>) -> Result<App, StartupError> {
     config.validate().map_err(|e| StartupError(e.to_string()))?;
     let policy = Policy::from_config(&config).map_err(StartupError)?;
-    let secret = read_secret(&config)?;
-    let jwt = match (&config.auth.jwt, secret) {
-        (Some(c), Some(s)) => {
-            Some(JwtVerifier::new(c, &s).map_err(|e| StartupError(format!("auth.jwt: {e}")))?)
-        }
-        _ => None,
-    };
+    let jwt = jwt_verifier(&config)?;
+    let oidc = oidc(&config)?;
     let data_dir: &Path = &config.server.data_dir;
     std::fs::create_dir_all(data_dir).map_err(|e| {
         StartupError(format!(
@@ -433,6 +484,7 @@ pub async fn build_from(config: Config, config_path: Option<PathBuf>) -> Result<
             data_dir.display()
         ))
     })?;
+    let store = Arc::new(open_auth_store(data_dir)?);
     let paths = AuditPaths::of(&config);
     let signer =
         Signer::load_or_create(&paths.signing_key).map_err(|e| StartupError(e.to_string()))?;
@@ -457,7 +509,8 @@ pub async fn build_from(config: Config, config_path: Option<PathBuf>) -> Result<
         connections.insert(c.id.clone(), Arc::new(build_connection(c, catalog).await?));
     }
     let state = AppState {
-        auth: Authenticator::new(jwt),
+        auth: Authenticator::new(jwt, store, &config.auth),
+        oidc,
         connections,
         policy: RwLock::new(Arc::new(policy)),
         audit,

@@ -6,7 +6,8 @@ use std::sync::Arc;
 use axum::body::Body;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::request::Parts;
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use chrono::{DateTime, Duration, Utc};
@@ -15,6 +16,7 @@ use sluice_audit::query::{self, ExportFormat, ExportHeader, Filter};
 use tokio::sync::mpsc;
 
 use crate::app::{AppState, AuditPaths};
+use crate::auth::web::{Who, audit_auth, authenticate_audited};
 use crate::error::ApiError;
 
 /// Default window of "who accessed" and of the anomaly baseline, in days.
@@ -57,21 +59,29 @@ fn time(s: &Option<String>, name: &str) -> Result<Option<DateTime<Utc>>, ApiErro
 }
 
 /// Authenticates, requires the compliance role, then takes the query parameters.
-fn authorize<T>(
+async fn authorize<T>(
     state: &AppState,
-    headers: &HeaderMap,
+    parts: &Parts,
     params: Result<Query<T>, QueryRejection>,
 ) -> Result<T, ApiError> {
-    compliance(state, headers)?;
+    compliance(state, parts).await?;
     params.map(|Query(p)| p).map_err(bad_params)
 }
 
-/// Authenticates and requires the compliance role.
-fn compliance(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
-    let principal = state.auth.authenticate(headers)?;
+/// Authenticates and requires the compliance role; failures are audited.
+async fn compliance(state: &AppState, parts: &Parts) -> Result<(), ApiError> {
+    let (principal, client) = authenticate_audited(state, parts).await?;
     if state.config.auth.roles.is_compliance(&principal.groups) {
         Ok(())
     } else {
+        audit_auth(
+            state,
+            &client,
+            sluice_audit::Event::AuthDenied,
+            "forbidden_role",
+            Who::Principal(&principal, None),
+        )
+        .await;
         Err(forbidden())
     }
 }
@@ -119,10 +129,10 @@ pub struct SearchParams {
 pub async fn records(
     State(state): State<Arc<AppState>>,
     params: Result<Query<SearchParams>, QueryRejection>,
-    headers: HeaderMap,
+    parts: Parts,
 ) -> Response {
     let run = async {
-        let p = authorize(&state, &headers, params)?;
+        let p = authorize(&state, &parts, params).await?;
         let filter = Filter {
             since: time(&p.since, "since")?,
             until: time(&p.until, "until")?,
@@ -156,10 +166,10 @@ pub struct AccessParams {
 pub async fn access(
     State(state): State<Arc<AppState>>,
     params: Result<Query<AccessParams>, QueryRejection>,
-    headers: HeaderMap,
+    parts: Parts,
 ) -> Response {
     let run = async {
-        let p = authorize(&state, &headers, params)?;
+        let p = authorize(&state, &parts, params).await?;
         let days = p.days.unwrap_or(DEFAULT_DAYS).clamp(1, MAX_DAYS);
         let since = Utc::now() - Duration::days(days);
         let accessors = read(&state, move |c| {
@@ -185,10 +195,10 @@ pub struct AnomalyParams {
 pub async fn anomalies(
     State(state): State<Arc<AppState>>,
     params: Result<Query<AnomalyParams>, QueryRejection>,
-    headers: HeaderMap,
+    parts: Parts,
 ) -> Response {
     let run = async {
-        let p = authorize(&state, &headers, params)?;
+        let p = authorize(&state, &parts, params).await?;
         let days = p.days.unwrap_or(DEFAULT_DAYS).clamp(1, MAX_DAYS);
         let found = read(&state, move |c| query::anomalies(c, Utc::now(), days)).await?;
         Ok::<_, ApiError>(
@@ -200,9 +210,9 @@ pub async fn anomalies(
 }
 
 /// `GET /v1/audit/verify`: the chain and checkpoints, verified now.
-pub async fn verify(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+pub async fn verify(State(state): State<Arc<AppState>>, parts: Parts) -> Response {
     let run = async {
-        compliance(&state, &headers)?;
+        compliance(&state, &parts).await?;
         let paths = AuditPaths::of(&state.config);
         let report = tokio::task::spawn_blocking(move || {
             let key = sluice_audit::Signer::load_or_create(&paths.signing_key)?.public_key();
@@ -237,10 +247,10 @@ pub struct ExportParams {
 pub async fn export_subject(
     State(state): State<Arc<AppState>>,
     params: Result<Query<ExportParams>, QueryRejection>,
-    headers: HeaderMap,
+    parts: Parts,
 ) -> Response {
     let run = async {
-        let p = authorize(&state, &headers, params)?;
+        let p = authorize(&state, &parts, params).await?;
         let user = p
             .user
             .clone()
@@ -268,10 +278,10 @@ pub async fn export_subject(
 pub async fn export_phi(
     State(state): State<Arc<AppState>>,
     params: Result<Query<ExportParams>, QueryRejection>,
-    headers: HeaderMap,
+    parts: Parts,
 ) -> Response {
     let run = async {
-        let p = authorize(&state, &headers, params)?;
+        let p = authorize(&state, &parts, params).await?;
         let tables = state.policy().phi_tables.clone();
         if tables.is_empty() {
             return Err(ApiError::bad_request(

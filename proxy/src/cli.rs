@@ -52,6 +52,16 @@ enum Command {
         #[command(subcommand)]
         command: PolicyCommand,
     },
+    /// API keys for development and automation.
+    Apikey {
+        #[command(subcommand)]
+        command: crate::auth_cli::ApiKeyCommand,
+    },
+    /// Service clients of the web-ticket flow.
+    Client {
+        #[command(subcommand)]
+        command: crate::auth_cli::ClientCommand,
+    },
     /// Mint a demo token (for `serve --demo`).
     Token {
         /// Use the demo signing secret from the data directory.
@@ -161,6 +171,8 @@ fn run(cli: Cli) -> Result<(), StartupError> {
         Command::Audit {
             command: AuditCommand::Question(q),
         } => crate::audit_cli::run(q),
+        Command::Apikey { command } => crate::auth_cli::apikey(command),
+        Command::Client { command } => crate::auth_cli::client(command),
         Command::Policy {
             command:
                 PolicyCommand::Explain {

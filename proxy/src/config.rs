@@ -104,6 +104,10 @@ pub struct ServerConfig {
     pub request_timeout_ms: u64,
     /// After SIGTERM, time in-flight requests get to finish before the process exits.
     pub shutdown_grace_ms: u64,
+    /// Origins (`https://host[:port]`) of the host apps that may embed sluice and call it from
+    /// a browser: CORS answers and `Content-Security-Policy: frame-ancestors` list them, and a
+    /// request carrying any other `Origin` is refused (`403 origin_not_allowed`).
+    pub allowed_origins: Vec<String>,
 }
 
 impl Default for ServerConfig {
@@ -114,6 +118,7 @@ impl Default for ServerConfig {
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             request_timeout_ms: DEFAULT_REQUEST_TIMEOUT_MS,
             shutdown_grace_ms: DEFAULT_SHUTDOWN_GRACE_MS,
+            allowed_origins: vec![],
         }
     }
 }
@@ -148,15 +153,184 @@ impl Default for LogConfig {
     }
 }
 
-/// `[auth]`: at least one method must be configured.
+/// `[auth]`: at least one method must be usable.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuthConfig {
-    /// Signed JWT bearer tokens.
+    /// Customer-signed JWT bearer tokens.
     pub jwt: Option<JwtConfig>,
+    /// SSO for internal users (OIDC authorization code flow with PKCE).
+    pub oidc: Option<OidcConfig>,
+    /// Sessions (from web tickets or SSO).
+    #[serde(default)]
+    pub sessions: SessionsConfig,
+    /// The web-ticket flow (service clients, one-time tickets).
+    #[serde(default)]
+    pub tickets: TicketsConfig,
+    /// API keys for development and automation.
+    #[serde(default)]
+    pub api_keys: ApiKeysConfig,
+    /// Limits on failed authentications.
+    #[serde(default)]
+    pub rate_limit: RateLimitConfig,
     /// Which groups hold which of sluice's own roles.
     #[serde(default)]
     pub roles: RolesConfig,
+}
+
+/// Default idle lifetime of a session (renewed while in use).
+pub const DEFAULT_SESSION_IDLE_SECS: u64 = 3600;
+/// Default absolute cap on a session's lifetime.
+pub const DEFAULT_SESSION_MAX_SECS: u64 = 12 * 3600;
+/// Default lifetime of a web ticket.
+pub const DEFAULT_TICKET_TTL_SECS: u64 = 60;
+/// Longest ticket lifetime accepted (configured or requested).
+pub const MAX_TICKET_TTL_SECS: u64 = 300;
+/// Default lifetime of a service token.
+pub const DEFAULT_SERVICE_TOKEN_TTL_SECS: u64 = 600;
+/// Default window of the failure rate limits.
+pub const DEFAULT_RATE_WINDOW_SECS: u64 = 300;
+
+/// `SameSite` attribute of the session cookie.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum SameSite {
+    /// Sent only to same-site requests (default).
+    Strict,
+    /// Also sent on top-level navigations.
+    Lax,
+    /// Sent cross-site (embedding in another site's iframe); requires `Secure`. Cookie-borne
+    /// requests that change state must then carry an allowed `Origin`.
+    None,
+}
+
+/// `[auth.sessions]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SessionsConfig {
+    /// A session unused this long expires; each use renews it.
+    pub idle_ttl_secs: u64,
+    /// No session lives longer than this, however much it is used.
+    pub max_ttl_secs: u64,
+    /// Name of the session cookie.
+    pub cookie_name: String,
+    /// `SameSite` of the session cookie.
+    pub cookie_same_site: SameSite,
+    /// Mark the cookie `Secure` (turn off only for plain-HTTP development).
+    pub cookie_secure: bool,
+}
+
+impl Default for SessionsConfig {
+    fn default() -> Self {
+        SessionsConfig {
+            idle_ttl_secs: DEFAULT_SESSION_IDLE_SECS,
+            max_ttl_secs: DEFAULT_SESSION_MAX_SECS,
+            cookie_name: "sluice_session".into(),
+            cookie_same_site: SameSite::Strict,
+            cookie_secure: true,
+        }
+    }
+}
+
+/// `[auth.tickets]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TicketsConfig {
+    /// Whether the web-ticket endpoints are served.
+    pub enabled: bool,
+    /// Lifetime of a ticket (at most 300 s).
+    pub ticket_ttl_secs: u64,
+    /// Lifetime of a service token.
+    pub service_token_ttl_secs: u64,
+}
+
+impl Default for TicketsConfig {
+    fn default() -> Self {
+        TicketsConfig {
+            enabled: true,
+            ticket_ttl_secs: DEFAULT_TICKET_TTL_SECS,
+            service_token_ttl_secs: DEFAULT_SERVICE_TOKEN_TTL_SECS,
+        }
+    }
+}
+
+/// `[auth.api_keys]`
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiKeysConfig {
+    /// Whether API keys are accepted at all (default: no).
+    pub enabled: bool,
+}
+
+/// `[auth.rate_limit]`: failed authentications per client address and per principal (service
+/// client id, API key id) within a window; past the limit, requests get `429` until the window
+/// moves on.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RateLimitConfig {
+    /// Length of the window, in seconds.
+    pub window_secs: u64,
+    /// Failures allowed per client address in a window.
+    pub max_failures_per_addr: u32,
+    /// Failures allowed per principal in a window.
+    pub max_failures_per_principal: u32,
+}
+
+impl Default for RateLimitConfig {
+    fn default() -> Self {
+        RateLimitConfig {
+            window_secs: DEFAULT_RATE_WINDOW_SECS,
+            max_failures_per_addr: 50,
+            max_failures_per_principal: 10,
+        }
+    }
+}
+
+/// `[auth.oidc]`: SSO for internal users.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OidcConfig {
+    /// The provider's issuer URL; discovery is read from `<issuer>/.well-known/openid-configuration`.
+    pub issuer: String,
+    /// This client's id at the provider.
+    pub client_id: String,
+    /// Environment variable holding the client secret (exactly one of this and `client_secret_file`).
+    pub client_secret_env: Option<String>,
+    /// File holding the client secret.
+    pub client_secret_file: Option<PathBuf>,
+    /// The callback URL registered at the provider (`.../v1/auth/oidc/callback`).
+    pub redirect_url: String,
+    /// Scopes requested (`openid` is always included).
+    #[serde(default = "default_oidc_scopes")]
+    pub scopes: Vec<String>,
+    /// Claim holding the user id.
+    #[serde(default = "default_sub")]
+    pub user_claim: String,
+    /// Claim holding the groups (an array of strings), mapped to sluice roles by `[auth.roles]`.
+    #[serde(default = "default_groups")]
+    pub groups_claim: String,
+    /// Claim holding the tenant; or set `tenant` for a fixed one. Exactly one of the two.
+    pub tenant_claim: Option<String>,
+    /// The tenant of every SSO user.
+    pub tenant: Option<String>,
+    /// Where the browser goes after login when it did not ask for a page (a path on sluice).
+    #[serde(default = "default_root")]
+    pub post_login_redirect: String,
+    /// Accept an `http://` issuer (loopback development and tests only).
+    #[serde(default)]
+    pub allow_http: bool,
+}
+
+fn default_oidc_scopes() -> Vec<String> {
+    vec!["openid".into(), "profile".into(), "email".into()]
+}
+fn default_sub() -> String {
+    "sub".into()
+}
+fn default_groups() -> String {
+    "groups".into()
+}
+fn default_root() -> String {
+    "/".into()
 }
 
 /// `[auth.roles]`: groups per role; `"*"` means every authenticated principal.
@@ -192,6 +366,11 @@ impl RolesConfig {
         Self::holds(groups, &self.analyst) && !self.is_compliance(groups)
     }
 
+    /// Whether a principal with `groups` holds the admin role.
+    pub fn is_admin(&self, groups: &[String]) -> bool {
+        Self::holds(groups, &self.admin)
+    }
+
     /// Whether a principal with `groups` holds the compliance role.
     pub fn is_compliance(&self, groups: &[String]) -> bool {
         Self::holds(groups, &self.compliance)
@@ -203,6 +382,12 @@ impl RolesConfig {
 pub enum JwtAlgorithm {
     /// HMAC-SHA256 with a shared secret.
     HS256,
+    /// RSASSA-PKCS1-v1_5 with SHA-256.
+    RS256,
+    /// ECDSA P-256 with SHA-256.
+    ES256,
+    /// Ed25519.
+    EdDSA,
 }
 
 /// `[auth.jwt]`
@@ -211,25 +396,47 @@ pub enum JwtAlgorithm {
 pub struct JwtConfig {
     /// The only algorithm accepted.
     pub algorithm: JwtAlgorithm,
-    /// Name of the environment variable holding the HS256 secret (the secret itself never goes
-    /// in this file). Exactly one of `secret_env` and `secret_file`.
+    /// HS256: name of the environment variable holding the secret (the secret itself never
+    /// goes in this file). Exactly one key source.
     pub secret_env: Option<String>,
-    /// A file holding the HS256 secret (for example a mounted Kubernetes secret).
+    /// HS256: a file holding the secret (for example a mounted Kubernetes secret).
     pub secret_file: Option<PathBuf>,
+    /// RS256/ES256/EdDSA: a PEM file with the public key.
+    pub public_key_file: Option<PathBuf>,
+    /// RS256/ES256/EdDSA: a JWKS URL (cached; refetched on an unknown `kid`, at most once per
+    /// `jwks_min_refetch_secs`).
+    pub jwks_url: Option<String>,
+    /// Seconds a fetched JWKS is used before it is fetched again.
+    #[serde(default = "default_jwks_ttl")]
+    pub jwks_ttl_secs: u64,
+    /// Shortest time between two fetches of the JWKS (unknown `kid`s do not stampede it).
+    #[serde(default = "default_jwks_refetch")]
+    pub jwks_min_refetch_secs: u64,
     /// Required `iss` claim.
     pub issuer: String,
     /// Required `aud` claim.
     pub audience: String,
-    /// Clock leeway for `exp` and `nbf`, in seconds (at most 300).
+    /// Clock leeway for `exp`, `nbf` and `iat`, in seconds (at most 300).
     #[serde(default = "default_leeway")]
     pub leeway_secs: u64,
-    /// Which claims carry the user, tenant and groups.
+    /// If set, `iat` is required and may be at most this old.
+    pub max_age_secs: Option<u64>,
+    /// Require a `jti` and refuse a token whose `jti` was seen before (until its `exp`).
+    #[serde(default)]
+    pub require_jti: bool,
+    /// Which claims carry the user, tenant, groups and attributes.
     #[serde(default)]
     pub claims: ClaimsConfig,
 }
 
 fn default_leeway() -> u64 {
     DEFAULT_LEEWAY_SECS
+}
+fn default_jwks_ttl() -> u64 {
+    600
+}
+fn default_jwks_refetch() -> u64 {
+    10
 }
 
 /// `[auth.jwt.claims]`
@@ -242,6 +449,8 @@ pub struct ClaimsConfig {
     pub tenant: String,
     /// Claim holding the groups (an array of strings; absent means none).
     pub groups: String,
+    /// Claims copied into the principal's attributes (string values only; others refused).
+    pub attributes: Vec<String>,
 }
 
 impl Default for ClaimsConfig {
@@ -250,6 +459,7 @@ impl Default for ClaimsConfig {
             user: "sub".into(),
             tenant: "tenant".into(),
             groups: "groups".into(),
+            attributes: vec![],
         }
     }
 }
@@ -485,8 +695,16 @@ impl Config {
         {
             fix(p);
         }
-        if let Some(jwt) = &mut self.auth.jwt
-            && let Some(f) = &mut jwt.secret_file
+        if let Some(jwt) = &mut self.auth.jwt {
+            for f in [&mut jwt.secret_file, &mut jwt.public_key_file]
+                .into_iter()
+                .flatten()
+            {
+                fix(f);
+            }
+        }
+        if let Some(oidc) = &mut self.auth.oidc
+            && let Some(f) = &mut oidc.client_secret_file
         {
             fix(f);
         }
@@ -497,6 +715,124 @@ impl Config {
                 }
             }
         }
+    }
+
+    fn validate_auth(&self) -> Result<(), ConfigError> {
+        let auth = &self.auth;
+        if auth.jwt.is_none()
+            && auth.oidc.is_none()
+            && !auth.tickets.enabled
+            && !auth.api_keys.enabled
+        {
+            return Err(invalid(
+                "auth",
+                "configure at least one method ([auth.jwt], [auth.oidc], tickets or api_keys)",
+            ));
+        }
+        if let Some(jwt) = &auth.jwt {
+            let sources = [
+                jwt.secret_env.is_some(),
+                jwt.secret_file.is_some(),
+                jwt.public_key_file.is_some(),
+                jwt.jwks_url.is_some(),
+            ];
+            if sources.iter().filter(|s| **s).count() != 1 {
+                return Err(invalid(
+                    "auth.jwt",
+                    "set exactly one of secret_env, secret_file, public_key_file and jwks_url",
+                ));
+            }
+            let symmetric = jwt.secret_env.is_some() || jwt.secret_file.is_some();
+            if symmetric != (jwt.algorithm == JwtAlgorithm::HS256) {
+                return Err(invalid(
+                    "auth.jwt",
+                    "HS256 takes secret_env or secret_file; RS256, ES256 and EdDSA take \
+                     public_key_file or jwks_url",
+                ));
+            }
+            if let Some(url) = &jwt.jwks_url
+                && !(url.starts_with("https://") || is_loopback_http(url))
+            {
+                return Err(invalid(
+                    "auth.jwt.jwks_url",
+                    "must be https:// (plain http only on a loopback address)",
+                ));
+            }
+            if jwt.issuer.is_empty() || jwt.audience.is_empty() {
+                return Err(invalid("auth.jwt", "issuer and audience are required"));
+            }
+            if jwt.leeway_secs > MAX_LEEWAY_SECS {
+                return Err(invalid("auth.jwt.leeway_secs", "at most 300"));
+            }
+            if jwt.jwks_ttl_secs == 0 {
+                return Err(invalid("auth.jwt.jwks_ttl_secs", "must be positive"));
+            }
+        }
+        if let Some(o) = &auth.oidc {
+            if o.client_secret_env.is_some() == o.client_secret_file.is_some() {
+                return Err(invalid(
+                    "auth.oidc",
+                    "set exactly one of client_secret_env and client_secret_file",
+                ));
+            }
+            if o.tenant.is_some() == o.tenant_claim.is_some() {
+                return Err(invalid(
+                    "auth.oidc",
+                    "set exactly one of tenant and tenant_claim",
+                ));
+            }
+            for (field, url) in [("issuer", &o.issuer), ("redirect_url", &o.redirect_url)] {
+                let ok = url.starts_with("https://") || (o.allow_http && url.starts_with("http://"));
+                if !ok {
+                    return Err(invalid(
+                        format!("auth.oidc.{field}"),
+                        "must be https:// (http:// needs allow_http = true)",
+                    ));
+                }
+            }
+            if !o.post_login_redirect.starts_with('/') || o.post_login_redirect.starts_with("//") {
+                return Err(invalid(
+                    "auth.oidc.post_login_redirect",
+                    "must be a path on sluice (starting with one /)",
+                ));
+            }
+        }
+        let s = &auth.sessions;
+        if s.idle_ttl_secs == 0 || s.max_ttl_secs < s.idle_ttl_secs {
+            return Err(invalid(
+                "auth.sessions",
+                "idle_ttl_secs must be positive and at most max_ttl_secs",
+            ));
+        }
+        if s.cookie_same_site == SameSite::None && !s.cookie_secure {
+            return Err(invalid(
+                "auth.sessions.cookie_same_site",
+                "SameSite=None needs cookie_secure = true",
+            ));
+        }
+        if s.cookie_name.is_empty()
+            || !s
+                .cookie_name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        {
+            return Err(invalid("auth.sessions.cookie_name", "use letters, digits, _ or -"));
+        }
+        let t = &auth.tickets;
+        if t.ticket_ttl_secs == 0 || t.ticket_ttl_secs > MAX_TICKET_TTL_SECS {
+            return Err(invalid("auth.tickets.ticket_ttl_secs", "between 1 and 300"));
+        }
+        if t.service_token_ttl_secs == 0 || t.service_token_ttl_secs > 24 * 3600 {
+            return Err(invalid(
+                "auth.tickets.service_token_ttl_secs",
+                "between 1 and 86400",
+            ));
+        }
+        let r = &auth.rate_limit;
+        if r.window_secs == 0 || r.max_failures_per_addr == 0 || r.max_failures_per_principal == 0 {
+            return Err(invalid("auth.rate_limit", "values must be positive"));
+        }
+        Ok(())
     }
 
     /// Pure checks: no network, no files.
@@ -514,26 +850,14 @@ impl Config {
         if self.limits.max_result_rows == 0 {
             return Err(invalid("limits.max_result_rows", "must be positive"));
         }
-        let Some(jwt) = &self.auth.jwt else {
-            return Err(invalid(
-                "auth",
-                "configure at least one method ([auth.jwt])",
-            ));
-        };
-        match (&jwt.secret_env, &jwt.secret_file) {
-            (Some(_), None) | (None, Some(_)) => {}
-            _ => {
+        self.validate_auth()?;
+        for (i, o) in self.server.allowed_origins.iter().enumerate() {
+            if !valid_origin(o) {
                 return Err(invalid(
-                    "auth.jwt",
-                    "set exactly one of secret_env and secret_file",
+                    format!("server.allowed_origins[{i}]"),
+                    format!("{o:?} is not an origin (scheme://host[:port], no path)"),
                 ));
             }
-        }
-        if jwt.issuer.is_empty() || jwt.audience.is_empty() {
-            return Err(invalid("auth.jwt", "issuer and audience are required"));
-        }
-        if jwt.leeway_secs > MAX_LEEWAY_SECS {
-            return Err(invalid("auth.jwt.leeway_secs", "at most 300"));
         }
         let mut ids = HashSet::new();
         for (i, c) in self.connections.iter().enumerate() {
@@ -595,4 +919,30 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// `scheme://host[:port]` with no path, query or trailing slash.
+fn valid_origin(o: &str) -> bool {
+    let Some(rest) = o
+        .strip_prefix("https://")
+        .or_else(|| o.strip_prefix("http://"))
+    else {
+        return false;
+    };
+    !rest.is_empty()
+        && rest
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || ".-:[]".contains(c))
+}
+
+/// `http://127.x.x.x`, `http://localhost` or `http://[::1]`, with any port and path.
+pub fn is_loopback_http(url: &str) -> bool {
+    let Some(rest) = url.strip_prefix("http://") else {
+        return false;
+    };
+    let host = rest.split(['/', '?']).next().unwrap_or_default();
+    let host = host.rsplit_once(':').map_or(host, |(h, p)| {
+        if p.chars().all(|c| c.is_ascii_digit()) { h } else { host }
+    });
+    host == "localhost" || host == "[::1]" || host.starts_with("127.")
 }

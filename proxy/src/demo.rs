@@ -15,7 +15,7 @@ use base64::Engine;
 use parquet::arrow::ArrowWriter;
 
 use crate::config::{
-    AccessKind, AuthConfig, ClaimsConfig, Config, ConnectionConfig, ConnectionKind,
+    AccessKind, ApiKeysConfig, AuthConfig, ClaimsConfig, Config, ConnectionConfig, ConnectionKind,
     FileFormatConfig, JwtAlgorithm, JwtConfig, LimitsConfig, LogConfig, ServerConfig, TableConfig,
 };
 
@@ -296,11 +296,23 @@ pub fn config(data_dir: &Path, listen: &str) -> Result<Config, String> {
                 algorithm: JwtAlgorithm::HS256,
                 secret_env: None,
                 secret_file: Some(data_dir.join(SECRET_FILE)),
+                public_key_file: None,
+                jwks_url: None,
+                jwks_ttl_secs: 600,
+                jwks_min_refetch_secs: 10,
                 issuer: ISSUER.into(),
                 audience: AUDIENCE.into(),
                 leeway_secs: 30,
+                max_age_secs: None,
+                require_jti: false,
                 claims: ClaimsConfig::default(),
             }),
+            oidc: None,
+            sessions: Default::default(),
+            tickets: Default::default(),
+            // The demo is for development: API keys (`sluice apikey create`) work.
+            api_keys: ApiKeysConfig { enabled: true },
+            rate_limit: Default::default(),
             roles: Default::default(),
         },
         limits: LimitsConfig::default(),

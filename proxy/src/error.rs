@@ -27,6 +27,8 @@ pub struct ApiError {
     pub message: String,
     /// Finer reason (policy refusals), fixed cardinality.
     pub reason: Option<&'static str>,
+    /// Seconds after which to retry (`429`), sent as `Retry-After`.
+    pub retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -37,6 +39,7 @@ impl ApiError {
             code,
             message: message.into(),
             reason: None,
+            retry_after: None,
         }
     }
 
@@ -87,6 +90,7 @@ impl From<sluice_policy::PolicyError> for ApiError {
             code: e.code(),
             message: e.to_string(),
             reason: Some(e.reason()),
+            retry_after: None,
         }
     }
 }
@@ -102,6 +106,9 @@ impl IntoResponse for ApiError {
         );
         if self.status == StatusCode::UNAUTHORIZED {
             headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        if let Some(secs) = self.retry_after {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         resp
     }

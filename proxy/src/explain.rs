@@ -44,7 +44,7 @@ pub async fn handle_explain(State(state): State<Arc<AppState>>, req: Request) ->
 
 async fn run(state: &AppState, req: Request) -> Result<Value, ApiError> {
     let (parts, body) = req.into_parts();
-    let principal = state.auth.authenticate(&parts.headers)?;
+    let (principal, _) = crate::auth::web::authenticate_audited(state, &parts).await?;
     if !state.config.auth.roles.may_query(&principal.groups) {
         return Err(crate::query::forbidden_role());
     }

@@ -68,7 +68,22 @@ async fn run_query(
 
     // 1. What the client accepts, and who is asking.
     let format = encode::negotiate(&parts.headers)?;
-    let principal = state.auth.authenticate(&parts.headers)?;
+    let client = crate::auth::client_info(&parts);
+    let principal = match state
+        .auth
+        .authenticate(&parts.method, &parts.headers, &client)
+        .await
+    {
+        Ok(p) => p,
+        Err(e) => {
+            let tried = crate::auth::web::method_tried(
+                &parts.headers,
+                &state.config.auth.sessions.cookie_name,
+            );
+            audit.record.auth_method = Some(tried.into());
+            return Err(e.into());
+        }
+    };
     audit.principal(&principal);
     if !state.config.auth.roles.may_query(&principal.groups) {
         return Err(forbidden_role());
@@ -154,11 +169,28 @@ async fn run_query(
     Ok(answer.into_response(format, limits.max_result_rows))
 }
 
-/// Reads and checks a JSON body: media type, size, encoding, JSON shape.
+/// Reads and checks a query body (`{"sql", "connection"?}`).
 pub(crate) async fn read_json_body<T: serde::de::DeserializeOwned>(
     headers: &HeaderMap,
     body: Body,
     max_bytes: usize,
+) -> Result<T, ApiError> {
+    read_json_body_as(
+        headers,
+        body,
+        max_bytes,
+        "{\"sql\": string, \"connection\": string?}",
+    )
+    .await
+}
+
+/// Reads and checks a JSON body: media type, size, encoding, JSON shape (`shape` names the
+/// expected one in the error).
+pub(crate) async fn read_json_body_as<T: serde::de::DeserializeOwned>(
+    headers: &HeaderMap,
+    body: Body,
+    max_bytes: usize,
+    shape: &str,
 ) -> Result<T, ApiError> {
     let content_type = headers
         .get(header::CONTENT_TYPE)
@@ -211,7 +243,7 @@ pub(crate) async fn read_json_body<T: serde::de::DeserializeOwned>(
     serde_json::from_str(text).map_err(|e| match e.classify() {
         serde_json::error::Category::Data => ApiError::bad_request(
             "invalid_request",
-            format!("the body must be {{\"sql\": string, \"connection\": string?}}: {e}"),
+            format!("the body must be {shape}: {e}"),
         ),
         _ => ApiError::bad_request("invalid_json", format!("the body is not valid JSON: {e}")),
     })
@@ -330,6 +362,7 @@ impl QueryAudit {
         self.record.tenant = Some(p.tenant.clone());
         self.record.groups = p.groups.clone();
         self.record.auth_method = Some(p.method.as_str().into());
+        self.record.session_id = p.session_id.clone();
     }
 
     fn rewritten(&mut self, r: &RewrittenQuery, redact: Option<sluice_policy::Dialect>) {

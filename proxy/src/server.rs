@@ -11,7 +11,7 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use tokio::net::TcpListener;
 use tracing::Instrument;
 
@@ -35,6 +35,20 @@ pub fn router(state: Arc<AppState>) -> Router {
     let other = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/v1/me", get(crate::auth::web::me))
+        .route("/v1/auth/token", post(crate::auth::web::service_token))
+        .route("/v1/tickets", post(crate::auth::web::mint_ticket))
+        .route("/v1/sessions", post(crate::auth::web::create_session))
+        .route(
+            "/v1/sessions/current",
+            delete(crate::auth::web::delete_current),
+        )
+        .route(
+            "/v1/admin/users/{user}/sessions",
+            delete(crate::auth::web::revoke_user),
+        )
+        .route("/v1/auth/oidc/login", get(crate::auth::oidc::login))
+        .route("/v1/auth/oidc/callback", get(crate::auth::oidc::callback))
         .route_layer(middleware::from_fn_with_state(request_timeout, timeout));
     Router::new()
         .route("/v1/query", post(handle_query))
@@ -51,6 +65,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(other)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(
+            Arc::clone(&state),
+            crate::embed::origins,
+        ))
         .with_state(state)
         .layer(middleware::from_fn(request_context))
 }
@@ -151,6 +169,7 @@ pub async fn serve(
         audit_writer,
     } = app;
     let grace = Duration::from_millis(state.config.server.shutdown_grace_ms);
+    let purge = tokio::spawn(purge_auth_store(Arc::clone(&state)));
     let (draining_tx, mut draining_rx) = tokio::sync::watch::channel(false);
     let flag_state = Arc::clone(&state);
     let signal = async move {
@@ -172,6 +191,7 @@ pub async fn serve(
         result = server => result.map_err(|e| StartupError(format!("server error: {e}")))?,
         () = grace_over => tracing::warn!("grace period over: closing remaining connections"),
     }
+    purge.abort();
     drop(state);
     let joined = tokio::task::spawn_blocking(move || audit_writer.join());
     if tokio::time::timeout(AUDIT_DRAIN_TIMEOUT, joined)
@@ -182,6 +202,23 @@ pub async fn serve(
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// How often expired tickets, sessions and seen `jti`s are deleted.
+const AUTH_PURGE_EVERY: Duration = Duration::from_secs(600);
+
+async fn purge_auth_store(state: Arc<AppState>) {
+    let mut every = tokio::time::interval(AUTH_PURGE_EVERY);
+    loop {
+        every.tick().await;
+        let store = Arc::clone(&state.auth.store);
+        let now = crate::auth::unix_now();
+        match tokio::task::spawn_blocking(move || store.purge(now)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "auth store purge failed"),
+            Err(e) => tracing::warn!(error = %e, "auth store purge task failed"),
+        }
+    }
 }
 
 /// A daemon running in this process (tests and embedding): its address and a shutdown switch.

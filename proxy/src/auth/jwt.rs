@@ -1,0 +1,272 @@
+//! Customer-signed JWTs: HS256 with a shared secret, or RS256 / ES256 / EdDSA with a static
+//! public key or a JWKS URL. The algorithm is fixed by configuration and never taken from the
+//! token (`alg: none`, or an RS256 public key presented as an HS256 secret, are refused before
+//! any key is touched). `exp`, `nbf`, `iat`, `aud` and `iss` are checked with a bounded leeway;
+//! an optional `jti` store refuses replays.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde_json::{Map, Value};
+
+use super::jwks::Jwks;
+use super::store::AuthStore;
+use super::{AuthError, AuthMethod, MAX_ATTRIBUTES, MAX_GROUPS, Principal, valid_name};
+use crate::config::{ClaimsConfig, JwtAlgorithm, JwtConfig, MIN_HS256_SECRET_BYTES};
+
+/// Where verification keys come from.
+pub enum KeySource {
+    /// One key (HS256 secret or a PEM public key).
+    Static(DecodingKey),
+    /// A JWKS URL.
+    Jwks(Jwks),
+}
+
+/// Verifies customer-signed tokens.
+pub struct JwtVerifier {
+    keys: KeySource,
+    validation: Validation,
+    claims: ClaimsConfig,
+    max_age_secs: Option<u64>,
+    require_jti: bool,
+}
+
+/// The `jsonwebtoken` algorithm of a configured one.
+pub fn algorithm(a: JwtAlgorithm) -> Algorithm {
+    match a {
+        JwtAlgorithm::HS256 => Algorithm::HS256,
+        JwtAlgorithm::RS256 => Algorithm::RS256,
+        JwtAlgorithm::ES256 => Algorithm::ES256,
+        JwtAlgorithm::EdDSA => Algorithm::EdDSA,
+    }
+}
+
+impl JwtVerifier {
+    /// Builds a verifier from the config; `secret` is the HS256 secret, `pem` the public key
+    /// file's contents (whichever the config names).
+    pub fn new(
+        config: &JwtConfig,
+        secret: Option<&[u8]>,
+        pem: Option<&[u8]>,
+    ) -> Result<Self, String> {
+        let alg = algorithm(config.algorithm);
+        let keys = match (config.algorithm, secret, pem, &config.jwks_url) {
+            (JwtAlgorithm::HS256, Some(secret), _, _) => {
+                if secret.len() < MIN_HS256_SECRET_BYTES {
+                    return Err(format!(
+                        "the HS256 secret must be at least {MIN_HS256_SECRET_BYTES} bytes"
+                    ));
+                }
+                KeySource::Static(DecodingKey::from_secret(secret))
+            }
+            (JwtAlgorithm::RS256, _, Some(pem), _) => KeySource::Static(
+                DecodingKey::from_rsa_pem(pem).map_err(|e| format!("public key: {e}"))?,
+            ),
+            (JwtAlgorithm::ES256, _, Some(pem), _) => KeySource::Static(
+                DecodingKey::from_ec_pem(pem).map_err(|e| format!("public key: {e}"))?,
+            ),
+            (JwtAlgorithm::EdDSA, _, Some(pem), _) => KeySource::Static(
+                DecodingKey::from_ed_pem(pem).map_err(|e| format!("public key: {e}"))?,
+            ),
+            (_, _, _, Some(url)) if config.algorithm != JwtAlgorithm::HS256 => {
+                KeySource::Jwks(Jwks::new(
+                    url,
+                    alg,
+                    Duration::from_secs(config.jwks_ttl_secs),
+                    Duration::from_secs(config.jwks_min_refetch_secs),
+                )?)
+            }
+            _ => return Err("no key for the configured algorithm".into()),
+        };
+        let mut validation = Validation::new(alg);
+        validation.leeway = config.leeway_secs;
+        validation.validate_exp = true;
+        validation.validate_nbf = true;
+        validation.set_audience(&[config.audience.as_str()]);
+        validation.set_issuer(&[config.issuer.as_str()]);
+        let mut required = vec!["exp", "aud", "iss"];
+        if config.max_age_secs.is_some() {
+            required.push("iat");
+        }
+        if config.require_jti {
+            required.push("jti");
+        }
+        validation.required_spec_claims = required
+            .iter()
+            .map(|s| s.to_string())
+            .collect::<HashSet<_>>();
+        Ok(JwtVerifier {
+            keys,
+            validation,
+            claims: config.claims.clone(),
+            max_age_secs: config.max_age_secs,
+            require_jti: config.require_jti,
+        })
+    }
+
+    /// Verifies a token and maps its claims to a principal. `store` remembers `jti`s when
+    /// replay protection is on.
+    pub async fn verify(&self, token: &str, store: &Arc<AuthStore>) -> Result<Principal, AuthError> {
+        let (alg, kid) = header_alg(token)?;
+        let claims = match &self.keys {
+            KeySource::Static(key) => self.decode(token, &alg, key)?,
+            KeySource::Jwks(jwks) => {
+                // The algorithm is checked before the key set is consulted (or fetched).
+                self.check_alg(&alg)?;
+                let key = jwks.key(kid.as_deref()).await?;
+                self.decode(token, &alg, &key)?
+            }
+        };
+        let principal = map_claims(&claims, &self.claims, AuthMethod::Jwt)?;
+        let now = super::unix_now();
+        if let Some(max_age) = self.max_age_secs {
+            let iat = claims.get("iat").and_then(Value::as_i64).ok_or_else(|| {
+                AuthError::BadClaims("iat must be a number".into())
+            })?;
+            let leeway = self.validation.leeway as i64;
+            if iat > now + leeway {
+                return Err(AuthError::NotYetValid);
+            }
+            if now - iat > max_age as i64 + leeway {
+                return Err(AuthError::TooOld);
+            }
+        }
+        if self.require_jti {
+            let jti = match claims.get("jti") {
+                Some(Value::String(j)) if valid_name(j) => j.clone(),
+                _ => return Err(AuthError::BadClaims("jti must be a string".into())),
+            };
+            let exp = claims.get("exp").and_then(Value::as_i64).unwrap_or(now)
+                + self.validation.leeway as i64;
+            let store = Arc::clone(store);
+            let key = format!("{}|{jti}", principal.user);
+            let fresh = tokio::task::spawn_blocking(move || store.remember_jti(&key, exp))
+                .await
+                .map_err(|_| AuthError::StoreUnavailable)?
+                .map_err(|_| AuthError::StoreUnavailable)?;
+            if !fresh {
+                return Err(AuthError::Replayed);
+            }
+        }
+        Ok(principal)
+    }
+
+    fn check_alg(&self, alg: &str) -> Result<(), AuthError> {
+        if self
+            .validation
+            .algorithms
+            .iter()
+            .any(|a| format!("{a:?}") == alg)
+        {
+            Ok(())
+        } else {
+            Err(AuthError::AlgorithmNotAllowed)
+        }
+    }
+
+    fn decode(
+        &self,
+        token: &str,
+        alg: &str,
+        key: &DecodingKey,
+    ) -> Result<Map<String, Value>, AuthError> {
+        // The algorithm is pinned: refuse any other (including `none`) before anything else.
+        self.check_alg(alg)?;
+        let data = jsonwebtoken::decode::<Map<String, Value>>(token, key, &self.validation)
+            .map_err(|e| match e.kind() {
+                ErrorKind::ExpiredSignature => AuthError::Expired,
+                ErrorKind::ImmatureSignature => AuthError::NotYetValid,
+                ErrorKind::InvalidSignature => AuthError::BadSignature,
+                ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName => {
+                    AuthError::AlgorithmNotAllowed
+                }
+                ErrorKind::InvalidAudience => AuthError::BadAudience,
+                ErrorKind::InvalidIssuer => AuthError::BadIssuer,
+                ErrorKind::MissingRequiredClaim(c) => {
+                    AuthError::BadClaims(format!("missing {c}"))
+                }
+                _ => AuthError::Malformed,
+            })?;
+        Ok(data.claims)
+    }
+}
+
+/// Maps verified claims to a principal: user and tenant must be plain strings, groups an array
+/// of strings, attributes strings.
+pub fn map_claims(
+    claims: &Map<String, Value>,
+    names: &ClaimsConfig,
+    method: AuthMethod,
+) -> Result<Principal, AuthError> {
+    let user = string_claim(claims, &names.user)?;
+    let tenant = string_claim(claims, &names.tenant)?;
+    let groups = groups_claim(claims, &names.groups)?;
+    let mut attributes = BTreeMap::new();
+    for name in names.attributes.iter().take(MAX_ATTRIBUTES) {
+        match claims.get(name) {
+            None | Some(Value::Null) => {}
+            Some(Value::String(v)) if valid_name(v) => {
+                attributes.insert(name.clone(), v.clone());
+            }
+            Some(_) => {
+                return Err(AuthError::BadClaims(format!("{name} must be a string")));
+            }
+        }
+    }
+    Ok(Principal {
+        user,
+        tenant,
+        groups,
+        attributes,
+        method,
+        session_id: None,
+    })
+}
+
+/// An array-of-strings claim (absent or null: none).
+pub fn groups_claim(claims: &Map<String, Value>, name: &str) -> Result<Vec<String>, AuthError> {
+    let bad = || AuthError::BadClaims(format!("{name} must be an array of strings"));
+    match claims.get(name) {
+        None | Some(Value::Null) => Ok(vec![]),
+        Some(Value::Array(items)) if items.len() <= MAX_GROUPS => items
+            .iter()
+            .map(|g| match g {
+                Value::String(s) if valid_name(s) => Ok(s.clone()),
+                _ => Err(bad()),
+            })
+            .collect(),
+        Some(_) => Err(bad()),
+    }
+}
+
+/// The `alg` and `kid` of a compact JWS header, read without trusting anything else in it.
+pub fn header_alg(token: &str) -> Result<(String, Option<String>), AuthError> {
+    use base64::Engine;
+    let header = token.split('.').next().ok_or(AuthError::Malformed)?;
+    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(header)
+        .map_err(|_| AuthError::Malformed)?;
+    let value: Value = serde_json::from_slice(&raw).map_err(|_| AuthError::Malformed)?;
+    let kid = match value.get("kid") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(k)) if k.len() <= 256 => Some(k.clone()),
+        Some(_) => return Err(AuthError::Malformed),
+    };
+    match value.get("alg") {
+        Some(Value::String(a)) => Ok((a.clone(), kid)),
+        _ => Err(AuthError::Malformed),
+    }
+}
+
+fn string_claim(claims: &Map<String, Value>, name: &str) -> Result<String, AuthError> {
+    match claims.get(name) {
+        Some(Value::String(s)) if valid_name(s) => Ok(s.clone()),
+        Some(Value::String(_)) => Err(AuthError::BadClaims(format!("{name} is empty or too long"))),
+        Some(_) => Err(AuthError::BadClaims(format!("{name} must be a string"))),
+        None => Err(AuthError::BadClaims(format!("missing {name}"))),
+    }
+}
+

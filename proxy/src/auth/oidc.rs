@@ -1,0 +1,514 @@
+//! SSO for internal users: the OIDC authorization code flow with PKCE, state and nonce.
+//!
+//! `GET /v1/auth/oidc/login[?return_to=/path]` sends the browser to the provider with a fresh
+//! state, nonce and PKCE challenge (the state is also set in a short-lived cookie, binding the
+//! flow to the browser that started it). `GET /v1/auth/oidc/callback` checks the state against
+//! the cookie and the pending flow, exchanges the code (with the PKCE verifier, via the `oauth2`
+//! crate), validates the id_token — signature against the provider's JWKS, `iss`, `aud`, `azp`,
+//! `exp`, `nonce` — maps its claims (user, groups → roles, tenant) to a principal and starts a
+//! session. The provider's endpoints come from its discovery document.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use axum::extract::{Query, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use jsonwebtoken::{Algorithm, Validation};
+use oauth2::basic::{
+    BasicErrorResponse, BasicRevocationErrorResponse, BasicTokenIntrospectionResponse,
+    BasicTokenType,
+};
+use oauth2::{
+    AuthUrl, AuthorizationCode, ClientId, ClientSecret, CsrfToken, EndpointNotSet, EndpointSet,
+    PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, Scope, StandardRevocableToken,
+    StandardTokenResponse, TokenUrl,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use sluice_audit::Event;
+
+use super::jwks::Jwks;
+use super::web::{Who, audit_auth, new_session, session_response};
+use super::{AuthError, AuthMethod, Principal, client_info, cookie, valid_name};
+use crate::app::AppState;
+use crate::config::OidcConfig;
+use crate::error::ApiError;
+
+/// Time a browser has to come back from the provider.
+const FLOW_TTL: Duration = Duration::from_secs(600);
+/// Most login flows pending at once (older ones are dropped beyond this).
+const MAX_PENDING: usize = 10_000;
+/// Time allowed for each call to the provider.
+const PROVIDER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Largest discovery document accepted.
+const MAX_DISCOVERY_BYTES: usize = 64 * 1024;
+/// Name of the cookie binding a login flow to its browser.
+const STATE_COOKIE: &str = "sluice_oidc_state";
+/// Clock leeway for id_token times.
+const LEEWAY_SECS: u64 = 60;
+/// JWKS cache lifetime and refetch floor.
+const JWKS_TTL: Duration = Duration::from_secs(600);
+const JWKS_MIN_REFETCH: Duration = Duration::from_secs(10);
+
+/// The token endpoint's answer: the standard fields and the id_token.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct IdTokenField {
+    /// The OIDC id_token.
+    #[serde(default)]
+    pub id_token: Option<String>,
+}
+
+impl oauth2::ExtraTokenFields for IdTokenField {}
+
+/// Token response with an id_token.
+pub type OidcTokenResponse = StandardTokenResponse<IdTokenField, BasicTokenType>;
+
+type OidcClient = oauth2::Client<
+    BasicErrorResponse,
+    OidcTokenResponse,
+    BasicTokenIntrospectionResponse,
+    StandardRevocableToken,
+    BasicRevocationErrorResponse,
+    EndpointSet,
+    EndpointNotSet,
+    EndpointNotSet,
+    EndpointNotSet,
+    EndpointSet,
+>;
+
+#[derive(Deserialize)]
+struct Discovery {
+    issuer: String,
+    authorization_endpoint: String,
+    token_endpoint: String,
+    jwks_uri: String,
+}
+
+struct Provider {
+    client: OidcClient,
+    jwks: Jwks,
+}
+
+struct Pending {
+    verifier: String,
+    nonce: String,
+    return_to: String,
+    started: Instant,
+}
+
+/// The configured provider and the flows in progress.
+pub struct Oidc {
+    config: OidcConfig,
+    client_secret: String,
+    http: reqwest::Client,
+    provider: RwLock<Option<Arc<Provider>>>,
+    pending: Mutex<HashMap<String, Pending>>,
+}
+
+/// Why an SSO login failed (each a stable code).
+#[derive(Debug)]
+enum SsoError {
+    Denied(String),
+    State,
+    Provider(String),
+    IdToken(String),
+    Claims(AuthError),
+    Auth(AuthError),
+}
+
+impl SsoError {
+    fn code(&self) -> &'static str {
+        match self {
+            SsoError::Denied(_) => "sso_denied",
+            SsoError::State => "invalid_state",
+            SsoError::Provider(_) => "sso_provider_error",
+            SsoError::IdToken(_) => "invalid_id_token",
+            SsoError::Claims(e) | SsoError::Auth(e) => e.code(),
+        }
+    }
+
+    fn api(&self) -> ApiError {
+        match self {
+            SsoError::Denied(e) => ApiError::unauthorized(
+                "sso_denied",
+                format!("the identity provider refused the login: {e}"),
+            ),
+            SsoError::State => ApiError::bad_request(
+                "invalid_state",
+                "the login state is unknown, expired, or belongs to another browser; start again",
+            ),
+            SsoError::Provider(_) => ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                "sso_provider_error",
+                "the identity provider could not complete the login",
+            ),
+            SsoError::IdToken(m) => {
+                ApiError::unauthorized("invalid_id_token", format!("the id_token is invalid: {m}"))
+            }
+            SsoError::Claims(e) | SsoError::Auth(e) => e.clone().into(),
+        }
+    }
+}
+
+impl Oidc {
+    /// The provider of a configuration (discovery happens on first use, so the daemon starts
+    /// while the provider is down).
+    pub fn new(config: &OidcConfig, client_secret: String) -> Result<Oidc, String> {
+        let http = reqwest::Client::builder()
+            .timeout(PROVIDER_TIMEOUT)
+            // The oauth2 crate requires it: a redirect on the token endpoint is an attack.
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|e| e.to_string())?;
+        RedirectUrl::new(config.redirect_url.clone()).map_err(|e| format!("redirect_url: {e}"))?;
+        Ok(Oidc {
+            config: config.clone(),
+            client_secret,
+            http,
+            provider: RwLock::new(None),
+            pending: Mutex::new(HashMap::new()),
+        })
+    }
+
+    async fn provider(&self) -> Result<Arc<Provider>, SsoError> {
+        if let Some(p) = self
+            .provider
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+        {
+            return Ok(p);
+        }
+        let issuer = self.config.issuer.trim_end_matches('/');
+        let url = format!("{issuer}/.well-known/openid-configuration");
+        let resp = self
+            .http
+            .get(&url)
+            .send()
+            .await
+            .map_err(|e| SsoError::Provider(format!("discovery: {e}")))?;
+        if !resp.status().is_success() {
+            return Err(SsoError::Provider(format!("discovery: {}", resp.status())));
+        }
+        let body = resp
+            .bytes()
+            .await
+            .map_err(|e| SsoError::Provider(format!("discovery: {e}")))?;
+        if body.len() > MAX_DISCOVERY_BYTES {
+            return Err(SsoError::Provider("discovery document too large".into()));
+        }
+        let d: Discovery = serde_json::from_slice(&body)
+            .map_err(|e| SsoError::Provider(format!("discovery: {e}")))?;
+        if d.issuer.trim_end_matches('/') != issuer {
+            return Err(SsoError::Provider(format!(
+                "discovery names issuer {:?}, configured {:?}",
+                d.issuer, self.config.issuer
+            )));
+        }
+        let bad = |e: oauth2::url::ParseError| SsoError::Provider(format!("discovery: {e}"));
+        let client = oauth2::Client::new(ClientId::new(self.config.client_id.clone()))
+            .set_client_secret(ClientSecret::new(self.client_secret.clone()))
+            .set_auth_uri(AuthUrl::new(d.authorization_endpoint).map_err(bad)?)
+            .set_token_uri(TokenUrl::new(d.token_endpoint).map_err(bad)?)
+            .set_redirect_uri(RedirectUrl::new(self.config.redirect_url.clone()).map_err(bad)?);
+        let jwks = Jwks::new(&d.jwks_uri, Algorithm::RS256, JWKS_TTL, JWKS_MIN_REFETCH)
+            .map_err(SsoError::Provider)?;
+        let provider = Arc::new(Provider { client, jwks });
+        *self.provider.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::clone(&provider));
+        Ok(provider)
+    }
+
+    fn remember(&self, state: String, pending: Pending) {
+        let mut map = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        if map.len() >= MAX_PENDING {
+            map.retain(|_, p| p.started.elapsed() < FLOW_TTL);
+            if map.len() >= MAX_PENDING {
+                map.clear();
+            }
+        }
+        map.insert(state, pending);
+    }
+
+    fn take(&self, state: &str) -> Option<Pending> {
+        let mut map = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        map.remove(state)
+            .filter(|p| p.started.elapsed() < FLOW_TTL)
+    }
+
+    /// Validates an id_token and maps it to a principal.
+    async fn principal(
+        &self,
+        provider: &Provider,
+        id_token: &str,
+        nonce: &str,
+    ) -> Result<Principal, SsoError> {
+        let (alg, kid) = super::jwt::header_alg(id_token).map_err(SsoError::Claims)?;
+        if alg != "RS256" {
+            return Err(SsoError::IdToken(format!("algorithm {alg} is not RS256")));
+        }
+        let key = provider.jwks.key(kid.as_deref()).await.map_err(SsoError::Claims)?;
+        let mut v = Validation::new(Algorithm::RS256);
+        v.leeway = LEEWAY_SECS;
+        v.set_audience(&[self.config.client_id.as_str()]);
+        v.set_issuer(&[self.config.issuer.as_str(), self.config.issuer.trim_end_matches('/')]);
+        v.set_required_spec_claims(&["exp", "iat", "aud", "iss", "sub"]);
+        let data = jsonwebtoken::decode::<Map<String, Value>>(id_token, &key, &v)
+            .map_err(|e| SsoError::IdToken(e.to_string()))?;
+        let claims = data.claims;
+        if claims.get("nonce").and_then(Value::as_str) != Some(nonce) {
+            return Err(SsoError::IdToken("nonce does not match".into()));
+        }
+        if let Some(azp) = claims.get("azp")
+            && azp.as_str() != Some(self.config.client_id.as_str())
+        {
+            return Err(SsoError::IdToken("azp is not this client".into()));
+        }
+        let string = |name: &str| match claims.get(name) {
+            Some(Value::String(s)) if valid_name(s) => Ok(s.clone()),
+            _ => Err(SsoError::Claims(AuthError::BadClaims(format!(
+                "{name} must be a non-empty string"
+            )))),
+        };
+        let user = string(&self.config.user_claim)?;
+        let tenant = match (&self.config.tenant, &self.config.tenant_claim) {
+            (Some(t), _) => t.clone(),
+            (None, Some(c)) => string(c)?,
+            (None, None) => return Err(SsoError::Claims(AuthError::BadClaims("tenant".into()))),
+        };
+        let groups = super::jwt::groups_claim(&claims, &self.config.groups_claim)
+            .map_err(SsoError::Claims)?;
+        Ok(Principal {
+            user,
+            tenant,
+            groups,
+            attributes: Default::default(),
+            method: AuthMethod::OidcSession,
+            session_id: None,
+        })
+    }
+}
+
+/// A safe place to send the browser after login: a path on sluice, never another site.
+fn safe_return_to(r: Option<&str>, default: &str) -> String {
+    match r {
+        Some(p)
+            if p.starts_with('/')
+                && !p.starts_with("//")
+                && !p.contains('\\')
+                && p.len() <= 1024
+                && !p.chars().any(char::is_control) =>
+        {
+            p.to_string()
+        }
+        _ => default.to_string(),
+    }
+}
+
+fn random_b64(n: usize) -> Result<String, AuthError> {
+    use base64::Engine;
+    let mut raw = vec![0u8; n];
+    getrandom::fill(&mut raw).map_err(|_| AuthError::StoreUnavailable)?;
+    Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw))
+}
+
+fn sso_disabled() -> Response {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        "SSO is not configured on this server",
+    )
+    .into_response()
+}
+
+/// Query of `/v1/auth/oidc/login`.
+#[derive(Deserialize)]
+pub struct LoginParams {
+    return_to: Option<String>,
+}
+
+/// `GET /v1/auth/oidc/login`: redirects to the provider.
+pub async fn login(
+    State(state): State<Arc<AppState>>,
+    params: Result<Query<LoginParams>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let params = params.map(|Query(p)| p).unwrap_or(LoginParams { return_to: None });
+    let Some(oidc) = &state.oidc else {
+        return sso_disabled();
+    };
+    let provider = match oidc.provider().await {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::warn!(error = ?e, "OIDC discovery failed");
+            return e.api().into_response();
+        }
+    };
+    let nonce = match random_b64(32) {
+        Ok(n) => n,
+        Err(e) => return ApiError::from(e).into_response(),
+    };
+    let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
+    let mut request = provider
+        .client
+        .authorize_url(CsrfToken::new_random)
+        .add_extra_param("nonce", nonce.clone())
+        .set_pkce_challenge(challenge)
+        .add_scope(Scope::new("openid".into()));
+    for s in oidc.config.scopes.iter().filter(|s| *s != "openid") {
+        request = request.add_scope(Scope::new(s.clone()));
+    }
+    let (url, csrf) = request.url();
+    let flow_state = csrf.secret().clone();
+    oidc.remember(
+        flow_state.clone(),
+        Pending {
+            verifier: verifier.secret().clone(),
+            nonce,
+            return_to: safe_return_to(
+                params.return_to.as_deref(),
+                &oidc.config.post_login_redirect,
+            ),
+            started: Instant::now(),
+        },
+    );
+    let secure = if state.config.auth.sessions.cookie_secure {
+        "; Secure"
+    } else {
+        ""
+    };
+    // Lax: the provider's redirect back is a top-level cross-site navigation.
+    let binding = format!(
+        "{STATE_COOKIE}={flow_state}; Path=/v1/auth/oidc; HttpOnly{secure}; SameSite=Lax; Max-Age={}",
+        FLOW_TTL.as_secs()
+    );
+    let mut resp = StatusCode::FOUND.into_response();
+    if let (Ok(loc), Ok(c)) = (
+        HeaderValue::from_str(url.as_str()),
+        HeaderValue::from_str(&binding),
+    ) {
+        resp.headers_mut().insert(header::LOCATION, loc);
+        resp.headers_mut().insert(header::SET_COOKIE, c);
+    }
+    resp.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
+}
+
+#[derive(Deserialize)]
+struct CallbackParams {
+    code: Option<String>,
+    state: Option<String>,
+    error: Option<String>,
+    error_description: Option<String>,
+}
+
+/// `GET /v1/auth/oidc/callback`: completes the login and starts a session.
+pub async fn callback(State(state): State<Arc<AppState>>, req: Request) -> Response {
+    let Some(oidc) = &state.oidc else {
+        return sso_disabled();
+    };
+    let (parts, _) = req.into_parts();
+    let client = client_info(&parts);
+    let params = Query::<CallbackParams>::try_from_uri(&parts.uri)
+        .map(|Query(p)| p)
+        .map_err(|_| SsoError::State);
+    let result = async {
+        let params = params?;
+        state
+            .auth
+            .limiter
+            .check_addr(client.addr)
+            .map_err(SsoError::Auth)?;
+        if let Some(e) = params.error {
+            let detail = params.error_description.unwrap_or_default();
+            return Err(SsoError::Denied(format!("{e} {detail}").trim().to_string()));
+        }
+        let (Some(code), Some(flow_state)) = (params.code, params.state) else {
+            return Err(SsoError::State);
+        };
+        // The state must be the one this browser was given, and still pending.
+        if cookie(&parts.headers, STATE_COOKIE).as_deref() != Some(flow_state.as_str()) {
+            return Err(SsoError::State);
+        }
+        let pending = oidc.take(&flow_state).ok_or(SsoError::State)?;
+        let provider = oidc.provider().await?;
+        let tokens = provider
+            .client
+            .exchange_code(AuthorizationCode::new(code))
+            .set_pkce_verifier(PkceCodeVerifier::new(pending.verifier))
+            .request_async(&oidc.http)
+            .await
+            .map_err(|e| SsoError::Provider(format!("token exchange: {e}")))?;
+        let id_token = tokens
+            .extra_fields()
+            .id_token
+            .as_deref()
+            .ok_or_else(|| SsoError::IdToken("the token response has no id_token".into()))?;
+        let principal = oidc.principal(&provider, id_token, &pending.nonce).await?;
+        let (token, principal) = new_session(&state, &principal)
+            .await
+            .map_err(SsoError::Auth)?;
+        Ok((token, principal, pending.return_to))
+    }
+    .await;
+    match result {
+        Ok((token, principal, return_to)) => {
+            audit_auth(
+                &state,
+                &client,
+                Event::AuthEvent,
+                "session_created",
+                Who::Principal(&principal, None),
+            )
+            .await;
+            let mut resp = session_response(&state, StatusCode::SEE_OTHER, &token, &principal);
+            let headers = resp.headers_mut();
+            if let Ok(loc) = HeaderValue::from_str(&return_to) {
+                headers.insert(header::LOCATION, loc);
+            }
+            if let Ok(v) = HeaderValue::from_str(&format!(
+                "{STATE_COOKIE}=; Path=/v1/auth/oidc; HttpOnly; SameSite=Lax; Max-Age=0"
+            )) {
+                headers.append(header::SET_COOKIE, v);
+            }
+            resp
+        }
+        Err(e) => {
+            if let SsoError::Provider(m) | SsoError::IdToken(m) = &e {
+                tracing::warn!(error = %m, "SSO login failed");
+            }
+            if !matches!(e, SsoError::Provider(_)) {
+                state.auth.limiter.fail_addr(client.addr);
+            }
+            audit_auth(
+                &state,
+                &client,
+                Event::AuthDenied,
+                e.code(),
+                Who::Claimed(None, "oidc"),
+            )
+            .await;
+            e.api().into_response()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn return_to_stays_on_sluice() {
+        for bad in [
+            "https://evil.example",
+            "//evil.example",
+            "/\\evil.example",
+            "evil",
+        ] {
+            assert_eq!(safe_return_to(Some(bad), "/"), "/", "{bad}");
+        }
+        assert_eq!(safe_return_to(Some("/app?x=1"), "/"), "/app?x=1");
+        assert_eq!(safe_return_to(None, "/home"), "/home");
+    }
+}

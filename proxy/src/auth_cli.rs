@@ -1,0 +1,217 @@
+//! `sluice apikey ...` and `sluice client ...`: API keys and web-ticket service clients, written
+//! straight to the data directory's auth store (the daemon may be running: SQLite WAL). A
+//! secret is printed once and only its hash is kept.
+
+use clap::{Args, Subcommand};
+
+use crate::app::{StartupError, open_auth_store};
+use crate::audit_cli::{Target, load};
+use crate::auth::{AuthMethod, Principal, unix_now, valid_name};
+
+/// Default rotation overlap: the old secret keeps working this long.
+const DEFAULT_OVERLAP_HOURS: i64 = 24;
+
+/// `sluice apikey`
+#[derive(Debug, Subcommand)]
+pub enum ApiKeyCommand {
+    /// Create a key; prints it once.
+    Create(CreateKey),
+    /// List keys (never their secrets), as JSON lines.
+    List {
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Revoke a key by id.
+    Revoke {
+        #[command(flatten)]
+        target: Target,
+        /// The key id (the part between `slk_` and the second `_`).
+        id: String,
+    },
+}
+
+/// `sluice apikey create`
+#[derive(Debug, Args)]
+pub struct CreateKey {
+    #[command(flatten)]
+    target: Target,
+    /// User the key authenticates as.
+    #[arg(long)]
+    user: String,
+    /// Tenant the key is scoped to.
+    #[arg(long)]
+    tenant: String,
+    /// Comma-separated groups.
+    #[arg(long, value_delimiter = ',', default_value = "")]
+    groups: Vec<String>,
+    /// Days until the key expires (none: it does not).
+    #[arg(long)]
+    expires_in_days: Option<u32>,
+    /// A label.
+    #[arg(long, default_value = "")]
+    name: String,
+}
+
+/// `sluice client`
+#[derive(Debug, Subcommand)]
+pub enum ClientCommand {
+    /// Register a service client (a customer backend that mints web tickets); prints its
+    /// secret once.
+    Create {
+        #[command(flatten)]
+        target: Target,
+        /// Client id.
+        #[arg(long)]
+        id: String,
+        /// Comma-separated tenants it may mint tickets for (`*`: any).
+        #[arg(long, value_delimiter = ',', required = true)]
+        tenants: Vec<String>,
+        /// Comma-separated groups it may put in tickets (default: any without an admin or
+        /// compliance role).
+        #[arg(long, value_delimiter = ',')]
+        groups: Option<Vec<String>>,
+    },
+    /// Issue a new secret; older ones keep working for the overlap, then stop.
+    Rotate {
+        #[command(flatten)]
+        target: Target,
+        /// Client id.
+        #[arg(long)]
+        id: String,
+        /// Hours the old secret keeps working.
+        #[arg(long, default_value_t = DEFAULT_OVERLAP_HOURS)]
+        overlap_hours: i64,
+    },
+    /// List clients, as JSON lines.
+    List {
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Delete a client, its secrets and its service tokens.
+    Delete {
+        #[command(flatten)]
+        target: Target,
+        /// Client id.
+        #[arg(long)]
+        id: String,
+    },
+}
+
+fn store(target: &Target) -> Result<crate::auth::store::AuthStore, StartupError> {
+    open_auth_store(&load(target)?.server.data_dir)
+}
+
+fn err(e: impl std::fmt::Display) -> StartupError {
+    StartupError(e.to_string())
+}
+
+/// Runs an `apikey` command.
+pub fn apikey(cmd: ApiKeyCommand) -> Result<(), StartupError> {
+    match cmd {
+        ApiKeyCommand::Create(c) => {
+            let groups: Vec<String> = c.groups.into_iter().filter(|g| !g.is_empty()).collect();
+            if !valid_name(&c.user)
+                || !valid_name(&c.tenant)
+                || !groups.iter().all(|g| valid_name(g))
+            {
+                return Err(err("user, tenant and groups must be non-empty names"));
+            }
+            let cfg = load(&c.target)?;
+            if !cfg.auth.api_keys.enabled {
+                eprintln!(
+                    "note: API keys are disabled in this configuration ([auth.api_keys] enabled = false)"
+                );
+            }
+            let store = open_auth_store(&cfg.server.data_dir)?;
+            let now = unix_now();
+            let principal = Principal {
+                user: c.user,
+                tenant: c.tenant,
+                groups,
+                attributes: Default::default(),
+                method: AuthMethod::ApiKey,
+                session_id: None,
+            };
+            let expires = c
+                .expires_in_days
+                .map(|d| now + i64::from(d) * 24 * 3600);
+            let (id, key) = store
+                .create_api_key(&c.name, &principal, now, expires)
+                .map_err(err)?;
+            eprintln!("API key {id} created; it is shown only this once:");
+            println!("{key}");
+            Ok(())
+        }
+        ApiKeyCommand::List { target } => {
+            for k in store(&target)?.list_api_keys().map_err(err)? {
+                println!("{}", serde_json::to_string(&k).unwrap_or_default());
+            }
+            Ok(())
+        }
+        ApiKeyCommand::Revoke { target, id } => {
+            if store(&target)?
+                .revoke_api_key(&id, unix_now())
+                .map_err(err)?
+            {
+                println!("revoked {id}");
+                Ok(())
+            } else {
+                Err(err(format!("no live API key {id:?}")))
+            }
+        }
+    }
+}
+
+/// Runs a `client` command.
+pub fn client(cmd: ClientCommand) -> Result<(), StartupError> {
+    let now = unix_now();
+    match cmd {
+        ClientCommand::Create {
+            target,
+            id,
+            tenants,
+            groups,
+        } => {
+            if !valid_name(&id) || !tenants.iter().all(|t| valid_name(t)) {
+                return Err(err("client id and tenants must be non-empty names"));
+            }
+            let secret = store(&target)?
+                .create_client(&id, &tenants, groups.as_deref(), now)
+                .map_err(err)?;
+            eprintln!("service client {id} created; its secret is shown only this once:");
+            println!("{secret}");
+            Ok(())
+        }
+        ClientCommand::Rotate {
+            target,
+            id,
+            overlap_hours,
+        } => {
+            if overlap_hours < 0 {
+                return Err(err("--overlap-hours must not be negative"));
+            }
+            let secret = store(&target)?
+                .rotate_client_secret(&id, overlap_hours * 3600, now)
+                .map_err(err)?;
+            eprintln!(
+                "new secret for {id}; older secrets stop working in {overlap_hours} h. Shown once:"
+            );
+            println!("{secret}");
+            Ok(())
+        }
+        ClientCommand::List { target } => {
+            for c in store(&target)?.list_clients(now).map_err(err)? {
+                println!("{}", serde_json::to_string(&c).unwrap_or_default());
+            }
+            Ok(())
+        }
+        ClientCommand::Delete { target, id } => {
+            if store(&target)?.delete_client(&id).map_err(err)? {
+                println!("deleted {id}");
+                Ok(())
+            } else {
+                Err(err(format!("no client {id:?}")))
+            }
+        }
+    }
+}
