@@ -235,6 +235,12 @@ impl RunningServer {
         let listener = TcpListener::bind(listen)
             .await
             .map_err(|e| StartupError(format!("cannot listen on {listen}: {e}")))?;
+        Self::start_on(app, listener)
+    }
+
+    /// Serves `app` on a listener bound earlier (when the address must be known before the
+    /// configuration is complete, as for an OAuth redirect URL).
+    pub fn start_on(app: App, listener: TcpListener) -> Result<Self, StartupError> {
         let addr = listener
             .local_addr()
             .map_err(|e| StartupError(format!("cannot read the bound address: {e}")))?;

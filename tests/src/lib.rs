@@ -1,1 +1,139 @@
-//! End-to-end tests live in `tests/tests/`.
+//! Shared harness of the end-to-end tests: the real OIDC / OAuth 2.0 provider (`tests/idp`,
+//! npm `oidc-provider`) run as a child process.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// How long the provider may take to print its ready line.
+const IDP_START_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+/// A running test identity provider; killed on drop.
+pub struct Idp {
+    /// Issuer URL (no trailing slash).
+    pub issuer: String,
+    child: Child,
+}
+
+impl Idp {
+    /// Starts `tests/idp/server.mjs` with the given clients (JSON array) and extra environment.
+    /// Fails the test (never skips) when node or the npm packages are missing: `.ci/run`
+    /// installs them.
+    pub fn start(clients: &serde_json::Value, env: &[(&str, &str)]) -> Idp {
+        let dir = repo_root().join("tests").join("idp");
+        assert!(
+            dir.join("node_modules").join("oidc-provider").exists(),
+            "the test IdP is not installed: run `npm ci` in {} (bash .ci/run does)",
+            dir.display()
+        );
+        let mut cmd = Command::new("node");
+        cmd.arg(dir.join("server.mjs"))
+            .env("IDP_PORT", "0")
+            .env("IDP_CLIENTS", clients.to_string())
+            .env("IDP_EXIT_ON_STDIN_EOF", "1")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("node must be installed to run the test IdP");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = BufReader::new(stdout).read_line(&mut line);
+            let _ = tx.send(line);
+        });
+        let started = Instant::now();
+        let line = rx
+            .recv_timeout(IDP_START_TIMEOUT)
+            .unwrap_or_else(|_| panic!("the test IdP did not start in {IDP_START_TIMEOUT:?}"));
+        let issuer = line
+            .trim()
+            .strip_prefix("IDP_READY ")
+            .unwrap_or_else(|| panic!("unexpected IdP output {line:?}"))
+            .to_string();
+        eprintln!("test IdP at {issuer} in {:?}", started.elapsed());
+        Idp { issuer, child }
+    }
+
+    /// Makes the token endpoint answer 503 (`down = true`) or work again.
+    pub async fn set_down(&self, down: bool) {
+        let mode = if down { "down" } else { "ok" };
+        let resp = reqwest::Client::new()
+            .post(format!("{}/__test/fail?mode={mode}", self.issuer))
+            .send()
+            .await
+            .unwrap();
+        assert!(resp.status().is_success(), "{}", resp.status());
+    }
+
+    /// The provider's request counters.
+    pub async fn state(&self) -> serde_json::Value {
+        reqwest::get(format!("{}/__test/state", self.issuer))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+}
+
+impl Drop for Idp {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Resolves a `Location` against a base URL.
+pub fn resolve(base: &str, location: &str) -> String {
+    reqwest::Url::parse(base)
+        .unwrap()
+        .join(location)
+        .unwrap()
+        .to_string()
+}
+
+/// Drives the provider's login for `login` from an authorization URL to the redirect back to
+/// the client (returned as an absolute URL), the way a browser would.
+pub async fn idp_login(authorize_url: &str, login: &str) -> String {
+    let browser = reqwest::Client::builder()
+        .cookie_store(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let location = |r: &reqwest::Response| {
+        r.headers()
+            .get("location")
+            .unwrap_or_else(|| panic!("no Location in {} answer", r.status()))
+            .to_str()
+            .unwrap()
+            .to_string()
+    };
+    let r = browser.get(authorize_url).send().await.unwrap();
+    assert!(r.status().is_redirection(), "authorize: {}", r.status());
+    let interaction = resolve(authorize_url, &location(&r));
+    let r = browser
+        .post(format!("{interaction}/login"))
+        .form(&[("login", login), ("password", "x")])
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_redirection(), "login: {}", r.status());
+    let resume = resolve(&interaction, &location(&r));
+    let r = browser.get(&resume).send().await.unwrap();
+    assert!(r.status().is_redirection(), "resume: {}", r.status());
+    resolve(&resume, &location(&r))
+}

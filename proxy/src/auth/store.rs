@@ -527,8 +527,9 @@ impl AuthStore {
         let tx = conn.transaction()?;
         let hashes = {
             let mut stmt = tx.prepare(
-                "SELECT hash FROM tokens WHERE user = ? AND kind IN ('session', 'ticket')
-                   AND revoked_at IS NULL AND (?2 IS NULL OR tenant = ?2)",
+                "SELECT hash FROM tokens WHERE user = ?1 AND revoked_at IS NULL
+                   AND (kind = 'session' OR (kind = 'ticket' AND used_at IS NULL))
+                   AND (?2 IS NULL OR tenant = ?2)",
             )?;
             let rows = stmt.query_map(params![user, tenant], |r| r.get::<_, Vec<u8>>(0))?;
             let mut out = Vec::new();
@@ -543,8 +544,9 @@ impl AuthStore {
             out
         };
         tx.execute(
-            "UPDATE tokens SET revoked_at = ? WHERE user = ? AND kind IN ('session', 'ticket')
-               AND revoked_at IS NULL AND (?3 IS NULL OR tenant = ?3)",
+            "UPDATE tokens SET revoked_at = ?1 WHERE user = ?2 AND revoked_at IS NULL
+               AND (kind = 'session' OR (kind = 'ticket' AND used_at IS NULL))
+               AND (?3 IS NULL OR tenant = ?3)",
             params![now, user, tenant],
         )?;
         tx.commit()?;
