@@ -13,10 +13,10 @@ use sluice_connectors::postgres::{PostgresConnector, PostgresOptions};
 use sluice_connectors::{Connector, ConnectorError, QueryRequest, QueryStream, WarehouseKind};
 use sluice_policy::{Catalog, Dialect, MaskKind, MaskRule, TableName, TableRule};
 
+use crate::auth::Authenticator;
 use crate::auth::jwt::JwtVerifier;
 use crate::auth::oidc::Oidc;
 use crate::auth::store::{AUTH_FILE, AuthStore};
-use crate::auth::Authenticator;
 use crate::config::{
     AccessKind, Config, ConnectionConfig, ConnectionKind, FileFormatConfig, MaskKindConfig,
 };
@@ -298,16 +298,14 @@ fn read_secret_from(
     match (env, file) {
         (Some(var), _) => std::env::var(var)
             .map(|v| Some(v.into_bytes()))
-            .map_err(|_| {
-                StartupError(format!(
-                    "{field}: environment variable {var} is not set"
-                ))
-            }),
+            .map_err(|_| StartupError(format!("{field}: environment variable {var} is not set"))),
         (None, Some(path)) => {
             let text = std::fs::read_to_string(path).map_err(|e| {
                 StartupError(format!("{field}: cannot read {}: {e}", path.display()))
             })?;
-            Ok(Some(text.trim_end_matches(['\n', '\r']).as_bytes().to_vec()))
+            Ok(Some(
+                text.trim_end_matches(['\n', '\r']).as_bytes().to_vec(),
+            ))
         }
         (None, None) => Ok(None),
     }
@@ -362,8 +360,7 @@ pub fn open_auth_store(data_dir: &Path) -> Result<AuthStore, StartupError> {
         ))
     })?;
     let path = data_dir.join(AUTH_FILE);
-    AuthStore::open(&path)
-        .map_err(|e| StartupError(format!("cannot open {}: {e}", path.display())))
+    AuthStore::open(&path).map_err(|e| StartupError(format!("cannot open {}: {e}", path.display())))
 }
 
 /// A warehouse whose connector this build does not have yet: its policy works (explain), its

@@ -132,9 +132,7 @@ pub fn apikey(cmd: ApiKeyCommand) -> Result<(), StartupError> {
                 method: AuthMethod::ApiKey,
                 session_id: None,
             };
-            let expires = c
-                .expires_in_days
-                .map(|d| now + i64::from(d) * 24 * 3600);
+            let expires = c.expires_in_days.map(|d| now + i64::from(d) * 24 * 3600);
             let (id, key) = store
                 .create_api_key(&c.name, &principal, now, expires)
                 .map_err(err)?;

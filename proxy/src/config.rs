@@ -782,7 +782,8 @@ impl Config {
                 ));
             }
             for (field, url) in [("issuer", &o.issuer), ("redirect_url", &o.redirect_url)] {
-                let ok = url.starts_with("https://") || (o.allow_http && url.starts_with("http://"));
+                let ok =
+                    url.starts_with("https://") || (o.allow_http && url.starts_with("http://"));
                 if !ok {
                     return Err(invalid(
                         format!("auth.oidc.{field}"),
@@ -816,7 +817,10 @@ impl Config {
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
         {
-            return Err(invalid("auth.sessions.cookie_name", "use letters, digits, _ or -"));
+            return Err(invalid(
+                "auth.sessions.cookie_name",
+                "use letters, digits, _ or -",
+            ));
         }
         let t = &auth.tickets;
         if t.ticket_ttl_secs == 0 || t.ticket_ttl_secs > MAX_TICKET_TTL_SECS {
@@ -942,7 +946,11 @@ pub fn is_loopback_http(url: &str) -> bool {
     };
     let host = rest.split(['/', '?']).next().unwrap_or_default();
     let host = host.rsplit_once(':').map_or(host, |(h, p)| {
-        if p.chars().all(|c| c.is_ascii_digit()) { h } else { host }
+        if p.chars().all(|c| c.is_ascii_digit()) {
+            h
+        } else {
+            host
+        }
     });
     host == "localhost" || host == "[::1]" || host.starts_with("127.")
 }

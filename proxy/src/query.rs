@@ -241,10 +241,9 @@ pub(crate) async fn read_json_body_as<T: serde::de::DeserializeOwned>(
         )
     })?;
     serde_json::from_str(text).map_err(|e| match e.classify() {
-        serde_json::error::Category::Data => ApiError::bad_request(
-            "invalid_request",
-            format!("the body must be {shape}: {e}"),
-        ),
+        serde_json::error::Category::Data => {
+            ApiError::bad_request("invalid_request", format!("the body must be {shape}: {e}"))
+        }
         _ => ApiError::bad_request("invalid_json", format!("the body is not valid JSON: {e}")),
     })
 }

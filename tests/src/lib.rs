@@ -47,7 +47,9 @@ impl Idp {
         for (k, v) in env {
             cmd.env(k, v);
         }
-        let mut child = cmd.spawn().expect("node must be installed to run the test IdP");
+        let mut child = cmd
+            .spawn()
+            .expect("node must be installed to run the test IdP");
         let stdout = child.stdout.take().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {

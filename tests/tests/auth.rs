@@ -401,7 +401,11 @@ async fn web_ticket_flow_end_to_end_and_its_attacks() {
             .bearer_auth(&admin),
     )
     .await;
-    assert_eq!((s, body["revoked"].as_u64()), (StatusCode::OK, Some(1)), "{body}");
+    assert_eq!(
+        (s, body["revoked"].as_u64()),
+        (StatusCode::OK, Some(1)),
+        "{body}"
+    );
     refused(
         d.query(sql).bearer_auth(&bob),
         StatusCode::UNAUTHORIZED,
@@ -470,7 +474,11 @@ async fn sessions_renew_while_used_and_expire_when_idle_or_past_their_cap() {
     let me = |t: &str| d.http.get(d.url("/v1/me")).bearer_auth(t.to_string());
 
     // Used every 1.2 s, it outlives its 3 s idle lifetime...
-    let (token, _) = session(&d, &ticket(&d, &sst, json!({"user": "u", "tenant": "acme"})).await).await;
+    let (token, _) = session(
+        &d,
+        &ticket(&d, &sst, json!({"user": "u", "tenant": "acme"})).await,
+    )
+    .await;
     for _ in 0..3 {
         tokio::time::sleep(Duration::from_millis(1200)).await;
         let (s, _) = send(me(&token)).await;
@@ -484,10 +492,17 @@ async fn sessions_renew_while_used_and_expire_when_idle_or_past_their_cap() {
         let (s, body) = send(me(&token)).await;
         (last, code) = (s, body["code"].clone());
     }
-    assert_eq!((last, code.as_str()), (StatusCode::UNAUTHORIZED, Some("session_expired")));
+    assert_eq!(
+        (last, code.as_str()),
+        (StatusCode::UNAUTHORIZED, Some("session_expired"))
+    );
 
     // Left alone, it expires after its idle lifetime.
-    let (idle, _) = session(&d, &ticket(&d, &sst, json!({"user": "u", "tenant": "acme"})).await).await;
+    let (idle, _) = session(
+        &d,
+        &ticket(&d, &sst, json!({"user": "u", "tenant": "acme"})).await,
+    )
+    .await;
     tokio::time::sleep(Duration::from_millis(4200)).await;
     refused(me(&idle), StatusCode::UNAUTHORIZED, "session_expired").await;
 }
@@ -517,17 +532,49 @@ async fn customer_jwt_attacks_are_refused_each_with_its_code_and_audited() {
     no_tenant.as_object_mut().unwrap().remove("tenant");
     let cases: Vec<(&str, String, &str)> = vec![
         ("expired", with("exp", json!(now() - 3600)), "token_expired"),
-        ("not yet valid", with("nbf", json!(now() + 3600)), "token_not_yet_valid"),
-        ("wrong audience", with("aud", json!("someone-else")), "invalid_audience"),
-        ("wrong issuer", with("iss", json!("https://evil.example")), "invalid_issuer"),
+        (
+            "not yet valid",
+            with("nbf", json!(now() + 3600)),
+            "token_not_yet_valid",
+        ),
+        (
+            "wrong audience",
+            with("aud", json!("someone-else")),
+            "invalid_audience",
+        ),
+        (
+            "wrong issuer",
+            with("iss", json!("https://evil.example")),
+            "invalid_issuer",
+        ),
         ("bad signature", forged, "invalid_signature"),
         ("alg none", alg_none, "algorithm_not_allowed"),
-        ("tenant is a number", with("tenant", json!(42)), "invalid_claims"),
-        ("tenant is an array", with("tenant", json!(["acme", "globex"])), "invalid_claims"),
-        ("tenant is an object", with("tenant", json!({"id": "acme"})), "invalid_claims"),
-        ("tenant is empty", with("tenant", json!("")), "invalid_claims"),
+        (
+            "tenant is a number",
+            with("tenant", json!(42)),
+            "invalid_claims",
+        ),
+        (
+            "tenant is an array",
+            with("tenant", json!(["acme", "globex"])),
+            "invalid_claims",
+        ),
+        (
+            "tenant is an object",
+            with("tenant", json!({"id": "acme"})),
+            "invalid_claims",
+        ),
+        (
+            "tenant is empty",
+            with("tenant", json!("")),
+            "invalid_claims",
+        ),
         ("no tenant", d.hs256(&no_tenant), "invalid_claims"),
-        ("groups not strings", with("groups", json!([1])), "invalid_claims"),
+        (
+            "groups not strings",
+            with("groups", json!([1])),
+            "invalid_claims",
+        ),
         ("not a JWT", "abc.def".into(), "invalid_token"),
     ];
     for (name, token, code) in &cases {
@@ -581,7 +628,11 @@ async fn rs256_with_a_pem_key_and_the_public_key_as_hs256_secret_attack() {
         &EncodingKey::from_rsa_pem(&private).unwrap(),
     )
     .unwrap();
-    let (s, body) = send(d.query("SELECT DISTINCT tenant_id FROM orders").bearer_auth(&rs)).await;
+    let (s, body) = send(
+        d.query("SELECT DISTINCT tenant_id FROM orders")
+            .bearer_auth(&rs),
+    )
+    .await;
     assert_eq!(s, StatusCode::OK, "{body}");
     assert_eq!(tenants_of(&body), ["acme"]);
     // The classic confusion: the public key (which anyone has) used as an HMAC secret.
@@ -633,8 +684,8 @@ fn es256_key(kid: &str) -> (EncodingKey, Value) {
     use ring::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair};
     let rng = ring::rand::SystemRandom::new();
     let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng).unwrap();
-    let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref(), &rng)
-        .unwrap();
+    let pair =
+        EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref(), &rng).unwrap();
     let public = pair.public_key().as_ref();
     let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
     (
@@ -677,18 +728,30 @@ async fn es256_from_a_jwks_with_key_rotation_unknown_kids_and_no_stampede() {
     .await;
     let good = claims("alice", "acme", &["analyst"]);
     let sql = "SELECT DISTINCT tenant_id FROM orders";
-    let (s, body) = send(d.query(sql).bearer_auth(sign(Algorithm::ES256, "k1", &k1, &good))).await;
+    let (s, body) = send(
+        d.query(sql)
+            .bearer_auth(sign(Algorithm::ES256, "k1", &k1, &good)),
+    )
+    .await;
     assert_eq!(s, StatusCode::OK, "{body}");
     assert_eq!(jwks.fetches.load(Ordering::SeqCst), 1);
     // Warm cache: no fetch.
-    let (s, _) = send(d.query(sql).bearer_auth(sign(Algorithm::ES256, "k1", &k1, &good))).await;
+    let (s, _) = send(
+        d.query(sql)
+            .bearer_auth(sign(Algorithm::ES256, "k1", &k1, &good)),
+    )
+    .await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(jwks.fetches.load(Ordering::SeqCst), 1);
 
     // The issuer rotates to k2: an unknown kid triggers one refetch.
     tokio::time::sleep(Duration::from_millis(1100)).await;
     *jwks.keys.lock().unwrap() = json!({ "keys": [jwk1, jwk2] });
-    let (s, body) = send(d.query(sql).bearer_auth(sign(Algorithm::ES256, "k2", &k2, &good))).await;
+    let (s, body) = send(
+        d.query(sql)
+            .bearer_auth(sign(Algorithm::ES256, "k2", &k2, &good)),
+    )
+    .await;
     assert_eq!(s, StatusCode::OK, "{body}");
     assert_eq!(jwks.fetches.load(Ordering::SeqCst), 2);
 
@@ -708,7 +771,11 @@ async fn es256_from_a_jwks_with_key_rotation_unknown_kids_and_no_stampede() {
         );
     }
     let after = jwks.fetches.load(Ordering::SeqCst);
-    assert!(after - before <= 1, "{} fetches for 30 unknown kids", after - before);
+    assert!(
+        after - before <= 1,
+        "{} fetches for 30 unknown kids",
+        after - before
+    );
 
     // A token signed by a key the issuer never published, under a known kid.
     let (rogue, _) = es256_key("k1");
@@ -806,13 +873,25 @@ async fn api_keys_are_scoped_revocable_expire_and_can_be_disabled() {
     let d = start_with(|_| {}).await;
     let store = d.store();
     let (id, key) = store
-        .create_api_key("ci", &principal("bot", "initech", &["analyst"]), now(), None)
+        .create_api_key(
+            "ci",
+            &principal("bot", "initech", &["analyst"]),
+            now(),
+            None,
+        )
         .unwrap();
     assert!(key.starts_with(&format!("slk_{id}_")));
     let (s, me) = send(d.http.get(d.url("/v1/me")).bearer_auth(&key)).await;
     assert_eq!(s, StatusCode::OK);
-    assert_eq!((me["user"].as_str(), me["method"].as_str()), (Some("bot"), Some("api_key")));
-    let (s, body) = send(d.query("SELECT DISTINCT tenant_id FROM orders").bearer_auth(&key)).await;
+    assert_eq!(
+        (me["user"].as_str(), me["method"].as_str()),
+        (Some("bot"), Some("api_key"))
+    );
+    let (s, body) = send(
+        d.query("SELECT DISTINCT tenant_id FROM orders")
+            .bearer_auth(&key),
+    )
+    .await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(tenants_of(&body), ["initech"]);
     // Listing never shows the secret.
@@ -820,11 +899,26 @@ async fn api_keys_are_scoped_revocable_expire_and_can_be_disabled() {
     assert!(listed.contains(&id) && !listed.contains(&key));
 
     assert!(store.revoke_api_key(&id, now()).unwrap());
-    refused(d.query("SELECT 1").bearer_auth(&key), StatusCode::UNAUTHORIZED, "api_key_revoked").await;
+    refused(
+        d.query("SELECT 1").bearer_auth(&key),
+        StatusCode::UNAUTHORIZED,
+        "api_key_revoked",
+    )
+    .await;
     let (_, expired) = store
-        .create_api_key("old", &principal("bot", "acme", &[]), now() - 100, Some(now() - 1))
+        .create_api_key(
+            "old",
+            &principal("bot", "acme", &[]),
+            now() - 100,
+            Some(now() - 1),
+        )
         .unwrap();
-    refused(d.query("SELECT 1").bearer_auth(&expired), StatusCode::UNAUTHORIZED, "api_key_expired").await;
+    refused(
+        d.query("SELECT 1").bearer_auth(&expired),
+        StatusCode::UNAUTHORIZED,
+        "api_key_expired",
+    )
+    .await;
     refused(
         d.query("SELECT 1").bearer_auth(format!("slk_{id}_guessed")),
         StatusCode::UNAUTHORIZED,
@@ -838,7 +932,12 @@ async fn api_keys_are_scoped_revocable_expire_and_can_be_disabled() {
         .store()
         .create_api_key("x", &principal("bot", "acme", &[]), now(), None)
         .unwrap();
-    refused(off.query("SELECT 1").bearer_auth(&key), StatusCode::UNAUTHORIZED, "api_keys_disabled").await;
+    refused(
+        off.query("SELECT 1").bearer_auth(&key),
+        StatusCode::UNAUTHORIZED,
+        "api_keys_disabled",
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -850,13 +949,22 @@ async fn failed_authentications_are_rate_limited_per_address_and_per_principal()
     .await;
     let bad = d.hs256(&json!({"sub": "x"}));
     for _ in 0..3 {
-        refused(d.query("SELECT 1").bearer_auth(&bad), StatusCode::UNAUTHORIZED, "invalid_claims").await;
+        refused(
+            d.query("SELECT 1").bearer_auth(&bad),
+            StatusCode::UNAUTHORIZED,
+            "invalid_claims",
+        )
+        .await;
     }
     // Past the limit, even a valid credential from this address waits.
     let good = d.hs256(&claims("alice", "acme", &[]));
     let resp = d.query("SELECT 1").bearer_auth(&good).send().await.unwrap();
     assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS);
-    let retry: u64 = resp.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    let retry: u64 = resp.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!((1..=300).contains(&retry));
     let body: Value = resp.json().await.unwrap();
     assert_eq!(body["code"], "too_many_failures");
@@ -879,9 +987,19 @@ async fn failed_authentications_are_rate_limited_per_address_and_per_principal()
             .json(&json!({"client_id": "victim", "client_secret": s}))
     };
     for _ in 0..2 {
-        refused(token("scs_guess"), StatusCode::UNAUTHORIZED, "invalid_client").await;
+        refused(
+            token("scs_guess"),
+            StatusCode::UNAUTHORIZED,
+            "invalid_client",
+        )
+        .await;
     }
-    refused(token(&secret), StatusCode::TOO_MANY_REQUESTS, "too_many_failures").await;
+    refused(
+        token(&secret),
+        StatusCode::TOO_MANY_REQUESTS,
+        "too_many_failures",
+    )
+    .await;
     // Other clients are not affected.
     let other = d
         .store()
@@ -894,7 +1012,9 @@ async fn failed_authentications_are_rate_limited_per_address_and_per_principal()
 async fn rotated_service_secrets_overlap_then_stop() {
     let d = start_with(|_| {}).await;
     let store = d.store();
-    let old = store.create_client("c", &["acme".into()], None, now()).unwrap();
+    let old = store
+        .create_client("c", &["acme".into()], None, now())
+        .unwrap();
     let new = store.rotate_client_secret("c", 0, now()).unwrap();
     service_token(&d, "c", &new).await;
     refused(
@@ -928,7 +1048,11 @@ async fn embedding_origins_cors_preflight_and_frame_ancestors() {
         h["content-security-policy"],
         format!("frame-ancestors 'self' {ALLOWED_ORIGIN}").as_str()
     );
-    for origin in ["https://evil.example", "null", "https://host.example.evil.example"] {
+    for origin in [
+        "https://evil.example",
+        "null",
+        "https://host.example.evil.example",
+    ] {
         refused(
             d.http.get(d.url("/healthz")).header("origin", origin),
             StatusCode::FORBIDDEN,
@@ -941,7 +1065,10 @@ async fn embedding_origins_cors_preflight_and_frame_ancestors() {
         .request(reqwest::Method::OPTIONS, d.url("/v1/query"))
         .header("origin", ALLOWED_ORIGIN)
         .header("access-control-request-method", "POST")
-        .header("access-control-request-headers", "authorization, content-type")
+        .header(
+            "access-control-request-headers",
+            "authorization, content-type",
+        )
         .send()
         .await
         .unwrap();
@@ -959,8 +1086,16 @@ async fn embedding_origins_cors_preflight_and_frame_ancestors() {
     d.server.stop().await.unwrap();
 
     let closed = start_with(|c| c.server.allowed_origins.clear()).await;
-    let resp = closed.http.get(closed.url("/healthz")).send().await.unwrap();
-    assert_eq!(resp.headers()["content-security-policy"], "frame-ancestors 'none'");
+    let resp = closed
+        .http
+        .get(closed.url("/healthz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        resp.headers()["content-security-policy"],
+        "frame-ancestors 'none'"
+    );
 }
 
 /// SSO: a daemon whose OIDC provider is the real `oidc-provider`, started by the test.
@@ -987,7 +1122,7 @@ async fn start_sso() -> Sso {
     config.auth.roles.compliance = vec!["compliance".into()];
     config.auth.sessions.cookie_secure = false;
     config.auth.oidc = Some(toml_oidc(&format!(
-            r#"issuer = "{}"
+        r#"issuer = "{}"
 client_id = "sluice"
 client_secret_file = "{}"
 redirect_url = "{callback}"
@@ -1034,9 +1169,17 @@ async fn begin_login(d: &Daemon, return_to: &str) -> (String, String) {
     assert_eq!(resp.status(), StatusCode::FOUND);
     let location = resp.headers()["location"].to_str().unwrap().to_string();
     let cookie = resp.headers()["set-cookie"].to_str().unwrap();
-    assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Lax"), "{cookie}");
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Lax"),
+        "{cookie}"
+    );
     let pair = cookie.split(';').next().unwrap().to_string();
-    for p in ["code_challenge_method=S256", "code_challenge=", "nonce=", "state="] {
+    for p in [
+        "code_challenge_method=S256",
+        "code_challenge=",
+        "nonce=",
+        "state=",
+    ] {
         assert!(location.contains(p), "{location}");
     }
     (location, pair)
@@ -1066,7 +1209,11 @@ async fn oidc_sso_login_with_pkce_against_the_real_provider() {
         .iter()
         .map(|v| v.to_str().unwrap().to_string())
         .collect();
-    assert!(cookies.iter().any(|c| c.starts_with("sluice_session=sls_") && c.contains("HttpOnly")));
+    assert!(
+        cookies
+            .iter()
+            .any(|c| c.starts_with("sluice_session=sls_") && c.contains("HttpOnly"))
+    );
     let body: Value = resp.json().await.unwrap();
     let token = body["session_token"].as_str().unwrap().to_string();
     let (s, me) = send(d.http.get(d.url("/v1/me")).bearer_auth(&token)).await;
@@ -1096,7 +1243,9 @@ async fn oidc_sso_login_with_pkce_against_the_real_provider() {
     let (authorize, _) = begin_login(d, "/").await;
     let back = sluice_tests::idp_login(&authorize, "alice").await;
     refused(
-        d.http.get(&back).header("cookie", "sluice_oidc_state=someone-else"),
+        d.http
+            .get(&back)
+            .header("cookie", "sluice_oidc_state=someone-else"),
         StatusCode::BAD_REQUEST,
         "invalid_state",
     )

@@ -109,7 +109,11 @@ impl JwtVerifier {
 
     /// Verifies a token and maps its claims to a principal. `store` remembers `jti`s when
     /// replay protection is on.
-    pub async fn verify(&self, token: &str, store: &Arc<AuthStore>) -> Result<Principal, AuthError> {
+    pub async fn verify(
+        &self,
+        token: &str,
+        store: &Arc<AuthStore>,
+    ) -> Result<Principal, AuthError> {
         let (alg, kid) = header_alg(token)?;
         let claims = match &self.keys {
             KeySource::Static(key) => self.decode(token, &alg, key)?,
@@ -123,9 +127,10 @@ impl JwtVerifier {
         let principal = map_claims(&claims, &self.claims, AuthMethod::Jwt)?;
         let now = super::unix_now();
         if let Some(max_age) = self.max_age_secs {
-            let iat = claims.get("iat").and_then(Value::as_i64).ok_or_else(|| {
-                AuthError::BadClaims("iat must be a number".into())
-            })?;
+            let iat = claims
+                .get("iat")
+                .and_then(Value::as_i64)
+                .ok_or_else(|| AuthError::BadClaims("iat must be a number".into()))?;
             let leeway = self.validation.leeway as i64;
             if iat > now + leeway {
                 return Err(AuthError::NotYetValid);
@@ -185,9 +190,7 @@ impl JwtVerifier {
                 }
                 ErrorKind::InvalidAudience => AuthError::BadAudience,
                 ErrorKind::InvalidIssuer => AuthError::BadIssuer,
-                ErrorKind::MissingRequiredClaim(c) => {
-                    AuthError::BadClaims(format!("missing {c}"))
-                }
+                ErrorKind::MissingRequiredClaim(c) => AuthError::BadClaims(format!("missing {c}")),
                 _ => AuthError::Malformed,
             })?;
         Ok(data.claims)
@@ -269,4 +272,3 @@ fn string_claim(claims: &Map<String, Value>, name: &str) -> Result<String, AuthE
         None => Err(AuthError::BadClaims(format!("missing {name}"))),
     }
 }
-

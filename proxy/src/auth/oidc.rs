@@ -233,8 +233,7 @@ impl Oidc {
 
     fn take(&self, state: &str) -> Option<Pending> {
         let mut map = self.pending.lock().unwrap_or_else(|p| p.into_inner());
-        map.remove(state)
-            .filter(|p| p.started.elapsed() < FLOW_TTL)
+        map.remove(state).filter(|p| p.started.elapsed() < FLOW_TTL)
     }
 
     /// Validates an id_token and maps it to a principal.
@@ -248,11 +247,18 @@ impl Oidc {
         if alg != "RS256" {
             return Err(SsoError::IdToken(format!("algorithm {alg} is not RS256")));
         }
-        let key = provider.jwks.key(kid.as_deref()).await.map_err(SsoError::Claims)?;
+        let key = provider
+            .jwks
+            .key(kid.as_deref())
+            .await
+            .map_err(SsoError::Claims)?;
         let mut v = Validation::new(Algorithm::RS256);
         v.leeway = LEEWAY_SECS;
         v.set_audience(&[self.config.client_id.as_str()]);
-        v.set_issuer(&[self.config.issuer.as_str(), self.config.issuer.trim_end_matches('/')]);
+        v.set_issuer(&[
+            self.config.issuer.as_str(),
+            self.config.issuer.trim_end_matches('/'),
+        ]);
         v.set_required_spec_claims(&["exp", "iat", "aud", "iss", "sub"]);
         let data = jsonwebtoken::decode::<Map<String, Value>>(id_token, &key, &v)
             .map_err(|e| SsoError::IdToken(e.to_string()))?;
@@ -333,7 +339,9 @@ pub async fn login(
     State(state): State<Arc<AppState>>,
     params: Result<Query<LoginParams>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
-    let params = params.map(|Query(p)| p).unwrap_or(LoginParams { return_to: None });
+    let params = params
+        .map(|Query(p)| p)
+        .unwrap_or(LoginParams { return_to: None });
     let Some(oidc) = &state.oidc else {
         return sso_disabled();
     };

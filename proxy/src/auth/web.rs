@@ -85,7 +85,10 @@ pub fn method_tried(headers: &HeaderMap, cookie_name: &str) -> &'static str {
     let bearer = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")));
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        });
     match bearer {
         Some(t) if t.starts_with(SESSION_PREFIX) => "session",
         Some(t) if t.starts_with(super::API_KEY_PREFIX) => "api_key",
@@ -351,7 +354,10 @@ async fn service_caller(
     let token = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
         .map(str::trim)
         .ok_or(AuthError::Missing)?;
     if !token.starts_with(SERVICE_PREFIX) || token.len() > super::MAX_TOKEN_BYTES {
@@ -377,10 +383,14 @@ async fn ticket_for(
 ) -> Result<(String, Principal, u64), ApiError> {
     let bad = |m: String| ApiError::bad_request("invalid_request", m);
     if !valid_name(&request.user) {
-        return Err(bad("user must be a non-empty string of at most 256 characters".into()));
+        return Err(bad(
+            "user must be a non-empty string of at most 256 characters".into(),
+        ));
     }
     if !valid_name(&request.tenant) {
-        return Err(bad("tenant must be a non-empty string of at most 256 characters".into()));
+        return Err(bad(
+            "tenant must be a non-empty string of at most 256 characters".into(),
+        ));
     }
     if request.groups.len() > MAX_GROUPS || !request.groups.iter().all(|g| valid_name(g)) {
         return Err(bad("groups must be at most 256 non-empty strings".into()));
@@ -403,8 +413,8 @@ async fn ticket_for(
             .as_ref()
             .is_none_or(|allowed| allowed.iter().any(|a| a == g));
         // A customer's backend mints end users: never sluice administrators or auditors.
-        let privileged = roles.is_admin(std::slice::from_ref(g))
-            || roles.is_compliance(std::slice::from_ref(g));
+        let privileged =
+            roles.is_admin(std::slice::from_ref(g)) || roles.is_compliance(std::slice::from_ref(g));
         if !in_scope || privileged {
             return Err(AuthError::GroupNotAllowed(g.clone()).into());
         }
@@ -622,7 +632,10 @@ pub async fn delete_current(State(state): State<Arc<AppState>>, req: Request) ->
         .headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
         .map(|t| t.trim().to_string())
         .or_else(|| super::cookie(&parts.headers, &state.config.auth.sessions.cookie_name));
     let Some(token) = token.filter(|t| t.starts_with(SESSION_PREFIX)) else {
