@@ -135,7 +135,8 @@ fn auth(c: &mut Criterion) {
     h.kid = Some("k1".into());
     let es_token = jsonwebtoken::encode(&h, &claims(), &es_key).expect("bench setup");
     // Warm the JWKS cache.
-    rt.block_on(es.verify(&es_token, &store)).expect("bench setup");
+    rt.block_on(es.verify(&es_token, &store))
+        .expect("bench setup");
 
     let sessions = Authenticator::new(None, Arc::clone(&store), &auth_config());
     rt.block_on(sessions.session(session)).expect("bench setup");

@@ -335,3 +335,111 @@ async fn sigkill_under_load_loses_no_record_of_an_answered_query() {
     assert_eq!(report["records"], records.len());
     assert_eq!(report["first_bad_seq"], Value::Null);
 }
+
+fn run_cli(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(BIN).args(args).output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8(out.stderr).unwrap(),
+    )
+}
+
+#[tokio::test]
+async fn apikey_and_client_commands_print_secrets_once_and_they_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    let (mut child, rx) = common::spawn(&["--demo"], &data_dir, &[]);
+    let url = common::line_after(&rx, "sluice listening on ");
+    let dd = data_dir.to_str().unwrap();
+    let http = reqwest::Client::new();
+
+    // An API key, created while the daemon runs, works at once.
+    let (ok, key, _) = run_cli(&[
+        "apikey",
+        "create",
+        "--data-dir",
+        dd,
+        "--user",
+        "ci-bot",
+        "--tenant",
+        "globex",
+        "--groups",
+        "analyst",
+        "--expires-in-days",
+        "30",
+        "--name",
+        "ci",
+    ]);
+    assert!(ok);
+    let key = key.trim().to_string();
+    assert!(key.starts_with("slk_"));
+    let me: Value = http
+        .get(format!("{url}/v1/me"))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        (me["user"].as_str(), me["tenant"].as_str()),
+        (Some("ci-bot"), Some("globex"))
+    );
+    let (ok, listed, _) = run_cli(&["apikey", "list", "--data-dir", dd]);
+    assert!(ok && listed.contains("ci-bot") && !listed.contains(&key));
+    let id = key.trim_start_matches("slk_").split('_').next().unwrap();
+    assert!(run_cli(&["apikey", "revoke", "--data-dir", dd, id]).0);
+    let resp = http
+        .get(format!("{url}/v1/me"))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401);
+    assert!(!run_cli(&["apikey", "revoke", "--data-dir", dd, id]).0);
+
+    // A service client: its secret mints service tokens; rotation with no overlap retires it.
+    let (ok, secret, _) = run_cli(&[
+        "client",
+        "create",
+        "--data-dir",
+        dd,
+        "--id",
+        "backend",
+        "--tenants",
+        "acme,globex",
+    ]);
+    assert!(ok);
+    let token = |s: String| {
+        let http = http.clone();
+        let url = url.clone();
+        async move {
+            http.post(format!("{url}/v1/auth/token"))
+                .json(&json!({"client_id": "backend", "client_secret": s}))
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    assert_eq!(token(secret.trim().to_string()).await, 200);
+    let (ok, newer, _) = run_cli(&[
+        "client",
+        "rotate",
+        "--data-dir",
+        dd,
+        "--id",
+        "backend",
+        "--overlap-hours",
+        "0",
+    ]);
+    assert!(ok);
+    assert_eq!(token(secret.trim().to_string()).await, 401);
+    assert_eq!(token(newer.trim().to_string()).await, 200);
+    let (ok, listed, _) = run_cli(&["client", "list", "--data-dir", dd]);
+    assert!(ok && listed.contains("\"backend\"") && !listed.contains(newer.trim()));
+    let _ = child.kill();
+    let _ = child.wait();
+}

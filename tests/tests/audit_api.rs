@@ -114,13 +114,23 @@ async fn compliance_officers_query_the_log_and_only_they_can() {
         .json()
         .await
         .unwrap();
-    let codes: Vec<&str> = v["records"]
+    let codes: Vec<(&str, &str)> = v["records"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|r| r["code"].as_str().unwrap())
+        .map(|r| (r["event"].as_str().unwrap(), r["code"].as_str().unwrap()))
         .collect();
-    assert_eq!(codes, ["policy_denied", "forbidden_role"], "{v}");
+    // alice's refused calls to the audit API are recorded too (`auth_denied`).
+    assert_eq!(
+        codes,
+        [
+            ("query_denied", "policy_denied"),
+            ("auth_denied", "forbidden_role"),
+            ("query_denied", "forbidden_role"),
+            ("auth_denied", "forbidden_role"),
+        ],
+        "{v}"
+    );
     let v: Value = d
         .get(&carol, "/v1/audit/records?column=customers.name")
         .await
@@ -187,8 +197,8 @@ async fn compliance_officers_query_the_log_and_only_they_can() {
     let covered = lines[0]["checkpoint"]["seq"].as_u64().unwrap();
     assert_eq!(
         lines.len() - 1,
-        5,
-        "2 attempts, 2 completions, 1 denial: {text}"
+        7,
+        "2 attempts, 2 completions, 1 query denial, 2 refused audit-API calls: {text}"
     );
     assert!(
         lines[1..]

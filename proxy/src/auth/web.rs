@@ -72,6 +72,12 @@ pub async fn audit_auth(
     }
 }
 
+/// Audits a refused authentication and answers it.
+async fn deny(state: &AppState, client: &ClientInfo, e: AuthError, who: Who<'_>) -> Response {
+    audit_auth(state, client, Event::AuthDenied, e.code(), who).await;
+    ApiError::from(e).into_response()
+}
+
 /// Whom an authentication record is about.
 pub enum Who<'a> {
     /// A verified principal, with the method to record (its own if `None`).
@@ -198,15 +204,8 @@ pub async fn service_token(State(state): State<Arc<AppState>>, req: Request) -> 
     match issue_service_token(&state, &client, &id, &secret).await {
         Ok(v) => json_status(StatusCode::OK, v),
         Err(e) => {
-            audit_auth(
-                &state,
-                &client,
-                Event::AuthDenied,
-                e.code(),
-                Who::Claimed(valid_name(&id).then_some(id.as_str()), "service_client"),
-            )
-            .await;
-            ApiError::from(e).into_response()
+            let who = Who::Claimed(valid_name(&id).then_some(id.as_str()), "service_client");
+            deny(&state, &client, e, who).await
         }
     }
 }
@@ -292,17 +291,7 @@ pub async fn mint_ticket(State(state): State<Arc<AppState>>, req: Request) -> Re
     // The caller: a live service token.
     let service = match service_caller(&state, &parts.headers, &client).await {
         Ok(s) => s,
-        Err(e) => {
-            audit_auth(
-                &state,
-                &client,
-                Event::AuthDenied,
-                e.code(),
-                Who::Claimed(None, "service_token"),
-            )
-            .await;
-            return ApiError::from(e).into_response();
-        }
+        Err(e) => return deny(&state, &client, e, Who::Claimed(None, "service_token")).await,
     };
     let request: TicketBody = match read_json_body_as(
         &parts.headers,
@@ -494,17 +483,7 @@ pub async fn create_session(State(state): State<Arc<AppState>>, req: Request) ->
             .await;
             session_response(&state, StatusCode::CREATED, &token, &principal)
         }
-        Err(e) => {
-            audit_auth(
-                &state,
-                &client,
-                Event::AuthDenied,
-                e.code(),
-                Who::Claimed(None, "ticket"),
-            )
-            .await;
-            ApiError::from(e).into_response()
-        }
+        Err(e) => deny(&state, &client, e, Who::Claimed(None, "ticket")).await,
     }
 }
 
