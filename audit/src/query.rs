@@ -287,7 +287,9 @@ pub fn anomalies(
                     .unwrap_or_default();
                 denials.entry(who).or_default().push(t);
             }
-            crate::Event::QueryCompletion | crate::Event::AuthEvent => {}
+            crate::Event::QueryCompletion
+            | crate::Event::AuthEvent
+            | crate::Event::CredentialEvent => {}
         }
     }
     let baseline_hours = (now - start).num_hours().max(1) as f64;

@@ -18,6 +18,9 @@ pub enum Event {
     /// An authentication event that succeeded: a service token, ticket, session or API key
     /// issued or revoked (`code` says which).
     AuthEvent,
+    /// A user's warehouse credential was connected, refreshed, failed to refresh, expired or
+    /// was disconnected (`code` says which).
+    CredentialEvent,
 }
 
 impl Event {
@@ -29,6 +32,7 @@ impl Event {
             "query_denied" => Event::QueryDenied,
             "auth_denied" => Event::AuthDenied,
             "auth_event" => Event::AuthEvent,
+            "credential_event" => Event::CredentialEvent,
             _ => return None,
         })
     }
@@ -41,6 +45,7 @@ impl Event {
             Event::QueryDenied => "query_denied",
             Event::AuthDenied => "auth_denied",
             Event::AuthEvent => "auth_event",
+            Event::CredentialEvent => "credential_event",
         }
     }
 }

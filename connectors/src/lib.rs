@@ -56,6 +56,32 @@ pub struct QueryRequest<'a> {
     pub params: &'a [Param],
     /// The request id, passed to the warehouse where it can tag queries.
     pub request_id: &'a str,
+    /// The calling user's own credential (from the vault) when the connection uses per-user
+    /// credentials; `None`: the connection's own configured credential.
+    pub credential: Option<UserCredential<'a>>,
+}
+
+/// A user's own warehouse credential, decrypted for the duration of one call.
+#[derive(Clone, Copy)]
+pub enum UserCredential<'a> {
+    /// An OAuth access token (REST warehouses send it as a bearer token).
+    Bearer(&'a str),
+    /// A database user and password (PostgreSQL logs in as that user).
+    Password {
+        /// Database user.
+        user: &'a str,
+        /// Its password.
+        password: &'a str,
+    },
+}
+
+impl std::fmt::Debug for UserCredential<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            UserCredential::Bearer(_) => f.write_str("Bearer(..)"),
+            UserCredential::Password { user, .. } => write!(f, "Password({user}, ..)"),
+        }
+    }
 }
 
 /// A running query's result: its schema and a stream of batches. Dropping the stream cancels

@@ -332,8 +332,18 @@ impl Connector for PostgresConnector {
     }
 
     async fn execute(&self, request: QueryRequest<'_>) -> Result<QueryStream, ConnectorError> {
-        let (client, connection) = self
-            .config
+        // Per-user passwords log in as that user, so the warehouse's own grants apply.
+        let per_user;
+        let config = match request.credential {
+            Some(crate::UserCredential::Password { user, password }) => {
+                let mut c = self.config.clone();
+                c.user(user).password(password);
+                per_user = c;
+                &per_user
+            }
+            _ => &self.config,
+        };
+        let (client, connection) = config
             .connect(NoTls)
             .await
             .map_err(|e| ConnectorError::Unavailable(describe(&e)))?;

@@ -35,6 +35,8 @@ pub struct Connection {
     pub id: String,
     /// How to reach it.
     pub connector: Arc<dyn Connector>,
+    /// Whose credential reaches the warehouse.
+    pub credential: crate::config::CredentialMode,
 }
 
 /// The policy in force: one catalog per connection and the group row limits. Replaced whole on
@@ -117,6 +119,8 @@ pub struct AppState {
     pub auth: Authenticator,
     /// SSO, when configured.
     pub oidc: Option<Oidc>,
+    /// Users' own warehouse credentials, when `[vault]` is configured.
+    pub vault: Option<Arc<crate::vault::Vault>>,
     /// Connections by id.
     pub connections: BTreeMap<String, Arc<Connection>>,
     /// The policy in force.
@@ -459,6 +463,7 @@ async fn build_connection(
     Ok(Connection {
         id: c.id.clone(),
         connector,
+        credential: c.credential,
     })
 }
 
@@ -474,6 +479,9 @@ pub async fn build_from(config: Config, config_path: Option<PathBuf>) -> Result<
     let policy = Policy::from_config(&config).map_err(StartupError)?;
     let jwt = jwt_verifier(&config)?;
     let oidc = oidc(&config)?;
+    let vault = crate::vault::Vault::from_config(&config)
+        .map_err(StartupError)?
+        .map(Arc::new);
     let data_dir: &Path = &config.server.data_dir;
     std::fs::create_dir_all(data_dir).map_err(|e| {
         StartupError(format!(
@@ -508,6 +516,7 @@ pub async fn build_from(config: Config, config_path: Option<PathBuf>) -> Result<
     let state = AppState {
         auth: Authenticator::new(jwt, store, &config.auth),
         oidc,
+        vault,
         connections,
         policy: RwLock::new(Arc::new(policy)),
         audit,

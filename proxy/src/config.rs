@@ -88,6 +88,86 @@ pub struct Config {
     /// The warehouses sluice fronts, with the tables each declares.
     #[serde(default)]
     pub connections: Vec<ConnectionConfig>,
+    /// Each user's own warehouse credentials, encrypted at rest.
+    pub vault: Option<VaultConfig>,
+}
+
+/// `[vault]`: where the key-encryption key comes from, and how tokens are refreshed.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VaultConfig {
+    /// Environment variable holding the current key (32 random bytes, base64). Exactly one of
+    /// this and `key_file`; never the key itself.
+    pub key_env: Option<String>,
+    /// File holding the current key.
+    pub key_file: Option<PathBuf>,
+    /// Earlier keys (files), still used to open records sealed before a rotation.
+    #[serde(default)]
+    pub previous_key_files: Vec<PathBuf>,
+    /// Earlier keys (environment variables).
+    #[serde(default)]
+    pub previous_key_envs: Vec<String>,
+    /// Refresh a token when this share of its lifetime has passed (minus up to a tenth of it,
+    /// at random, so tokens issued together are not refreshed together).
+    #[serde(default = "default_refresh_percent")]
+    pub refresh_at_percent: u8,
+    /// How often the refresher looks for tokens due.
+    #[serde(default = "default_refresh_check")]
+    pub refresh_check_ms: u64,
+    /// Refreshes in flight at once, across all users (the authorization server is not
+    /// stampeded).
+    #[serde(default = "default_refresh_concurrency")]
+    pub max_concurrent_refreshes: usize,
+}
+
+fn default_refresh_percent() -> u8 {
+    80
+}
+fn default_refresh_check() -> u64 {
+    5_000
+}
+fn default_refresh_concurrency() -> usize {
+    8
+}
+
+/// How a connection authenticates to its warehouse.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CredentialMode {
+    /// The connection's own configured credential (a service account), the same for every
+    /// user: for public embeds. Explicitly marked as such.
+    #[default]
+    Service,
+    /// Each user's own OAuth tokens from the vault (connect flow, background refresh).
+    Oauth,
+    /// Each user's own password or key, stored in the vault.
+    Password,
+}
+
+/// `[connections.oauth]`: the warehouse's OAuth 2.0 authorization server.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OAuthClientConfig {
+    /// Authorization endpoint.
+    pub authorize_url: String,
+    /// Token endpoint.
+    pub token_url: String,
+    /// RFC 7009 revocation endpoint, if the server has one.
+    pub revocation_url: Option<String>,
+    /// sluice's client id there.
+    pub client_id: String,
+    /// Environment variable holding the client secret (exactly one of this and the file).
+    pub client_secret_env: Option<String>,
+    /// File holding the client secret.
+    pub client_secret_file: Option<PathBuf>,
+    /// Scopes requested.
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    /// The callback registered there: `https://<sluice>/v1/connections/oauth/callback`.
+    pub redirect_url: String,
+    /// Accept `http://` endpoints (loopback development and tests only).
+    #[serde(default)]
+    pub allow_http: bool,
 }
 
 /// `[server]`
@@ -560,6 +640,12 @@ pub struct ConnectionConfig {
     /// Engine threads (embedded only).
     #[serde(default = "default_threads")]
     pub threads: usize,
+    /// Whose credential reaches the warehouse: `service` (the connection's own, for public
+    /// embeds), `oauth` or `password` (each user's own, from the vault).
+    #[serde(default)]
+    pub credential: CredentialMode,
+    /// The OAuth authorization server, for `credential = "oauth"`.
+    pub oauth: Option<OAuthClientConfig>,
     /// Declared tables. Anything not declared cannot be read.
     #[serde(default)]
     pub tables: Vec<TableConfig>,
@@ -708,6 +794,18 @@ impl Config {
         {
             fix(f);
         }
+        if let Some(v) = &mut self.vault {
+            for f in v.key_file.iter_mut().chain(v.previous_key_files.iter_mut()) {
+                fix(f);
+            }
+        }
+        for c in &mut self.connections {
+            if let Some(o) = &mut c.oauth
+                && let Some(f) = &mut o.client_secret_file
+            {
+                fix(f);
+            }
+        }
         for c in &mut self.connections {
             for t in &mut c.tables {
                 if let Some(p) = &mut t.path {
@@ -841,6 +939,20 @@ impl Config {
 
     /// Pure checks: no network, no files.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(v) = &self.vault {
+            if v.key_env.is_some() == v.key_file.is_some() {
+                return Err(invalid("vault", "set exactly one of key_env and key_file"));
+            }
+            if !(10..=95).contains(&v.refresh_at_percent) {
+                return Err(invalid("vault.refresh_at_percent", "between 10 and 95"));
+            }
+            if v.refresh_check_ms == 0 || v.max_concurrent_refreshes == 0 {
+                return Err(invalid(
+                    "vault",
+                    "refresh_check_ms and max_concurrent_refreshes must be positive",
+                ));
+            }
+        }
         self.server
             .listen
             .parse::<SocketAddr>()
@@ -892,6 +1004,52 @@ impl Config {
             }
             if c.threads == 0 {
                 return Err(invalid(format!("{field}.threads"), "must be positive"));
+            }
+            if c.credential != CredentialMode::Service && self.vault.is_none() {
+                return Err(invalid(
+                    format!("{field}.credential"),
+                    "per-user credentials need a [vault]",
+                ));
+            }
+            match (&c.oauth, c.credential) {
+                (None, CredentialMode::Oauth) => {
+                    return Err(invalid(
+                        format!("{field}.oauth"),
+                        "credential = \"oauth\" needs [connections.oauth]",
+                    ));
+                }
+                (Some(_), CredentialMode::Service | CredentialMode::Password) => {
+                    return Err(invalid(
+                        format!("{field}.oauth"),
+                        "only for credential = \"oauth\"",
+                    ));
+                }
+                (Some(o), CredentialMode::Oauth) => {
+                    if o.client_secret_env.is_some() == o.client_secret_file.is_some() {
+                        return Err(invalid(
+                            format!("{field}.oauth"),
+                            "set exactly one of client_secret_env and client_secret_file",
+                        ));
+                    }
+                    let urls = [
+                        ("authorize_url", Some(&o.authorize_url)),
+                        ("token_url", Some(&o.token_url)),
+                        ("revocation_url", o.revocation_url.as_ref()),
+                        ("redirect_url", Some(&o.redirect_url)),
+                    ];
+                    for (name, url) in urls {
+                        if let Some(url) = url
+                            && !(url.starts_with("https://")
+                                || (o.allow_http && url.starts_with("http://")))
+                        {
+                            return Err(invalid(
+                                format!("{field}.oauth.{name}"),
+                                "must be https:// (http:// needs allow_http = true)",
+                            ));
+                        }
+                    }
+                }
+                (None, _) => {}
             }
             for (j, t) in c.tables.iter().enumerate() {
                 let tf = format!("{field}.tables[{j}]");

@@ -325,6 +325,8 @@ pub fn config(data_dir: &Path, listen: &str) -> Result<Config, String> {
             url_env: None,
             statement_timeout_ms: crate::config::DEFAULT_QUERY_TIMEOUT_MS,
             threads: 2,
+            credential: Default::default(),
+            oauth: None,
             tables: vec![
                 table(
                     "regions",
@@ -368,6 +370,7 @@ pub fn config(data_dir: &Path, listen: &str) -> Result<Config, String> {
                 ),
             ],
         }],
+        vault: None,
     })
 }
 

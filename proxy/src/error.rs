@@ -29,6 +29,8 @@ pub struct ApiError {
     pub reason: Option<&'static str>,
     /// Seconds after which to retry (`429`), sent as `Retry-After`.
     pub retry_after: Option<u64>,
+    /// Where to (re)authorize a warehouse credential (`reauth_required`).
+    pub authorize_url: Option<String>,
 }
 
 impl ApiError {
@@ -40,6 +42,7 @@ impl ApiError {
             message: message.into(),
             reason: None,
             retry_after: None,
+            authorize_url: None,
         }
     }
 
@@ -75,6 +78,9 @@ impl ApiError {
         if let (Some(reason), Some(obj)) = (self.reason, v.as_object_mut()) {
             obj.insert("reason".into(), reason.into());
         }
+        if let (Some(url), Some(obj)) = (&self.authorize_url, v.as_object_mut()) {
+            obj.insert("authorize_url".into(), url.clone().into());
+        }
         v
     }
 }
@@ -91,6 +97,7 @@ impl From<sluice_policy::PolicyError> for ApiError {
             message: e.to_string(),
             reason: Some(e.reason()),
             retry_after: None,
+            authorize_url: None,
         }
     }
 }

@@ -20,3 +20,4 @@ pub mod explain;
 pub mod logging;
 pub mod query;
 pub mod server;
+pub mod vault;

@@ -15,12 +15,13 @@ use futures::StreamExt;
 use http_body::Frame;
 use serde::Deserialize;
 use sluice_audit::{AuditLog, AuditRecord, Decision, Event};
-use sluice_connectors::{ConnectorError, Param, QueryRequest, QueryStream};
+use sluice_connectors::{ConnectorError, Param, QueryRequest, QueryStream, UserCredential};
 use sluice_policy::RewrittenQuery;
 use tokio::time::timeout_at;
 
 use crate::app::{AppState, Connection};
 use crate::auth::Principal;
+use crate::config::CredentialMode;
 use crate::conn::{ClientConn, unless_gone};
 use crate::encode::{self, Encoder, Format, TrailingError};
 use crate::error::{ApiError, current_request_id};
@@ -117,6 +118,20 @@ async fn run_query(
     let rewritten = sluice_policy::rewrite(&request.sql, catalog, &caller)?;
     audit.rewritten(&rewritten, redact);
 
+    // 3b. The caller's own warehouse credential, when the connection uses one (never anyone
+    // else's, never the service credential).
+    let secret = user_credential(state, conn, &principal).await?;
+    let credential = match (conn.credential, &secret) {
+        (CredentialMode::Oauth, Some(s)) => s.access_token.as_deref().map(UserCredential::Bearer),
+        (CredentialMode::Password, Some(s)) => {
+            s.password.as_deref().map(|p| UserCredential::Password {
+                user: &principal.user,
+                password: p,
+            })
+        }
+        _ => None,
+    };
+
     // 4. The attempt is durable before the warehouse sees anything (fail closed).
     timeout_at(header_deadline.into(), audit.attempt())
         .await
@@ -136,6 +151,7 @@ async fn run_query(
         sql: &rewritten.sql,
         params: &params,
         request_id: &request_id,
+        credential,
     });
     // Until the first batch nothing is written to the client, so its departure is watched for:
     // leaving stops the wait, and dropping the query cancels it on the warehouse.
@@ -167,6 +183,30 @@ async fn run_query(
         deadline,
     )?;
     Ok(answer.into_response(format, limits.max_result_rows))
+}
+
+/// The caller's own credential for a connection with per-user credentials, from the vault.
+async fn user_credential(
+    state: &AppState,
+    conn: &Connection,
+    principal: &Principal,
+) -> Result<Option<crate::vault::store::Secret>, ApiError> {
+    if conn.credential == CredentialMode::Service {
+        return Ok(None);
+    }
+    let vault = state.vault.as_ref().ok_or_else(ApiError::internal)?;
+    let owner = crate::vault::web::owner(principal, &conn.id);
+    match vault.credential(&owner, &state.audit).await {
+        Ok(s) => Ok(Some(s)),
+        Err(crate::vault::Access::ReauthRequired) => {
+            Err(crate::vault::web::reauth_required(&conn.id))
+        }
+        Err(crate::vault::Access::Unavailable) => Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "vault_unavailable",
+            "the credential vault cannot be used right now",
+        )),
+    }
 }
 
 /// Reads and checks a query body (`{"sql", "connection"?}`).

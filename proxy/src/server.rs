@@ -49,6 +49,19 @@ pub fn router(state: Arc<AppState>) -> Router {
         )
         .route("/v1/auth/oidc/login", get(crate::auth::oidc::login))
         .route("/v1/auth/oidc/callback", get(crate::auth::oidc::callback))
+        .route("/v1/connections", get(crate::vault::web::list))
+        .route(
+            "/v1/connections/oauth/callback",
+            get(crate::vault::web::callback),
+        )
+        .route(
+            "/v1/connections/{id}/authorize",
+            get(crate::vault::web::authorize),
+        )
+        .route(
+            "/v1/connections/{id}/credential",
+            delete(crate::vault::web::disconnect).put(crate::vault::web::put_password),
+        )
         .route_layer(middleware::from_fn_with_state(request_timeout, timeout));
     Router::new()
         .route("/v1/query", post(handle_query))
@@ -170,6 +183,10 @@ pub async fn serve(
     } = app;
     let grace = Duration::from_millis(state.config.server.shutdown_grace_ms);
     let purge = tokio::spawn(purge_auth_store(Arc::clone(&state)));
+    let refresher = state
+        .vault
+        .as_ref()
+        .map(|v| tokio::spawn(Arc::clone(v).refresher(state.audit.clone())));
     let (draining_tx, mut draining_rx) = tokio::sync::watch::channel(false);
     let flag_state = Arc::clone(&state);
     let signal = async move {
@@ -192,6 +209,9 @@ pub async fn serve(
         () = grace_over => tracing::warn!("grace period over: closing remaining connections"),
     }
     purge.abort();
+    if let Some(r) = refresher {
+        r.abort();
+    }
     drop(state);
     let joined = tokio::task::spawn_blocking(move || audit_writer.join());
     if tokio::time::timeout(AUDIT_DRAIN_TIMEOUT, joined)

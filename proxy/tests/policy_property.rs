@@ -188,6 +188,7 @@ fn generated_queries_verify_and_never_return_tenant_b_data() {
                     sql: &rewritten.sql,
                     params: &params,
                     request_id: "prop",
+                    credential: None,
                 };
                 let Ok(mut s) = conn.execute(req).await else {
                     return out;

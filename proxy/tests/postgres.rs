@@ -216,6 +216,7 @@ async fn the_type_matrix_maps_to_arrow_and_json() {
             sql: "SELECT * FROM t ORDER BY b NULLS LAST",
             params: &[],
             request_id: "types",
+            credential: None,
         })
         .await
         .unwrap();

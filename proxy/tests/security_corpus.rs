@@ -62,6 +62,7 @@ async fn reference(conn: &PostgresConnector, sql: &str) -> Result<Value, String>
             sql,
             params: &[],
             request_id: "reference",
+            credential: None,
         })
         .await
         .map_err(|e| e.to_string())?;
