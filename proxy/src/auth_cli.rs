@@ -213,3 +213,47 @@ pub fn client(cmd: ClientCommand) -> Result<(), StartupError> {
         }
     }
 }
+
+/// `sluice vault`
+#[derive(Debug, Subcommand)]
+pub enum VaultCommand {
+    /// Print a fresh key-encryption key (32 random bytes, base64) for `vault.key_env` /
+    /// `vault.key_file`.
+    NewKey,
+    /// Re-seal every credential under the current key. Run it after making the new key current
+    /// and listing the old one in `previous_key_files` / `previous_key_envs`; the daemon may keep
+    /// serving meanwhile (each record is a compare-and-set). Then drop the old key.
+    RotateKey {
+        /// Configuration file (for the data directory and the keys).
+        #[arg(long)]
+        config: std::path::PathBuf,
+    },
+}
+
+/// Runs a `vault` command.
+pub fn vault(cmd: VaultCommand) -> Result<(), StartupError> {
+    match cmd {
+        VaultCommand::NewKey => {
+            println!("{}", crate::vault::crypto::new_key().map_err(err)?);
+            Ok(())
+        }
+        VaultCommand::RotateKey { config } => {
+            let cfg = crate::config::Config::load(&config).map_err(err)?;
+            let vc = cfg
+                .vault
+                .as_ref()
+                .ok_or_else(|| err("the configuration has no [vault]"))?;
+            let keys = crate::vault::keyring(vc).map_err(err)?;
+            let store = crate::vault::store::VaultStore::open(
+                &cfg.server.data_dir.join(crate::vault::store::VAULT_FILE),
+            )
+            .map_err(err)?;
+            let n = store.rotate(&keys, unix_now()).map_err(err)?;
+            println!(
+                "re-sealed {n} credential(s) under key {}",
+                keys.current_id()
+            );
+            Ok(())
+        }
+    }
+}

@@ -62,6 +62,11 @@ enum Command {
         #[command(subcommand)]
         command: crate::auth_cli::ClientCommand,
     },
+    /// The credential vault's keys.
+    Vault {
+        #[command(subcommand)]
+        command: crate::auth_cli::VaultCommand,
+    },
     /// Mint a demo token (for `serve --demo`).
     Token {
         /// Use the demo signing secret from the data directory.
@@ -173,6 +178,7 @@ fn run(cli: Cli) -> Result<(), StartupError> {
         } => crate::audit_cli::run(q),
         Command::Apikey { command } => crate::auth_cli::apikey(command),
         Command::Client { command } => crate::auth_cli::client(command),
+        Command::Vault { command } => crate::auth_cli::vault(command),
         Command::Policy {
             command:
                 PolicyCommand::Explain {

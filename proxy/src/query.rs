@@ -206,6 +206,12 @@ async fn user_credential(
             "vault_unavailable",
             "the credential vault cannot be used right now",
         )),
+        Err(crate::vault::Access::RefreshFailing) => Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "credential_refresh_failing",
+            "your warehouse token expired and its authorization server cannot renew it right now; \
+             retry shortly",
+        )),
     }
 }
 

@@ -52,6 +52,9 @@ pub enum Access {
     ReauthRequired,
     /// The vault could not be read.
     Unavailable,
+    /// The token expired and the authorization server cannot refresh it right now (the
+    /// credential is kept; retried in the background).
+    RefreshFailing,
 }
 
 /// Outcome of one refresh attempt.
@@ -262,9 +265,11 @@ impl Vault {
         .await
     }
 
-    /// The owner's usable credential for a query. Refreshes inline a token about to expire.
+    /// The owner's usable credential for a query. A token about to expire is refreshed inline
+    /// (single-flight with the background refresher).
     pub async fn credential(&self, owner: &Owner, audit: &AuditLog) -> Result<Secret, Access> {
-        for _ in 0..2 {
+        let mut last = None;
+        for _ in 0..3 {
             let o = owner.clone();
             let rec = self
                 .blocking(move |store, keys| store.get(&o, keys))
@@ -274,27 +279,32 @@ impl Vault {
                     Access::Unavailable
                 })?
                 .ok_or(Access::ReauthRequired)?;
-            match rec.meta.status {
-                Status::Expired | Status::Revoked => return Err(Access::ReauthRequired),
-                Status::Connected | Status::Refreshing => {}
-            }
-            let fresh = rec
-                .meta
-                .expires_at
-                .is_none_or(|e| e > now() + INLINE_REFRESH_MARGIN_SECS);
-            if fresh {
-                return Ok(rec.secret);
-            }
-            // About to expire: refresh now (single-flight), then read again.
-            if self.refresh(owner, rec.meta.version, audit).await == Refreshed::Expired {
+            if matches!(rec.meta.status, Status::Expired | Status::Revoked) {
                 return Err(Access::ReauthRequired);
             }
-            if rec.meta.expires_at.is_some_and(|e| e <= now()) {
-                // Expired and not refreshed yet: look once more.
-                tokio::time::sleep(Duration::from_millis(200)).await;
+            let expires = rec.meta.expires_at;
+            if expires.is_none_or(|e| e > now() + INLINE_REFRESH_MARGIN_SECS) {
+                return Ok(rec.secret);
             }
+            match self.refresh(owner, rec.meta.version, audit).await {
+                Refreshed::Expired => return Err(Access::ReauthRequired),
+                Refreshed::Ok => {}
+                // Someone else is refreshing it: give them a moment.
+                Refreshed::Skipped => tokio::time::sleep(Duration::from_millis(200)).await,
+                // The authorization server is failing: the current token, while it lasts.
+                Refreshed::Retry => {
+                    if expires.is_some_and(|e| e > now()) {
+                        return Ok(rec.secret);
+                    }
+                    return Err(Access::RefreshFailing);
+                }
+            }
+            last = Some(rec);
         }
-        Err(Access::ReauthRequired)
+        match last {
+            Some(rec) if rec.meta.expires_at.is_some_and(|e| e > now()) => Ok(rec.secret),
+            _ => Err(Access::RefreshFailing),
+        }
     }
 
     /// Refreshes one credential: claims it, calls the token endpoint, stores the outcome.
