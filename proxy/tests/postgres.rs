@@ -378,3 +378,140 @@ async fn a_five_million_row_answer_streams_with_flat_memory() {
         "memory grew with the answer: +{growth_mb:.1} MB"
     );
 }
+
+/// Roles created for one test, dropped (with what they own or were granted) at the end.
+struct Roles {
+    names: Vec<String>,
+    db: String,
+}
+
+impl Drop for Roles {
+    fn drop(&mut self) {
+        for r in &self.names {
+            for (db, sql) in [
+                (self.db.as_str(), format!("DROP OWNED BY {r}")),
+                ("postgres", format!("DROP ROLE IF EXISTS {r}")),
+            ] {
+                let _ = std::process::Command::new("psql")
+                    .args([
+                        "-h",
+                        "127.0.0.1",
+                        "-U",
+                        "postgres",
+                        "-d",
+                        db,
+                        "-q",
+                        "-c",
+                        &sql,
+                    ])
+                    .output();
+            }
+        }
+    }
+}
+
+fn token_for(user: &str) -> String {
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 600;
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &json!({"sub": user, "tenant": "A", "groups": ["analyst"], "aud": "sluice-world", "iss": "world-idp", "exp": exp}),
+        &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
+    )
+    .unwrap()
+}
+
+#[tokio::test]
+async fn per_user_passwords_log_in_as_that_user_so_the_warehouses_grants_apply() {
+    let db = TestDb::create("pwmode", WORLD_SQL).await;
+    let pid = std::process::id();
+    let (granted, denied) = (
+        format!("sluice_pw_granted_{pid}"),
+        format!("sluice_pw_denied_{pid}"),
+    );
+    let _roles = Roles {
+        names: vec![granted.clone(), denied.clone()],
+        db: db.name.clone(),
+    };
+    let admin = common::connect(&db.conn_str()).await;
+    admin
+        .batch_execute(&format!(
+            "DROP ROLE IF EXISTS {granted}; DROP ROLE IF EXISTS {denied};
+             CREATE ROLE {granted} LOGIN PASSWORD 'pw-granted';
+             CREATE ROLE {denied} LOGIN PASSWORD 'pw-denied';
+             GRANT USAGE ON SCHEMA public TO {granted}, {denied};
+             GRANT SELECT ON ALL TABLES IN SCHEMA public TO {granted};"
+        ))
+        .await
+        .unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("vault.key");
+    std::fs::write(&key, "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=").unwrap();
+    let text = std::fs::read_to_string(WORLD_TOML).unwrap().replacen(
+        "url_env = \"WORLD_PG_URL\"",
+        "url_env = \"WORLD_PG_URL\"\ncredential = \"password\"",
+        1,
+    ) + &format!("\n[vault]\nkey_file = \"{}\"\n", key.display());
+    let config = dir.path().join("world.toml");
+    std::fs::write(&config, text).unwrap();
+    let url = db.url();
+    let d = Daemon::start(
+        &config,
+        &dir.path().join("data"),
+        &[("WORLD_JWT_SECRET", SECRET), ("WORLD_PG_URL", url.as_str())],
+    );
+    let http = reqwest::Client::new();
+    let query = |user: &str| {
+        http.post(format!("{}/v1/query", d.url))
+            .bearer_auth(token_for(user))
+            .json(&json!({"sql": "SELECT count(*) AS n FROM orders", "connection": "world"}))
+            .send()
+    };
+    let put = |user: &str, pw: &str| {
+        http.put(format!("{}/v1/connections/world/credential", d.url))
+            .bearer_auth(token_for(user))
+            .json(&json!({ "password": pw }))
+            .send()
+    };
+
+    // No password stored: the user is asked for one, never given the service role.
+    let r = query(&granted).await.unwrap();
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["code"], "reauth_required", "{body}");
+
+    assert_eq!(put(&granted, "pw-granted").await.unwrap().status(), 204);
+    assert_eq!(put(&denied, "pw-denied").await.unwrap().status(), 204);
+    let r = query(&granted).await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.json::<Value>().await.unwrap()["rows"][0][0], 200);
+    // The warehouse itself refuses a user it gave no grant: the query ran as that user.
+    let r = query(&denied).await.unwrap();
+    assert_eq!(r.status(), 502);
+    assert_eq!(r.json::<Value>().await.unwrap()["code"], "warehouse_error");
+
+    let listed: Value = http
+        .get(format!("{}/v1/connections", d.url))
+        .bearer_auth(token_for(&granted))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let world = listed["connections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == "world")
+        .unwrap();
+    assert_eq!(world["credential"], "password");
+    assert_eq!(world["status"], "connected");
+    assert!(!listed.to_string().contains("pw-granted"));
+    // Nothing readable at rest.
+    let raw = std::fs::read(dir.path().join("data").join("vault.sqlite")).unwrap();
+    assert!(!String::from_utf8_lossy(&raw).contains("pw-granted"));
+}
