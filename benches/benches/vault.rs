@@ -32,7 +32,9 @@ fn vault(c: &mut Criterion) {
         failures: 0,
         secret: &secret,
     };
-    let version = store.put(&owner, &keys, &write, None, 0).expect("bench setup");
+    let version = store
+        .put(&owner, &keys, &write, None, 0)
+        .expect("bench setup");
     let plain = serde_json::to_vec(&secret).expect("bench setup");
     let binding = Binding {
         tenant: "acme",

@@ -17,6 +17,9 @@ pub enum ConnectorError {
     /// The connector was configured wrongly.
     #[error("invalid connector configuration: {0}")]
     Config(String),
+    /// The warehouse refused the credential (HTTP 401): the caller's token may need a refresh.
+    #[error("the warehouse refused the credential: {0}")]
+    Unauthorized(String),
 }
 
 impl ConnectorError {
@@ -30,6 +33,7 @@ impl ConnectorError {
             ConnectorError::Unavailable(_) | ConnectorError::Config(_) => {
                 "the warehouse is unavailable".to_string()
             }
+            ConnectorError::Unauthorized(_) => "the warehouse refused the credential".to_string(),
         }
     }
 
@@ -73,6 +77,7 @@ impl ConnectorError {
             ConnectorError::Execution(_) => "execution",
             ConnectorError::Unavailable(_) => "unavailable",
             ConnectorError::Config(_) => "config",
+            ConnectorError::Unauthorized(_) => "unauthorized",
         }
     }
 }

@@ -475,6 +475,16 @@ pub async fn build(config: Config) -> Result<App, StartupError> {
 
 /// [`build`], remembering the file the configuration came from.
 pub async fn build_from(config: Config, config_path: Option<PathBuf>) -> Result<App, StartupError> {
+    build_with_connectors(config, config_path, BTreeMap::new()).await
+}
+
+/// [`build_from`], with some connections served by the given connectors instead of the ones
+/// their configuration names (embedding, and tests that need a warehouse double).
+pub async fn build_with_connectors(
+    config: Config,
+    config_path: Option<PathBuf>,
+    mut overrides: BTreeMap<String, Arc<dyn Connector>>,
+) -> Result<App, StartupError> {
     config.validate().map_err(|e| StartupError(e.to_string()))?;
     let policy = Policy::from_config(&config).map_err(StartupError)?;
     let jwt = jwt_verifier(&config)?;
@@ -511,7 +521,15 @@ pub async fn build_from(config: Config, config_path: Option<PathBuf>) -> Result<
             .catalogs
             .get(&c.id)
             .ok_or_else(|| StartupError(format!("connection {}: no catalog", c.id)))?;
-        connections.insert(c.id.clone(), Arc::new(build_connection(c, catalog).await?));
+        let connection = match overrides.remove(&c.id) {
+            Some(connector) => Connection {
+                id: c.id.clone(),
+                connector,
+                credential: c.credential,
+            },
+            None => build_connection(c, catalog).await?,
+        };
+        connections.insert(c.id.clone(), Arc::new(connection));
     }
     let state = AppState {
         auth: Authenticator::new(jwt, store, &config.auth),

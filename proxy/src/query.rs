@@ -120,17 +120,7 @@ async fn run_query(
 
     // 3b. The caller's own warehouse credential, when the connection uses one (never anyone
     // else's, never the service credential).
-    let secret = user_credential(state, conn, &principal).await?;
-    let credential = match (conn.credential, &secret) {
-        (CredentialMode::Oauth, Some(s)) => s.access_token.as_deref().map(UserCredential::Bearer),
-        (CredentialMode::Password, Some(s)) => {
-            s.password.as_deref().map(|p| UserCredential::Password {
-                user: &principal.user,
-                password: p,
-            })
-        }
-        _ => None,
-    };
+    let mut secret = user_credential(state, conn, &principal).await?;
 
     // 4. The attempt is durable before the warehouse sees anything (fail closed).
     timeout_at(header_deadline.into(), audit.attempt())
@@ -147,21 +137,37 @@ async fn run_query(
         })
         .collect();
     let request_id = current_request_id();
-    let execute = conn.connector.execute(QueryRequest {
-        sql: &rewritten.sql,
-        params: &params,
-        request_id: &request_id,
-        credential,
-    });
-    // Until the first batch nothing is written to the client, so its departure is watched for:
-    // leaving stops the wait, and dropping the query cancels it on the warehouse.
-    let execute = async {
-        timeout_at(header_deadline.into(), execute)
-            .await
-            .map_err(|_| timeout_error())?
-            .map_err(|e| warehouse_error(&e))
+    // A warehouse that refuses the user's token gets one refresh and one retry.
+    let mut retried = false;
+    let mut stream = loop {
+        let execute = conn.connector.execute(QueryRequest {
+            sql: &rewritten.sql,
+            params: &params,
+            request_id: &request_id,
+            credential: user_credential_ref(conn.credential, secret.as_ref(), &principal.user),
+        });
+        // Until the first batch nothing is written to the client, so its departure is watched
+        // for: leaving stops the wait, and dropping the query cancels it on the warehouse.
+        let execute = async {
+            timeout_at(header_deadline.into(), execute)
+                .await
+                .map_err(|_| timeout_error())
+        };
+        match unless_gone(gone.as_mut(), client_gone, execute).await? {
+            Ok(s) => break s,
+            Err(ConnectorError::Unauthorized(_))
+                if !retried && conn.credential == CredentialMode::Oauth =>
+            {
+                retried = true;
+                tracing::info!("the warehouse refused the token: refreshing once and retrying");
+                secret = Some(refreshed_credential(state, conn, &principal).await?);
+            }
+            Err(ConnectorError::Unauthorized(_)) if conn.credential == CredentialMode::Oauth => {
+                return Err(crate::vault::web::reauth_required(&conn.id));
+            }
+            Err(e) => return Err(warehouse_error(&e)),
+        }
     };
-    let mut stream = unless_gone(gone.as_mut(), client_gone, execute).await?;
     audit.record.warehouse_query_id = stream.warehouse_query_id.clone();
     let first_batch = async {
         timeout_at(header_deadline.into(), stream.batches.next())
@@ -185,6 +191,53 @@ async fn run_query(
     Ok(answer.into_response(format, limits.max_result_rows))
 }
 
+/// The form a connector takes a per-user secret in.
+fn user_credential_ref<'a>(
+    mode: CredentialMode,
+    secret: Option<&'a crate::vault::store::Secret>,
+    user: &'a str,
+) -> Option<UserCredential<'a>> {
+    match (mode, secret) {
+        (CredentialMode::Oauth, Some(s)) => s.access_token.as_deref().map(UserCredential::Bearer),
+        (CredentialMode::Password, Some(s)) => s
+            .password
+            .as_deref()
+            .map(|password| UserCredential::Password { user, password }),
+        _ => None,
+    }
+}
+
+/// The caller's token, refreshed now (the warehouse refused the one it had).
+async fn refreshed_credential(
+    state: &AppState,
+    conn: &Connection,
+    principal: &Principal,
+) -> Result<crate::vault::store::Secret, ApiError> {
+    let vault = state.vault.as_ref().ok_or_else(ApiError::internal)?;
+    let owner = crate::vault::web::owner(principal, &conn.id);
+    vault
+        .force_refresh(&owner, &state.audit)
+        .await
+        .map_err(|a| access_error(a, &conn.id))
+}
+
+fn access_error(a: crate::vault::Access, connection: &str) -> ApiError {
+    match a {
+        crate::vault::Access::ReauthRequired => crate::vault::web::reauth_required(connection),
+        crate::vault::Access::Unavailable => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "vault_unavailable",
+            "the credential vault cannot be used right now",
+        ),
+        crate::vault::Access::RefreshFailing => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "credential_refresh_failing",
+            "your warehouse token expired and its authorization server cannot renew it right now; \
+             retry shortly",
+        ),
+    }
+}
+
 /// The caller's own credential for a connection with per-user credentials, from the vault.
 async fn user_credential(
     state: &AppState,
@@ -196,23 +249,11 @@ async fn user_credential(
     }
     let vault = state.vault.as_ref().ok_or_else(ApiError::internal)?;
     let owner = crate::vault::web::owner(principal, &conn.id);
-    match vault.credential(&owner, &state.audit).await {
-        Ok(s) => Ok(Some(s)),
-        Err(crate::vault::Access::ReauthRequired) => {
-            Err(crate::vault::web::reauth_required(&conn.id))
-        }
-        Err(crate::vault::Access::Unavailable) => Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "vault_unavailable",
-            "the credential vault cannot be used right now",
-        )),
-        Err(crate::vault::Access::RefreshFailing) => Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "credential_refresh_failing",
-            "your warehouse token expired and its authorization server cannot renew it right now; \
-             retry shortly",
-        )),
-    }
+    vault
+        .credential(&owner, &state.audit)
+        .await
+        .map(Some)
+        .map_err(|a| access_error(a, &conn.id))
 }
 
 /// Reads and checks a query body (`{"sql", "connection"?}`).

@@ -68,13 +68,85 @@ fn oauth(dir: &std::path::Path, token_base: &str, callback: &str) -> OAuthClient
     }
 }
 
+/// A warehouse double that does what a REST warehouse does with the bearer token: it asks the
+/// authorization server who the token belongs to (the real provider's userinfo endpoint), answers
+/// 401 when the server refuses the token, and otherwise returns one row, the token's `sub`. Its
+/// one fault: it also refuses the token the test names (a warehouse that stopped accepting a
+/// token the vault still holds; revoking it at oidc-provider would revoke the whole grant).
+struct UserinfoWarehouse {
+    userinfo: String,
+    http: reqwest::Client,
+    refused: Arc<AtomicUsize>,
+    reject: Arc<std::sync::Mutex<Option<String>>>,
+}
+
+#[async_trait::async_trait]
+impl sluice_connectors::Connector for UserinfoWarehouse {
+    fn kind(&self) -> sluice_connectors::WarehouseKind {
+        sluice_connectors::WarehouseKind::Embedded
+    }
+
+    async fn execute(
+        &self,
+        request: sluice_connectors::QueryRequest<'_>,
+    ) -> Result<sluice_connectors::QueryStream, sluice_connectors::ConnectorError> {
+        use arrow::array::{RecordBatch, StringArray};
+        use arrow::datatypes::{DataType, Field, Schema};
+        use futures::StreamExt;
+        use sluice_connectors::{ConnectorError, UserCredential};
+        let Some(UserCredential::Bearer(token)) = request.credential else {
+            return Err(ConnectorError::Config("no user token".into()));
+        };
+        let rejected = self.reject.lock().unwrap().clone();
+        if rejected.as_deref() == Some(token) || rejected.as_deref() == Some("*") {
+            self.refused.fetch_add(1, Ordering::SeqCst);
+            return Err(ConnectorError::Unauthorized(
+                "401 from the warehouse".into(),
+            ));
+        }
+        let r = self
+            .http
+            .get(&self.userinfo)
+            .bearer_auth(token)
+            .send()
+            .await
+            .map_err(|e| ConnectorError::Unavailable(e.to_string()))?;
+        if r.status() == reqwest::StatusCode::UNAUTHORIZED {
+            self.refused.fetch_add(1, Ordering::SeqCst);
+            return Err(ConnectorError::Unauthorized(
+                "401 from the warehouse".into(),
+            ));
+        }
+        let who: Value = r.json().await.unwrap();
+        let schema = Arc::new(Schema::new(vec![Field::new("sub", DataType::Utf8, false)]));
+        let batch = RecordBatch::try_new(
+            Arc::clone(&schema),
+            vec![Arc::new(StringArray::from(vec![
+                who["sub"].as_str().unwrap().to_string(),
+            ]))],
+        )
+        .unwrap();
+        Ok(sluice_connectors::QueryStream {
+            schema,
+            batches: futures::stream::iter(vec![Ok(batch)]).boxed(),
+            warehouse_query_id: None,
+        })
+    }
+}
+
 async fn start() -> Env {
+    start_with(None, "4").await
+}
+
+type Faults = (Arc<AtomicUsize>, Arc<std::sync::Mutex<Option<String>>>);
+
+async fn start_with(userinfo_warehouse: Option<Faults>, token_ttl: &str) -> Env {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let callback = format!("{base}/v1/connections/oauth/callback");
     let idp = sluice_tests::Idp::start(
         &json!([{"client_id": CLIENT, "client_secret": SECRET, "redirect_uris": [callback]}]),
-        &[("IDP_ACCESS_TOKEN_TTL", "4")],
+        &[("IDP_ACCESS_TOKEN_TTL", token_ttl)],
     );
     let dir = tempfile::tempdir().unwrap();
     let data_dir = dir.path().join("data");
@@ -84,7 +156,22 @@ async fn start() -> Env {
     config.connections[0].credential = CredentialMode::Oauth;
     config.connections[0].oauth = Some(oauth(dir.path(), &idp.issuer, &callback));
     config.validate().unwrap();
-    let app = sluice::app::build(config).await.unwrap();
+    let mut overrides: std::collections::BTreeMap<String, Arc<dyn sluice_connectors::Connector>> =
+        Default::default();
+    if let Some((refused, reject)) = userinfo_warehouse {
+        overrides.insert(
+            "demo".into(),
+            Arc::new(UserinfoWarehouse {
+                userinfo: format!("{}/me", idp.issuer),
+                http: reqwest::Client::new(),
+                refused,
+                reject,
+            }),
+        );
+    }
+    let app = sluice::app::build_with_connectors(config, None, overrides)
+        .await
+        .unwrap();
     let server = RunningServer::start_on(app, listener).unwrap();
     Env {
         server,
@@ -577,4 +664,64 @@ async fn key_rotation_in_the_middle_of_traffic() {
         assert!(store.get(&rot_owner(i), &new_only).unwrap().is_some());
         assert!(store.get(&rot_owner(i), &old).is_err());
     }
+}
+
+#[tokio::test]
+async fn a_warehouse_that_refuses_the_token_gets_one_refresh_and_one_retry() {
+    let refused = Arc::new(AtomicUsize::new(0));
+    let reject = Arc::new(std::sync::Mutex::new(None));
+    // Tokens of a minute: the vault has no reason to refresh before the warehouse refuses.
+    let env = start_with(Some((Arc::clone(&refused), Arc::clone(&reject))), "60").await;
+    let alice = env.token("alice", "acme");
+    env.connect(&alice, "alice").await;
+    // The warehouse sees alice's own token: the row is the token's subject.
+    let (s, body) = env.query(&alice).await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    assert_eq!(body["rows"], json!([["alice"]]));
+
+    // The warehouse stops accepting the token the vault still thinks is good: it answers 401,
+    // sluice refreshes once (at the real server) and retries with the new token.
+    let at = access_token(&env, "alice", "acme");
+    *reject.lock().unwrap() = Some(at.clone());
+    let (s, body) = env.query(&alice).await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    assert_eq!(body["rows"], json!([["alice"]]));
+    assert_eq!(
+        refused.load(Ordering::SeqCst),
+        1,
+        "exactly one 401, then the retry worked"
+    );
+    assert_ne!(access_token(&env, "alice", "acme"), at);
+
+    // A warehouse that refuses even the fresh token: one refresh, one retry, then the user is
+    // asked to authorize again (no loop).
+    *reject.lock().unwrap() = Some("*".into());
+    let (s, body) = env.query(&alice).await;
+    assert_eq!(
+        (s, body["code"].as_str()),
+        (StatusCode::UNAUTHORIZED, Some("reauth_required")),
+        "{body}"
+    );
+    assert_eq!(refused.load(Ordering::SeqCst), 3);
+}
+
+fn access_token(env: &Env, user: &str, tenant: &str) -> String {
+    let keys = sluice::vault::keyring(&vault_config_at(env.dir.path())).unwrap();
+    let store = sluice::vault::store::VaultStore::open(
+        &env.data_dir.join(sluice::vault::store::VAULT_FILE),
+    )
+    .unwrap();
+    let owner = sluice::vault::store::Owner {
+        tenant: tenant.into(),
+        user: user.into(),
+        connection: "demo".into(),
+    };
+    store
+        .get(&owner, &keys)
+        .unwrap()
+        .unwrap()
+        .secret
+        .access_token
+        .clone()
+        .unwrap()
 }

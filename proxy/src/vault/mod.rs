@@ -307,6 +307,32 @@ impl Vault {
         }
     }
 
+    /// Refreshes a credential now, whatever its schedule (the warehouse refused its token), and
+    /// returns the result.
+    pub async fn force_refresh(&self, owner: &Owner, audit: &AuditLog) -> Result<Secret, Access> {
+        let o = owner.clone();
+        let meta = self
+            .blocking(move |store, _| store.meta(&o))
+            .await
+            .map_err(|_| Access::Unavailable)?
+            .ok_or(Access::ReauthRequired)?;
+        match self.refresh(owner, meta.version, audit).await {
+            Refreshed::Expired => return Err(Access::ReauthRequired),
+            Refreshed::Retry => return Err(Access::RefreshFailing),
+            Refreshed::Ok | Refreshed::Skipped => {}
+        }
+        let o = owner.clone();
+        let rec = self
+            .blocking(move |store, keys| store.get(&o, keys))
+            .await
+            .map_err(|_| Access::Unavailable)?
+            .ok_or(Access::ReauthRequired)?;
+        match rec.meta.status {
+            Status::Expired | Status::Revoked => Err(Access::ReauthRequired),
+            _ => Ok(rec.secret),
+        }
+    }
+
     /// Refreshes one credential: claims it, calls the token endpoint, stores the outcome.
     pub async fn refresh(&self, owner: &Owner, version: i64, audit: &AuditLog) -> Refreshed {
         {
