@@ -6,7 +6,7 @@
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use sluice::vault::crypto::{Binding, Keyring};
-use sluice::vault::store::{Owner, Secret, Status, VaultStore, Write};
+use sluice::vault::store::{CredentialStore, Owner, Secret, Status, VaultStore, Write};
 
 fn vault(c: &mut Criterion) {
     let keys = Keyring::new(&[7u8; 32], &[]).expect("bench setup");

@@ -248,7 +248,8 @@ pub fn vault(cmd: VaultCommand) -> Result<(), StartupError> {
                 &cfg.server.data_dir.join(crate::vault::store::VAULT_FILE),
             )
             .map_err(err)?;
-            let n = store.rotate(&keys, unix_now()).map_err(err)?;
+            let n = crate::vault::store::CredentialStore::rotate(&store, &keys, unix_now())
+                .map_err(err)?;
             println!(
                 "re-sealed {n} credential(s) under key {}",
                 keys.current_id()

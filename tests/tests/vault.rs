@@ -18,6 +18,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use sluice::config::{Config, CredentialMode, OAuthClientConfig, VaultConfig};
 use sluice::server::RunningServer;
+use sluice::vault::store::CredentialStore;
 use sluice_audit::{Event, open_read_only, read_all};
 
 const CLIENT: &str = "sluice-wh";

@@ -28,7 +28,7 @@ use zeroize::Zeroizing;
 
 use crate::config::{Config, ConnectionConfig, CredentialMode, VaultConfig};
 use crypto::Keyring;
-use store::{Owner, Secret, Status, VaultError, VaultStore, Write};
+use store::{CredentialStore, Owner, Secret, Status, VaultError, VaultStore, Write};
 
 /// Time allowed for each call to an authorization server.
 const AS_TIMEOUT: Duration = Duration::from_secs(10);
@@ -73,7 +73,7 @@ pub enum Refreshed {
 /// The vault.
 pub struct Vault {
     /// Storage.
-    pub store: Arc<VaultStore>,
+    pub store: Arc<dyn CredentialStore>,
     keys: Arc<Keyring>,
     /// OAuth clients by connection id.
     pub clients: BTreeMap<String, (OAuthClient, Vec<String>)>,
@@ -201,10 +201,10 @@ impl Vault {
 
     async fn blocking<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&VaultStore, &Keyring) -> Result<T, VaultError> + Send + 'static,
+        f: impl FnOnce(&dyn CredentialStore, &Keyring) -> Result<T, VaultError> + Send + 'static,
     ) -> Result<T, VaultError> {
         let (store, keys) = (Arc::clone(&self.store), Arc::clone(&self.keys));
-        tokio::task::spawn_blocking(move || f(&store, &keys))
+        tokio::task::spawn_blocking(move || f(store.as_ref(), &keys))
             .await
             .map_err(|e| VaultError::Store(e.to_string()))?
     }

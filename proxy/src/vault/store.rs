@@ -280,9 +280,86 @@ impl VaultStore {
     fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
     }
+}
 
+/// The operations of a vault backend, with their compare-and-set semantics. SQLite
+/// ([`VaultStore`]) is the single-node backend; a shared PostgreSQL store (horizontal
+/// deployments) implements the same trait.
+pub trait CredentialStore: Send + Sync {
     /// The metadata of a record (nothing is decrypted).
-    pub fn meta(&self, owner: &Owner) -> Result<Option<Meta>, VaultError> {
+    fn meta(&self, owner: &Owner) -> Result<Option<Meta>, VaultError>;
+    /// A record, opened with `keys`.
+    fn get(&self, owner: &Owner, keys: &Keyring) -> Result<Option<Record>, VaultError>;
+    /// Writes a record: a compare-and-set on `expected_version` (`None`: whatever is there).
+    /// Re-seals under the current key with the new version. Returns the new version.
+    fn put(
+        &self,
+        owner: &Owner,
+        keys: &Keyring,
+        write: &Write<'_>,
+        expected_version: Option<i64>,
+        now: i64,
+    ) -> Result<i64, VaultError>;
+    /// Changes status and schedule (compare-and-set on version; the secret is untouched).
+    fn set_status(
+        &self,
+        owner: &Owner,
+        version: i64,
+        status: Status,
+        refresh_due_at: Option<i64>,
+        failures: i64,
+    ) -> Result<(), VaultError>;
+    /// Claims a connected record for refresh; only one claimant wins.
+    fn claim(&self, owner: &Owner, version: i64) -> Result<bool, VaultError>;
+    /// Records whose refresh is due, oldest first.
+    fn due(&self, now: i64, limit: usize) -> Result<Vec<(Owner, i64)>, VaultError>;
+    /// Puts records left `refreshing` by a crash back to `connected`, due now.
+    fn recover(&self, now: i64) -> Result<usize, VaultError>;
+    /// Every record of one user in one tenant (metadata only).
+    fn list(&self, tenant: &str, user: &str) -> Result<Vec<(String, Meta)>, VaultError>;
+    /// Deletes a record; returns whether there was one.
+    fn delete(&self, owner: &Owner) -> Result<bool, VaultError>;
+    /// Owners of records sealed with another key than `current_id`.
+    fn sealed_with_other_keys(&self, current_id: &str) -> Result<Vec<Owner>, VaultError>;
+
+    /// Re-seals every record under the current key, one compare-and-set each, so queries and
+    /// refreshes go on meanwhile (a record written concurrently is simply retried). Returns how
+    /// many records were re-sealed.
+    fn rotate(&self, keys: &Keyring, now: i64) -> Result<usize, VaultError> {
+        let mut done = 0;
+        for _round in 0..10 {
+            let pending = self.sealed_with_other_keys(keys.current_id())?;
+            if pending.is_empty() {
+                return Ok(done);
+            }
+            for owner in pending {
+                let Some(rec) = self.get(&owner, keys)? else {
+                    continue;
+                };
+                let m = &rec.meta;
+                let write = Write {
+                    kind: &m.kind,
+                    status: m.status,
+                    scopes: &m.scopes,
+                    expires_at: m.expires_at,
+                    refresh_due_at: m.refresh_due_at,
+                    failures: m.failures,
+                    secret: &rec.secret,
+                };
+                match self.put(&owner, keys, &write, Some(m.version), now) {
+                    Ok(_) => done += 1,
+                    Err(VaultError::Conflict) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        Err(VaultError::Conflict)
+    }
+}
+
+impl CredentialStore for VaultStore {
+    /// The metadata of a record (nothing is decrypted).
+    fn meta(&self, owner: &Owner) -> Result<Option<Meta>, VaultError> {
         let conn = self.conn();
         let row = conn
             .query_row(
@@ -297,7 +374,7 @@ impl VaultStore {
     }
 
     /// A record, opened with `keys`.
-    pub fn get(&self, owner: &Owner, keys: &Keyring) -> Result<Option<Record>, VaultError> {
+    fn get(&self, owner: &Owner, keys: &Keyring) -> Result<Option<Record>, VaultError> {
         let row = {
             let conn = self.conn();
             conn.query_row(
@@ -319,7 +396,7 @@ impl VaultStore {
 
     /// Writes a record: a compare-and-set on `expected_version` (`None`: the record must not
     /// exist, or is replaced whatever its version). Returns the new version.
-    pub fn put(
+    fn put(
         &self,
         owner: &Owner,
         keys: &Keyring,
@@ -377,7 +454,7 @@ impl VaultStore {
 
     /// Changes status and schedule without touching the secret (compare-and-set on version;
     /// the version is kept, so the ciphertext still opens).
-    pub fn set_status(
+    fn set_status(
         &self,
         owner: &Owner,
         version: i64,
@@ -407,7 +484,7 @@ impl VaultStore {
 
     /// Claims a connected record for refresh (status → refreshing), if its version is still
     /// `version`. Only one claimant wins.
-    pub fn claim(&self, owner: &Owner, version: i64) -> Result<bool, VaultError> {
+    fn claim(&self, owner: &Owner, version: i64) -> Result<bool, VaultError> {
         Ok(self.conn().execute(
             "UPDATE credentials SET status = 'refreshing'
              WHERE tenant = ? AND user = ? AND connection = ? AND version = ?
@@ -417,7 +494,7 @@ impl VaultStore {
     }
 
     /// Records whose refresh is due, oldest first.
-    pub fn due(&self, now: i64, limit: usize) -> Result<Vec<(Owner, i64)>, VaultError> {
+    fn due(&self, now: i64, limit: usize) -> Result<Vec<(Owner, i64)>, VaultError> {
         let conn = self.conn();
         let mut stmt = conn.prepare(
             "SELECT tenant, user, connection, version FROM credentials
@@ -438,7 +515,7 @@ impl VaultStore {
     }
 
     /// Puts records left `refreshing` by a crash back to `connected`, due now.
-    pub fn recover(&self, now: i64) -> Result<usize, VaultError> {
+    fn recover(&self, now: i64) -> Result<usize, VaultError> {
         Ok(self.conn().execute(
             "UPDATE credentials SET status = 'connected', refresh_due_at = ?
              WHERE status = 'refreshing'",
@@ -447,7 +524,7 @@ impl VaultStore {
     }
 
     /// Every record of one user in one tenant (metadata only).
-    pub fn list(&self, tenant: &str, user: &str) -> Result<Vec<(String, Meta)>, VaultError> {
+    fn list(&self, tenant: &str, user: &str) -> Result<Vec<(String, Meta)>, VaultError> {
         let conn = self.conn();
         let mut stmt = conn.prepare(&format!(
             "SELECT {COLUMNS}, connection FROM credentials WHERE tenant = ? AND user = ?"
@@ -464,7 +541,7 @@ impl VaultStore {
     }
 
     /// Deletes a record; returns whether there was one.
-    pub fn delete(&self, owner: &Owner) -> Result<bool, VaultError> {
+    fn delete(&self, owner: &Owner) -> Result<bool, VaultError> {
         Ok(self.conn().execute(
             "DELETE FROM credentials WHERE tenant = ? AND user = ? AND connection = ?",
             params![owner.tenant, owner.user, owner.connection],
@@ -472,7 +549,7 @@ impl VaultStore {
     }
 
     /// Owners of records sealed with another key than `current_id`.
-    pub fn sealed_with_other_keys(&self, current_id: &str) -> Result<Vec<Owner>, VaultError> {
+    fn sealed_with_other_keys(&self, current_id: &str) -> Result<Vec<Owner>, VaultError> {
         let conn = self.conn();
         let mut stmt =
             conn.prepare("SELECT tenant, user, connection FROM credentials WHERE key_id != ?")?;
@@ -484,40 +561,6 @@ impl VaultStore {
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
-    }
-
-    /// Re-seals every record under the current key, one compare-and-set each, so queries and
-    /// refreshes go on meanwhile (a record written concurrently is simply retried). Returns how
-    /// many records were re-sealed.
-    pub fn rotate(&self, keys: &Keyring, now: i64) -> Result<usize, VaultError> {
-        let mut done = 0;
-        for _round in 0..10 {
-            let pending = self.sealed_with_other_keys(keys.current_id())?;
-            if pending.is_empty() {
-                return Ok(done);
-            }
-            for owner in pending {
-                let Some(rec) = self.get(&owner, keys)? else {
-                    continue;
-                };
-                let m = &rec.meta;
-                let write = Write {
-                    kind: &m.kind,
-                    status: m.status,
-                    scopes: &m.scopes,
-                    expires_at: m.expires_at,
-                    refresh_due_at: m.refresh_due_at,
-                    failures: m.failures,
-                    secret: &rec.secret,
-                };
-                match self.put(&owner, keys, &write, Some(m.version), now) {
-                    Ok(_) => done += 1,
-                    Err(VaultError::Conflict) => {}
-                    Err(e) => return Err(e),
-                }
-            }
-        }
-        Err(VaultError::Conflict)
     }
 }
 
