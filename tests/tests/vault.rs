@@ -1,5 +1,5 @@
 //! Each user's own warehouse credentials, end to end: the connect flow against a real OAuth 2.0
-//! authorization server (`oidc-provider`, `tests/idp`, access tokens of 4 s, refresh-token
+//! authorization server (`oidc-provider`, `tests/idp`, access tokens of 6 s, refresh-token
 //! rotation), queries gated on the caller's own credential, background refresh before expiry,
 //! a refresh token revoked at the server leading to `reauth_required`, an authorization server
 //! that is down (retries, no credential lost), and many credentials due at once.
@@ -136,7 +136,7 @@ impl sluice_connectors::Connector for UserinfoWarehouse {
 }
 
 async fn start() -> Env {
-    start_with(None, "4").await
+    start_with(None, "6").await
 }
 
 type Faults = (Arc<AtomicUsize>, Arc<std::sync::Mutex<Option<String>>>);
@@ -332,7 +332,7 @@ async fn connect_query_refresh_before_expiry_then_revocation_means_reauth() {
         (StatusCode::UNAUTHORIZED, Some("reauth_required"))
     );
 
-    // The refresher renews the 4 s token before it expires.
+    // The refresher renews the 6 s token before it expires.
     let old_refresh = env.refresh_token("alice", "acme");
     wait_for(Duration::from_secs(10), "a refresh", || async {
         env.status(&alice).await["expires_at"].as_i64().unwrap() > first_expiry
