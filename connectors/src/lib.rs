@@ -5,6 +5,7 @@
 
 pub mod embedded;
 mod error;
+pub mod pool;
 pub mod postgres;
 
 use arrow::datatypes::SchemaRef;
@@ -73,6 +74,14 @@ pub enum UserCredential<'a> {
         /// Its password.
         password: &'a str,
     },
+    /// The connection's service login acts as the user's role, with the tenant passed to the
+    /// warehouse's row-level security (PostgreSQL passthrough).
+    Passthrough {
+        /// The user's database role.
+        role: &'a str,
+        /// The caller's tenant.
+        tenant: &'a str,
+    },
 }
 
 impl std::fmt::Debug for UserCredential<'_> {
@@ -80,6 +89,9 @@ impl std::fmt::Debug for UserCredential<'_> {
         match self {
             UserCredential::Bearer(_) => f.write_str("Bearer(..)"),
             UserCredential::Password { user, .. } => write!(f, "Password({user}, ..)"),
+            UserCredential::Passthrough { role, tenant } => {
+                write!(f, "Passthrough({role}, {tenant})")
+            }
         }
     }
 }

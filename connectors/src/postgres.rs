@@ -1,11 +1,14 @@
 //! PostgreSQL over its wire protocol (tokio-postgres): prepare, bind the tenant, stream rows
 //! into Arrow batches.
 //!
-//! This is the first, basic connector: one connection per query, authenticated with the
-//! connection's configured role (per-user credentials come with the vault). Every session is
-//! read-only (`default_transaction_read_only`) and has a `statement_timeout`, as a second line
-//! behind the policy. When the receiver of the batches goes away (client left, row cap reached,
-//! timeout), the query is cancelled on the server.
+//! Credentials: the connection's configured role (service), the calling user's own login and
+//! password from the vault, or passthrough — the service login switches to the user's role
+//! (`SET LOCAL ROLE`) and passes the tenant (`set_config('sluice.tenant', ..., true)`) inside a
+//! read-only transaction, so the warehouse's own row-level security policies apply.
+//! Connections are pooled per login identity ([`pool`]), never shared across users. Every
+//! session is read-only (`default_transaction_read_only`) and has a `statement_timeout`, as a
+//! second line behind the policy. When the receiver of the batches goes away (client left, row
+//! cap reached, timeout), the query is cancelled on the server and its connection closed.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -46,6 +49,7 @@ pub struct PostgresOptions {
 /// PostgreSQL.
 pub struct PostgresConnector {
     config: tokio_postgres::Config,
+    pool: Arc<crate::pool::Pool>,
 }
 
 impl PostgresConnector {
@@ -61,8 +65,21 @@ impl PostgresConnector {
             "-c default_transaction_read_only=on -c statement_timeout={}",
             options.statement_timeout.as_millis()
         ));
-        Ok(PostgresConnector { config })
+        Ok(PostgresConnector {
+            config,
+            pool: Arc::new(crate::pool::Pool::default()),
+        })
     }
+
+    /// Idle pooled connections logged in as `user` (for tests and metrics).
+    pub fn idle_connections(&self, user: &str) -> usize {
+        self.pool.idle_for(user)
+    }
+}
+
+/// `"ident"`, with embedded quotes doubled.
+fn quote_ident(s: &str) -> String {
+    format!("\"{}\"", s.replace('"', "\"\""))
 }
 
 /// Largest precision decoded exactly (through `rust_decimal`); within Decimal128's 38 digits.
@@ -334,24 +351,44 @@ impl Connector for PostgresConnector {
     async fn execute(&self, request: QueryRequest<'_>) -> Result<QueryStream, ConnectorError> {
         // Per-user passwords log in as that user, so the warehouse's own grants apply.
         let per_user;
-        let config = match request.credential {
+        let service_user = self.config.get_user().unwrap_or_default().to_string();
+        let (key, config) = match request.credential {
             Some(crate::UserCredential::Password { user, password }) => {
                 let mut c = self.config.clone();
                 c.user(user).password(password);
                 per_user = c;
-                &per_user
+                (
+                    crate::pool::PoolKey::new(user, Some(password.as_bytes())),
+                    &per_user,
+                )
             }
-            _ => &self.config,
+            _ => (crate::pool::PoolKey::new(&service_user, None), &self.config),
         };
-        let (client, connection) = config
-            .connect(NoTls)
+        let conn = self
+            .pool
+            .checkout(&key, config)
             .await
             .map_err(|e| ConnectorError::Unavailable(describe(&e)))?;
-        let connection_task = tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!(error = %e, "postgres connection ended");
-            }
-        });
+        let client = &conn.client;
+        // Passthrough: act as the user's role, with the tenant visible to RLS policies, for
+        // this transaction only.
+        let passthrough = matches!(
+            request.credential,
+            Some(crate::UserCredential::Passthrough { .. })
+        );
+        if let Some(crate::UserCredential::Passthrough { role, tenant }) = request.credential {
+            client
+                .batch_execute(&format!(
+                    "BEGIN READ ONLY; SET LOCAL ROLE {}",
+                    quote_ident(role)
+                ))
+                .await
+                .map_err(|e| ConnectorError::Unauthorized(describe(&e)))?;
+            client
+                .execute("SELECT set_config('sluice.tenant', $1, true)", &[&tenant])
+                .await
+                .map_err(|e| ConnectorError::Execution(describe(&e)))?;
+        }
         // Planning reads no rows, so its message names only what the query itself says.
         let statement = client
             .prepare(request.sql)
@@ -416,9 +453,12 @@ impl Connector for PostgresConnector {
 
         let (tx, rx) = mpsc::channel(CHANNEL_BATCHES);
         let batch_schema = Arc::clone(&schema);
+        let pool = Arc::clone(&self.pool);
         tokio::spawn(async move {
-            // Keeps the client (and so the connection) alive while rows stream.
-            let _client = client;
+            // Owns the connection while rows stream; it goes back to the pool only when the
+            // query ran to its end.
+            let conn = conn;
+            let mut finished = false;
             let mut builders = builders;
             let mut rows = std::pin::pin!(rows);
             let mut n = 0usize;
@@ -454,6 +494,7 @@ impl Connector for PostgresConnector {
                         break;
                     }
                     None => {
+                        finished = true;
                         if n > 0 {
                             let _ = send_batch(&tx, &batch_schema, &mut builders).await;
                         }
@@ -461,7 +502,10 @@ impl Connector for PostgresConnector {
                     }
                 }
             }
-            connection_task.abort();
+            let clean = !passthrough || conn.client.batch_execute("ROLLBACK").await.is_ok();
+            if finished && clean {
+                pool.checkin(key, conn);
+            }
         });
         Ok(QueryStream {
             schema,

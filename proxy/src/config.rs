@@ -142,6 +142,10 @@ pub enum CredentialMode {
     Oauth,
     /// Each user's own password or key, stored in the vault.
     Password,
+    /// PostgreSQL: the connection's service login acts as the user's own role
+    /// (`SET LOCAL ROLE <user>`) with the tenant in `sluice.tenant`, inside a read-only
+    /// transaction, so the database's row-level security policies apply.
+    Passthrough,
 }
 
 /// `[connections.oauth]`: the warehouse's OAuth 2.0 authorization server.
@@ -1005,7 +1009,17 @@ impl Config {
             if c.threads == 0 {
                 return Err(invalid(format!("{field}.threads"), "must be positive"));
             }
-            if c.credential != CredentialMode::Service && self.vault.is_none() {
+            if c.credential == CredentialMode::Passthrough && c.kind != ConnectionKind::Postgres {
+                return Err(invalid(
+                    format!("{field}.credential"),
+                    "passthrough is for postgres connections",
+                ));
+            }
+            if matches!(
+                c.credential,
+                CredentialMode::Oauth | CredentialMode::Password
+            ) && self.vault.is_none()
+            {
                 return Err(invalid(
                     format!("{field}.credential"),
                     "per-user credentials need a [vault]",
@@ -1018,7 +1032,12 @@ impl Config {
                         "credential = \"oauth\" needs [connections.oauth]",
                     ));
                 }
-                (Some(_), CredentialMode::Service | CredentialMode::Password) => {
+                (
+                    Some(_),
+                    CredentialMode::Service
+                    | CredentialMode::Password
+                    | CredentialMode::Passthrough,
+                ) => {
                     return Err(invalid(
                         format!("{field}.oauth"),
                         "only for credential = \"oauth\"",

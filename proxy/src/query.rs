@@ -144,7 +144,7 @@ async fn run_query(
             sql: &rewritten.sql,
             params: &params,
             request_id: &request_id,
-            credential: user_credential_ref(conn.credential, secret.as_ref(), &principal.user),
+            credential: user_credential_ref(conn.credential, secret.as_ref(), &principal),
         });
         // Until the first batch nothing is written to the client, so its departure is watched
         // for: leaving stops the wait, and dropping the query cancels it on the warehouse.
@@ -195,9 +195,14 @@ async fn run_query(
 fn user_credential_ref<'a>(
     mode: CredentialMode,
     secret: Option<&'a crate::vault::store::Secret>,
-    user: &'a str,
+    principal: &'a Principal,
 ) -> Option<UserCredential<'a>> {
+    let user = principal.user.as_str();
     match (mode, secret) {
+        (CredentialMode::Passthrough, _) => Some(UserCredential::Passthrough {
+            role: user,
+            tenant: &principal.tenant,
+        }),
         (CredentialMode::Oauth, Some(s)) => s.access_token.as_deref().map(UserCredential::Bearer),
         (CredentialMode::Password, Some(s)) => s
             .password
@@ -244,7 +249,10 @@ async fn user_credential(
     conn: &Connection,
     principal: &Principal,
 ) -> Result<Option<crate::vault::store::Secret>, ApiError> {
-    if conn.credential == CredentialMode::Service {
+    if matches!(
+        conn.credential,
+        CredentialMode::Service | CredentialMode::Passthrough
+    ) {
         return Ok(None);
     }
     let vault = state.vault.as_ref().ok_or_else(ApiError::internal)?;

@@ -515,3 +515,135 @@ async fn per_user_passwords_log_in_as_that_user_so_the_warehouses_grants_apply()
     let raw = std::fs::read(dir.path().join("data").join("vault.sqlite")).unwrap();
     assert!(!String::from_utf8_lossy(&raw).contains("pw-granted"));
 }
+
+#[tokio::test]
+async fn passthrough_acts_as_the_users_role_so_row_level_security_applies_and_sessions_are_pooled()
+{
+    let pid = std::process::id();
+    let (alice, bob, svc, stranger) = (
+        format!("sluice_rls_alice_{pid}"),
+        format!("sluice_rls_bob_{pid}"),
+        format!("sluice_rls_svc_{pid}"),
+        format!("sluice_rls_nobody_{pid}"),
+    );
+    let db = TestDb::create(
+        "rls",
+        &format!(
+            "CREATE TABLE notes (id int, tenant_id text, owner text, body text);
+             INSERT INTO notes VALUES
+               (1, 'A', '{alice}', 'alice in A'), (2, 'A', '{alice}', 'alice in A again'),
+               (3, 'A', '{bob}', 'bob in A'), (4, 'B', '{alice}', 'alice in B');"
+        ),
+    )
+    .await;
+    let _roles = Roles {
+        names: vec![alice.clone(), bob.clone(), svc.clone()],
+        db: db.name.clone(),
+    };
+    common::connect(&db.conn_str())
+        .await
+        .batch_execute(&format!(
+            "DROP ROLE IF EXISTS {alice}; DROP ROLE IF EXISTS {bob}; DROP ROLE IF EXISTS {svc};
+             CREATE ROLE {alice} NOLOGIN; CREATE ROLE {bob} NOLOGIN; CREATE ROLE {svc} LOGIN;
+             GRANT {alice}, {bob} TO {svc};
+             GRANT USAGE ON SCHEMA public TO {alice}, {bob};
+             GRANT SELECT ON notes TO {alice}, {bob};
+             ALTER TABLE notes ENABLE ROW LEVEL SECURITY;
+             CREATE POLICY own_notes ON notes FOR SELECT
+               USING (tenant_id = current_setting('sluice.tenant', true) AND owner = current_user);"
+        ))
+        .await
+        .unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("rls.toml");
+    std::fs::write(
+        &config,
+        r#"
+[auth.jwt]
+algorithm = "HS256"
+secret_env = "WORLD_JWT_SECRET"
+issuer = "world-idp"
+audience = "sluice-world"
+
+[[connections]]
+id = "pg"
+kind = "postgres"
+url_env = "RLS_PG_URL"
+credential = "passthrough"
+
+# Declared public: sluice adds no tenant predicate here; the database's RLS policy decides.
+[[connections.tables]]
+name = "public.notes"
+access = "public"
+columns = ["id", "tenant_id", "owner", "body"]
+"#,
+    )
+    .unwrap();
+    let url = format!("postgres://{svc}@127.0.0.1:5432/{}", db.name);
+    let d = Daemon::start(
+        &config,
+        &dir.path().join("data"),
+        &[("WORLD_JWT_SECRET", SECRET), ("RLS_PG_URL", url.as_str())],
+    );
+    let http = reqwest::Client::new();
+    let ids = |user: String, tenant: &'static str| {
+        let http = http.clone();
+        let url = d.url.clone();
+        async move {
+            let exp = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs()
+                + 600;
+            let token = jsonwebtoken::encode(
+                &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+                &json!({"sub": user, "tenant": tenant, "aud": "sluice-world", "iss": "world-idp", "exp": exp}),
+                &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
+            )
+            .unwrap();
+            let r = http
+                .post(format!("{url}/v1/query"))
+                .bearer_auth(token)
+                .json(&json!({"sql": "SELECT id FROM notes ORDER BY id"}))
+                .send()
+                .await
+                .unwrap();
+            let status = r.status().as_u16();
+            let body: Value = r.json().await.unwrap();
+            (status, body)
+        }
+    };
+    // Alternating users on the same pooled session: each sees only what RLS grants it, so
+    // neither the role nor the tenant leaks from one query into the next.
+    for _ in 0..3 {
+        let (s, body) = ids(alice.clone(), "A").await;
+        assert_eq!(s, 200, "{body}");
+        assert_eq!(body["rows"], json!([[1], [2]]));
+        let (_, body) = ids(bob.clone(), "A").await;
+        assert_eq!(body["rows"], json!([[3]]));
+        let (_, body) = ids(alice.clone(), "B").await;
+        assert_eq!(body["rows"], json!([[4]]));
+    }
+    // Nine queries ran one after another: pooled sessions served them (without pooling none
+    // would be left; a session goes back a moment after its answer ends, so a second may open).
+    let admin = common::connect(common::PG_ADMIN).await;
+    let n: i64 = admin
+        .query_one(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND usename = $2",
+            &[&db.name, &svc],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!((1..=2).contains(&n), "{n} connections of the service login");
+
+    // A user without a database role cannot borrow the service login's rights.
+    // (A failed transaction's connection is closed, not pooled.)
+    let (s, body) = ids(stranger, "A").await;
+    assert_eq!(
+        (s, body["code"].as_str()),
+        (502, Some("warehouse_error")),
+        "{body}"
+    );
+}

@@ -148,6 +148,7 @@ pub async fn list(State(state): State<Arc<AppState>>, req: Request) -> Response 
                 let rec = records.iter().find(|(id, _)| *id == c.id).map(|(_, m)| m);
                 let (status, expires_at, scopes) = match (c.credential, rec) {
                     (CredentialMode::Service, _) => ("service".to_string(), None, None),
+                    (CredentialMode::Passthrough, _) => ("passthrough".to_string(), None, None),
                     (_, None) => ("missing".to_string(), None, None),
                     (_, Some(m)) => (
                         m.status.as_str().to_string(),
@@ -159,6 +160,7 @@ pub async fn list(State(state): State<Arc<AppState>>, req: Request) -> Response 
                     CredentialMode::Service => "service",
                     CredentialMode::Oauth => "oauth",
                     CredentialMode::Password => "password",
+                    CredentialMode::Passthrough => "passthrough",
                 };
                 json!({
                     "id": c.id,

@@ -1,0 +1,116 @@
+//! Connections kept open between queries, keyed by the identity they logged in as: a
+//! connection opened with one user's credential is only ever reused for that same credential
+//! (never shared across users), and one whose query was abandoned is closed, not reused.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use tokio::task::JoinHandle;
+use tokio_postgres::{Client, NoTls};
+
+/// Idle connections kept per identity.
+const MAX_IDLE_PER_KEY: usize = 4;
+/// An idle connection older than this is closed instead of reused.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Identities with idle connections; beyond this the whole idle set is dropped.
+const MAX_KEYS: usize = 1024;
+
+/// Who a connection logged in as: the login user and a digest of its password, so a changed
+/// password never reuses a session opened with the old one.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) struct PoolKey {
+    user: String,
+    secret_digest: [u8; 32],
+}
+
+impl PoolKey {
+    pub(crate) fn new(user: &str, password: Option<&[u8]>) -> PoolKey {
+        let mut secret_digest = [0u8; 32];
+        if let Some(p) = password {
+            secret_digest.copy_from_slice(ring::digest::digest(&ring::digest::SHA256, p).as_ref());
+        }
+        PoolKey {
+            user: user.to_string(),
+            secret_digest,
+        }
+    }
+}
+
+/// An open connection: the client and the task driving its socket.
+pub(crate) struct Conn {
+    pub(crate) client: Client,
+    task: JoinHandle<()>,
+    since: Instant,
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Idle connections by identity.
+#[derive(Default)]
+pub(crate) struct Pool {
+    idle: Mutex<HashMap<PoolKey, Vec<Conn>>>,
+}
+
+impl Pool {
+    /// An idle connection for `key`, or a new one from `config`.
+    pub(crate) async fn checkout(
+        &self,
+        key: &PoolKey,
+        config: &tokio_postgres::Config,
+    ) -> Result<Conn, tokio_postgres::Error> {
+        loop {
+            let candidate = {
+                let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+                idle.get_mut(key).and_then(Vec::pop)
+            };
+            match candidate {
+                Some(c) if !c.client.is_closed() && c.since.elapsed() < IDLE_TIMEOUT => {
+                    return Ok(c);
+                }
+                Some(_) => continue,
+                None => break,
+            }
+        }
+        let (client, connection) = config.connect(NoTls).await?;
+        let task = tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, "postgres connection ended");
+            }
+        });
+        Ok(Conn {
+            client,
+            task,
+            since: Instant::now(),
+        })
+    }
+
+    /// Returns a connection whose query ran to its end.
+    pub(crate) fn checkin(&self, key: PoolKey, mut conn: Conn) {
+        if conn.client.is_closed() {
+            return;
+        }
+        conn.since = Instant::now();
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        if idle.len() >= MAX_KEYS && !idle.contains_key(&key) {
+            idle.clear();
+        }
+        let list = idle.entry(key).or_default();
+        if list.len() < MAX_IDLE_PER_KEY {
+            list.push(conn);
+        }
+    }
+
+    /// Idle connections kept for `key` (tests).
+    pub fn idle_for(&self, user: &str) -> usize {
+        let idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        idle.iter()
+            .filter(|(k, _)| k.user == user)
+            .map(|(_, v)| v.len())
+            .sum()
+    }
+}
