@@ -372,17 +372,7 @@ impl Vault {
         };
         let failures = rec.meta.failures;
         let Some(refresh_token) = rec.secret.refresh_token.clone() else {
-            self.finish(
-                owner,
-                version,
-                Status::Expired,
-                None,
-                failures,
-                audit,
-                "credential_expired",
-            )
-            .await;
-            return Refreshed::Expired;
+            return self.expire(owner, version, failures, audit).await;
         };
         let response = client
             .exchange_refresh_token(&RefreshToken::new(refresh_token))
@@ -437,17 +427,7 @@ impl Vault {
             Err(RequestTokenError::ServerResponse(r))
                 if *r.error() == BasicErrorResponseType::InvalidGrant =>
             {
-                self.finish(
-                    owner,
-                    version,
-                    Status::Expired,
-                    None,
-                    failures,
-                    audit,
-                    "credential_expired",
-                )
-                .await;
-                Refreshed::Expired
+                self.expire(owner, version, failures, audit).await
             }
             Err(e) => {
                 let failures = failures + 1;
@@ -466,6 +446,27 @@ impl Vault {
                 Refreshed::Retry
             }
         }
+    }
+
+    /// The refresh token no longer works: the user must authorize again.
+    async fn expire(
+        &self,
+        owner: &Owner,
+        version: i64,
+        failures: i64,
+        audit: &AuditLog,
+    ) -> Refreshed {
+        self.finish(
+            owner,
+            version,
+            Status::Expired,
+            None,
+            failures,
+            audit,
+            "credential_expired",
+        )
+        .await;
+        Refreshed::Expired
     }
 
     #[allow(clippy::too_many_arguments)]
