@@ -7,6 +7,7 @@ pub mod embedded;
 mod error;
 pub mod pool;
 pub mod postgres;
+pub mod snowflake;
 
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;

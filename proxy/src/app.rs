@@ -456,7 +456,19 @@ async fn build_connection(
                     .map_err(|e| StartupError(format!("connection {}: {e}", c.id)))?,
             )
         }
-        ConnectionKind::Snowflake => Arc::new(NotInThisBuild(WarehouseKind::Snowflake)),
+        ConnectionKind::Snowflake => Arc::new(
+            sluice_connectors::snowflake::SnowflakeConnector::new(
+                sluice_connectors::snowflake::SnowflakeOptions {
+                    endpoint: c.endpoint.clone().unwrap_or_default(),
+                    database: c.default_catalog.clone(),
+                    schema: Some(c.default_schema.clone()),
+                    warehouse: c.warehouse.clone(),
+                    role: c.role.clone(),
+                    timeout: Duration::from_millis(c.statement_timeout_ms),
+                },
+            )
+            .map_err(|e| StartupError(format!("connection {}: {e}", c.id)))?,
+        ),
         ConnectionKind::Bigquery => Arc::new(NotInThisBuild(WarehouseKind::BigQuery)),
         ConnectionKind::Databricks => Arc::new(NotInThisBuild(WarehouseKind::Databricks)),
     };

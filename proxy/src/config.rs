@@ -638,6 +638,12 @@ pub struct ConnectionConfig {
     /// PostgreSQL: the environment variable holding the connection URL (never the URL itself,
     /// which may hold a password).
     pub url_env: Option<String>,
+    /// Snowflake: the account URL (`https://<account>.snowflakecomputing.com`).
+    pub endpoint: Option<String>,
+    /// Snowflake: the virtual warehouse.
+    pub warehouse: Option<String>,
+    /// Snowflake: the role.
+    pub role: Option<String>,
     /// PostgreSQL: server-side statement timeout.
     #[serde(default = "default_statement_timeout")]
     pub statement_timeout_ms: u64,
@@ -1008,6 +1014,22 @@ impl Config {
             }
             if c.threads == 0 {
                 return Err(invalid(format!("{field}.threads"), "must be positive"));
+            }
+            if c.kind == ConnectionKind::Snowflake {
+                match &c.endpoint {
+                    Some(e) if e.starts_with("https://") || is_loopback_http(e) => {}
+                    _ => {
+                        return Err(invalid(
+                            format!("{field}.endpoint"),
+                            "snowflake connections need endpoint = \"https://<account>.snowflakecomputing.com\"",
+                        ));
+                    }
+                }
+            } else if c.endpoint.is_some() || c.warehouse.is_some() || c.role.is_some() {
+                return Err(invalid(
+                    format!("{field}.endpoint"),
+                    "endpoint, warehouse and role are for snowflake connections",
+                ));
             }
             if c.credential == CredentialMode::Passthrough && c.kind != ConnectionKind::Postgres {
                 return Err(invalid(

@@ -327,6 +327,9 @@ pub fn config(data_dir: &Path, listen: &str) -> Result<Config, String> {
             threads: 2,
             credential: Default::default(),
             oauth: None,
+            endpoint: None,
+            warehouse: None,
+            role: None,
             tables: vec![
                 table(
                     "regions",

@@ -139,3 +139,81 @@ pub async fn idp_login(authorize_url: &str, login: &str) -> String {
     assert!(r.status().is_redirection(), "resume: {}", r.status());
     resolve(&resume, &location(&r))
 }
+
+/// The Python virtualenv holding the warehouse emulators (`.ci/run` creates it).
+pub fn venv() -> PathBuf {
+    std::env::var_os("SLUICE_TEST_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
+                .join(".cache")
+                .join("sluice-venv")
+        })
+}
+
+/// A running `snowduck` (Snowflake SQL API v2 emulator, PyPI); killed on drop.
+pub struct Snowduck {
+    /// Base URL.
+    pub url: String,
+    child: Child,
+}
+
+impl Snowduck {
+    /// Starts it on a free port and waits until it answers. Fails (never skips) when it is not
+    /// installed: `.ci/run` installs it.
+    pub async fn start() -> Snowduck {
+        let bin = venv().join("bin").join("snowduck");
+        assert!(
+            bin.exists(),
+            "snowduck is not installed at {} (bash .ci/run installs it)",
+            bin.display()
+        );
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new(bin)
+            .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("snowduck starts");
+        let s = Snowduck {
+            url: format!("http://127.0.0.1:{port}"),
+            child,
+        };
+        let started = Instant::now();
+        loop {
+            if s.sql("SELECT 1").await.is_ok() {
+                return s;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "snowduck did not start"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Runs a statement directly (test setup).
+    pub async fn sql(&self, statement: &str) -> Result<serde_json::Value, String> {
+        let r = reqwest::Client::new()
+            .post(format!("{}/api/v2/statements", self.url))
+            .json(&serde_json::json!({ "statement": statement }))
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        let ok = r.status().is_success();
+        let v: serde_json::Value = r.json().await.map_err(|e| e.to_string())?;
+        if ok { Ok(v) } else { Err(v.to_string()) }
+    }
+}
+
+impl Drop for Snowduck {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
