@@ -614,7 +614,7 @@ pub enum ConnectionKind {
     Embedded,
     /// PostgreSQL.
     Postgres,
-    /// Snowflake (policy and explain only in this build: queries answer `warehouse_unavailable`).
+    /// Snowflake, over the SQL API v2 with each user's own OAuth token.
     Snowflake,
     /// BigQuery (policy and explain only in this build).
     Bigquery,
