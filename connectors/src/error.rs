@@ -17,6 +17,15 @@ pub enum ConnectorError {
     /// The connector was configured wrongly.
     #[error("invalid connector configuration: {0}")]
     Config(String),
+    /// The warehouse refused or failed the query with its own error code (SQLSTATE, ...). The
+    /// message may quote data: clients get the code only, the audit log the whole text.
+    #[error("the warehouse failed the query with code {code}: {message}")]
+    Warehouse {
+        /// The warehouse's code.
+        code: String,
+        /// The warehouse's message.
+        message: String,
+    },
     /// The warehouse refused the credential (HTTP 401): the caller's token may need a refresh.
     #[error("the warehouse refused the credential: {0}")]
     Unauthorized(String),
@@ -34,13 +43,34 @@ impl ConnectorError {
                 "the warehouse is unavailable".to_string()
             }
             ConnectorError::Unauthorized(_) => "the warehouse refused the credential".to_string(),
+            // Warehouse messages can quote any value, also another tenant's: the caller gets
+            // the warehouse's code, the audit log the whole text.
+            ConnectorError::Warehouse { code, .. } => format!(
+                "the query failed in the warehouse with code {code} (the warehouse's message is \
+                 in the audit log under this request id)"
+            ),
         }
     }
 
     /// The message for the server log: quoted text and numbers replaced by `?`, since warehouse
     /// messages can quote data (`invalid input syntax for type integer: "LEAK..."`).
     pub fn log_message(&self) -> String {
-        let raw = self.to_string();
+        redact(&self.to_string())
+    }
+
+    /// The warehouse's own error code, when it gave one.
+    pub fn warehouse_code(&self) -> Option<&str> {
+        match self {
+            ConnectorError::Warehouse { code, .. } => Some(code),
+            _ => None,
+        }
+    }
+}
+
+/// Warehouse text with quoted values and numbers replaced by `?`: messages can quote data
+/// (`invalid input syntax for type integer: "LEAK..."`).
+fn redact(raw: &str) -> String {
+    {
         let mut out = String::with_capacity(raw.len());
         let mut quote: Option<char> = None;
         let mut prev_digit = false;
@@ -69,7 +99,9 @@ impl ConnectorError {
         }
         out
     }
+}
 
+impl ConnectorError {
     /// A fixed-cardinality kind for metrics and the audit log.
     pub fn kind(&self) -> &'static str {
         match self {
@@ -78,6 +110,7 @@ impl ConnectorError {
             ConnectorError::Unavailable(_) => "unavailable",
             ConnectorError::Config(_) => "config",
             ConnectorError::Unauthorized(_) => "unauthorized",
+            ConnectorError::Warehouse { .. } => "warehouse",
         }
     }
 }

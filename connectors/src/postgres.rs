@@ -335,6 +335,17 @@ impl Column {
 
 /// A database error's message for the logs; the client only ever sees a generic text for
 /// execution errors.
+/// A failed statement: the server's SQLSTATE and message when it sent them.
+fn exec_error(e: &tokio_postgres::Error) -> ConnectorError {
+    match e.as_db_error() {
+        Some(db) => ConnectorError::Warehouse {
+            code: db.code().code().to_string(),
+            message: db.message().to_string(),
+        },
+        None => ConnectorError::Execution(e.to_string()),
+    }
+}
+
 fn describe(e: &tokio_postgres::Error) -> String {
     match e.as_db_error() {
         Some(db) => format!("{}: {}", db.code().code(), db.message()),
@@ -387,7 +398,7 @@ impl Connector for PostgresConnector {
             client
                 .execute("SELECT set_config('sluice.tenant', $1, true)", &[&tenant])
                 .await
-                .map_err(|e| ConnectorError::Execution(describe(&e)))?;
+                .map_err(|e| exec_error(&e))?;
         }
         // Planning reads no rows, so its message names only what the query itself says.
         let statement = client
@@ -442,7 +453,7 @@ impl Connector for PostgresConnector {
                 values.iter().map(|v| v.as_ref() as &(dyn ToSql + Sync)),
             )
             .await
-            .map_err(|e| ConnectorError::Execution(describe(&e)))?;
+            .map_err(|e| exec_error(&e))?;
         let cancel = guard.disarm().unwrap_or_else(|| client.cancel_token());
         let builders: Vec<Column> = statement
             .columns()
@@ -490,7 +501,7 @@ impl Connector for PostgresConnector {
                         }
                     }
                     Some(Err(e)) => {
-                        let _ = tx.send(Err(ConnectorError::Execution(describe(&e)))).await;
+                        let _ = tx.send(Err(exec_error(&e))).await;
                         break;
                     }
                     None => {

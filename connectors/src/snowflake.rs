@@ -351,13 +351,15 @@ impl SnowflakeConnector {
             .json()
             .await
             .map_err(|e| ConnectorError::Unavailable(format!("snowflake: bad answer: {e}")))?;
-        if status == 422 || status >= 400 {
-            return Err(ConnectorError::Execution(format!(
-                "snowflake {} (SQLSTATE {}): {}",
-                answer.code.as_deref().unwrap_or("?"),
-                answer.sql_state.as_deref().unwrap_or("?"),
-                answer.message.as_deref().unwrap_or("")
-            )));
+        if status >= 400 {
+            return Err(ConnectorError::Warehouse {
+                code: format!(
+                    "{}/{}",
+                    answer.code.as_deref().unwrap_or("?"),
+                    answer.sql_state.as_deref().unwrap_or("?")
+                ),
+                message: answer.message.unwrap_or_default(),
+            });
         }
         Ok((status, answer))
     }

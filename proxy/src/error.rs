@@ -27,10 +27,21 @@ pub struct ApiError {
     pub message: String,
     /// Finer reason (policy refusals), fixed cardinality.
     pub reason: Option<&'static str>,
+    /// What only some errors carry (boxed: errors travel in every `Result` of a request).
+    pub extra: Option<Box<ErrorExtra>>,
+}
+
+/// The rarer parts of an error answer.
+#[derive(Debug, Clone, Default)]
+pub struct ErrorExtra {
     /// Seconds after which to retry (`429`), sent as `Retry-After`.
     pub retry_after: Option<u64>,
     /// Where to (re)authorize a warehouse credential (`reauth_required`).
     pub authorize_url: Option<String>,
+    /// The warehouse's own error code (`warehouse_error`).
+    pub warehouse_code: Option<String>,
+    /// The full text for the audit log only (never the response, never the server log).
+    pub audit_detail: Option<String>,
 }
 
 impl ApiError {
@@ -41,9 +52,13 @@ impl ApiError {
             code,
             message: message.into(),
             reason: None,
-            retry_after: None,
-            authorize_url: None,
+            extra: None,
         }
+    }
+
+    /// The rarer parts, created on first use.
+    pub fn extra_mut(&mut self) -> &mut ErrorExtra {
+        self.extra.get_or_insert_with(Default::default)
     }
 
     /// 400 with a code.
@@ -78,8 +93,13 @@ impl ApiError {
         if let (Some(reason), Some(obj)) = (self.reason, v.as_object_mut()) {
             obj.insert("reason".into(), reason.into());
         }
-        if let (Some(url), Some(obj)) = (&self.authorize_url, v.as_object_mut()) {
-            obj.insert("authorize_url".into(), url.clone().into());
+        if let (Some(extra), Some(obj)) = (&self.extra, v.as_object_mut()) {
+            if let Some(url) = &extra.authorize_url {
+                obj.insert("authorize_url".into(), url.clone().into());
+            }
+            if let Some(code) = &extra.warehouse_code {
+                obj.insert("warehouse_code".into(), code.clone().into());
+            }
         }
         v
     }
@@ -96,8 +116,7 @@ impl From<sluice_policy::PolicyError> for ApiError {
             code: e.code(),
             message: e.to_string(),
             reason: Some(e.reason()),
-            retry_after: None,
-            authorize_url: None,
+            extra: None,
         }
     }
 }
@@ -114,7 +133,7 @@ impl IntoResponse for ApiError {
         if self.status == StatusCode::UNAUTHORIZED {
             headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
-        if let Some(secs) = self.retry_after {
+        if let Some(secs) = self.extra.as_ref().and_then(|e| e.retry_after) {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         resp

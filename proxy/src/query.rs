@@ -411,11 +411,17 @@ fn warehouse_error(e: &ConnectorError) -> ApiError {
             "warehouse_unavailable",
             e.client_message(),
         ),
-        _ => ApiError::new(
-            StatusCode::BAD_GATEWAY,
-            "warehouse_error",
-            e.client_message(),
-        ),
+        _ => {
+            let mut err = ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                "warehouse_error",
+                e.client_message(),
+            );
+            let extra = err.extra_mut();
+            extra.warehouse_code = e.warehouse_code().map(str::to_string);
+            extra.audit_detail = Some(e.to_string());
+            err
+        }
     }
 }
 
@@ -497,7 +503,12 @@ impl QueryAudit {
         record.ts = now();
         record.code = Some(err.code.to_string());
         record.reason = err.reason.map(str::to_string);
-        record.error = Some(err.message.clone());
+        record.error = Some(
+            err.extra
+                .as_ref()
+                .and_then(|e| e.audit_detail.clone())
+                .unwrap_or_else(|| err.message.clone()),
+        );
         record.duration_ms = Some(self.started.elapsed().as_secs_f64() * 1e3);
         if self.attempted {
             record.event = Event::QueryCompletion;

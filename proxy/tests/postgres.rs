@@ -491,7 +491,20 @@ async fn per_user_passwords_log_in_as_that_user_so_the_warehouses_grants_apply()
     // The warehouse itself refuses a user it gave no grant: the query ran as that user.
     let r = query(&denied).await.unwrap();
     assert_eq!(r.status(), 502);
-    assert_eq!(r.json::<Value>().await.unwrap()["code"], "warehouse_error");
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["code"], "warehouse_error");
+    // The warehouse's own code reaches the caller (insufficient_privilege), never its text.
+    assert_eq!(body["warehouse_code"], "42501", "{body}");
+    assert!(!body.to_string().contains("permission denied"), "{body}");
+    // The whole text is in the audit log, for the compliance officer.
+    let log = sluice_audit::open_read_only(&dir.path().join("data").join("audit.sqlite")).unwrap();
+    let records = sluice_audit::read_all(&log).unwrap();
+    assert!(records.iter().any(|r| {
+        r.code.as_deref() == Some("warehouse_error")
+            && r.error
+                .as_deref()
+                .is_some_and(|e| e.contains("permission denied"))
+    }));
 
     let listed: Value = http
         .get(format!("{}/v1/connections", d.url))

@@ -268,7 +268,7 @@ impl From<AuthError> for ApiError {
     fn from(e: AuthError) -> Self {
         let mut api = ApiError::new(e.status(), e.code(), e.to_string());
         if let AuthError::TooManyFailures { retry_after_secs } = e {
-            api.retry_after = Some(retry_after_secs);
+            api.extra_mut().retry_after = Some(retry_after_secs);
         }
         api
     }

@@ -77,7 +77,7 @@ pub fn reauth_required(connection: &str) -> ApiError {
             "connect your account for {connection:?} first: GET /v1/connections/{connection}/authorize"
         ),
     );
-    e.authorize_url = Some(format!("/v1/connections/{connection}/authorize"));
+    e.extra_mut().authorize_url = Some(format!("/v1/connections/{connection}/authorize"));
     e
 }
 
