@@ -16,6 +16,11 @@ const WORLD_TOML: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/security
 const SLOW_SQL: &str = "SELECT count(*) FROM orders a, orders b, orders c, orders d";
 
 fn token() -> String {
+    token_as("alice", "A")
+}
+
+/// A world token for a user of a tenant.
+fn token_as(user: &str, tenant: &str) -> String {
     let exp = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -23,7 +28,7 @@ fn token() -> String {
         + 600;
     jsonwebtoken::encode(
         &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
-        &json!({"sub": "alice", "tenant": "A", "groups": ["analyst"], "aud": "sluice-world", "iss": "world-idp", "exp": exp}),
+        &json!({"sub": user, "tenant": tenant, "groups": ["analyst"], "aud": "sluice-world", "iss": "world-idp", "exp": exp}),
         &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
     )
     .unwrap()
@@ -411,17 +416,7 @@ impl Drop for Roles {
 }
 
 fn token_for(user: &str) -> String {
-    let exp = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-        + 600;
-    jsonwebtoken::encode(
-        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
-        &json!({"sub": user, "tenant": "A", "groups": ["analyst"], "aud": "sluice-world", "iss": "world-idp", "exp": exp}),
-        &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
-    )
-    .unwrap()
+    token_as(user, "A")
 }
 
 #[tokio::test]
@@ -604,17 +599,7 @@ columns = ["id", "tenant_id", "owner", "body"]
         let http = http.clone();
         let url = d.url.clone();
         async move {
-            let exp = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_secs()
-                + 600;
-            let token = jsonwebtoken::encode(
-                &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
-                &json!({"sub": user, "tenant": tenant, "aud": "sluice-world", "iss": "world-idp", "exp": exp}),
-                &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
-            )
-            .unwrap();
+            let token = token_as(&user, tenant);
             let r = http
                 .post(format!("{url}/v1/query"))
                 .bearer_auth(token)
