@@ -10,8 +10,8 @@
 //! - dropping the stream before its end cancels the statement
 //!   (`POST /api/v2/statements/{handle}/cancel`);
 //! - `401` is [`ConnectorError::Unauthorized`] (the query path refreshes the token once and
-//!   retries); `422` carries `code`, `sqlState` and a message (logs only: it can quote data);
-//!   `408`, `429` and `5xx` are unavailability.
+//!   retries); `403` (the role lacks a privilege) and `422` carry `code`, `sqlState` and a
+//!   message (audit log only: it can quote data); `408`, `429` and `5xx` are unavailability.
 //!
 //! Values arrive as strings (`jsonv2`) and are typed by `resultSetMetaData.rowType`.
 //! Placeholders: the policy writes the tenant as `:1`; the SQL API documents `?` with one
