@@ -373,7 +373,21 @@ impl Connector for PostgresConnector {
                     &per_user,
                 )
             }
-            _ => (crate::pool::PoolKey::new(&service_user, None), &self.config),
+            Some(crate::UserCredential::Bearer(_)) => {
+                // PostgreSQL takes no OAuth token here: never fall back to the service login.
+                return Err(ConnectorError::Config(
+                    "PostgreSQL connections take a password or passthrough, not an OAuth token"
+                        .into(),
+                ));
+            }
+            Some(crate::UserCredential::Passthrough { role, .. }) if role == service_user => {
+                return Err(ConnectorError::Unauthorized(
+                    "passthrough may not act as the service login itself".into(),
+                ));
+            }
+            None | Some(crate::UserCredential::Passthrough { .. }) => {
+                (crate::pool::PoolKey::new(&service_user, None), &self.config)
+            }
         };
         let conn = self
             .pool

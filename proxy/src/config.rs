@@ -1031,6 +1031,21 @@ impl Config {
                     "endpoint, warehouse and role are for snowflake connections",
                 ));
             }
+            let fits = match c.credential {
+                CredentialMode::Service => true,
+                CredentialMode::Passthrough | CredentialMode::Password => {
+                    c.kind == ConnectionKind::Postgres
+                }
+                // The embedded engine takes no credential: oauth there only gates queries.
+                CredentialMode::Oauth => c.kind != ConnectionKind::Postgres,
+            };
+            if !fits {
+                return Err(invalid(
+                    format!("{field}.credential"),
+                    "postgres takes service, password or passthrough; REST warehouses take \
+                     service or oauth",
+                ));
+            }
             if c.credential == CredentialMode::Passthrough && c.kind != ConnectionKind::Postgres {
                 return Err(invalid(
                     format!("{field}.credential"),

@@ -137,14 +137,26 @@ async fn run_query(
         })
         .collect();
     let request_id = current_request_id();
+    let passthrough_role = passthrough_role(conn.credential, &principal)?;
     // A warehouse that refuses the user's token gets one refresh and one retry.
     let mut retried = false;
     let mut stream = loop {
+        let credential = user_credential_ref(
+            conn.credential,
+            secret.as_ref(),
+            &principal,
+            &passthrough_role,
+        );
+        if credential.is_none() && conn.credential != CredentialMode::Service {
+            // A per-user connection whose record lacks this mode's secret (the mode changed):
+            // never fall back to the connection's own credential.
+            return Err(crate::vault::web::reauth_required(&conn.id));
+        }
         let execute = conn.connector.execute(QueryRequest {
             sql: &rewritten.sql,
             params: &params,
             request_id: &request_id,
-            credential: user_credential_ref(conn.credential, secret.as_ref(), &principal),
+            credential,
         });
         // Until the first batch nothing is written to the client, so its departure is watched
         // for: leaving stops the wait, and dropping the query cancels it on the warehouse.
@@ -196,11 +208,12 @@ fn user_credential_ref<'a>(
     mode: CredentialMode,
     secret: Option<&'a crate::vault::store::Secret>,
     principal: &'a Principal,
+    passthrough_role: &'a str,
 ) -> Option<UserCredential<'a>> {
     let user = principal.user.as_str();
     match (mode, secret) {
         (CredentialMode::Passthrough, _) => Some(UserCredential::Passthrough {
-            role: user,
+            role: passthrough_role,
             tenant: &principal.tenant,
         }),
         (CredentialMode::Oauth, Some(s)) => s.access_token.as_deref().map(UserCredential::Bearer),
@@ -210,6 +223,24 @@ fn user_credential_ref<'a>(
             .map(|password| UserCredential::Password { user, password }),
         _ => None,
     }
+}
+
+/// The database role a passthrough query acts as: `<tenant>.<user>`, so a user id can only
+/// ever reach a role of its own tenant (a service client scoped to one tenant cannot mint a
+/// ticket that acts as another tenant's role). Tenants with a `.` are refused, which keeps the
+/// mapping one-to-one.
+fn passthrough_role(mode: CredentialMode, principal: &Principal) -> Result<String, ApiError> {
+    if mode != CredentialMode::Passthrough {
+        return Ok(String::new());
+    }
+    if principal.tenant.contains('.') {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "invalid_tenant",
+            "passthrough connections need tenant ids without '.'",
+        ));
+    }
+    Ok(format!("{}.{}", principal.tenant, principal.user))
 }
 
 /// The caller's token, refreshed now (the warehouse refused the one it had).

@@ -528,34 +528,48 @@ async fn per_user_passwords_log_in_as_that_user_so_the_warehouses_grants_apply()
 async fn passthrough_acts_as_the_users_role_so_row_level_security_applies_and_sessions_are_pooled()
 {
     let pid = std::process::id();
+    // Users; their database roles are "<tenant>.<user>".
     let (alice, bob, svc, stranger) = (
         format!("sluice_rls_alice_{pid}"),
         format!("sluice_rls_bob_{pid}"),
         format!("sluice_rls_svc_{pid}"),
         format!("sluice_rls_nobody_{pid}"),
     );
+    let (a_alice, a_bob, b_alice) = (
+        format!("A.{alice}"),
+        format!("A.{bob}"),
+        format!("B.{alice}"),
+    );
     let db = TestDb::create(
         "rls",
         &format!(
             "CREATE TABLE notes (id int, tenant_id text, owner text, body text);
              INSERT INTO notes VALUES
-               (1, 'A', '{alice}', 'alice in A'), (2, 'A', '{alice}', 'alice in A again'),
-               (3, 'A', '{bob}', 'bob in A'), (4, 'B', '{alice}', 'alice in B');"
+               (1, 'A', '{a_alice}', 'alice in A'), (2, 'A', '{a_alice}', 'alice in A again'),
+               (3, 'A', '{a_bob}', 'bob in A'), (4, 'B', '{b_alice}', 'alice in B'),
+               (5, 'B', '{a_alice}', 'mislabelled: A.alice in tenant B');"
         ),
     )
     .await;
     let _roles = Roles {
-        names: vec![alice.clone(), bob.clone(), svc.clone()],
+        names: vec![
+            format!("\"{a_alice}\""),
+            format!("\"{a_bob}\""),
+            format!("\"{b_alice}\""),
+            svc.clone(),
+        ],
         db: db.name.clone(),
     };
     common::connect(&db.conn_str())
         .await
         .batch_execute(&format!(
-            "DROP ROLE IF EXISTS {alice}; DROP ROLE IF EXISTS {bob}; DROP ROLE IF EXISTS {svc};
-             CREATE ROLE {alice} NOLOGIN; CREATE ROLE {bob} NOLOGIN; CREATE ROLE {svc} LOGIN;
-             GRANT {alice}, {bob} TO {svc};
-             GRANT USAGE ON SCHEMA public TO {alice}, {bob};
-             GRANT SELECT ON notes TO {alice}, {bob};
+            "DROP ROLE IF EXISTS \"{a_alice}\"; DROP ROLE IF EXISTS \"{a_bob}\";
+             DROP ROLE IF EXISTS \"{b_alice}\"; DROP ROLE IF EXISTS {svc};
+             CREATE ROLE \"{a_alice}\" NOLOGIN; CREATE ROLE \"{a_bob}\" NOLOGIN;
+             CREATE ROLE \"{b_alice}\" NOLOGIN; CREATE ROLE {svc} LOGIN;
+             GRANT \"{a_alice}\", \"{a_bob}\", \"{b_alice}\" TO {svc};
+             GRANT USAGE ON SCHEMA public TO \"{a_alice}\", \"{a_bob}\", \"{b_alice}\";
+             GRANT SELECT ON notes TO \"{a_alice}\", \"{a_bob}\", \"{b_alice}\";
              ALTER TABLE notes ENABLE ROW LEVEL SECURITY;
              CREATE POLICY own_notes ON notes FOR SELECT
                USING (tenant_id = current_setting('sluice.tenant', true) AND owner = current_user);"

@@ -335,6 +335,9 @@ pub struct Authenticator {
     /// Sessions, tickets, service clients and tokens, API keys, seen `jti`s.
     pub store: Arc<AuthStore>,
     sessions: Mutex<HashMap<[u8; 32], CachedSession>>,
+    /// Bumped (under the cache lock) by every revocation: a lookup that raced one does not
+    /// cache what it read.
+    revocations: std::sync::atomic::AtomicU64,
     /// Failed-attempt limits.
     pub limiter: limiter::FailureLimiter,
     config: AuthConfig,
@@ -347,6 +350,7 @@ impl Authenticator {
             jwt,
             store,
             sessions: Mutex::new(HashMap::new()),
+            revocations: std::sync::atomic::AtomicU64::new(0),
             limiter: limiter::FailureLimiter::new(&config.rate_limit),
             config: config.clone(),
         }
@@ -442,25 +446,35 @@ impl Authenticator {
                 return Ok(principal);
             }
         }
-        let store = Arc::clone(&self.store);
-        let row = tokio::task::spawn_blocking(move || store.lookup(&hash, TokenKind::Session))
-            .await
-            .map_err(|_| AuthError::StoreUnavailable)?
-            .map_err(|_| AuthError::StoreUnavailable)?
-            .ok_or(AuthError::SessionInvalid)?;
-        if row.revoked {
-            return Err(AuthError::SessionRevoked);
+        for _ in 0..2 {
+            let generation = self.revocations.load(std::sync::atomic::Ordering::SeqCst);
+            let store = Arc::clone(&self.store);
+            let row = tokio::task::spawn_blocking(move || store.lookup(&hash, TokenKind::Session))
+                .await
+                .map_err(|_| AuthError::StoreUnavailable)?
+                .map_err(|_| AuthError::StoreUnavailable)?
+                .ok_or(AuthError::SessionInvalid)?;
+            if row.revoked {
+                return Err(AuthError::SessionRevoked);
+            }
+            if now >= row.expires {
+                return Err(AuthError::SessionExpired);
+            }
+            if self.cache_session(hash, &row, now, generation) {
+                return Ok(row.principal);
+            }
+            // A revocation happened while this lookup ran: read the store again.
         }
-        if now >= row.expires {
-            return Err(AuthError::SessionExpired);
-        }
-        let principal = row.principal.clone();
-        self.cache_session(hash, &row, now);
-        Ok(principal)
+        Err(AuthError::StoreUnavailable)
     }
 
-    fn cache_session(&self, hash: [u8; 32], row: &TokenRow, now: i64) {
+    /// Caches a session read from the store, unless a revocation happened since `generation`
+    /// was read (then it returns false and the caller reads again).
+    fn cache_session(&self, hash: [u8; 32], row: &TokenRow, now: i64, generation: u64) -> bool {
         let mut cache = lock(&self.sessions);
+        if self.revocations.load(std::sync::atomic::Ordering::SeqCst) != generation {
+            return false;
+        }
         if cache.len() >= MAX_CACHED_SESSIONS {
             cache.retain(|_, s| s.expires > now);
             if cache.len() >= MAX_CACHED_SESSIONS {
@@ -480,11 +494,14 @@ impl Authenticator {
                 persisted_at: now,
             },
         );
+        true
     }
 
     /// Forgets cached sessions (after a revocation in the store).
     pub fn forget_sessions(&self, hashes: &[[u8; 32]]) {
         let mut cache = lock(&self.sessions);
+        self.revocations
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         for h in hashes {
             cache.remove(h);
         }

@@ -277,6 +277,13 @@ impl AuthStore {
         if n == 0 {
             return Err(StoreError(format!("no client {client_id:?}")));
         }
+        // Tokens minted with the old secrets die now (the backend gets a fresh one with either
+        // secret during the overlap): a leaked secret's tokens do not outlive the rotation.
+        tx.execute(
+            "UPDATE tokens SET revoked_at = ?1 WHERE kind = 'service' AND client_id = ?2
+               AND revoked_at IS NULL",
+            params![now, client_id],
+        )?;
         tx.execute(
             "INSERT INTO service_secrets (secret_hash, client_id, created) VALUES (?, ?, ?)",
             params![token_hash(&secret).as_slice(), client_id, now],
@@ -289,7 +296,8 @@ impl AuthStore {
     pub fn delete_client(&self, client_id: &str) -> Result<bool, StoreError> {
         let conn = self.conn();
         conn.execute(
-            "DELETE FROM tokens WHERE kind = 'service' AND client_id = ?",
+            "DELETE FROM tokens WHERE client_id = ?
+               AND (kind = 'service' OR (kind = 'ticket' AND used_at IS NULL))",
             [client_id],
         )?;
         Ok(conn.execute(
