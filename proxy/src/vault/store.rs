@@ -39,6 +39,13 @@ CREATE TABLE IF NOT EXISTS credentials (
     PRIMARY KEY (tenant, user, connection)
 );
 CREATE INDEX IF NOT EXISTS credentials_due ON credentials(status, refresh_due_at);
+CREATE TABLE IF NOT EXISTS retired_versions (
+    tenant     TEXT NOT NULL,
+    user       TEXT NOT NULL,
+    connection TEXT NOT NULL,
+    version    INTEGER NOT NULL,
+    PRIMARY KEY (tenant, user, connection)
+);
 ";
 
 /// A vault failure.
@@ -418,7 +425,17 @@ impl CredentialStore for VaultStore {
         {
             return Err(VaultError::Conflict);
         }
-        let version = current.unwrap_or(0) + 1;
+        // Versions never repeat for an owner, even across a disconnect: an old sealed row
+        // restored into the file cannot match a version in use again.
+        let retired: Option<i64> = tx
+            .query_row(
+                "SELECT version FROM retired_versions
+                 WHERE tenant = ? AND user = ? AND connection = ?",
+                params![owner.tenant, owner.user, owner.connection],
+                |r| r.get(0),
+            )
+            .optional()?;
+        let version = current.unwrap_or(0).max(retired.unwrap_or(0)) + 1;
         let plain = Zeroizing::new(
             serde_json::to_vec(write.secret).map_err(|e| VaultError::Store(e.to_string()))?,
         );
@@ -542,10 +559,21 @@ impl CredentialStore for VaultStore {
 
     /// Deletes a record; returns whether there was one.
     fn delete(&self, owner: &Owner) -> Result<bool, VaultError> {
-        Ok(self.conn().execute(
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        tx.execute(
+            "INSERT INTO retired_versions (tenant, user, connection, version)
+             SELECT tenant, user, connection, version FROM credentials
+             WHERE tenant = ?1 AND user = ?2 AND connection = ?3
+             ON CONFLICT (tenant, user, connection) DO UPDATE SET version = excluded.version",
+            params![owner.tenant, owner.user, owner.connection],
+        )?;
+        let n = tx.execute(
             "DELETE FROM credentials WHERE tenant = ? AND user = ? AND connection = ?",
             params![owner.tenant, owner.user, owner.connection],
-        )? > 0)
+        )?;
+        tx.commit()?;
+        Ok(n > 0)
     }
 
     /// Owners of records sealed with another key than `current_id`.
@@ -642,6 +670,18 @@ mod tests {
         let raw = std::fs::read(&path).unwrap();
         let text = String::from_utf8_lossy(&raw);
         assert!(!text.contains("alice-token") && !text.contains("bob-token"));
+    }
+
+    #[test]
+    fn versions_do_not_repeat_after_a_disconnect() {
+        let dir = tempfile::tempdir().unwrap();
+        let v = VaultStore::open(&dir.path().join("v.sqlite")).unwrap();
+        let k = Keyring::new(&[9u8; 32], &[]).unwrap();
+        let s = secret("t");
+        let v1 = v.put(&owner("u"), &k, &write(&s), None, 0).unwrap();
+        assert!(v.delete(&owner("u")).unwrap());
+        let v2 = v.put(&owner("u"), &k, &write(&s), None, 0).unwrap();
+        assert!(v2 > v1, "{v2} after {v1}");
     }
 
     #[test]
