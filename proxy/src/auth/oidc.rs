@@ -38,8 +38,11 @@ use crate::error::ApiError;
 
 /// Time a browser has to come back from the provider.
 const FLOW_TTL: Duration = Duration::from_secs(600);
-/// Most login flows pending at once (older ones are dropped beyond this).
+/// Most login flows pending at once; past it new logins wait (pending ones are never dropped
+/// early, so a flood cannot void logins in progress).
 const MAX_PENDING: usize = 10_000;
+/// Most login flows pending from one client address.
+const MAX_PENDING_PER_ADDR: usize = 20;
 /// Time allowed for each call to the provider.
 const PROVIDER_TIMEOUT: Duration = Duration::from_secs(10);
 /// Largest discovery document accepted.
@@ -96,6 +99,8 @@ struct Pending {
     nonce: String,
     return_to: String,
     started: Instant,
+    /// Who started it (login starts are bounded per address).
+    addr: Option<std::net::IpAddr>,
 }
 
 /// The configured provider and the flows in progress.
@@ -220,15 +225,16 @@ impl Oidc {
         Ok(provider)
     }
 
-    fn remember(&self, state: String, pending: Pending) {
+    /// Keeps a flow; false when this address, or everyone, has too many pending.
+    fn remember(&self, state: String, pending: Pending) -> bool {
         let mut map = self.pending.lock().unwrap_or_else(|p| p.into_inner());
-        if map.len() >= MAX_PENDING {
-            map.retain(|_, p| p.started.elapsed() < FLOW_TTL);
-            if map.len() >= MAX_PENDING {
-                map.clear();
-            }
+        map.retain(|_, p| p.started.elapsed() < FLOW_TTL);
+        let from_addr = map.values().filter(|p| p.addr == pending.addr).count();
+        if map.len() >= MAX_PENDING || from_addr >= MAX_PENDING_PER_ADDR {
+            return false;
         }
         map.insert(state, pending);
+        true
     }
 
     fn take(&self, state: &str) -> Option<Pending> {
@@ -338,7 +344,9 @@ pub struct LoginParams {
 pub async fn login(
     State(state): State<Arc<AppState>>,
     params: Result<Query<LoginParams>, axum::extract::rejection::QueryRejection>,
+    req: Request,
 ) -> Response {
+    let addr = client_info(&req.into_parts().0).addr;
     let params = params
         .map(|Query(p)| p)
         .unwrap_or(LoginParams { return_to: None });
@@ -368,7 +376,7 @@ pub async fn login(
     }
     let (url, csrf) = request.url();
     let flow_state = csrf.secret().clone();
-    oidc.remember(
+    let kept = oidc.remember(
         flow_state.clone(),
         Pending {
             verifier: verifier.secret().clone(),
@@ -378,8 +386,18 @@ pub async fn login(
                 &oidc.config.post_login_redirect,
             ),
             started: Instant::now(),
+            addr,
         },
     );
+    if !kept {
+        let mut e = ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_logins",
+            "too many sign-ins in progress; finish one or retry in a few minutes",
+        );
+        e.extra_mut().retry_after = Some(60);
+        return e.into_response();
+    }
     let secure = if state.config.auth.sessions.cookie_secure {
         "; Secure"
     } else {
@@ -505,6 +523,33 @@ pub async fn callback(State(state): State<Arc<AppState>>, req: Request) -> Respo
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pending_logins_are_bounded_per_address_and_never_dropped_early() {
+        let config = crate::config::Config::parse(
+            "[auth.oidc]\nissuer = \"https://idp.example\"\nclient_id = \"c\"\nclient_secret_env = \"X\"\nredirect_url = \"https://s.example/cb\"\ntenant = \"t\"\n",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let oidc = Oidc::new(
+            config.auth.oidc.as_ref().unwrap_or_else(|| panic!()),
+            "s".into(),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let pending = |addr: &str| Pending {
+            verifier: String::new(),
+            nonce: String::new(),
+            return_to: "/".into(),
+            started: Instant::now(),
+            addr: addr.parse().ok(),
+        };
+        for i in 0..MAX_PENDING_PER_ADDR {
+            assert!(oidc.remember(format!("a{i}"), pending("10.0.0.1")));
+        }
+        assert!(!oidc.remember("a-extra".into(), pending("10.0.0.1")));
+        // Another address still gets in, and the first flows are all still there.
+        assert!(oidc.remember("b".into(), pending("10.0.0.2")));
+        assert!(oidc.take("a0").is_some());
+    }
 
     #[test]
     fn return_to_stays_on_sluice() {
