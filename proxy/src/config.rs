@@ -1168,3 +1168,58 @@ pub fn is_loopback_http(url: &str) -> bool {
     });
     host == "localhost" || host == "[::1]" || host.starts_with("127.")
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    const AUTH: &str =
+        "[auth.jwt]\nalgorithm = \"HS256\"\nsecret_env = \"S\"\nissuer = \"i\"\naudience = \"a\"\n";
+
+    fn check(extra: &str) -> Result<(), String> {
+        Config::parse(&format!("{AUTH}{extra}"))?
+            .validate()
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn per_user_credentials_fit_their_warehouse_and_need_a_vault() {
+        let pg = |cred: &str| {
+            format!(
+                "[[connections]]\nid = \"pg\"\nkind = \"postgres\"\nurl_env = \"U\"\ncredential = \"{cred}\"\n"
+            )
+        };
+        let vault = "[vault]\nkey_env = \"K\"\n";
+        assert!(check(&pg("service")).is_ok());
+        assert!(check(&pg("passthrough")).is_ok());
+        assert!(check(&format!("{vault}{}", pg("password"))).is_ok());
+        // A password needs somewhere safe to live.
+        let e = check(&pg("password")).unwrap_err();
+        assert!(e.contains("need a [vault]"), "{e}");
+        // PostgreSQL takes no OAuth token: never a silent fallback to the service login.
+        let e = check(&format!("{vault}{}", pg("oauth"))).unwrap_err();
+        assert!(
+            e.contains("postgres takes service, password or passthrough"),
+            "{e}"
+        );
+        // Passthrough is PostgreSQL's.
+        let sf = "[[connections]]\nid = \"sf\"\nkind = \"snowflake\"\nendpoint = \"https://a.snowflakecomputing.com\"\ncredential = \"passthrough\"\n";
+        assert!(check(sf).is_err());
+    }
+
+    #[test]
+    fn snowflake_needs_an_https_endpoint_and_only_snowflake_takes_one() {
+        let sf = |endpoint: &str| {
+            format!("[[connections]]\nid = \"sf\"\nkind = \"snowflake\"\n{endpoint}")
+        };
+        assert!(check(&sf("endpoint = \"https://a.snowflakecomputing.com\"\n")).is_ok());
+        assert!(check(&sf("endpoint = \"http://127.0.0.1:9000\"\n")).is_ok());
+        for bad in ["", "endpoint = \"http://a.snowflakecomputing.com\"\n"] {
+            let e = check(&sf(bad)).unwrap_err();
+            assert!(e.contains("endpoint"), "{e}");
+        }
+        let pg = "[[connections]]\nid = \"pg\"\nkind = \"postgres\"\nurl_env = \"U\"\nwarehouse = \"W\"\n";
+        assert!(check(pg).unwrap_err().contains("for snowflake connections"));
+    }
+}

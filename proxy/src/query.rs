@@ -864,3 +864,39 @@ impl Answer {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::auth::AuthMethod;
+
+    fn principal(tenant: &str) -> Principal {
+        Principal {
+            user: "alice".into(),
+            tenant: tenant.into(),
+            groups: vec![],
+            attributes: Default::default(),
+            method: AuthMethod::Jwt,
+            session_id: None,
+        }
+    }
+
+    #[test]
+    fn passthrough_roles_carry_the_tenant_and_stay_one_to_one() {
+        assert_eq!(
+            passthrough_role(CredentialMode::Passthrough, &principal("acme")).unwrap(),
+            "acme.alice"
+        );
+        // "a.b" + "c" and "a" + "b.c" would both be "a.b.c": such tenants are refused.
+        let e = passthrough_role(CredentialMode::Passthrough, &principal("a.b")).unwrap_err();
+        assert_eq!(
+            (e.status, e.code),
+            (StatusCode::FORBIDDEN, "invalid_tenant")
+        );
+        assert_eq!(
+            passthrough_role(CredentialMode::Service, &principal("a.b")).unwrap(),
+            ""
+        );
+    }
+}

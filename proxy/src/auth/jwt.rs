@@ -160,12 +160,9 @@ impl JwtVerifier {
     }
 
     fn check_alg(&self, alg: &str) -> Result<(), AuthError> {
-        if self
-            .validation
-            .algorithms
-            .iter()
-            .any(|a| format!("{a:?}") == alg)
-        {
+        // Parsed, not formatted: this runs on every request (`none` and unknown names fail).
+        let parsed = alg.parse::<Algorithm>().ok();
+        if parsed.is_some_and(|p| self.validation.algorithms.contains(&p)) {
             Ok(())
         } else {
             Err(AuthError::AlgorithmNotAllowed)

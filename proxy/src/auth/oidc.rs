@@ -30,7 +30,7 @@ use serde_json::{Map, Value};
 use sluice_audit::Event;
 
 use super::jwks::Jwks;
-use super::web::{Who, audit_auth, new_session, session_response};
+use super::web::{Who, audit_auth, new_session, session_started};
 use super::{AuthError, AuthMethod, Principal, client_info, cookie, valid_name};
 use crate::app::AppState;
 use crate::config::OidcConfig;
@@ -480,15 +480,8 @@ pub async fn callback(State(state): State<Arc<AppState>>, req: Request) -> Respo
     .await;
     match result {
         Ok((token, principal, return_to)) => {
-            audit_auth(
-                &state,
-                &client,
-                Event::AuthEvent,
-                "session_created",
-                Who::Principal(&principal, None),
-            )
-            .await;
-            let mut resp = session_response(&state, StatusCode::SEE_OTHER, &token, &principal);
+            let mut resp =
+                session_started(&state, &client, StatusCode::SEE_OTHER, &token, &principal).await;
             let headers = resp.headers_mut();
             if let Ok(loc) = HeaderValue::from_str(&return_to) {
                 headers.insert(header::LOCATION, loc);

@@ -724,6 +724,49 @@ mod tests {
     }
 
     #[test]
+    fn rotation_revokes_service_tokens_and_deletion_revokes_unused_tickets() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = AuthStore::open(&dir.path().join("a.sqlite")).unwrap();
+        s.create_client("c", &["t".into()], None, 100).unwrap();
+        s.insert_service_token("sst_old", "c", 100, 1000).unwrap();
+        assert!(
+            s.service_token_client(&token_hash("sst_old"), 110)
+                .unwrap()
+                .is_some()
+        );
+        s.rotate_client_secret("c", 3600, 120).unwrap();
+        // Tokens minted with the leaked secret die with the rotation.
+        assert!(
+            s.service_token_client(&token_hash("sst_old"), 130)
+                .unwrap()
+                .is_none()
+        );
+
+        let p = principal();
+        s.insert(&NewToken {
+            kind: TokenKind::Ticket,
+            token: "slt_pending",
+            id: "t1",
+            principal: &p,
+            client_id: Some("c"),
+            now: 130,
+            expires: 190,
+            max_expires: 190,
+        })
+        .unwrap();
+        assert!(s.delete_client("c").unwrap());
+        let mk = |p: &Principal| {
+            let mut p = p.clone();
+            p.session_id = Some("s".into());
+            Ok(("sls_s".to_string(), p, 200, 300))
+        };
+        assert_eq!(
+            s.exchange_ticket("slt_pending", 140, mk).unwrap(),
+            Err(AuthError::TicketInvalid)
+        );
+    }
+
+    #[test]
     fn a_ticket_exchanges_once() {
         let dir = tempfile::tempdir().unwrap();
         let s = AuthStore::open(&dir.path().join("a.sqlite")).unwrap();

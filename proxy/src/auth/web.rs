@@ -473,15 +473,7 @@ pub async fn create_session(State(state): State<Arc<AppState>>, req: Request) ->
     };
     match exchange(&state, &client, &request.ticket).await {
         Ok((token, principal)) => {
-            audit_auth(
-                &state,
-                &client,
-                Event::AuthEvent,
-                "session_created",
-                Who::Principal(&principal, None),
-            )
-            .await;
-            session_response(&state, StatusCode::CREATED, &token, &principal)
+            session_started(&state, &client, StatusCode::CREATED, &token, &principal).await
         }
         Err(e) => deny(&state, &client, e, Who::Claimed(None, "ticket")).await,
     }
@@ -569,6 +561,25 @@ pub fn session_cookie(state: &AppState, token: Option<&str>) -> String {
             s.cookie_name
         ),
     }
+}
+
+/// Audits a new session and answers with it.
+pub async fn session_started(
+    state: &AppState,
+    client: &ClientInfo,
+    status: StatusCode,
+    token: &str,
+    principal: &Principal,
+) -> Response {
+    audit_auth(
+        state,
+        client,
+        Event::AuthEvent,
+        "session_created",
+        Who::Principal(principal, None),
+    )
+    .await;
+    session_response(state, status, token, principal)
 }
 
 /// The answer of a new session: cookie and bearer token.

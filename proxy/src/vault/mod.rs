@@ -218,16 +218,30 @@ impl Vault {
         expires_in: Option<Duration>,
         scopes: String,
     ) -> Result<i64, VaultError> {
-        let issued = now();
         let lifetime = expires_in.map_or(DEFAULT_TOKEN_LIFETIME_SECS, |d| d.as_secs() as i64);
+        let secret = Secret {
+            access_token: Some(access_token),
+            refresh_token,
+            password: None,
+        };
+        self.store_tokens(owner, secret, scopes, lifetime, None)
+            .await
+    }
+
+    /// Seals new OAuth tokens, due for refresh at their scheduled time; a compare-and-set on
+    /// `expected_version` when given.
+    async fn store_tokens(
+        &self,
+        owner: &Owner,
+        secret: Secret,
+        scopes: String,
+        lifetime: i64,
+        expected_version: Option<i64>,
+    ) -> Result<i64, VaultError> {
+        let issued = now();
         let due = self.due_at(issued, lifetime);
         let owner = owner.clone();
         self.blocking(move |store, keys| {
-            let secret = Secret {
-                access_token: Some(access_token),
-                refresh_token,
-                password: None,
-            };
             let write = Write {
                 kind: "oauth",
                 status: Status::Connected,
@@ -237,7 +251,7 @@ impl Vault {
                 failures: 0,
                 secret: &secret,
             };
-            store.put(&owner, keys, &write, None, issued)
+            store.put(&owner, keys, &write, expected_version, issued)
         })
         .await
     }
@@ -380,7 +394,6 @@ impl Vault {
             .await;
         match response {
             Ok(tokens) => {
-                let issued = now();
                 let lifetime = tokens
                     .expires_in()
                     .map_or(DEFAULT_TOKEN_LIFETIME_SECS, |d| d.as_secs() as i64);
@@ -396,21 +409,8 @@ impl Vault {
                 let scopes = tokens.scopes().map_or(rec.meta.scopes.clone(), |s| {
                     s.iter().map(|x| x.as_str()).collect::<Vec<_>>().join(" ")
                 });
-                let due = self.due_at(issued, lifetime);
-                let o = owner.clone();
                 let stored = self
-                    .blocking(move |store, keys| {
-                        let write = Write {
-                            kind: "oauth",
-                            status: Status::Connected,
-                            scopes: &scopes,
-                            expires_at: Some(issued + lifetime),
-                            refresh_due_at: Some(due),
-                            failures: 0,
-                            secret: &secret,
-                        };
-                        store.put(&o, keys, &write, Some(version), issued)
-                    })
+                    .store_tokens(owner, secret, scopes, lifetime, Some(version))
                     .await;
                 match stored {
                     Ok(_) => {

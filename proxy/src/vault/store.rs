@@ -228,6 +228,9 @@ type Row = (
 
 const COLUMNS: &str = "kind, status, scopes, expires_at, refresh_due_at, failures, version, \
                        key_id, nonce, ciphertext";
+const SELECT_ONE: &str = "SELECT kind, status, scopes, expires_at, refresh_due_at, failures, \
+                          version, key_id, nonce, ciphertext FROM credentials \
+                          WHERE tenant = ? AND user = ? AND connection = ?";
 
 fn read_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
     Ok((
@@ -286,6 +289,18 @@ impl VaultStore {
 
     fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// One owner's row (a cached statement: this runs on every per-user query).
+    fn row(&self, owner: &Owner) -> Result<Option<Row>, VaultError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(SELECT_ONE)?;
+        Ok(stmt
+            .query_row(
+                params![owner.tenant, owner.user, owner.connection],
+                read_row,
+            )
+            .optional()?)
     }
 }
 
@@ -367,32 +382,12 @@ pub trait CredentialStore: Send + Sync {
 impl CredentialStore for VaultStore {
     /// The metadata of a record (nothing is decrypted).
     fn meta(&self, owner: &Owner) -> Result<Option<Meta>, VaultError> {
-        let conn = self.conn();
-        let row = conn
-            .query_row(
-                &format!(
-                    "SELECT {COLUMNS} FROM credentials WHERE tenant = ? AND user = ? AND connection = ?"
-                ),
-                params![owner.tenant, owner.user, owner.connection],
-                read_row,
-            )
-            .optional()?;
-        Ok(row.map(|r| split(r).0))
+        Ok(self.row(owner)?.map(|r| split(r).0))
     }
 
     /// A record, opened with `keys`.
     fn get(&self, owner: &Owner, keys: &Keyring) -> Result<Option<Record>, VaultError> {
-        let row = {
-            let conn = self.conn();
-            conn.query_row(
-                &format!(
-                    "SELECT {COLUMNS} FROM credentials WHERE tenant = ? AND user = ? AND connection = ?"
-                ),
-                params![owner.tenant, owner.user, owner.connection],
-                read_row,
-            )
-            .optional()?
-        };
+        let row = self.row(owner)?;
         let Some(row) = row else { return Ok(None) };
         let (meta, sealed) = split(row);
         let plain = keys.open(&sealed, &owner.binding(meta.version))?;
