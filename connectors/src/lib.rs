@@ -3,11 +3,14 @@
 //! Connectors know warehouses, not who may see what: they receive SQL that the policy already
 //! rewrote and verified, with its bind parameters, and stream Arrow record batches back.
 
+pub mod bigquery;
+pub mod databricks;
 pub mod embedded;
 mod error;
 pub mod pool;
 pub mod postgres;
 pub mod snowflake;
+mod text;
 
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;

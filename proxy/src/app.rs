@@ -8,9 +8,9 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use sluice_audit::{AuditLog, AuditOptions, AuditWriter, Signer};
+use sluice_connectors::Connector;
 use sluice_connectors::embedded::{EmbeddedConnector, EmbeddedOptions, EmbeddedTable, FileFormat};
 use sluice_connectors::postgres::{PostgresConnector, PostgresOptions};
-use sluice_connectors::{Connector, ConnectorError, QueryRequest, QueryStream, WarehouseKind};
 use sluice_policy::{Catalog, Dialect, MaskKind, MaskRule, TableName, TableRule};
 
 use crate::auth::Authenticator;
@@ -367,24 +367,6 @@ pub fn open_auth_store(data_dir: &Path) -> Result<AuthStore, StartupError> {
     AuthStore::open(&path).map_err(|e| StartupError(format!("cannot open {}: {e}", path.display())))
 }
 
-/// A warehouse whose connector this build does not have yet: its policy works (explain), its
-/// queries are refused as unavailable.
-struct NotInThisBuild(WarehouseKind);
-
-#[async_trait::async_trait]
-impl Connector for NotInThisBuild {
-    fn kind(&self) -> WarehouseKind {
-        self.0
-    }
-
-    async fn execute(&self, _request: QueryRequest<'_>) -> Result<QueryStream, ConnectorError> {
-        Err(ConnectorError::Unavailable(format!(
-            "no {:?} connector in this build yet",
-            self.0
-        )))
-    }
-}
-
 async fn embedded(
     c: &ConnectionConfig,
     catalog: &Catalog,
@@ -469,8 +451,31 @@ async fn build_connection(
             )
             .map_err(|e| StartupError(format!("connection {}: {e}", c.id)))?,
         ),
-        ConnectionKind::Bigquery => Arc::new(NotInThisBuild(WarehouseKind::BigQuery)),
-        ConnectionKind::Databricks => Arc::new(NotInThisBuild(WarehouseKind::Databricks)),
+        ConnectionKind::Bigquery => Arc::new(
+            sluice_connectors::bigquery::BigQueryConnector::new(
+                sluice_connectors::bigquery::BigQueryOptions {
+                    endpoint: c.endpoint.clone().unwrap_or_else(|| {
+                        sluice_connectors::bigquery::DEFAULT_ENDPOINT.to_string()
+                    }),
+                    project: c.default_catalog.clone().unwrap_or_default(),
+                    dataset: Some(c.default_schema.clone()),
+                    location: c.location.clone(),
+                    timeout: Duration::from_millis(c.statement_timeout_ms),
+                },
+            )
+            .map_err(|e| StartupError(format!("connection {}: {e}", c.id)))?,
+        ),
+        ConnectionKind::Databricks => Arc::new(
+            sluice_connectors::databricks::DatabricksConnector::new(
+                sluice_connectors::databricks::DatabricksOptions {
+                    endpoint: c.endpoint.clone().unwrap_or_default(),
+                    warehouse_id: c.warehouse.clone().unwrap_or_default(),
+                    catalog: c.default_catalog.clone(),
+                    schema: Some(c.default_schema.clone()),
+                },
+            )
+            .map_err(|e| StartupError(format!("connection {}: {e}", c.id)))?,
+        ),
     };
     Ok(Connection {
         id: c.id.clone(),

@@ -616,9 +616,9 @@ pub enum ConnectionKind {
     Postgres,
     /// Snowflake, over the SQL API v2 with each user's own OAuth token.
     Snowflake,
-    /// BigQuery (policy and explain only in this build).
+    /// BigQuery, over its REST API v2 with each user's own OAuth token.
     Bigquery,
-    /// Databricks (policy and explain only in this build).
+    /// Databricks SQL, over the Statement Execution API 2.0 with each user's own OAuth token.
     Databricks,
 }
 
@@ -638,12 +638,17 @@ pub struct ConnectionConfig {
     /// PostgreSQL: the environment variable holding the connection URL (never the URL itself,
     /// which may hold a password).
     pub url_env: Option<String>,
-    /// Snowflake: the account URL (`https://<account>.snowflakecomputing.com`).
+    /// REST warehouses: the API root. Snowflake: the account URL
+    /// (`https://<account>.snowflakecomputing.com`); Databricks: the workspace URL
+    /// (`https://<workspace>.cloud.databricks.com`); BigQuery: `https://bigquery.googleapis.com`
+    /// when absent. `http://` only on loopback (tests, emulators).
     pub endpoint: Option<String>,
-    /// Snowflake: the virtual warehouse.
+    /// Snowflake: the virtual warehouse. Databricks: the SQL warehouse id (required).
     pub warehouse: Option<String>,
     /// Snowflake: the role.
     pub role: Option<String>,
+    /// BigQuery: the jobs' location (`US`, `EU`, a region), when not the project's default.
+    pub location: Option<String>,
     /// PostgreSQL: server-side statement timeout.
     #[serde(default = "default_statement_timeout")]
     pub statement_timeout_ms: u64,
@@ -1015,20 +1020,56 @@ impl Config {
             if c.threads == 0 {
                 return Err(invalid(format!("{field}.threads"), "must be positive"));
             }
-            if c.kind == ConnectionKind::Snowflake {
-                match &c.endpoint {
-                    Some(e) if e.starts_with("https://") || is_loopback_http(e) => {}
-                    _ => {
+            let endpoint_ok = |e: &String| e.starts_with("https://") || is_loopback_http(e);
+            match c.kind {
+                ConnectionKind::Snowflake | ConnectionKind::Databricks => {
+                    if !c.endpoint.as_ref().is_some_and(endpoint_ok) {
                         return Err(invalid(
                             format!("{field}.endpoint"),
-                            "snowflake connections need endpoint = \"https://<account>.snowflakecomputing.com\"",
+                            "snowflake and databricks connections need an https:// endpoint \
+                             (the account or workspace URL)",
                         ));
                     }
                 }
-            } else if c.endpoint.is_some() || c.warehouse.is_some() || c.role.is_some() {
+                ConnectionKind::Bigquery => {
+                    if c.endpoint.as_ref().is_some_and(|e| !endpoint_ok(e)) {
+                        return Err(invalid(
+                            format!("{field}.endpoint"),
+                            "must be an https:// URL",
+                        ));
+                    }
+                    if c.default_catalog.is_none() {
+                        return Err(invalid(
+                            format!("{field}.default_catalog"),
+                            "bigquery connections need default_catalog = \"<project id>\"",
+                        ));
+                    }
+                }
+                ConnectionKind::Embedded | ConnectionKind::Postgres => {
+                    if c.endpoint.is_some() || c.warehouse.is_some() {
+                        return Err(invalid(
+                            format!("{field}.endpoint"),
+                            "endpoint and warehouse are for REST warehouses",
+                        ));
+                    }
+                }
+            }
+            if c.kind == ConnectionKind::Databricks && c.warehouse.is_none() {
                 return Err(invalid(
-                    format!("{field}.endpoint"),
-                    "endpoint, warehouse and role are for snowflake connections",
+                    format!("{field}.warehouse"),
+                    "databricks connections need warehouse = \"<SQL warehouse id>\"",
+                ));
+            }
+            if c.role.is_some() && c.kind != ConnectionKind::Snowflake {
+                return Err(invalid(
+                    format!("{field}.role"),
+                    "role is for snowflake connections",
+                ));
+            }
+            if c.location.is_some() && c.kind != ConnectionKind::Bigquery {
+                return Err(invalid(
+                    format!("{field}.location"),
+                    "location is for bigquery connections",
                 ));
             }
             let fits = match c.credential {
@@ -1220,6 +1261,33 @@ mod tests {
             assert!(e.contains("endpoint"), "{e}");
         }
         let pg = "[[connections]]\nid = \"pg\"\nkind = \"postgres\"\nurl_env = \"U\"\nwarehouse = \"W\"\n";
-        assert!(check(pg).unwrap_err().contains("for snowflake connections"));
+        assert!(check(pg).unwrap_err().contains("for REST warehouses"));
+    }
+
+    #[test]
+    fn databricks_and_bigquery_need_what_their_apis_need() {
+        let dbx =
+            |extra: &str| format!("[[connections]]\nid = \"dbx\"\nkind = \"databricks\"\n{extra}");
+        let ok = "endpoint = \"https://w.cloud.databricks.com\"\nwarehouse = \"abc\"\n";
+        assert!(check(&dbx(ok)).is_ok());
+        let e = check(&dbx("endpoint = \"https://w.cloud.databricks.com\"\n")).unwrap_err();
+        assert!(e.contains("warehouse"), "{e}");
+        assert!(
+            check(&dbx("warehouse = \"abc\"\n"))
+                .unwrap_err()
+                .contains("endpoint")
+        );
+        assert!(check(&dbx(&format!("{ok}role = \"R\"\n"))).is_err());
+        let bq =
+            |extra: &str| format!("[[connections]]\nid = \"bq\"\nkind = \"bigquery\"\n{extra}");
+        // The public endpoint by default; the project is required.
+        assert!(check(&bq("default_catalog = \"p\"\nlocation = \"EU\"\n")).is_ok());
+        let e = check(&bq("")).unwrap_err();
+        assert!(e.contains("default_catalog"), "{e}");
+        let e = check(&bq(
+            "default_catalog = \"p\"\nendpoint = \"http://bq.example\"\n",
+        ))
+        .unwrap_err();
+        assert!(e.contains("https"), "{e}");
     }
 }

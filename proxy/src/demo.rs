@@ -330,6 +330,7 @@ pub fn config(data_dir: &Path, listen: &str) -> Result<Config, String> {
             endpoint: None,
             warehouse: None,
             role: None,
+            location: None,
             tables: vec![
                 table(
                     "regions",

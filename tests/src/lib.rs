@@ -140,15 +140,16 @@ pub async fn idp_login(authorize_url: &str, login: &str) -> String {
     resolve(&resume, &location(&r))
 }
 
-/// The Python virtualenv holding the warehouse emulators (`.ci/run` creates it).
-pub fn venv() -> PathBuf {
-    std::env::var_os("SLUICE_TEST_VENV")
+/// The Python virtualenv of one warehouse emulator (`.ci/run` creates one per emulator).
+pub fn venv(emulator: &str) -> PathBuf {
+    std::env::var_os("SLUICE_TEST_VENVS")
         .map(PathBuf::from)
         .unwrap_or_else(|| {
             PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
                 .join(".cache")
-                .join("sluice-venv")
+                .join("sluice-venvs")
         })
+        .join(emulator)
 }
 
 /// A running `snowduck` (Snowflake SQL API v2 emulator, PyPI); killed on drop.
@@ -162,7 +163,7 @@ impl Snowduck {
     /// Starts it on a free port and waits until it answers. Fails (never skips) when it is not
     /// installed: `.ci/run` installs it.
     pub async fn start() -> Snowduck {
-        let bin = venv().join("bin").join("snowduck");
+        let bin = venv("snowduck").join("bin").join("snowduck");
         assert!(
             bin.exists(),
             "snowduck is not installed at {} (bash .ci/run installs it)",
@@ -212,6 +213,198 @@ impl Snowduck {
 }
 
 impl Drop for Snowduck {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A free loopback port.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A running `minilake` (Databricks API emulator, PyPI) with a fresh data directory, a SQL
+/// warehouse and a Unity Catalog catalog; killed on drop.
+pub struct Minilake {
+    /// Base URL.
+    pub url: String,
+    /// The SQL warehouse id to pass.
+    pub warehouse_id: String,
+    child: Child,
+    _data: tempfile::TempDir,
+}
+
+impl Minilake {
+    /// Starts it on a free port, creates a warehouse and `catalog`, and waits until it answers.
+    /// Fails (never skips) when it is not installed: `.ci/run` installs it.
+    pub async fn start(catalog: &str) -> Minilake {
+        let bin = venv("minilake").join("bin").join("minilake");
+        assert!(
+            bin.exists(),
+            "minilake is not installed at {} (bash .ci/run installs it)",
+            bin.display()
+        );
+        let port = free_port();
+        let data = tempfile::tempdir().unwrap();
+        let extensions = data.path().join("no-extensions");
+        std::fs::create_dir_all(&extensions).unwrap();
+        let child = Command::new(bin)
+            .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+            .env("MINILAKE_DATA_DIR", data.path())
+            .env("MINILAKE_NOTEBOOK", "0")
+            .env("MINILAKE_DUCKDB_EXTENSION_DIR", &extensions)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("minilake starts");
+        let url = format!("http://127.0.0.1:{port}");
+        let http = reqwest::Client::new();
+        let started = Instant::now();
+        while http
+            .get(format!("{url}/_minilake/ready"))
+            .send()
+            .await
+            .map(|r| !r.status().is_success())
+            .unwrap_or(true)
+        {
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "minilake did not start"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let w: serde_json::Value = http
+            .post(format!("{url}/api/2.0/sql/warehouses"))
+            .json(&serde_json::json!({"name": "sluice-test", "cluster_size": "2X-Small"}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let warehouse_id = w["id"].as_str().expect("a warehouse id").to_string();
+        let r = http
+            .post(format!("{url}/api/2.1/unity-catalog/catalogs"))
+            .json(&serde_json::json!({ "name": catalog }))
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+        Minilake {
+            url,
+            warehouse_id,
+            child,
+            _data: data,
+        }
+    }
+
+    /// Runs a statement directly (test setup).
+    pub async fn sql(&self, statement: &str) -> Result<serde_json::Value, String> {
+        let r = reqwest::Client::new()
+            .post(format!("{}/api/2.0/sql/statements", self.url))
+            .json(&serde_json::json!({
+                "warehouse_id": self.warehouse_id, "statement": statement,
+                "wait_timeout": "30s", "disposition": "INLINE", "format": "JSON_ARRAY",
+            }))
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        let ok = r.status().is_success();
+        let v: serde_json::Value = r.json().await.map_err(|e| e.to_string())?;
+        if ok { Ok(v) } else { Err(v.to_string()) }
+    }
+}
+
+impl Drop for Minilake {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A running `bqemulator` (BigQuery REST API v2 emulator, PyPI), in memory; killed on drop.
+pub struct Bqemulator {
+    /// Base URL of the REST API.
+    pub url: String,
+    /// The project it serves.
+    pub project: String,
+    child: Child,
+}
+
+impl Bqemulator {
+    /// Starts it on free ports for `project` and waits until it is ready. Fails (never skips)
+    /// when it is not installed: `.ci/run` installs it.
+    pub async fn start(project: &str) -> Bqemulator {
+        let bin = venv("bqemulator").join("bin").join("bqemulator");
+        assert!(
+            bin.exists(),
+            "bqemulator is not installed at {} (bash .ci/run installs it)",
+            bin.display()
+        );
+        let (rest, grpc) = (free_port(), free_port());
+        let child = Command::new(bin)
+            .args([
+                "start",
+                "--rest-port",
+                &rest.to_string(),
+                "--grpc-port",
+                &grpc.to_string(),
+                "--project",
+                project,
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("bqemulator starts");
+        let url = format!("http://127.0.0.1:{rest}");
+        let started = Instant::now();
+        while reqwest::get(format!("{url}/readyz"))
+            .await
+            .map(|r| !r.status().is_success())
+            .unwrap_or(true)
+        {
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "bqemulator did not start"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Bqemulator {
+            url,
+            project: project.into(),
+            child,
+        }
+    }
+
+    /// Runs a statement directly (test setup); a job error is an `Err`.
+    pub async fn sql(&self, statement: &str) -> Result<serde_json::Value, String> {
+        let r = reqwest::Client::new()
+            .post(format!(
+                "{}/bigquery/v2/projects/{}/queries",
+                self.url, self.project
+            ))
+            .json(&serde_json::json!({"query": statement, "useLegacySql": false}))
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        let ok = r.status().is_success();
+        let v: serde_json::Value = r.json().await.map_err(|e| e.to_string())?;
+        if ok && v.get("errors").is_none() {
+            Ok(v)
+        } else {
+            Err(v.to_string())
+        }
+    }
+}
+
+impl Drop for Bqemulator {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();

@@ -1,0 +1,214 @@
+//! Shared by the REST-warehouse tests: a sluice with one connection that uses each user's own
+//! OAuth token, the real OAuth server (`oidc-provider`) behind it, and alice's account
+//! connected through the real authorization-code flow.
+#![allow(clippy::unwrap_used, clippy::expect_used, dead_code)]
+
+use std::path::PathBuf;
+
+use axum::http::HeaderMap;
+use serde_json::json;
+use sluice::config::{ConnectionConfig, CredentialMode, OAuthClientConfig, VaultConfig};
+use sluice::server::RunningServer;
+
+/// The OAuth client sluice is registered as at the test IdP.
+pub const CLIENT: &str = "sluice-wh";
+const SECRET: &str = "wh-secret";
+
+/// A running sluice with one per-user OAuth connection.
+pub struct OauthSluice {
+    /// `http://127.0.0.1:<port>`.
+    pub base: String,
+    /// The daemon's data directory.
+    pub data_dir: PathBuf,
+    /// The OAuth server.
+    pub idp: sluice_tests::Idp,
+    /// A client that does not follow redirects.
+    pub http: reqwest::Client,
+    server: Option<RunningServer>,
+    vault: VaultConfig,
+    _dir: tempfile::TempDir,
+}
+
+/// The IdP's userinfo endpoint answers 200 for a live access token: what the warehouse layers
+/// use to check bearer tokens against the real server.
+pub async fn token_ok(userinfo: &str, headers: &HeaderMap) -> Option<String> {
+    let token = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))?;
+    let r = reqwest::Client::new()
+        .get(userinfo)
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    r.status().is_success().then(|| token.to_string())
+}
+
+impl OauthSluice {
+    /// Starts the IdP and sluice with `connection` (kind, endpoint, tables…) set to use each
+    /// user's own OAuth token at the IdP, tenant A's alice connected.
+    pub async fn start(mut connection: ConnectionConfig, max_rows: u64) -> OauthSluice {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let callback = format!("{base}/v1/connections/oauth/callback");
+        let idp = sluice_tests::Idp::start(
+            &json!([{"client_id": CLIENT, "client_secret": SECRET, "redirect_uris": [callback]}]),
+            &[("IDP_ACCESS_TOKEN_TTL", "120")],
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let data_dir = dir.path().join("data");
+        let key = dir.path().join("vault.key");
+        std::fs::write(&key, sluice::vault::crypto::new_key().unwrap()).unwrap();
+        let secret_file = dir.path().join("wh-secret");
+        std::fs::write(&secret_file, SECRET).unwrap();
+        let mut config = sluice::demo::config(&data_dir, "127.0.0.1:0").unwrap();
+        config.auth.sessions.cookie_secure = false;
+        config.limits.max_result_rows = max_rows;
+        let vault = VaultConfig {
+            key_env: None,
+            key_file: Some(key),
+            previous_key_files: vec![],
+            previous_key_envs: vec![],
+            refresh_at_percent: 80,
+            refresh_check_ms: 1000,
+            max_concurrent_refreshes: 4,
+        };
+        config.vault = Some(vault.clone());
+        connection.credential = CredentialMode::Oauth;
+        connection.oauth = Some(OAuthClientConfig {
+            authorize_url: format!("{}/auth", idp.issuer),
+            token_url: format!("{}/token", idp.issuer),
+            revocation_url: Some(format!("{}/token/revocation", idp.issuer)),
+            client_id: CLIENT.into(),
+            client_secret_env: None,
+            client_secret_file: Some(secret_file),
+            scopes: vec!["openid".into(), "offline_access".into()],
+            redirect_url: callback,
+            allow_http: true,
+        });
+        config.connections = vec![connection];
+        config.validate().unwrap();
+        let app = sluice::app::build(config).await.unwrap();
+        let server = RunningServer::start_on(app, listener).unwrap();
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap();
+        OauthSluice {
+            base,
+            data_dir,
+            idp,
+            http,
+            server: Some(server),
+            vault,
+            _dir: dir,
+        }
+    }
+
+    /// A sluice token for `user` of `tenant` in the analyst group.
+    pub fn token(&self, user: &str, tenant: &str) -> String {
+        sluice::demo::token(&self.data_dir, user, tenant, &["analyst".into()]).unwrap()
+    }
+
+    /// Connects `user`'s account at the IdP to `connection` (authorization-code flow).
+    pub async fn connect(&self, connection: &str, token: &str, login: &str) {
+        let r = self
+            .http
+            .get(format!(
+                "{}/v1/connections/{connection}/authorize",
+                self.base
+            ))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        let location = r.headers()["location"].to_str().unwrap().to_string();
+        let cookie = r.headers()["set-cookie"]
+            .to_str()
+            .unwrap()
+            .split(';')
+            .next()
+            .unwrap()
+            .to_string();
+        let back = sluice_tests::idp_login(&location, login).await;
+        let r = self
+            .http
+            .get(&back)
+            .header("cookie", cookie)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    }
+
+    /// `POST /v1/query` as `token`.
+    pub async fn query(&self, token: &str, sql: &str) -> reqwest::Response {
+        self.http
+            .post(format!("{}/v1/query", self.base))
+            .bearer_auth(token)
+            .json(&json!({ "sql": sql }))
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// The access token the vault holds for a user and connection.
+    pub fn held_token(&self, tenant: &str, user: &str, connection: &str) -> String {
+        let keys = sluice::vault::keyring(&self.vault).unwrap();
+        let store = sluice::vault::store::VaultStore::open(
+            &self.data_dir.join(sluice::vault::store::VAULT_FILE),
+        )
+        .unwrap();
+        let owner = sluice::vault::store::Owner {
+            tenant: tenant.into(),
+            user: user.into(),
+            connection: connection.into(),
+        };
+        sluice::vault::store::CredentialStore::get(&store, &owner, &keys)
+            .unwrap()
+            .unwrap()
+            .secret
+            .access_token
+            .clone()
+            .unwrap()
+    }
+
+    /// The audit records of the run (oldest first).
+    pub fn audit_records(&self) -> Vec<sluice_audit::AuditRecord> {
+        sluice_audit::read_all(
+            &sluice_audit::open_read_only(&self.data_dir.join(sluice::app::AUDIT_FILE)).unwrap(),
+        )
+        .unwrap()
+    }
+
+    /// Stops the daemon.
+    pub async fn stop(mut self) {
+        if let Some(s) = self.server.take() {
+            s.stop().await.unwrap();
+        }
+    }
+}
+
+/// The demo connection turned into a REST warehouse connection with the given tables (TOML).
+pub fn rest_connection(
+    id: &str,
+    kind: sluice::config::ConnectionKind,
+    tables_toml: &str,
+) -> ConnectionConfig {
+    let data_dir = std::env::temp_dir();
+    let mut c = sluice::demo::config(&data_dir, "127.0.0.1:0")
+        .unwrap()
+        .connections
+        .remove(0);
+    c.id = id.into();
+    c.kind = kind;
+    c.tables = sluice::config::Config::parse(&format!(
+        "[auth]\n[[connections]]\nid = \"x\"\nkind = \"embedded\"\n{tables_toml}"
+    ))
+    .unwrap()
+    .connections
+    .remove(0)
+    .tables;
+    c
+}
