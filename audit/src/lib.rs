@@ -14,7 +14,7 @@ mod writer;
 
 pub use chain::{Checkpoint, Signer, VerifyReport};
 pub use error::AuditError;
-pub use record::{AuditRecord, Decision, Event};
+pub use record::{AuditRecord, Decision, Event, SubQuery};
 pub use writer::{AuditLog, AuditOptions, AuditWriter, open_read_only, read_all};
 
 /// Verifies the live log at `log` and its checkpoint file against `public_key`. If older records

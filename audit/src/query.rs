@@ -412,7 +412,7 @@ pub struct ExportHeader {
     pub checkpoint: Option<Checkpoint>,
 }
 
-const CSV_HEADER: [&str; 29] = [
+const CSV_HEADER: [&str; 30] = [
     "seq",
     "ts",
     "event",
@@ -442,6 +442,7 @@ const CSV_HEADER: [&str; 29] = [
     "warehouse_query_id",
     "prev_hash",
     "hash",
+    "sub_queries",
 ];
 
 fn csv_row(r: &AuditRecord) -> Vec<String> {
@@ -478,6 +479,11 @@ fn csv_row(r: &AuditRecord) -> Vec<String> {
         o(&r.warehouse_query_id),
         r.prev_hash.clone(),
         r.hash.clone(),
+        if r.sub_queries.is_empty() {
+            String::new()
+        } else {
+            serde_json::to_string(&r.sub_queries).unwrap_or_default()
+        },
     ]
 }
 

@@ -127,10 +127,29 @@ pub struct AuditRecord {
     pub error: Option<String>,
     /// The warehouse's own query id.
     pub warehouse_query_id: Option<String>,
+    /// A federated query's per-source sub-queries (empty otherwise; absent from the hashed
+    /// bytes when empty, so records written before the field existed verify unchanged).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sub_queries: Vec<SubQuery>,
     /// Hash of the previous record (hex SHA-256; 64 zeros for the first). Set by the log.
     pub prev_hash: String,
     /// `SHA-256(prev_hash || canonical bytes of this record)`, hex. Set by the log.
     pub hash: String,
+}
+
+/// One source's part of a federated query.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SubQuery {
+    /// The connection (source) it was sent to.
+    pub connection: String,
+    /// The SQL sent, after the policy's rewrite.
+    pub sql: String,
+    /// The source's own query id, once it answered.
+    #[serde(default)]
+    pub warehouse_query_id: Option<String>,
+    /// Rows the source returned, once it finished.
+    #[serde(default)]
+    pub rows: Option<u64>,
 }
 
 impl AuditRecord {
@@ -164,6 +183,7 @@ impl AuditRecord {
             duration_ms: None,
             error: None,
             warehouse_query_id: None,
+            sub_queries: vec![],
             prev_hash: String::new(),
             hash: String::new(),
         }
@@ -200,6 +220,7 @@ impl AuditRecord {
             duration_ms: self.duration_ms,
             error: self.error.as_deref(),
             warehouse_query_id: self.warehouse_query_id.as_deref(),
+            sub_queries: &self.sub_queries,
             prev_hash: "",
             hash: "",
         };
@@ -238,6 +259,8 @@ struct Canonical<'a> {
     duration_ms: Option<f64>,
     error: Option<&'a str>,
     warehouse_query_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "<[SubQuery]>::is_empty")]
+    sub_queries: &'a [SubQuery],
     prev_hash: &'a str,
     hash: &'a str,
 }

@@ -53,7 +53,8 @@ CREATE TABLE IF NOT EXISTS audit_log (
     error              TEXT,
     warehouse_query_id TEXT,
     prev_hash          TEXT NOT NULL,
-    hash               TEXT NOT NULL
+    hash               TEXT NOT NULL,
+    sub_queries        TEXT NOT NULL DEFAULT '[]'
 );
 CREATE INDEX IF NOT EXISTS audit_log_request ON audit_log (request_id);
 CREATE INDEX IF NOT EXISTS audit_log_user ON audit_log (user, seq);
@@ -126,6 +127,18 @@ fn open_writer(path: &Path) -> Result<Connection, AuditError> {
     conn.pragma_update(None, "wal_autocheckpoint", WAL_AUTOCHECKPOINT_PAGES)?;
     conn.busy_timeout(Duration::from_millis(BUSY_TIMEOUT_MS))?;
     conn.execute_batch(SCHEMA)?;
+    // Logs created before federated queries lack the sub-query column: add it (existing rows
+    // get `[]`, which is what they hashed as).
+    let has_sub_queries: bool = conn.query_row(
+        "SELECT count(*) > 0 FROM pragma_table_info('audit_log') WHERE name = 'sub_queries'",
+        [],
+        |r| r.get(0),
+    )?;
+    if !has_sub_queries {
+        conn.execute_batch(
+            "ALTER TABLE audit_log ADD COLUMN sub_queries TEXT NOT NULL DEFAULT '[]'",
+        )?;
+    }
     Ok(conn)
 }
 
@@ -328,9 +341,9 @@ fn write_batch(
             "INSERT INTO audit_log (seq, ts, event, request_id, session_id, user, tenant, groups,
                 auth_method, client_addr, user_agent, connection, sql, rewritten_sql, params,
                 tables, columns, policy_version, decision, code, reason, outcome, rows, bytes,
-                duration_ms, error, warehouse_query_id, prev_hash, hash)
+                duration_ms, error, warehouse_query_id, prev_hash, hash, sub_queries)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17,
-                ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29)",
+                ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30)",
         )?;
         let mut prev = head.hash.clone();
         for (i, (r, _)) in batch.iter_mut().enumerate() {
@@ -369,6 +382,7 @@ fn write_batch(
                 r.warehouse_query_id,
                 r.prev_hash,
                 r.hash,
+                serde_json::to_string(&r.sub_queries).unwrap_or_else(|_| "[]".into()),
             ])?;
         }
     }
@@ -380,7 +394,7 @@ fn write_batch(
 pub(crate) const SELECT_COLUMNS: &str = "seq, ts, event, request_id, session_id, user, tenant, \
     groups, auth_method, client_addr, user_agent, connection, sql, rewritten_sql, params, tables, \
     columns, policy_version, decision, code, reason, outcome, rows, bytes, duration_ms, error, \
-    warehouse_query_id, prev_hash, hash";
+    warehouse_query_id, prev_hash, hash, sub_queries";
 
 /// Maps a row selected with [`SELECT_COLUMNS`].
 pub(crate) fn record_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<AuditRecord> {
@@ -421,6 +435,7 @@ pub(crate) fn record_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Audit
         warehouse_query_id: row.get(26)?,
         prev_hash: row.get(27)?,
         hash: row.get(28)?,
+        sub_queries: serde_json::from_str(&row.get::<_, String>(29)?).unwrap_or_default(),
     })
 }
 

@@ -29,6 +29,10 @@ pub enum ConnectorError {
     /// The warehouse refused the credential (HTTP 401): the caller's token may need a refresh.
     #[error("the warehouse refused the credential: {0}")]
     Unauthorized(String),
+    /// A limit of sluice's own was reached (a federated workspace's memory, a source's row
+    /// cap). The text is sluice's, never the warehouse's: it is shown to the caller.
+    #[error("{0}")]
+    ResourceExhausted(String),
 }
 
 impl ConnectorError {
@@ -43,6 +47,7 @@ impl ConnectorError {
                 "the warehouse is unavailable".to_string()
             }
             ConnectorError::Unauthorized(_) => "the warehouse refused the credential".to_string(),
+            ConnectorError::ResourceExhausted(m) => m.clone(),
             // Warehouse messages can quote any value, also another tenant's: the caller gets
             // the warehouse's code, the audit log the whole text.
             ConnectorError::Warehouse { code, .. } => format!(
@@ -111,6 +116,7 @@ impl ConnectorError {
             ConnectorError::Config(_) => "config",
             ConnectorError::Unauthorized(_) => "unauthorized",
             ConnectorError::Warehouse { .. } => "warehouse",
+            ConnectorError::ResourceExhausted(_) => "resource_exhausted",
         }
     }
 }

@@ -42,7 +42,7 @@ pub const TENANT_PARAM_NAME: &str = "sluice_tenant";
 
 impl Dialect {
     /// The sqlparser dialect used to parse (and therefore to verify) this warehouse's SQL.
-    pub(crate) fn parser_dialect(self) -> Box<dyn SqlparserDialect> {
+    pub fn parser_dialect(self) -> Box<dyn SqlparserDialect> {
         match self {
             Dialect::Postgres | Dialect::DataFusion => Box::new(PostgreSqlDialect {}),
             Dialect::Snowflake => Box::new(SnowflakeDialect {}),
@@ -52,7 +52,7 @@ impl Dialect {
     }
 
     /// The quote character for identifiers sluice emits.
-    pub(crate) fn quote(self) -> char {
+    pub fn quote(self) -> char {
         match self {
             Dialect::Postgres | Dialect::DataFusion | Dialect::Snowflake => '"',
             Dialect::BigQuery | Dialect::Databricks => '`',

@@ -90,6 +90,33 @@ pub struct Config {
     pub connections: Vec<ConnectionConfig>,
     /// Each user's own warehouse credentials, encrypted at rest.
     pub vault: Option<VaultConfig>,
+    /// Queries that join tables of several connections.
+    #[serde(default)]
+    pub federation: FederationConfig,
+}
+
+/// `[federation]`: the per-query DataFusion workspace that joins several connections' tables.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FederationConfig {
+    /// Memory one federated query's workspace may hold (joins, sorts, aggregates); beyond it
+    /// the query fails with `resource_exhausted`, never the process.
+    pub memory_limit_mb: u64,
+    /// Most rows any one source may return into a federated query (`resource_exhausted`
+    /// beyond).
+    pub max_source_rows: u64,
+    /// Parallelism of the workspace's operators.
+    pub target_partitions: usize,
+}
+
+impl Default for FederationConfig {
+    fn default() -> Self {
+        FederationConfig {
+            memory_limit_mb: 256,
+            max_source_rows: 1_000_000,
+            target_partitions: 2,
+        }
+    }
 }
 
 /// `[vault]`: where the key-encryption key comes from, and how tokens are refreshed.

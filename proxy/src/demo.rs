@@ -316,6 +316,7 @@ pub fn config(data_dir: &Path, listen: &str) -> Result<Config, String> {
             roles: Default::default(),
         },
         limits: LimitsConfig::default(),
+        federation: Default::default(),
         audit: Default::default(),
         connections: vec![ConnectionConfig {
             id: "demo".into(),

@@ -50,10 +50,64 @@ async fn run(state: &AppState, req: Request) -> Result<Value, ApiError> {
     }
     let request: QueryBody =
         read_json_body(&parts.headers, body, state.config.server.max_body_bytes).await?;
-    let conn = connection(state, request.connection.as_deref())?;
     let policy = state.policy();
+    let reject = |e: ApiError| {
+        json!({"decision": "reject", "code": e.code, "reason": e.reason, "message": e.message})
+    };
+    let (conn, sql) = match request.connection.as_deref() {
+        None if state.connections.len() > 1 => {
+            match crate::federation::route(state, &policy, &request.sql) {
+                Err(e) => return Ok(reject(e)),
+                Ok(crate::federation::Route::Single { conn, sql }) => (conn, sql),
+                Ok(crate::federation::Route::Federated(sources)) => {
+                    return federated(state, &principal, policy, sources, &request.sql)
+                        .await
+                        .or_else(|e| Ok(reject(e)));
+                }
+            }
+        }
+        id => (Arc::clone(connection(state, id)?), request.sql.clone()),
+    };
     let (catalog, caller) = policy
         .for_caller(&conn.id, &principal)
         .ok_or_else(ApiError::internal)?;
-    Ok(explain(catalog, &caller, &request.sql))
+    let mut v = explain(catalog, &caller, &sql);
+    v["connection"] = json!(conn.id);
+    Ok(v)
+}
+
+/// A federated query's explain: each source's sub-query as the policy rewrote it, and the
+/// workspace's plan (where the join runs). Planning asks each source for its table's schema
+/// (a `WHERE 1 = 0` query through the policy, with the caller's own credential); no rows are
+/// read.
+async fn federated(
+    state: &AppState,
+    principal: &crate::auth::Principal,
+    policy: Arc<crate::app::Policy>,
+    sources: Vec<crate::federation::SourceRef>,
+    sql: &str,
+) -> Result<Value, ApiError> {
+    let credentials = crate::query::source_credentials(state, principal, &sources).await?;
+    let request_id = crate::error::current_request_id();
+    let planned = crate::federation::plan(
+        state,
+        policy,
+        principal,
+        sources,
+        credentials,
+        sql,
+        &request_id,
+    )
+    .await?;
+    let sub_queries = planned.log.lock().map(|l| l.clone()).unwrap_or_default();
+    Ok(json!({
+        "decision": "allow",
+        "connection": crate::query::FEDERATED,
+        "tables": planned.tables,
+        "sub_queries": sub_queries
+            .iter()
+            .map(|s| json!({"connection": s.connection, "sql": s.sql}))
+            .collect::<Vec<_>>(),
+        "plan": crate::federation::display(&planned.plan),
+    }))
 }

@@ -17,6 +17,7 @@ pub mod embed;
 pub mod encode;
 pub mod error;
 pub mod explain;
+pub mod federation;
 pub mod logging;
 pub mod query;
 pub mod server;

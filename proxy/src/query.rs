@@ -98,11 +98,34 @@ async fn run_query(
         .await
         .map_err(|_| timeout_error())??;
     audit.record.sql = Some(request.sql.clone());
-    let conn = connection(state, request.connection.as_deref())?;
+    // The policy snapshot in force now decides the whole query.
+    let policy = state.policy();
+    // Without a "connection" among several, tables are named <connection>.<schema>.<table>:
+    // one connection → that warehouse, whole; several → the federated workspace.
+    let (conn, sql) = match request.connection.as_deref() {
+        None if state.connections.len() > 1 => {
+            match crate::federation::route(state, &policy, &request.sql)? {
+                crate::federation::Route::Single { conn, sql } => (conn, sql),
+                crate::federation::Route::Federated(sources) => {
+                    let ctx = Federated {
+                        principal: &principal,
+                        sources,
+                        sql: &request.sql,
+                        policy,
+                        format,
+                        deadline,
+                        header_deadline,
+                    };
+                    return run_federated(state, ctx, audit, gone.as_mut()).await;
+                }
+            }
+        }
+        id => (Arc::clone(connection(state, id)?), request.sql.clone()),
+    };
+    let conn = &*conn;
     audit.record.connection = Some(conn.id.clone());
 
-    // 3. Policy: parse, refuse, rewrite, verify (with the snapshot in force now).
-    let policy = state.policy();
+    // 3. Policy: parse, refuse, rewrite, verify.
     let (catalog, caller) = policy
         .for_caller(&conn.id, &principal)
         .ok_or_else(ApiError::internal)?;
@@ -115,7 +138,7 @@ async fn run_query(
     if let Some(d) = redact {
         audit.record.sql = Some(sluice_policy::redact_literals(&request.sql, d));
     }
-    let rewritten = sluice_policy::rewrite(&request.sql, catalog, &caller)?;
+    let rewritten = sluice_policy::rewrite(&sql, catalog, &caller)?;
     audit.rewritten(&rewritten, redact);
 
     // 3b. The caller's own warehouse credential, when the connection uses one (never anyone
@@ -203,8 +226,106 @@ async fn run_query(
     Ok(answer.into_response(format, limits.max_result_rows))
 }
 
+/// What a federated query needs besides the state and its audit.
+struct Federated<'a> {
+    principal: &'a Principal,
+    sources: Vec<crate::federation::SourceRef>,
+    sql: &'a str,
+    policy: Arc<crate::app::Policy>,
+    format: Format,
+    deadline: Instant,
+    header_deadline: Instant,
+}
+
+/// The `connection` recorded for federated queries (each sub-query names its own).
+pub(crate) const FEDERATED: &str = "federated";
+
+/// Each source connection's credential for the caller (never the service credential of a
+/// per-user connection; `reauth_required` names the connection to connect).
+pub(crate) async fn source_credentials(
+    state: &AppState,
+    principal: &Principal,
+    sources: &[crate::federation::SourceRef],
+) -> Result<std::collections::BTreeMap<String, crate::federation::SourceCredential>, ApiError> {
+    let mut out = std::collections::BTreeMap::new();
+    for conn in sources.iter().map(crate::federation::SourceRef::connection) {
+        if out.contains_key(&conn.id) {
+            continue;
+        }
+        let secret = user_credential(state, conn, principal).await?;
+        let passthrough_role = passthrough_role(conn.credential, principal)?;
+        out.insert(
+            conn.id.clone(),
+            crate::federation::SourceCredential {
+                secret: secret.map(Arc::new),
+                passthrough_role,
+            },
+        );
+    }
+    Ok(out)
+}
+
+/// A query over several connections: credentials, the attempt record, the workspace (schema
+/// probes, planning: each scan's sub-query through the policy), then the answer as usual.
+async fn run_federated(
+    state: &AppState,
+    f: Federated<'_>,
+    audit: &mut QueryAudit,
+    mut gone: Option<&mut tokio::sync::watch::Receiver<bool>>,
+) -> Result<Response, ApiError> {
+    audit.record.connection = Some(FEDERATED.into());
+    audit.record.policy_version = Some(f.policy.version.clone());
+    audit.record.tables = f
+        .sources
+        .iter()
+        .map(crate::federation::SourceRef::audit_name)
+        .collect();
+    let credentials = source_credentials(state, f.principal, &f.sources).await?;
+    // The attempt is durable before any source sees anything (schema probes included).
+    timeout_at(f.header_deadline.into(), audit.attempt())
+        .await
+        .map_err(|_| timeout_error())??;
+    let request_id = current_request_id();
+    let planning = async {
+        timeout_at(
+            f.header_deadline.into(),
+            crate::federation::plan(
+                state,
+                Arc::clone(&f.policy),
+                f.principal,
+                f.sources,
+                credentials,
+                f.sql,
+                &request_id,
+            ),
+        )
+        .await
+        .map_err(|_| timeout_error())?
+    };
+    let planned = unless_gone(gone.as_deref_mut(), client_gone, planning).await?;
+    audit.record.sub_queries = planned.log.lock().map(|l| l.clone()).unwrap_or_default();
+    let mut stream = crate::federation::execute(&planned)?;
+    let first_batch = async {
+        timeout_at(f.header_deadline.into(), stream.batches.next())
+            .await
+            .map_err(|_| timeout_error())?
+            .transpose()
+            .map_err(|e| warehouse_error(&e))
+    };
+    let first = unless_gone(gone, client_gone, first_batch).await?;
+    let mut completion = audit.completion();
+    completion.sub_queries = Some(Arc::clone(&planned.log));
+    let limits = &state.config.limits;
+    let max_rows = f
+        .policy
+        .row_limit(&f.principal.groups)
+        .map_or(limits.max_result_rows, |g| g.min(limits.max_result_rows));
+    let answer = Answer::start(f.format, stream, first, completion, max_rows, f.deadline)?;
+    Ok(answer.into_response(f.format, max_rows))
+}
+
 /// The form a connector takes a per-user secret in.
-fn user_credential_ref<'a>(
+pub(crate) fn user_credential_ref<'a>(
     mode: CredentialMode,
     secret: Option<&'a crate::vault::store::Secret>,
     principal: &'a Principal,
@@ -433,13 +554,18 @@ fn timeout_error() -> ApiError {
     )
 }
 
-fn warehouse_error(e: &ConnectorError) -> ApiError {
+pub(crate) fn warehouse_error(e: &ConnectorError) -> ApiError {
     tracing::warn!(kind = e.kind(), error = %e.log_message(), "warehouse error");
     match e {
         ConnectorError::Plan(_) => ApiError::bad_request("invalid_query", e.client_message()),
         ConnectorError::Unavailable(_) => ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "warehouse_unavailable",
+            e.client_message(),
+        ),
+        ConnectorError::ResourceExhausted(_) => ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "resource_exhausted",
             e.client_message(),
         ),
         _ => {
@@ -570,6 +696,7 @@ impl QueryAudit {
             started: self.started,
             rows: 0,
             bytes: 0,
+            sub_queries: None,
         }
     }
 }
@@ -607,11 +734,19 @@ struct Completion {
     started: Instant,
     rows: u64,
     bytes: u64,
+    /// A federated query's sub-queries, completed by the scans as they run (warehouse query
+    /// ids, rows).
+    sub_queries: Option<crate::federation::SubQueryLog>,
 }
 
 impl Completion {
     fn fill(&mut self, outcome: &str, error: Option<(&str, &str)>) -> Option<AuditRecord> {
         let mut r = self.record.take()?;
+        if let Some(log) = &self.sub_queries
+            && let Ok(l) = log.lock()
+        {
+            r.sub_queries = l.clone();
+        }
         r.ts = now();
         r.outcome = Some(outcome.into());
         r.rows = Some(self.rows);
