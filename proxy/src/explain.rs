@@ -51,9 +51,7 @@ async fn run(state: &AppState, req: Request) -> Result<Value, ApiError> {
     let request: QueryBody =
         read_json_body(&parts.headers, body, state.config.server.max_body_bytes).await?;
     let policy = state.policy();
-    let reject = |e: ApiError| {
-        json!({"decision": "reject", "code": e.code, "reason": e.reason, "message": e.message})
-    };
+    let reject = |e: ApiError| json!({"decision": "reject", "code": e.code, "reason": e.reason, "message": e.message});
     let (conn, sql) = match request.connection.as_deref() {
         None if state.connections.len() > 1 => {
             match crate::federation::route(state, &policy, &request.sql) {

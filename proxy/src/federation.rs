@@ -95,7 +95,9 @@ impl SourceRef {
 pub(crate) type SubQueryLog = Arc<Mutex<Vec<SubQuery>>>;
 
 fn unknown_table(name: &str) -> ApiError {
-    ApiError::from(sluice_policy::PolicyError::UnknownRelation(name.to_string()))
+    ApiError::from(sluice_policy::PolicyError::UnknownRelation(
+        name.to_string(),
+    ))
 }
 
 fn naming() -> ApiError {
@@ -246,7 +248,12 @@ fn strip_connection(sql: &str, dialect: Dialect, id: &str) -> Result<String, Api
         .map_err(|e| ApiError::from(sluice_policy::PolicyError::Parse(e.to_string())))?;
     let _ = visit_relations_mut(&mut statements, |name| {
         if name.0.len() == 3
-            && name.0.first().and_then(ObjectNamePart::as_ident).map(df_name) == Some(id.into())
+            && name
+                .0
+                .first()
+                .and_then(ObjectNamePart::as_ident)
+                .map(df_name)
+                == Some(id.into())
         {
             name.0.remove(0);
         }
@@ -314,9 +321,7 @@ fn literal(dialect: Dialect, v: &ScalarValue) -> Option<String> {
         ScalarValue::UInt64(Some(x)) => x.to_string(),
         ScalarValue::Float64(Some(x)) if x.is_finite() => format!("{x:?}"),
         ScalarValue::Float32(Some(x)) if x.is_finite() => format!("{x:?}"),
-        ScalarValue::Utf8(Some(s)) | ScalarValue::LargeUtf8(Some(s)) => {
-            string_literal(dialect, s)?
-        }
+        ScalarValue::Utf8(Some(s)) | ScalarValue::LargeUtf8(Some(s)) => string_literal(dialect, s)?,
         _ => return None,
     })
 }
@@ -363,7 +368,11 @@ fn filter_sql(dialect: Dialect, columns: &[String], e: &Expr) -> Option<String> 
         Expr::InList(l) if !l.list.is_empty() => {
             let items = l.list.iter().map(lit).collect::<Option<Vec<_>>>()?;
             let not = if l.negated { " NOT" } else { "" };
-            Some(format!("({}{not} IN ({}))", col(&l.expr)?, items.join(", ")))
+            Some(format!(
+                "({}{not} IN ({}))",
+                col(&l.expr)?,
+                items.join(", ")
+            ))
         }
         Expr::Between(b) => {
             let not = if b.negated { " NOT" } else { "" };
@@ -376,7 +385,11 @@ fn filter_sql(dialect: Dialect, columns: &[String], e: &Expr) -> Option<String> 
         }
         Expr::Like(l) if !l.case_insensitive && l.escape_char.is_none() => {
             let not = if l.negated { " NOT" } else { "" };
-            Some(format!("({}{not} LIKE {})", col(&l.expr)?, lit(&l.pattern)?))
+            Some(format!(
+                "({}{not} LIKE {})",
+                col(&l.expr)?,
+                lit(&l.pattern)?
+            ))
         }
         _ => None,
     }
@@ -506,9 +519,10 @@ impl TableProvider for SourceTable {
         let rewritten = sluice_policy::rewrite(&sql, catalog, &self.caller())
             .map_err(|e| DataFusionError::External(Box::new(Refused(e.into()))))?;
         let index = {
-            let mut log = self.log.lock().map_err(|_| {
-                DataFusionError::Internal("the sub-query log is poisoned".into())
-            })?;
+            let mut log = self
+                .log
+                .lock()
+                .map_err(|_| DataFusionError::Internal("the sub-query log is poisoned".into()))?;
             log.push(SubQuery {
                 connection: self.source.conn.id.clone(),
                 sql: rewritten.sql.clone(),
@@ -673,9 +687,8 @@ impl PartitionStream for SourcePartition {
             self.max_rows,
             tx,
         ));
-        let batches = futures::stream::unfold(rx, |mut rx| async move {
-            rx.recv().await.map(|b| (b, rx))
-        });
+        let batches =
+            futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|b| (b, rx)) });
         Box::pin(RecordBatchStreamAdapter::new(
             Arc::clone(&self.schema),
             batches,
@@ -732,11 +745,11 @@ fn connector_error(e: &DataFusionError) -> Found {
             }
             DataFusionError::ResourcesExhausted(m) => {
                 tracing::info!(detail = %m, "federated workspace out of memory");
-                return Found::Connector(ConnectorError::ResourceExhausted(
+                // DataFusion's text names operators and sizes, never data.
+                return Found::Connector(ConnectorError::ResourceExhausted(format!(
                     "the federated query needed more memory than its workspace may use \
-                     ([federation] memory_limit_mb)"
-                        .into(),
-                ));
+                     ([federation] memory_limit_mb): {m}"
+                )));
             }
             DataFusionError::Plan(m) => {
                 return Found::Refused(ApiError::bad_request("invalid_query", m.clone()));
@@ -790,7 +803,9 @@ async fn probe(
     let dialect = catalog.dialect();
     let groups = &who.principal.groups;
     if !source.rule.readable_by(groups) {
-        return Err(sluice_policy::PolicyError::TableNotGranted(source.rule.name.to_string()).into());
+        return Err(
+            sluice_policy::PolicyError::TableNotGranted(source.rule.name.to_string()).into(),
+        );
     }
     let columns: Vec<String> = source
         .rule
@@ -806,7 +821,9 @@ async fn probe(
         .cloned()
         .collect();
     if columns.is_empty() {
-        return Err(sluice_policy::PolicyError::TableNotGranted(source.rule.name.to_string()).into());
+        return Err(
+            sluice_policy::PolicyError::TableNotGranted(source.rule.name.to_string()).into(),
+        );
     }
     let sql = format!(
         "SELECT {} FROM {} WHERE 1 = 0",
@@ -900,6 +917,13 @@ pub(crate) async fn plan(
         .with_information_schema(false)
         .with_default_catalog_and_schema("sluice_federation", "none");
     config.options_mut().sql_parser.dialect = datafusion::config::Dialect::PostgreSQL;
+    // A sort sets memory aside for merging its spills (10 MB by default): a sixteenth of the
+    // workspace at most, or a small workspace could not sort at all.
+    let limit_bytes =
+        usize::try_from(fed.memory_limit_mb.saturating_mul(1024 * 1024)).unwrap_or(usize::MAX);
+    let execution = &mut config.options_mut().execution;
+    execution.sort_spill_reservation_bytes =
+        execution.sort_spill_reservation_bytes.min(limit_bytes / 16);
     let ctx = SessionContext::new_with_config_rt(config, runtime);
     let log: SubQueryLog = Arc::new(Mutex::new(vec![]));
     let mut catalogs: BTreeMap<String, Arc<MemoryCatalogProvider>> = BTreeMap::new();
@@ -944,10 +968,7 @@ pub(crate) async fn plan(
         .sql_with_options(sql, options)
         .await
         .map_err(|e| api_error(&e))?;
-    let plan = df
-        .create_physical_plan()
-        .await
-        .map_err(|e| api_error(&e))?;
+    let plan = df.create_physical_plan().await.map_err(|e| api_error(&e))?;
     Ok(Planned {
         plan,
         ctx,
