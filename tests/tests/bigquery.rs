@@ -47,6 +47,8 @@ struct Layer {
     errors_as_http: AtomicBool,
     held: Mutex<HashMap<String, (usize, Value)>>,
     last_body: Mutex<Value>,
+    /// Each `jobs.query`: the token's subject at the OAuth server and the tenant parameter.
+    callers: Mutex<Vec<(String, Value)>>,
 }
 
 fn google_error(status: StatusCode, reason: &str, message: &str) -> Response {
@@ -61,9 +63,10 @@ fn google_error(status: StatusCode, reason: &str, message: &str) -> Response {
         .into_response()
 }
 
-async fn authorized(layer: &Layer, headers: &HeaderMap) -> Result<(), Response> {
+/// The token's subject, or the 401 a refused token gets.
+async fn authorized(layer: &Layer, headers: &HeaderMap) -> Result<String, Response> {
     match support::token_ok(layer.userinfo.get().unwrap(), headers).await {
-        Some(t) if layer.reject.lock().unwrap().as_deref() != Some(t.as_str()) => Ok(()),
+        Some((t, sub)) if layer.reject.lock().unwrap().as_deref() != Some(t.as_str()) => Ok(sub),
         _ => {
             layer.refused.fetch_add(1, Ordering::SeqCst);
             Err(google_error(
@@ -81,10 +84,17 @@ async fn query(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if let Err(r) = authorized(&layer, &headers).await {
-        return r;
-    }
-    *layer.last_body.lock().unwrap() = serde_json::from_slice(&body).unwrap();
+    let subject = match authorized(&layer, &headers).await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let sent: Value = serde_json::from_slice(&body).unwrap();
+    layer
+        .callers
+        .lock()
+        .unwrap()
+        .push((subject, sent["queryParameters"].clone()));
+    *layer.last_body.lock().unwrap() = sent;
     let resp = reqwest::Client::new()
         .post(format!(
             "{}/bigquery/v2/projects/{project}/queries",
@@ -192,26 +202,8 @@ async fn wait_for(limit: Duration, what: &str, f: impl Fn() -> bool) {
     }
 }
 
-#[tokio::test]
-async fn bigquery_rest_api_with_the_users_own_token_against_bqemulator() {
-    let bq = sluice_tests::Bqemulator::start(PROJECT).await;
-    for sql in [
-        "CREATE SCHEMA ds".to_string(),
-        "CREATE TABLE ds.orders (tenant_id STRING, id INT64, amount NUMERIC, placed DATE, \
-         placed_at TIMESTAMP, tags ARRAY<STRING>, addr STRUCT<city STRING, zip INT64>)"
-            .into(),
-        format!(
-            "INSERT INTO ds.orders SELECT IF(i < {A_ROWS}, 'A', 'B'), i, CAST(i AS NUMERIC) / 4, \
-             DATE_ADD(DATE '2024-01-01', INTERVAL MOD(i, 365) DAY), \
-             TIMESTAMP_SECONDS(1700000000 + i), [CONCAT('t', CAST(i AS STRING)), 'x'], \
-             STRUCT('Oslo' AS city, i AS zip) \
-             FROM UNNEST(GENERATE_ARRAY(0, {})) AS i",
-            A_ROWS + 499
-        ),
-    ] {
-        bq.sql(&sql).await.unwrap();
-    }
-
+/// The fault layer in front of the emulator, on a free port: the layer and its URL.
+async fn start_layer(bq: &sluice_tests::Bqemulator) -> (Arc<Layer>, String) {
     let layer = Arc::new(Layer {
         emulator: bq.url.clone(),
         ..Layer::default()
@@ -234,6 +226,30 @@ async fn bigquery_rest_api_with_the_users_own_token_against_bqemulator() {
     let endpoint = format!("http://{}", layer_listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(layer_listener, app).await });
 
+    (layer, endpoint)
+}
+
+#[tokio::test]
+async fn bigquery_rest_api_with_the_users_own_token_against_bqemulator() {
+    let bq = sluice_tests::Bqemulator::start(PROJECT).await;
+    for sql in [
+        "CREATE SCHEMA ds".to_string(),
+        "CREATE TABLE ds.orders (tenant_id STRING, id INT64, amount NUMERIC, placed DATE, \
+         placed_at TIMESTAMP, tags ARRAY<STRING>, addr STRUCT<city STRING, zip INT64>)"
+            .into(),
+        format!(
+            "INSERT INTO ds.orders SELECT IF(i < {A_ROWS}, 'A', 'B'), i, CAST(i AS NUMERIC) / 4, \
+             DATE_ADD(DATE '2024-01-01', INTERVAL MOD(i, 365) DAY), \
+             TIMESTAMP_SECONDS(1700000000 + i), [CONCAT('t', CAST(i AS STRING)), 'x'], \
+             STRUCT('Oslo' AS city, i AS zip) \
+             FROM UNNEST(GENERATE_ARRAY(0, {})) AS i",
+            A_ROWS + 499
+        ),
+    ] {
+        bq.sql(&sql).await.unwrap();
+    }
+
+    let (layer, endpoint) = start_layer(&bq).await;
     let mut conn = support::rest_connection(
         "bq",
         ConnectionKind::Bigquery,
@@ -393,5 +409,101 @@ columns = ["tenant_id", "id"]
         assert!(!body.to_string().contains("missing"), "{body}");
     }
 
+    sluice.stop().await;
+}
+
+/// A federated join of the demo's embedded engine with BigQuery (the emulator), as two users
+/// of two tenants: each gets their tenant's rows; BigQuery receives each user's own token (the
+/// layer records the token's subject at the OAuth server) with that user's tenant bound; the
+/// sub-queries, with the BigQuery job id, are in the audit log.
+#[tokio::test]
+async fn federated_join_of_the_embedded_engine_with_bigquery_per_user() {
+    let bq = sluice_tests::Bqemulator::start(PROJECT).await;
+    for sql in [
+        "CREATE SCHEMA ds",
+        "CREATE TABLE ds.stock (tenant_id STRING, product_id INT64, qty INT64)",
+        "INSERT INTO ds.stock SELECT t, p, IF(t = 'acme', p, 100 + p) \
+         FROM UNNEST(GENERATE_ARRAY(1, 60)) AS p CROSS JOIN UNNEST(['acme', 'globex']) AS t",
+    ] {
+        bq.sql(sql).await.unwrap();
+    }
+    let (layer, endpoint) = start_layer(&bq).await;
+    let mut conn = support::rest_connection(
+        "bq",
+        ConnectionKind::Bigquery,
+        r#"
+[[connections.tables]]
+name = "ds.stock"
+access = "protected"
+tenant_column = "tenant_id"
+columns = ["tenant_id", "product_id", "qty"]
+"#,
+    );
+    conn.endpoint = Some(endpoint);
+    conn.default_catalog = Some(PROJECT.into());
+    conn.default_schema = "ds".into();
+    let sluice = support::OauthSluice::start_with_demo(conn, 10_000).await;
+    layer
+        .userinfo
+        .set(format!("{}/me", sluice.idp.issuer))
+        .unwrap();
+    let federated = "SELECT o.product_id, count(*) AS n, max(s.qty) AS qty \
+                     FROM demo.public.orders o JOIN bq.ds.stock s ON s.product_id = o.product_id \
+                     WHERE o.product_id <= 3 GROUP BY o.product_id ORDER BY o.product_id";
+    for (user, tenant, offset) in [("alice", "acme", 0), ("bob", "globex", 100)] {
+        let token = sluice.token(user, tenant);
+        sluice.connect("bq", &token, user).await;
+        // The expected counts, from the embedded engine alone.
+        let r = sluice
+            .http
+            .post(format!("{}/v1/query", sluice.base))
+            .bearer_auth(&token)
+            .json(
+                &json!({"connection": "demo", "sql": "SELECT product_id, count(*) AS n FROM orders \
+                           WHERE product_id <= 3 GROUP BY product_id ORDER BY product_id"}),
+            )
+            .send()
+            .await
+            .unwrap();
+        let direct: Value = r.json().await.unwrap();
+        let expected: Vec<Value> = direct["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| json!([r[0], r[1], r[0].as_i64().unwrap() + offset]))
+            .collect();
+        assert!(!expected.is_empty());
+        layer.callers.lock().unwrap().clear();
+        let r = sluice.query(&token, federated).await;
+        assert_eq!(r.status(), 200);
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(body["rows"], json!(expected), "{user}: {body}");
+        // BigQuery saw this user's own token and this user's tenant, bound.
+        let callers = layer.callers.lock().unwrap().clone();
+        assert!(!callers.is_empty());
+        for (subject, params) in callers {
+            assert_eq!(subject, user);
+            assert_eq!(params[0]["parameterValue"]["value"], tenant);
+        }
+        let done = sluice
+            .audit_records()
+            .into_iter()
+            .rev()
+            .find(|r| {
+                r.event == sluice_audit::Event::QueryCompletion && r.user.as_deref() == Some(user)
+            })
+            .unwrap();
+        assert_eq!(done.connection.as_deref(), Some("federated"));
+        let bq_sub = done
+            .sub_queries
+            .iter()
+            .find(|s| s.connection == "bq")
+            .unwrap();
+        assert!(bq_sub.sql.contains("@sluice_tenant"), "{}", bq_sub.sql);
+        assert!(bq_sub.warehouse_query_id.is_some(), "{bq_sub:?}");
+        // Only this tenant's 60 stock rows left BigQuery (the table holds 120).
+        assert!(bq_sub.rows.is_some_and(|n| n <= 60), "{bq_sub:?}");
+        assert!(done.sub_queries.iter().any(|s| s.connection == "demo"));
+    }
     sluice.stop().await;
 }

@@ -54,7 +54,7 @@ struct Layer {
 async fn authorized(layer: &Layer, headers: &HeaderMap) -> Result<(), Response> {
     let token = support::token_ok(layer.userinfo.get().unwrap(), headers).await;
     match token {
-        Some(t) if layer.reject.lock().unwrap().as_deref() != Some(t.as_str()) => Ok(()),
+        Some((t, _)) if layer.reject.lock().unwrap().as_deref() != Some(t.as_str()) => Ok(()),
         _ => {
             layer.refused.fetch_add(1, Ordering::SeqCst);
             Err((

@@ -30,8 +30,8 @@ pub struct OauthSluice {
 }
 
 /// The IdP's userinfo endpoint answers 200 for a live access token: what the warehouse layers
-/// use to check bearer tokens against the real server.
-pub async fn token_ok(userinfo: &str, headers: &HeaderMap) -> Option<String> {
+/// use to check bearer tokens against the real server. Returns the token and its subject.
+pub async fn token_ok(userinfo: &str, headers: &HeaderMap) -> Option<(String, String)> {
     let token = headers
         .get("authorization")
         .and_then(|v| v.to_str().ok())
@@ -42,13 +42,35 @@ pub async fn token_ok(userinfo: &str, headers: &HeaderMap) -> Option<String> {
         .send()
         .await
         .unwrap();
-    r.status().is_success().then(|| token.to_string())
+    if !r.status().is_success() {
+        return None;
+    }
+    let info: serde_json::Value = r.json().await.unwrap();
+    Some((
+        token.to_string(),
+        info["sub"].as_str().unwrap_or_default().to_string(),
+    ))
 }
 
 impl OauthSluice {
     /// Starts the IdP and sluice with `connection` (kind, endpoint, tables…) set to use each
     /// user's own OAuth token at the IdP, tenant A's alice connected.
-    pub async fn start(mut connection: ConnectionConfig, max_rows: u64) -> OauthSluice {
+    pub async fn start(connection: ConnectionConfig, max_rows: u64) -> OauthSluice {
+        Self::start_with(connection, max_rows, false).await
+    }
+
+    /// [`OauthSluice::start`], keeping the demo's embedded connection (`demo`: public
+    /// products and regions, tenant-protected customers and orders of `acme`, `globex`,
+    /// `initech`) next to it, for federated queries.
+    pub async fn start_with_demo(connection: ConnectionConfig, max_rows: u64) -> OauthSluice {
+        Self::start_with(connection, max_rows, true).await
+    }
+
+    async fn start_with(
+        mut connection: ConnectionConfig,
+        max_rows: u64,
+        keep_demo: bool,
+    ) -> OauthSluice {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let callback = format!("{base}/v1/connections/oauth/callback");
@@ -87,7 +109,11 @@ impl OauthSluice {
             redirect_url: callback,
             allow_http: true,
         });
-        config.connections = vec![connection];
+        if keep_demo {
+            config.connections.push(connection);
+        } else {
+            config.connections = vec![connection];
+        }
         config.validate().unwrap();
         let app = sluice::app::build(config).await.unwrap();
         let server = RunningServer::start_on(app, listener).unwrap();
