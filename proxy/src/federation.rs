@@ -561,6 +561,7 @@ impl TableProvider for SourceTable {
 }
 
 /// The stream of one sub-query.
+#[derive(Clone)]
 struct SourcePartition {
     conn: Arc<Connection>,
     sql: String,
@@ -585,18 +586,18 @@ fn external(e: ConnectorError) -> DataFusionError {
 
 impl SourcePartition {
     /// Runs the sub-query and forwards its batches, renamed to the workspace's schema.
-    async fn run(
-        conn: Arc<Connection>,
-        sql: String,
-        params: Vec<Param>,
-        schema: SchemaRef,
-        who: Who,
-        credential: SourceCredential,
-        log: SubQueryLog,
-        index: usize,
-        max_rows: u64,
-        tx: mpsc::Sender<datafusion::common::Result<RecordBatch>>,
-    ) {
+    async fn run(self, tx: mpsc::Sender<datafusion::common::Result<RecordBatch>>) {
+        let SourcePartition {
+            conn,
+            sql,
+            params,
+            schema,
+            who,
+            credential,
+            log,
+            index,
+            max_rows,
+        } = self;
         let user_credential = crate::query::user_credential_ref(
             conn.credential,
             credential.secret.as_deref(),
@@ -675,18 +676,7 @@ impl PartitionStream for SourcePartition {
     fn execute(&self, _ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
         let (tx, rx) = mpsc::channel(CHANNEL_BATCHES);
         // Started now, not when first polled: every source of the plan runs in parallel.
-        tokio::spawn(SourcePartition::run(
-            Arc::clone(&self.conn),
-            self.sql.clone(),
-            self.params.clone(),
-            Arc::clone(&self.schema),
-            self.who.clone(),
-            self.credential.clone(),
-            Arc::clone(&self.log),
-            self.index,
-            self.max_rows,
-            tx,
-        ));
+        tokio::spawn(self.clone().run(tx));
         let batches =
             futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|b| (b, rx)) });
         Box::pin(RecordBatchStreamAdapter::new(

@@ -275,12 +275,11 @@ async fn federated_joins_of_postgres_and_the_embedded_engine_per_tenant() {
     let records = env.records();
     let alice_done = records
         .iter()
-        .filter(|r| {
+        .rfind(|r| {
             r.event == sluice_audit::Event::QueryCompletion
                 && r.user.as_deref() == Some("fed_alice")
                 && r.outcome.as_deref() == Some("ok")
         })
-        .next_back()
         .unwrap();
     assert_eq!(alice_done.connection.as_deref(), Some("federated"));
     assert_eq!(
