@@ -50,6 +50,7 @@ use tokio::sync::mpsc;
 
 use crate::app::{AppState, Connection, Policy};
 use crate::auth::Principal;
+use crate::config::CredentialMode;
 use crate::error::ApiError;
 
 /// Batches buffered per source between its task and the workspace.
@@ -357,10 +358,19 @@ fn filter_sql(dialect: Dialect, columns: &[String], e: &Expr) -> Option<String> 
                 let r = filter_sql(dialect, columns, &b.right)?;
                 return Some(format!("({l} {op} {r})"));
             }
-            // A column on at least one side: never two literals, never two columns of
-            // different types that the source might compare differently.
+            // Exactly one column and one literal. Text is pushed for equality only: `<` on
+            // text follows the source's collation, which can order differently from the
+            // workspace and so drop rows the workspace would keep.
             let (l, r) = (operand(&b.left)?, operand(&b.right)?);
-            (col(&b.left).is_some() != col(&b.right).is_some()).then(|| format!("({l} {op} {r})"))
+            let text = [&b.left, &b.right].iter().any(|e| {
+                matches!(
+                    e.as_ref(),
+                    Expr::Literal(ScalarValue::Utf8(_) | ScalarValue::LargeUtf8(_), _)
+                )
+            });
+            let ordered = !matches!(b.op, Operator::Eq | Operator::NotEq);
+            (col(&b.left).is_some() != col(&b.right).is_some() && !(text && ordered))
+                .then(|| format!("({l} {op} {r})"))
         }
         Expr::Not(inner) => Some(format!("(NOT {})", filter_sql(dialect, columns, inner)?)),
         Expr::IsNull(inner) => Some(format!("({} IS NULL)", col(inner)?)),
@@ -375,6 +385,11 @@ fn filter_sql(dialect: Dialect, columns: &[String], e: &Expr) -> Option<String> 
             ))
         }
         Expr::Between(b) => {
+            // Numbers only (text ranges follow the source's collation).
+            let numeric = |e: &Expr| matches!(e, Expr::Literal(v, _) if v.data_type().is_numeric());
+            if !numeric(&b.low) || !numeric(&b.high) {
+                return None;
+            }
             let not = if b.negated { " NOT" } else { "" };
             Some(format!(
                 "({}{not} BETWEEN {} AND {})",
@@ -383,7 +398,13 @@ fn filter_sql(dialect: Dialect, columns: &[String], e: &Expr) -> Option<String> 
                 lit(&b.high)?
             ))
         }
-        Expr::Like(l) if !l.case_insensitive && l.escape_char.is_none() => {
+        // Patterns without backslashes only: sources disagree on the default escape.
+        Expr::Like(l)
+            if !l.case_insensitive
+                && l.escape_char.is_none()
+                && matches!(l.pattern.as_ref(), Expr::Literal(ScalarValue::Utf8(Some(p)), _)
+                    if !p.contains('\\')) =>
+        {
             let not = if l.negated { " NOT" } else { "" };
             Some(format!(
                 "({}{not} LIKE {})",
@@ -604,6 +625,13 @@ impl SourcePartition {
             &who.principal,
             &credential.passthrough_role,
         );
+        if user_credential.is_none() && conn.credential != CredentialMode::Service {
+            // Checked when the credentials were gathered; never the service login instead.
+            let _ = tx
+                .send(Err(external(ConnectorError::Unauthorized(conn.id.clone()))))
+                .await;
+            return;
+        }
         let stream = conn
             .connector
             .execute(QueryRequest {
@@ -615,6 +643,13 @@ impl SourcePartition {
             .await;
         let mut stream = match stream {
             Ok(s) => s,
+            Err(ConnectorError::Unauthorized(_)) => {
+                // The handler turns this into `reauth_required` for this connection.
+                let _ = tx
+                    .send(Err(external(ConnectorError::Unauthorized(conn.id.clone()))))
+                    .await;
+                return;
+            }
             Err(e) => {
                 let _ = tx.send(Err(external(e))).await;
                 return;
@@ -853,7 +888,10 @@ async fn probe(
             ),
         })
         .await
-        .map_err(|e| crate::query::warehouse_error(&e))?;
+        .map_err(|e| match e {
+            ConnectorError::Unauthorized(_) => crate::vault::web::reauth_required(&source.conn.id),
+            e => crate::query::warehouse_error(&e),
+        })?;
     if stream.schema.fields().len() != columns.len() {
         return Err(ApiError::internal());
     }
@@ -996,4 +1034,51 @@ pub(crate) fn execute(planned: &Planned) -> Result<sluice_connectors::QueryStrea
         batches,
         warehouse_query_id: None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use datafusion::prelude::{col, lit};
+
+    #[test]
+    fn only_filters_every_source_reads_alike_are_pushed_down() {
+        let cols = vec!["id".to_string(), "name".to_string()];
+        let pg = |e: Expr| filter_sql(Dialect::Postgres, &cols, &e);
+        assert_eq!(
+            pg(col("id").lt_eq(lit(3)).and(col("name").eq(lit("o'k")))).as_deref(),
+            Some("((\"id\" <= 3) AND (\"name\" = 'o''k'))")
+        );
+        assert_eq!(
+            pg(col("id").in_list(vec![lit(1), lit(2)], true)).as_deref(),
+            Some("(\"id\" NOT IN (1, 2))")
+        );
+        assert_eq!(
+            pg(col("id").between(lit(1), lit(9))).as_deref(),
+            Some("(\"id\" BETWEEN 1 AND 9)")
+        );
+        // Text ranges follow the source's collation: kept in the workspace.
+        assert_eq!(pg(col("name").gt(lit("m"))), None);
+        assert_eq!(pg(col("name").between(lit("a"), lit("m"))), None);
+        // Columns of other tables, two columns, functions: kept in the workspace.
+        assert_eq!(pg(col("other").eq(lit(1))), None);
+        assert_eq!(pg(col("id").eq(col("id"))), None);
+        assert_eq!(
+            pg(datafusion::functions::expr_fn::upper(col("name")).eq(lit("A"))),
+            None
+        );
+        // Backslashes mean escapes in BigQuery and Databricks string literals.
+        let bq = |e: Expr| filter_sql(Dialect::BigQuery, &cols, &e);
+        assert_eq!(bq(col("name").eq(lit("a\\' OR 1=1 --"))), None);
+        assert_eq!(
+            bq(col("name").eq(lit("x"))).as_deref(),
+            Some("(`name` = 'x')")
+        );
+        assert_eq!(pg(col("name").like(lit("a\\%"))), None);
+        assert_eq!(
+            pg(col("name").like(lit("a%"))).as_deref(),
+            Some("(\"name\" LIKE 'a%')")
+        );
+    }
 }

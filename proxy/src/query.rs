@@ -254,6 +254,19 @@ pub(crate) async fn source_credentials(
         }
         let secret = user_credential(state, conn, principal).await?;
         let passthrough_role = passthrough_role(conn.credential, principal)?;
+        // A per-user connection whose record lacks this mode's secret: never the service
+        // credential instead.
+        if conn.credential != CredentialMode::Service
+            && user_credential_ref(
+                conn.credential,
+                secret.as_ref(),
+                principal,
+                &passthrough_role,
+            )
+            .is_none()
+        {
+            return Err(crate::vault::web::reauth_required(&conn.id));
+        }
         out.insert(
             conn.id.clone(),
             crate::federation::SourceCredential {
@@ -310,7 +323,14 @@ async fn run_federated(
             .await
             .map_err(|_| timeout_error())?
             .transpose()
-            .map_err(|e| warehouse_error(&e))
+            .map_err(|e| match e {
+                // A source refused the user's token: that connection needs re-authorization
+                // (no refresh-and-retry inside a federated query).
+                ConnectorError::Unauthorized(id) if state.connections.contains_key(&id) => {
+                    crate::vault::web::reauth_required(&id)
+                }
+                e => warehouse_error(&e),
+            })
     };
     let first = unless_gone(gone, client_gone, first_batch).await?;
     let mut completion = audit.completion();
