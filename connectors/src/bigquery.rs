@@ -29,6 +29,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use tokio::sync::mpsc;
 
+use crate::cancel::CancelOnDrop;
 use crate::{Connector, ConnectorError, QueryRequest, QueryStream, UserCredential, WarehouseKind};
 
 /// Batches buffered between the fetching task and the response.
@@ -392,24 +393,6 @@ fn results_query(location: Option<&str>, page_token: Option<&str>) -> Vec<(&'sta
     q
 }
 
-/// Cancels a job when dropped, unless disarmed.
-struct CancelJob {
-    http: reqwest::Client,
-    url: Option<String>,
-    token: String,
-}
-
-impl Drop for CancelJob {
-    fn drop(&mut self) {
-        if let (Some(url), Ok(rt)) = (self.url.take(), tokio::runtime::Handle::try_current()) {
-            let (http, token) = (self.http.clone(), std::mem::take(&mut self.token));
-            rt.spawn(async move {
-                let _ = http.post(url).bearer_auth(token).send().await;
-            });
-        }
-    }
-}
-
 #[async_trait::async_trait]
 impl Connector for BigQueryConnector {
     fn kind(&self) -> WarehouseKind {
@@ -467,17 +450,18 @@ impl Connector for BigQueryConnector {
         let job_id = job.job_id.unwrap_or_default();
         let location = job.location.or_else(|| o.location.clone());
         // From here on, leaving early cancels the job.
-        let mut cancel = CancelJob {
-            http: self.http.clone(),
-            url: (!job_id.is_empty()).then(|| {
+        let mut cancel = CancelOnDrop::new(
+            &self.http,
+            (!job_id.is_empty()).then(|| {
                 let mut u = self.url(&format!("/jobs/{job_id}/cancel"));
                 if let Some(l) = &location {
                     u.push_str(&format!("?location={l}"));
                 }
                 u
             }),
-            token: token.to_string(),
-        };
+            token,
+            &[],
+        );
         let results_url = self.url(&format!("/queries/{job_id}"));
         let mut wait = POLL_FIRST;
         while answer.job_complete != Some(true) {
@@ -503,7 +487,7 @@ impl Connector for BigQueryConnector {
         let first = answer.rows.take().unwrap_or_default();
         let mut page_token = answer.page_token.take();
         if page_token.is_none() {
-            cancel.url = None;
+            cancel.disarm();
         }
 
         let (tx, rx) = mpsc::channel(CHANNEL_BATCHES);
@@ -531,7 +515,7 @@ impl Connector for BigQueryConnector {
                 }
             }
             // Every page was read: nothing to cancel.
-            cancel.url = None;
+            cancel.disarm();
         });
         Ok(QueryStream {
             schema,

@@ -28,6 +28,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
+use crate::cancel::CancelOnDrop;
 use crate::text;
 use crate::{Connector, ConnectorError, QueryRequest, QueryStream, UserCredential, WarehouseKind};
 
@@ -267,24 +268,6 @@ fn ended(status: Status) -> ConnectorError {
     }
 }
 
-/// Cancels a statement when dropped, unless disarmed.
-struct CancelStatement {
-    http: reqwest::Client,
-    url: Option<String>,
-    token: String,
-}
-
-impl Drop for CancelStatement {
-    fn drop(&mut self) {
-        if let (Some(url), Ok(rt)) = (self.url.take(), tokio::runtime::Handle::try_current()) {
-            let (http, token) = (self.http.clone(), std::mem::take(&mut self.token));
-            rt.spawn(async move {
-                let _ = http.post(url).bearer_auth(token).send().await;
-            });
-        }
-    }
-}
-
 /// A chunk's rows and the path of the next chunk (the internal link, else built from the
 /// next chunk's index). Only these links are followed: `manifest.chunks` is not iterated.
 fn rows(chunk: Option<Chunk>, id: &str) -> (Vec<Vec<Option<String>>>, Option<String>) {
@@ -356,12 +339,12 @@ impl Connector for DatabricksConnector {
         .await?;
         let id = answer.statement_id.clone().unwrap_or_default();
         // From here on, leaving early cancels the statement.
-        let mut cancel = CancelStatement {
-            http: self.http.clone(),
-            url: (!id.is_empty())
-                .then(|| self.url(&format!("/api/2.0/sql/statements/{id}/cancel"))),
-            token: token.to_string(),
-        };
+        let mut cancel = CancelOnDrop::new(
+            &self.http,
+            (!id.is_empty()).then(|| self.url(&format!("/api/2.0/sql/statements/{id}/cancel"))),
+            token,
+            &[],
+        );
         let mut wait = POLL_FIRST;
         while matches!(answer.status.state.as_str(), "PENDING" | "RUNNING") {
             tokio::time::sleep(wait).await;
@@ -374,7 +357,7 @@ impl Connector for DatabricksConnector {
             .await?;
         }
         if answer.status.state != "SUCCEEDED" {
-            cancel.url = None;
+            cancel.disarm();
             return Err(ended(answer.status));
         }
         let columns = answer
@@ -414,7 +397,7 @@ impl Connector for DatabricksConnector {
                 }
             }
             // Every chunk was read: nothing to cancel.
-            cancel.url = None;
+            cancel.disarm();
         });
         Ok(QueryStream {
             schema,

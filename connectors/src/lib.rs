@@ -4,6 +4,7 @@
 //! rewrote and verified, with its bind parameters, and stream Arrow record batches back.
 
 pub mod bigquery;
+mod cancel;
 pub mod databricks;
 pub mod embedded;
 mod error;

@@ -32,8 +32,11 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
+use crate::cancel::CancelOnDrop;
 use crate::{Connector, ConnectorError, QueryRequest, QueryStream, UserCredential, WarehouseKind};
 
+/// The header that says the bearer token is an OAuth token.
+const TOKEN_TYPE: &[(&str, &str)] = &[("X-Snowflake-Authorization-Token-Type", "OAUTH")];
 /// Batches buffered between the fetching task and the response.
 const CHANNEL_BATCHES: usize = 2;
 /// Time allowed for one HTTP exchange with Snowflake.
@@ -373,36 +376,6 @@ impl SnowflakeConnector {
     }
 }
 
-/// Cancels a statement when dropped, unless disarmed.
-struct CancelStatement {
-    http: reqwest::Client,
-    url: Option<String>,
-    token: String,
-}
-
-impl CancelStatement {
-    /// The statement ended: nothing to cancel.
-    fn disarm(&mut self) {
-        self.url = None;
-    }
-}
-
-impl Drop for CancelStatement {
-    fn drop(&mut self) {
-        if let (Some(url), Ok(rt)) = (self.url.take(), tokio::runtime::Handle::try_current()) {
-            let (http, token) = (self.http.clone(), std::mem::take(&mut self.token));
-            rt.spawn(async move {
-                let _ = http
-                    .post(url)
-                    .bearer_auth(token)
-                    .header("X-Snowflake-Authorization-Token-Type", "OAUTH")
-                    .send()
-                    .await;
-            });
-        }
-    }
-}
-
 #[async_trait::async_trait]
 impl Connector for SnowflakeConnector {
     fn kind(&self) -> WarehouseKind {
@@ -452,12 +425,12 @@ impl Connector for SnowflakeConnector {
         let (mut status, mut answer) = self.exchange(self.headers(post, token)).await?;
         let handle = answer.statement_handle.clone().unwrap_or_default();
         // From here on, leaving early cancels the statement.
-        let cancel = CancelStatement {
-            http: self.http.clone(),
-            url: (!handle.is_empty())
-                .then(|| self.url(&format!("/api/v2/statements/{handle}/cancel"))),
-            token: token.to_string(),
-        };
+        let cancel = CancelOnDrop::new(
+            &self.http,
+            (!handle.is_empty()).then(|| self.url(&format!("/api/v2/statements/{handle}/cancel"))),
+            token,
+            TOKEN_TYPE,
+        );
         let mut wait = POLL_FIRST;
         while status == 202 {
             tokio::time::sleep(wait).await;

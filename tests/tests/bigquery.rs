@@ -18,7 +18,7 @@ mod support;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use arrow::array::{Array, AsArray};
 use arrow::datatypes::{DataType, TimeUnit};
@@ -192,14 +192,6 @@ async fn cancel(
         .unwrap();
     let status = StatusCode::from_u16(resp.status().as_u16()).unwrap();
     (status, axum::Json(resp.json::<Value>().await.unwrap())).into_response()
-}
-
-async fn wait_for(limit: Duration, what: &str, f: impl Fn() -> bool) {
-    let start = Instant::now();
-    while !f() {
-        assert!(start.elapsed() < limit, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 /// The fault layer in front of the emulator, on a free port: the layer and its URL.
@@ -382,7 +374,7 @@ columns = ["tenant_id", "id"]
         .send()
         .await;
     assert!(gone.is_err(), "the client gave up");
-    wait_for(Duration::from_secs(10), "a cancel", || {
+    support::wait_for(Duration::from_secs(10), "a cancel", || {
         layer.cancels.load(Ordering::SeqCst) == 1
     })
     .await;

@@ -23,7 +23,7 @@ mod support;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use arrow::datatypes::{DataType, TimeUnit};
 use axum::body::Bytes;
@@ -216,14 +216,6 @@ async fn cancel(
         .into_response()
 }
 
-async fn wait_for(limit: Duration, what: &str, f: impl Fn() -> bool) {
-    let start = Instant::now();
-    while !f() {
-        assert!(start.elapsed() < limit, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 /// Tenant A's rows: two chunks of minilake's 100,000 and a part.
 const A_ROWS: usize = 130_000;
 
@@ -393,7 +385,7 @@ columns = ["tenant_id", "id"]
         .send()
         .await;
     assert!(gone.is_err(), "the client gave up");
-    wait_for(Duration::from_secs(10), "a cancel", || {
+    support::wait_for(Duration::from_secs(10), "a cancel", || {
         layer.cancels.load(Ordering::SeqCst) == 1
     })
     .await;

@@ -7,28 +7,27 @@
 //! Nothing here was verified against the real Snowflake service.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod support;
+
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
-use sluice::config::{CredentialMode, OAuthClientConfig, VaultConfig};
-use sluice::server::RunningServer;
 
-const CLIENT: &str = "sluice-sf";
-const SECRET: &str = "sf-secret";
 /// Tenant A's rows: three partitions of snowduck's 10,000.
 const A_ROWS: usize = 25_000;
 
 #[derive(Default)]
 struct Layer {
     snowduck: String,
-    userinfo: String,
+    /// The OAuth server's userinfo endpoint (set once the server runs).
+    userinfo: std::sync::OnceLock<String>,
     reject: Mutex<Option<String>>,
     refused: AtomicUsize,
     force_202: AtomicBool,
@@ -40,13 +39,6 @@ struct Layer {
 }
 
 async fn token_ok(layer: &Layer, headers: &HeaderMap) -> bool {
-    let Some(token) = headers
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-    else {
-        return false;
-    };
     if headers
         .get("x-snowflake-authorization-token-type")
         .map(|v| v.as_bytes())
@@ -54,16 +46,10 @@ async fn token_ok(layer: &Layer, headers: &HeaderMap) -> bool {
     {
         return false;
     }
-    if layer.reject.lock().unwrap().as_deref() == Some(token) {
-        return false;
+    match support::token_ok(layer.userinfo.get().unwrap(), headers).await {
+        Some((token, _)) => layer.reject.lock().unwrap().as_deref() != Some(token.as_str()),
+        None => false,
     }
-    let r = reqwest::Client::new()
-        .get(&layer.userinfo)
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap();
-    r.status().is_success()
 }
 
 fn unauthorized(layer: &Layer) -> Response {
@@ -179,21 +165,6 @@ async fn cancel(
     forward(resp).await
 }
 
-fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
-
-async fn wait_for(limit: Duration, what: &str, f: impl Fn() -> bool) {
-    let start = Instant::now();
-    while !f() {
-        assert!(start.elapsed() < limit, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 #[tokio::test]
 async fn snowflake_sql_api_with_the_users_own_token_against_snowduck() {
     let snowduck = sluice_tests::Snowduck::start().await;
@@ -211,18 +182,8 @@ async fn snowflake_sql_api_with_the_users_own_token_against_snowduck() {
         snowduck.sql(&sql).await.unwrap();
     }
 
-    // sluice's callback must be known to the OAuth server before sluice starts.
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let callback = format!("{base}/v1/connections/oauth/callback");
-    let idp = sluice_tests::Idp::start(
-        &json!([{"client_id": CLIENT, "client_secret": SECRET, "redirect_uris": [callback]}]),
-        &[("IDP_ACCESS_TOKEN_TTL", "120")],
-    );
-
     let layer = Arc::new(Layer {
         snowduck: snowduck.url.clone(),
-        userinfo: format!("{}/me", idp.issuer),
         ..Layer::default()
     });
     let app = axum::Router::new()
@@ -237,47 +198,10 @@ async fn snowflake_sql_api_with_the_users_own_token_against_snowduck() {
     let endpoint = format!("http://{}", layer_listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(layer_listener, app).await });
 
-    let dir = tempfile::tempdir().unwrap();
-    let data_dir = dir.path().join("data");
-    let key = dir.path().join("vault.key");
-    std::fs::write(&key, sluice::vault::crypto::new_key().unwrap()).unwrap();
-    let secret_file = dir.path().join("sf-secret");
-    std::fs::write(&secret_file, SECRET).unwrap();
-    let mut config = sluice::demo::config(&data_dir, "127.0.0.1:0").unwrap();
-    config.auth.sessions.cookie_secure = false;
-    config.limits.max_result_rows = 12_000;
-    config.vault = Some(VaultConfig {
-        key_env: None,
-        key_file: Some(key),
-        previous_key_files: vec![],
-        previous_key_envs: vec![],
-        refresh_at_percent: 80,
-        refresh_check_ms: 1000,
-        max_concurrent_refreshes: 4,
-    });
-    let mut sf = config.connections[0].clone();
-    sf.id = "sf".into();
-    sf.kind = sluice::config::ConnectionKind::Snowflake;
-    sf.endpoint = Some(endpoint);
-    sf.default_catalog = Some("ANALYTICS".into());
-    sf.default_schema = "PUBLIC".into();
-    sf.credential = CredentialMode::Oauth;
-    sf.oauth = Some(OAuthClientConfig {
-        authorize_url: format!("{}/auth", idp.issuer),
-        token_url: format!("{}/token", idp.issuer),
-        revocation_url: Some(format!("{}/token/revocation", idp.issuer)),
-        client_id: CLIENT.into(),
-        client_secret_env: None,
-        client_secret_file: Some(secret_file),
-        scopes: vec!["openid".into(), "offline_access".into()],
-        redirect_url: callback,
-        allow_http: true,
-    });
-    sf.tables = sluice::config::Config::parse(
-        r#"[auth]
-[[connections]]
-id = "x"
-kind = "snowflake"
+    let mut conn = support::rest_connection(
+        "sf",
+        sluice::config::ConnectionKind::Snowflake,
+        r#"
 [[connections.tables]]
 name = "ANALYTICS.PUBLIC.ORDERS"
 access = "protected"
@@ -289,59 +213,29 @@ access = "protected"
 tenant_column = "TENANT_ID"
 columns = ["TENANT_ID", "ID"]
 "#,
-    )
-    .unwrap()
-    .connections
-    .remove(0)
-    .tables;
-    config.connections = vec![sf];
-    config.validate().unwrap();
-    let app = sluice::app::build(config).await.unwrap();
-    let server = RunningServer::start_on(app, listener).unwrap();
-    let http = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
+    );
+    conn.endpoint = Some(endpoint);
+    conn.default_catalog = Some("ANALYTICS".into());
+    conn.default_schema = "PUBLIC".into();
+    let sluice = support::OauthSluice::start(conn, 12_000).await;
+    layer
+        .userinfo
+        .set(format!("{}/me", sluice.idp.issuer))
         .unwrap();
-    let alice = sluice::demo::token(&data_dir, "alice", "A", &["analyst".into()]).unwrap();
-    let query = |sql: &str| {
-        http.post(format!("{base}/v1/query"))
-            .bearer_auth(&alice)
-            .json(&json!({ "sql": sql }))
-            .send()
-    };
+    let alice = sluice.token("alice", "A");
+    let query = |sql: &'static str| sluice.query(&alice, sql);
 
     // Without a connected account: where to connect.
-    let r = query("SELECT ID FROM ORDERS").await.unwrap();
+    let r = query("SELECT ID FROM ORDERS").await;
     assert_eq!(r.status(), 401);
     assert_eq!(r.json::<Value>().await.unwrap()["code"], "reauth_required");
 
     // Connect alice's Snowflake account (OAuth code flow at the real server).
-    let r = http
-        .get(format!("{base}/v1/connections/sf/authorize"))
-        .bearer_auth(&alice)
-        .send()
-        .await
-        .unwrap();
-    let location = r.headers()["location"].to_str().unwrap().to_string();
-    let cookie = r.headers()["set-cookie"]
-        .to_str()
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_string();
-    let back = sluice_tests::idp_login(&location, "alice").await;
-    let r = http
-        .get(&back)
-        .header("cookie", cookie)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    sluice.connect("sf", &alice, "alice").await;
 
     // 1. Tenant A's rows only, across result partitions, tenant bound as a variable.
     let sql = "SELECT TENANT_ID, ID, AMOUNT FROM ORDERS WHERE ID >= 0 ORDER BY ID";
-    let r = query(sql).await.unwrap();
+    let r = query(sql).await;
     assert_eq!(r.status(), 200);
     let body: Value = r.json().await.unwrap();
     let rows = body["rows"].as_array().unwrap();
@@ -358,16 +252,14 @@ columns = ["TENANT_ID", "ID"]
         "a second partition was fetched"
     );
     // The answer was cut at 12,000 rows: the rest of the statement is cancelled.
-    wait_for(Duration::from_secs(10), "a cancel", || {
+    support::wait_for(Duration::from_secs(10), "a cancel", || {
         layer.cancels.load(Ordering::SeqCst) >= 1
     })
     .await;
 
     // 2. 202, then polling the statement's status URL.
     layer.force_202.store(true, Ordering::SeqCst);
-    let r = query("SELECT ID FROM ORDERS WHERE ID < 5 ORDER BY ID")
-        .await
-        .unwrap();
+    let r = query("SELECT ID FROM ORDERS WHERE ID < 5 ORDER BY ID").await;
     assert_eq!(r.status(), 200);
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["rows"], json!([["0"], ["1"], ["2"], ["3"], ["4"]]));
@@ -375,40 +267,16 @@ columns = ["TENANT_ID", "ID"]
     layer.force_202.store(false, Ordering::SeqCst);
 
     // 3. Snowflake refuses the token the vault holds: one refresh at the real server, retry.
-    let vault_keys = sluice::vault::keyring(&VaultConfig {
-        key_env: None,
-        key_file: Some(dir.path().join("vault.key")),
-        previous_key_files: vec![],
-        previous_key_envs: vec![],
-        refresh_at_percent: 80,
-        refresh_check_ms: 1000,
-        max_concurrent_refreshes: 4,
-    })
-    .unwrap();
-    let store =
-        sluice::vault::store::VaultStore::open(&data_dir.join(sluice::vault::store::VAULT_FILE))
-            .unwrap();
-    let owner = sluice::vault::store::Owner {
-        tenant: "A".into(),
-        user: "alice".into(),
-        connection: "sf".into(),
-    };
-    let held = sluice::vault::store::CredentialStore::get(&store, &owner, &vault_keys)
-        .unwrap()
-        .unwrap()
-        .secret
-        .access_token
-        .clone()
-        .unwrap();
+    let held = sluice.held_token("A", "alice", "sf");
     *layer.reject.lock().unwrap() = Some(held);
-    let r = query("SELECT ID FROM ORDERS WHERE ID = 7").await.unwrap();
+    let r = query("SELECT ID FROM ORDERS WHERE ID = 7").await;
     assert_eq!(r.status(), 200);
     assert_eq!(r.json::<Value>().await.unwrap()["rows"], json!([["7"]]));
     assert_eq!(layer.refused.load(Ordering::SeqCst), 1);
 
     // 4. A Snowflake error (422 with code and SQLSTATE): the caller gets warehouse_error, never
     // the warehouse's text.
-    let r = query("SELECT ID FROM MISSING").await.unwrap();
+    let r = query("SELECT ID FROM MISSING").await;
     assert_eq!(r.status(), 502);
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["code"], "warehouse_error");
@@ -416,6 +284,5 @@ columns = ["TENANT_ID", "ID"]
     // The table name is quoted in snowduck's message: redacted for the caller.
     assert!(!body.to_string().contains("MISSING"), "{body}");
 
-    server.stop().await.unwrap();
-    let _ = now();
+    sluice.stop().await;
 }

@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, dead_code)]
 
 use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
 use axum::http::HeaderMap;
 use serde_json::json;
@@ -237,4 +238,13 @@ pub fn rest_connection(
     .remove(0)
     .tables;
     c
+}
+
+/// Waits until `f` holds, failing the test after `limit`.
+pub async fn wait_for(limit: Duration, what: &str, f: impl Fn() -> bool) {
+    let start = Instant::now();
+    while !f() {
+        assert!(start.elapsed() < limit, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
