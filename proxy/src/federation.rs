@@ -1012,26 +1012,64 @@ pub(crate) fn display(plan: &Arc<dyn ExecutionPlan>) -> String {
         .to_string()
 }
 
-/// Runs a planned workspace: the answer's batches, errors mapped to the query path's.
-pub(crate) fn execute(planned: &Planned) -> Result<sluice_connectors::QueryStream, ApiError> {
-    let task = planned.ctx.task_ctx();
-    let stream = datafusion::physical_plan::execute_stream(Arc::clone(&planned.plan), task)
-        .map_err(|e| api_error(&e))?;
-    let schema = stream.schema();
-    // The context lives as long as the answer (and no longer).
-    let ctx = planned.ctx.clone();
-    let batches = stream
-        .map(move |r| {
-            let _keep = &ctx;
-            r.map_err(|e| match connector_error(&e) {
-                Found::Connector(c) => c,
-                Found::Refused(api) => ConnectorError::Plan(api.message),
-            })
-        })
-        .boxed();
+/// The runtime federated workspaces run on: joins and aggregates are CPU work, kept off the
+/// HTTP server's runtime (as the embedded engine's are). Created on first use; its threads live
+/// as long as the process.
+fn workspace_runtime(threads: usize) -> Result<&'static tokio::runtime::Runtime, ApiError> {
+    static RUNTIME: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
+    if let Some(rt) = RUNTIME.get() {
+        return Ok(rt);
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads.max(1))
+        .thread_name("sluice-federation")
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            tracing::error!(error = %e, "cannot start the federation runtime");
+            ApiError::internal()
+        })?;
+    // A racing first call builds a second runtime: it is dropped here, off any async context.
+    let _ = RUNTIME.set(rt);
+    RUNTIME.get().ok_or_else(ApiError::internal)
+}
+
+/// Runs a planned workspace on its own runtime: the answer's batches (over a bounded channel,
+/// so a slow client back-pressures the plan, and dropping the answer stops it and its
+/// sub-queries), errors mapped to the query path's.
+pub(crate) fn execute(
+    planned: Planned,
+    threads: usize,
+) -> Result<sluice_connectors::QueryStream, ApiError> {
+    let runtime = workspace_runtime(threads)?;
+    let schema = planned.plan.schema();
+    let (tx, rx) = mpsc::channel::<Result<RecordBatch, ConnectorError>>(CHANNEL_BATCHES);
+    runtime.spawn(async move {
+        let Planned { plan, ctx, .. } = planned;
+        let map = |e: DataFusionError| match connector_error(&e) {
+            Found::Connector(c) => c,
+            Found::Refused(api) => ConnectorError::Plan(api.message),
+        };
+        let mut stream = match datafusion::physical_plan::execute_stream(plan, ctx.task_ctx()) {
+            Ok(s) => s,
+            Err(e) => {
+                let _ = tx.send(Err(map(e))).await;
+                return;
+            }
+        };
+        while let Some(next) = stream.next().await {
+            let failed = next.is_err();
+            if tx.send(next.map_err(map)).await.is_err() || failed {
+                // The answer was dropped, or failed: dropping the plan stops every source.
+                return;
+            }
+        }
+    });
+    let batches =
+        futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|b| (b, rx)) });
     Ok(sluice_connectors::QueryStream {
         schema,
-        batches,
+        batches: batches.boxed(),
         warehouse_query_id: None,
     })
 }

@@ -317,7 +317,9 @@ async fn run_federated(
     };
     let planned = unless_gone(gone.as_deref_mut(), client_gone, planning).await?;
     audit.record.sub_queries = planned.log.lock().map(|l| l.clone()).unwrap_or_default();
-    let mut stream = crate::federation::execute(&planned)?;
+    let log = Arc::clone(&planned.log);
+    let mut stream =
+        crate::federation::execute(planned, state.config.federation.target_partitions)?;
     let first_batch = async {
         timeout_at(f.header_deadline.into(), stream.batches.next())
             .await
@@ -334,7 +336,7 @@ async fn run_federated(
     };
     let first = unless_gone(gone, client_gone, first_batch).await?;
     let mut completion = audit.completion();
-    completion.sub_queries = Some(Arc::clone(&planned.log));
+    completion.sub_queries = Some(log);
     let limits = &state.config.limits;
     let max_rows = f
         .policy
