@@ -74,3 +74,41 @@ async fn an_unwritable_log_fails_appends_and_reports_unhealthy() {
         .unwrap();
     assert!(log.is_healthy());
 }
+
+#[tokio::test]
+async fn sub_queries_round_trip_and_logs_without_the_column_get_it() {
+    use sluice_audit::SubQuery;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.sqlite");
+    // A log written before federated queries existed: no sub_queries column.
+    {
+        let (log, writer) = AuditLog::open(&path).unwrap();
+        log.append(AuditRecord::new(Event::QueryDenied, "old", Decision::Deny))
+            .await
+            .unwrap();
+        drop(log);
+        writer.join();
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute_batch("ALTER TABLE audit_log DROP COLUMN sub_queries")
+            .unwrap();
+    }
+    let (log, writer) = AuditLog::open(&path).unwrap();
+    let mut r = AuditRecord::new(Event::QueryCompletion, "fed", Decision::Allow);
+    r.sub_queries = vec![SubQuery {
+        connection: "pg".into(),
+        sql: "SELECT \"a\" FROM \"t\" WHERE \"tenant_id\" = $1".into(),
+        warehouse_query_id: Some("q-1".into()),
+        rows: Some(3),
+    }];
+    log.append(r.clone()).await.unwrap();
+    drop(log);
+    writer.join();
+    let records = read_all(&open_read_only(&path).unwrap()).unwrap();
+    assert_eq!(records.len(), 2);
+    assert!(records[0].sub_queries.is_empty());
+    assert_eq!(records[1].sub_queries, r.sub_queries);
+    // Hashed only when present: records without sub-queries hash as they always did.
+    let bytes = |r: &AuditRecord| String::from_utf8(r.canonical_bytes()).unwrap();
+    assert!(!bytes(&records[0]).contains("sub_queries"));
+    assert!(bytes(&records[1]).contains("\"sub_queries\":[{\"connection\":\"pg\""));
+}
