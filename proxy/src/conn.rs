@@ -68,6 +68,9 @@ impl Connected<IncomingStream<'_, WatchedListener>> for ClientConn {
 }
 
 fn watched(stream: TcpStream) -> io::Result<WatchedStream> {
+    // Answers are written as several small frames (head, batches, end): without TCP_NODELAY,
+    // Nagle's algorithm holds each behind the client's delayed ACK (~40 ms per request).
+    stream.set_nodelay(true)?;
     let std = stream.into_std()?;
     let dup = std.try_clone()?;
     let inner = TcpStream::from_std(std)?;

@@ -120,10 +120,10 @@ fn load_data(stream_rows: i64) {
              INSERT INTO big SELECT g, 'A', g * 0.25 FROM generate_series(1, {stream_rows}) g;
              CREATE UNLOGGED TABLE fed_big (k int8, tenant_id text, v float8);
              INSERT INTO fed_big SELECT g % {FED_SMALL}, 'A', g * 0.5
-               FROM generate_series(1, {FED_BIG}) g;
-             VACUUM ANALYZE;"
+               FROM generate_series(1, {FED_BIG}) g;"
         ),
     );
+    psql(DB, "VACUUM ANALYZE");
     eprintln!("data loaded in {:.1} s", t.elapsed().as_secs_f64());
 }
 
@@ -225,6 +225,8 @@ level = "warn"
 [auth.jwt]
 algorithm = "HS256"
 secret_env = "SLUICE_BENCH_JWT"
+issuer = "load-harness"
+audience = "sluice"
 
 [limits]
 max_result_rows = 100000000
@@ -318,7 +320,8 @@ fn token() -> String {
         + 3600;
     jsonwebtoken::encode(
         &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
-        &serde_json::json!({"sub": "bench", "tenant": "A", "groups": ["analyst"], "exp": exp}),
+        &serde_json::json!({"sub": "bench", "tenant": "A", "groups": ["analyst"], "exp": exp,
+                            "iss": "load-harness", "aud": "sluice"}),
         &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
     )
     .unwrap()
@@ -327,6 +330,9 @@ fn token() -> String {
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Target {
     Direct,
+    /// Direct, with the SQL sluice sends (the policy's fenced derived table): separates what
+    /// the proxy costs from what the rewritten SQL costs the database.
+    DirectRewritten,
     Bouncer,
     Sluice,
 }
@@ -353,7 +359,15 @@ fn percentile(sorted: &[u32], p: f64) -> f64 {
 }
 
 /// The SQL each target runs for a shape, and the id range it draws from.
-fn pg_sql(shape: Shape) -> &'static str {
+fn pg_sql(target: Target, shape: Shape) -> &'static str {
+    const FENCED: &str = "FROM (SELECT \"id\", \"tenant_id\", \"v\", \"label\" FROM \"public\".\"points\" \
+                          WHERE \"tenant_id\" = 'A' OFFSET 0) AS points";
+    if target == Target::DirectRewritten {
+        return match shape {
+            Shape::Point => const_format(FENCED, "WHERE id = $1"),
+            Shape::Rows10k => const_format(FENCED, "WHERE id BETWEEN $1 AND $1 + 9999"),
+        };
+    }
     match shape {
         Shape::Point => {
             "SELECT id, tenant_id, v, label FROM points WHERE tenant_id = 'A' AND id = $1"
@@ -362,6 +376,11 @@ fn pg_sql(shape: Shape) -> &'static str {
             "SELECT id, tenant_id, v, label FROM points WHERE tenant_id = 'A' AND id BETWEEN $1 AND $1 + 9999"
         }
     }
+}
+
+/// `SELECT id, tenant_id, v, label <from> <where>`, built once and kept for the run.
+fn const_format(from: &str, filter: &str) -> &'static str {
+    Box::leak(format!("SELECT id, tenant_id, v, label {from} {filter}").into_boxed_str())
 }
 
 fn sluice_sql(shape: Shape, id: i64) -> String {
@@ -391,7 +410,7 @@ async fn run_load(
     let mut workers = vec![];
     for w in 0..c {
         let conn_str = match target {
-            Target::Direct => format!("{PG} dbname={DB}"),
+            Target::Direct | Target::DirectRewritten => format!("{PG} dbname={DB}"),
             Target::Bouncer => {
                 format!("host=127.0.0.1 port={bouncer_port} user=postgres dbname={DB}")
             }
@@ -400,6 +419,7 @@ async fn run_load(
         let http = http.clone();
         let url = format!("{sluice_url}/v1/query");
         let token = token.to_string();
+        let sql = pg_sql(target, shape);
         workers.push(tokio::spawn(async move {
             let client = if target == Target::Sluice {
                 None
@@ -418,7 +438,7 @@ async fn run_load(
                 match &client {
                     Some(cl) => {
                         let rows = cl
-                            .query_typed(pg_sql(shape), &[(&i, tokio_postgres::types::Type::INT8)])
+                            .query_typed(sql, &[(&i, tokio_postgres::types::Type::INT8)])
                             .await
                             .unwrap();
                         let expected = if shape == Shape::Point { 1 } else { 10_000 };
@@ -468,14 +488,21 @@ async fn load_section(a: &Args) {
     let token = token();
     println!("\n### Load (closed loop, {} s per cell)\n", a.seconds);
     println!(
-        "| query | c | direct qps | direct p50 / p99 µs | PgBouncer qps | PgBouncer p50 / p99 µs | sluice qps | sluice p50 / p99 µs | sluice/direct qps | sluice−direct p50 µs | sluice/PgBouncer qps |"
+        "| query | c | direct qps | direct p50 / p99 µs | direct, sluice's SQL: qps | p50 / p99 µs | PgBouncer qps | PgBouncer p50 / p99 µs | sluice qps | sluice p50 / p99 µs | sluice/direct qps | sluice/PgBouncer qps | sluice − direct p50 µs | sluice − direct (sluice's SQL) p50 µs |"
     );
-    println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
+    println!(
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+    );
     for shape in [Shape::Point, Shape::Rows10k] {
         for &c in &a.concurrency {
             // A short warm-up per target (connections, caches).
             let mut s = vec![];
-            for target in [Target::Direct, Target::Bouncer, Target::Sluice] {
+            for target in [
+                Target::Direct,
+                Target::DirectRewritten,
+                Target::Bouncer,
+                Target::Sluice,
+            ] {
                 let _ = run_load(target, shape, c, 0.5, bouncer.port, &daemon.url, &token).await;
                 s.push(
                     run_load(
@@ -490,9 +517,9 @@ async fn load_section(a: &Args) {
                     .await,
                 );
             }
-            let (d, b, x) = (&s[0], &s[1], &s[2]);
+            let (d, r, b, x) = (&s[0], &s[1], &s[2], &s[3]);
             println!(
-                "| {} | {c} | {:.0} | {:.0} / {:.0} | {:.0} | {:.0} / {:.0} | {:.0} | {:.0} / {:.0} | {:.2} | {:+.0} | {:.2} |",
+                "| {} | {c} | {:.0} | {:.0} / {:.0} | {:.0} | {:.0} / {:.0} | {:.0} | {:.0} / {:.0} | {:.0} | {:.0} / {:.0} | {:.2} | {:.2} | {:+.0} | {:+.0} |",
                 match shape {
                     Shape::Point => "point",
                     Shape::Rows10k => "10k rows",
@@ -500,6 +527,9 @@ async fn load_section(a: &Args) {
                 d.qps,
                 d.p50_us,
                 d.p99_us,
+                r.qps,
+                r.p50_us,
+                r.p99_us,
                 b.qps,
                 b.p50_us,
                 b.p99_us,
@@ -507,10 +537,14 @@ async fn load_section(a: &Args) {
                 x.p50_us,
                 x.p99_us,
                 x.qps / d.qps,
-                x.p50_us - d.p50_us,
                 x.qps / b.qps,
+                x.p50_us - d.p50_us,
+                x.p50_us - r.p50_us,
             );
-            eprintln!("  ({shape:?} c={c}: {} / {} / {} queries)", d.n, b.n, x.n);
+            eprintln!(
+                "  ({shape:?} c={c}: {} / {} / {} / {} queries)",
+                d.n, r.n, b.n, x.n
+            );
         }
     }
 }
