@@ -10,7 +10,11 @@ use tokio::task::JoinHandle;
 use tokio_postgres::{Client, NoTls};
 
 /// Idle connections kept per identity.
-const MAX_IDLE_PER_KEY: usize = 4;
+const MAX_IDLE_PER_KEY: usize = 16;
+/// Queries one connector runs on PostgreSQL at once; more wait for a turn (in the order they
+/// came), so a burst of clients never exhausts the server's `max_connections`. Open
+/// connections are at most this many in use plus the idle ones.
+pub const MAX_IN_FLIGHT: usize = 32;
 /// An idle connection older than this is closed instead of reused.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Identities with idle connections; beyond this the whole idle set is dropped.
@@ -50,13 +54,30 @@ impl Drop for Conn {
     }
 }
 
-/// Idle connections by identity.
-#[derive(Default)]
+/// Idle connections by identity, and the turns of the queries in flight.
 pub(crate) struct Pool {
     idle: Mutex<HashMap<PoolKey, Vec<Conn>>>,
+    in_flight: std::sync::Arc<tokio::sync::Semaphore>,
+}
+
+impl Default for Pool {
+    fn default() -> Self {
+        Pool {
+            idle: Mutex::new(HashMap::new()),
+            in_flight: std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT)),
+        }
+    }
 }
 
 impl Pool {
+    /// A turn to run a query: held until its connection is returned or closed.
+    pub(crate) async fn turn(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        std::sync::Arc::clone(&self.in_flight)
+            .acquire_owned()
+            .await
+            .ok()
+    }
+
     /// An idle connection for `key`, or a new one from `config`.
     pub(crate) async fn checkout(
         &self,

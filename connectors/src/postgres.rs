@@ -389,6 +389,12 @@ impl Connector for PostgresConnector {
                 (crate::pool::PoolKey::new(&service_user, None), &self.config)
             }
         };
+        // Waits for a turn when MAX_IN_FLIGHT queries already run (the caller's deadline
+        // bounds the wait).
+        let turn =
+            self.pool.turn().await.ok_or_else(|| {
+                ConnectorError::Unavailable("the connection pool is closed".into())
+            })?;
         let conn = self
             .pool
             .checkout(&key, config)
@@ -480,9 +486,10 @@ impl Connector for PostgresConnector {
         let batch_schema = Arc::clone(&schema);
         let pool = Arc::clone(&self.pool);
         tokio::spawn(async move {
-            // Owns the connection while rows stream; it goes back to the pool only when the
-            // query ran to its end.
+            // Owns the connection (and the turn) while rows stream; the connection goes back to
+            // the pool only when the query ran to its end.
             let conn = conn;
+            let _turn = turn;
             let mut finished = false;
             let mut builders = builders;
             let mut rows = std::pin::pin!(rows);

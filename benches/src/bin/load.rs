@@ -407,29 +407,32 @@ async fn run_load(
         .pool_max_idle_per_host(c)
         .build()
         .unwrap();
+    // The PostgreSQL client pool: one connection per worker up to 32 (as PgBouncer and sluice
+    // use at most; the server allows 100 in all),
+    // shared by pipelining beyond that.
+    let conn_str = match target {
+        Target::Direct | Target::DirectRewritten => format!("{PG} dbname={DB}"),
+        Target::Bouncer => format!("host=127.0.0.1 port={bouncer_port} user=postgres dbname={DB}"),
+        Target::Sluice => String::new(),
+    };
+    let mut clients = vec![];
+    if target != Target::Sluice {
+        for _ in 0..c.min(32) {
+            let (client, conn) = tokio_postgres::connect(&conn_str, tokio_postgres::NoTls)
+                .await
+                .unwrap();
+            tokio::spawn(conn);
+            clients.push(Arc::new(client));
+        }
+    }
     let mut workers = vec![];
     for w in 0..c {
-        let conn_str = match target {
-            Target::Direct | Target::DirectRewritten => format!("{PG} dbname={DB}"),
-            Target::Bouncer => {
-                format!("host=127.0.0.1 port={bouncer_port} user=postgres dbname={DB}")
-            }
-            Target::Sluice => String::new(),
-        };
         let http = http.clone();
         let url = format!("{sluice_url}/v1/query");
         let token = token.to_string();
         let sql = pg_sql(target, shape);
+        let client = (!clients.is_empty()).then(|| Arc::clone(&clients[w % clients.len()]));
         workers.push(tokio::spawn(async move {
-            let client = if target == Target::Sluice {
-                None
-            } else {
-                let (client, conn) = tokio_postgres::connect(&conn_str, tokio_postgres::NoTls)
-                    .await
-                    .unwrap();
-                tokio::spawn(conn);
-                Some(client)
-            };
             let mut lat: Vec<u32> = Vec::with_capacity(100_000);
             let mut i: i64 = w as i64 * 7919;
             while Instant::now() < deadline {
