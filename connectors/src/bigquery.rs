@@ -30,7 +30,7 @@ use serde_json::{Map, Value, json};
 use tokio::sync::mpsc;
 
 use crate::cancel::CancelOnDrop;
-use crate::{Connector, ConnectorError, QueryRequest, QueryStream, UserCredential, WarehouseKind};
+use crate::{Connector, ConnectorError, QueryRequest, QueryStream, WarehouseKind};
 
 /// Batches buffered between the fetching task and the response.
 const CHANNEL_BATCHES: usize = 2;
@@ -400,24 +400,11 @@ impl Connector for BigQueryConnector {
     }
 
     async fn execute(&self, request: QueryRequest<'_>) -> Result<QueryStream, ConnectorError> {
-        let Some(UserCredential::Bearer(token)) = request.credential else {
-            return Err(ConnectorError::Config(
-                "a BigQuery connection needs an OAuth token (credential = \"oauth\")".into(),
-            ));
-        };
-        let parameters: Vec<Value> = request
-            .params
-            .iter()
-            .map(|p| {
-                p.name
-                    .as_deref()
-                    .map(|name| {
-                        json!({"name": name, "parameterType": {"type": "STRING"},
-                               "parameterValue": {"value": p.value}})
-                    })
-                    .ok_or_else(|| ConnectorError::Plan("BigQuery takes named parameters".into()))
-            })
-            .collect::<Result<_, _>>()?;
+        let token = crate::bearer(&request, "BigQuery")?;
+        let parameters = crate::named_params(&request, "BigQuery", |name, value| {
+            json!({"name": name, "parameterType": {"type": "STRING"},
+                   "parameterValue": {"value": value}})
+        })?;
         let o = &self.options;
         let mut body = json!({
             "query": request.sql,

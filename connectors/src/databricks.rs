@@ -30,7 +30,7 @@ use tokio::sync::mpsc;
 
 use crate::cancel::CancelOnDrop;
 use crate::text;
-use crate::{Connector, ConnectorError, QueryRequest, QueryStream, UserCredential, WarehouseKind};
+use crate::{Connector, ConnectorError, QueryRequest, QueryStream, WarehouseKind};
 
 /// Batches buffered between the fetching task and the response.
 const CHANNEL_BATCHES: usize = 2;
@@ -293,23 +293,12 @@ impl Connector for DatabricksConnector {
     }
 
     async fn execute(&self, request: QueryRequest<'_>) -> Result<QueryStream, ConnectorError> {
-        let Some(UserCredential::Bearer(token)) = request.credential else {
-            return Err(ConnectorError::Config(
-                "a Databricks connection needs an OAuth token (credential = \"oauth\")".into(),
-            ));
-        };
-        let parameters: Vec<Value> = request
-            .params
-            .iter()
-            .map(|p| {
-                p.name
-                    .as_deref()
-                    .map(|name| json!({"name": name, "value": p.value, "type": "STRING"}))
-                    .ok_or_else(|| {
-                        ConnectorError::Plan("Databricks takes named parameters only".into())
-                    })
-            })
-            .collect::<Result<_, _>>()?;
+        let token = crate::bearer(&request, "Databricks")?;
+        let parameters = crate::named_params(
+            &request,
+            "Databricks",
+            |name, value| json!({"name": name, "value": value, "type": "STRING"}),
+        )?;
         let o = &self.options;
         let mut body = json!({
             "warehouse_id": o.warehouse_id,

@@ -44,6 +44,40 @@ pub(crate) fn receiver_stream<T: Send + 'static>(
         .boxed()
 }
 
+/// The user's OAuth token for a REST warehouse, or why there is none.
+pub(crate) fn bearer<'a>(
+    request: &QueryRequest<'a>,
+    warehouse: &str,
+) -> Result<&'a str, ConnectorError> {
+    match request.credential {
+        Some(UserCredential::Bearer(token)) => Ok(token),
+        _ => Err(ConnectorError::Config(format!(
+            "a {warehouse} connection needs an OAuth token (credential = \"oauth\")"
+        ))),
+    }
+}
+
+/// Each named parameter as the warehouse's JSON (`shape(name, value)`); positional ones are
+/// refused (the policy binds the tenant by name for these warehouses).
+pub(crate) fn named_params(
+    request: &QueryRequest<'_>,
+    warehouse: &str,
+    shape: impl Fn(&str, &str) -> serde_json::Value,
+) -> Result<Vec<serde_json::Value>, ConnectorError> {
+    request
+        .params
+        .iter()
+        .map(|p| {
+            p.name
+                .as_deref()
+                .map(|name| shape(name, &p.value))
+                .ok_or_else(|| {
+                    ConnectorError::Plan(format!("{warehouse} takes named parameters only"))
+                })
+        })
+        .collect()
+}
+
 /// One bind parameter.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Param {
