@@ -8,6 +8,7 @@ mod dialect;
 mod error;
 mod functions;
 mod mask;
+mod pushdown;
 mod rewrite;
 mod verify;
 

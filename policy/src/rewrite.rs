@@ -349,6 +349,18 @@ impl<'a> Rewriter<'a> {
         if let Some(e) = selection {
             self.expr(e)?;
         }
+        if self.dialect() == Dialect::Postgres
+            && let Some(e) = selection.as_ref()
+        {
+            let conjuncts = crate::pushdown::conjuncts(e);
+            let single = from.len() == 1 && from.iter().all(|t| t.joins.is_empty());
+            for twj in from.iter_mut() {
+                self.copy_into_wrapper(&mut twj.relation, &conjuncts, single);
+                for j in twj.joins.iter_mut() {
+                    self.copy_into_wrapper(&mut j.relation, &conjuncts, single);
+                }
+            }
+        }
         match group_by {
             GroupByExpr::All(modifiers) | GroupByExpr::Expressions(_, modifiers)
                 if !modifiers.is_empty() =>
@@ -545,6 +557,82 @@ impl<'a> Rewriter<'a> {
                 "the table expression `{}`",
                 excerpt(other)
             ))),
+        }
+    }
+
+    /// Copies the leakproof conjuncts of the enclosing `WHERE` that name a granted, unmasked
+    /// column of this wrapper into it (see `pushdown`); anything else stays outside.
+    fn copy_into_wrapper(&self, tf: &mut TableFactor, conjuncts: &[&Expr], single: bool) {
+        use crate::pushdown::{comparison, constant, flipped, unmasked_column};
+        let d = self.dialect();
+        let TableFactor::Derived {
+            subquery,
+            alias: Some(alias),
+            ..
+        } = tf
+        else {
+            return;
+        };
+        if !alias.columns.is_empty() || subquery.limit_clause != fence(d) {
+            return;
+        }
+        let SetExpr::Select(inner) = subquery.body.as_mut() else {
+            return;
+        };
+        let rule = match inner.from.as_slice() {
+            [twj] if twj.joins.is_empty() => match &twj.relation {
+                TableFactor::Table { name, .. } => self
+                    .catalog
+                    .tables()
+                    .iter()
+                    .find(|r| self.emitted_name(r) == *name),
+                _ => None,
+            },
+            _ => None,
+        };
+        let Some(rule) = rule else {
+            return;
+        };
+        if !matches!(rule.access, Access::Protected { .. }) || inner.selection.is_none() {
+            return;
+        }
+        let alias_name = d.normalize(&alias.name);
+        for c in conjuncts {
+            let Expr::BinaryOp { left, op, right } = c else {
+                continue;
+            };
+            if !comparison(op) {
+                continue;
+            }
+            let (column, op, value) = if constant(right) {
+                (left.as_ref(), op.clone(), right.as_ref())
+            } else if constant(left) {
+                (right.as_ref(), flipped(op), left.as_ref())
+            } else {
+                continue;
+            };
+            let ident = match column {
+                Expr::Identifier(i) if single => i,
+                Expr::CompoundIdentifier(parts)
+                    if parts.len() == 2 && d.normalize(&parts[0]) == alias_name =>
+                {
+                    &parts[1]
+                }
+                _ => continue,
+            };
+            let Some(name) = unmasked_column(d, rule, self.groups, ident) else {
+                continue;
+            };
+            let copied = Expr::BinaryOp {
+                left: Box::new(Expr::Identifier(Ident::with_quote(d.quote(), name))),
+                op,
+                right: Box::new(value.clone()),
+            };
+            inner.selection = inner.selection.take().map(|tenant| Expr::BinaryOp {
+                left: Box::new(tenant),
+                op: BinaryOperator::And,
+                right: Box::new(copied),
+            });
         }
     }
 

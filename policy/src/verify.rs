@@ -183,11 +183,27 @@ impl<'a> Verifier<'a> {
                 bad("a predicate")
             };
         };
+        // The tenant predicate, then (PostgreSQL only) the leakproof conjuncts the rewriter
+        // copied in, each `"<unmasked column>" <comparison> <constant>`.
+        let mut tenant_pred = select.selection.as_ref();
+        while let Some(Expr::BinaryOp {
+            left,
+            op: BinaryOperator::And,
+            right,
+        }) = tenant_pred
+        {
+            if d != crate::Dialect::Postgres
+                || !crate::pushdown::is_copied(rule, self.groups, quote, right)
+            {
+                return bad("a predicate beside the tenant's");
+            }
+            tenant_pred = Some(left.as_ref());
+        }
         let Some(Expr::BinaryOp {
             left,
             op: BinaryOperator::Eq,
             right,
-        }) = &select.selection
+        }) = tenant_pred
         else {
             return bad("no tenant predicate");
         };

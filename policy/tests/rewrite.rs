@@ -79,8 +79,66 @@ fn err(sql: &str) -> PolicyError {
 fn plain_select_is_wrapped_under_the_same_name() {
     assert_eq!(
         ok("SELECT id, amount FROM orders WHERE status = 'paid'"),
-        format!("SELECT id, amount FROM {W_ORDERS} AS orders WHERE status = 'paid'")
+        format!(
+            "SELECT id, amount FROM {} AS orders WHERE status = 'paid'",
+            W_ORDERS.replace(" OFFSET 0", " AND \"status\" = 'paid' OFFSET 0")
+        )
     );
+}
+
+#[test]
+fn leakproof_outer_comparisons_are_copied_inside_the_fence_and_nothing_else() {
+    // A column of the wrapped table against a constant: copied next to the tenant predicate
+    // (so PostgreSQL can use an index), and kept outside too.
+    let sql = ok(
+        "SELECT o.id FROM orders o JOIN customers c ON c.id = o.customer_id \
+                  WHERE o.id = 5 AND 100 < o.amount AND c.name = 'x' AND o.status <> 'void'",
+    );
+    assert!(
+        sql.contains(r#"WHERE "tenant_id" = $1 AND "id" = 5 AND "amount" > 100 AND "status" <> 'void' OFFSET 0"#),
+        "{sql}"
+    );
+    assert!(
+        sql.contains(r#"WHERE "tenant_id" = $1 AND "name" = 'x' OFFSET 0"#),
+        "{sql}"
+    );
+    assert!(
+        sql.ends_with("WHERE o.id = 5 AND 100 < o.amount AND c.name = 'x' AND o.status <> 'void'"),
+        "{sql}"
+    );
+    // Not copied: expressions that can raise an error, functions, OR, column-to-column,
+    // unqualified names beside a join, parameters.
+    for outer in [
+        "1 / (o.amount - 5) = 1",
+        "upper(o.status) = 'X'",
+        "o.id = 5 OR o.id = 6",
+        "o.id = o.customer_id",
+        "id = 5",
+        "o.amount::int = 3",
+    ] {
+        let sql = ok(&format!(
+            "SELECT o.id FROM orders o JOIN customers c ON c.id = o.customer_id WHERE {outer}"
+        ));
+        assert!(sql.contains(&format!("{W_ORDERS} AS o")), "{outer}: {sql}");
+    }
+}
+
+#[test]
+fn masked_columns_are_never_compared_inside_the_fence() {
+    // card_number is shown masked (last 4) to billing: its raw value must not filter rows.
+    let out = as_groups(
+        "SELECT id FROM orders WHERE card_number = '4111111111111111' AND id = 3",
+        &["billing"],
+        None,
+    )
+    .unwrap();
+    assert!(
+        out.sql
+            .contains(r#""tenant_id" = $1 AND "id" = 3 OFFSET 0"#),
+        "{}",
+        out.sql
+    );
+    assert!(!out.sql.contains(r#""card_number" = '4111"#), "{}", out.sql);
 }
 
 #[test]

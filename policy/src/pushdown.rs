@@ -1,0 +1,159 @@
+//! Outer predicates copied into a tenant wrapper (PostgreSQL only).
+//!
+//! On PostgreSQL each protected table becomes `(SELECT … WHERE tenant = $1 OFFSET 0)`: the
+//! `OFFSET 0` fence keeps every user predicate above the tenant filter, so a predicate that can
+//! raise an error never sees another tenant's row. It also keeps the planner from using an index
+//! for `WHERE id = 5`, so a point lookup would read all the tenant's rows. What may safely run
+//! inside the fence is a *leakproof* conjunct: a granted, unmasked column of that table compared
+//! (`=`, `<>`, `<`, `<=`, `>`, `>=`) with a number or string constant. Such a comparison cannot
+//! raise an error that depends on a row (a constant that does not fit the column's type fails
+//! while planning, whatever the data). The conjunct is copied, not moved: the outer `WHERE` still
+//! holds it, so the answer is unchanged for every join kind. A masked column is never compared
+//! inside (its raw value would filter rows). The verifier accepts exactly these shapes after the
+//! tenant predicate.
+
+use sqlparser::ast::{BinaryOperator, Expr, Ident, Value};
+
+use crate::catalog::TableRule;
+use crate::dialect::Dialect;
+
+/// The comparisons that may be copied.
+pub(crate) fn comparison(op: &BinaryOperator) -> bool {
+    matches!(
+        op,
+        BinaryOperator::Eq
+            | BinaryOperator::NotEq
+            | BinaryOperator::Lt
+            | BinaryOperator::LtEq
+            | BinaryOperator::Gt
+            | BinaryOperator::GtEq
+    )
+}
+
+/// `a < b` is `b > a`.
+pub(crate) fn flipped(op: &BinaryOperator) -> BinaryOperator {
+    match op {
+        BinaryOperator::Lt => BinaryOperator::Gt,
+        BinaryOperator::LtEq => BinaryOperator::GtEq,
+        BinaryOperator::Gt => BinaryOperator::Lt,
+        BinaryOperator::GtEq => BinaryOperator::LtEq,
+        other => other.clone(),
+    }
+}
+
+/// A number or string constant.
+pub(crate) fn constant(e: &Expr) -> bool {
+    matches!(e, Expr::Value(v) if matches!(v.value, Value::Number(..) | Value::SingleQuotedString(_)))
+}
+
+/// The declared name of the column `ident` names, if the caller sees it unmasked.
+pub(crate) fn unmasked_column<'a>(
+    dialect: Dialect,
+    rule: &'a TableRule,
+    groups: &[String],
+    ident: &Ident,
+) -> Option<&'a str> {
+    let want = dialect.normalize(ident);
+    rule.view(groups)
+        .into_iter()
+        .find(|c| c.mask.is_none() && dialect.normalize_declared(c.name) == want)
+        .map(|c| c.name)
+}
+
+/// Whether `e` is a copied conjunct as the rewriter emits it: `"<unmasked column>" <op>
+/// <constant>`.
+pub(crate) fn is_copied(rule: &TableRule, groups: &[String], quote: char, e: &Expr) -> bool {
+    let Expr::BinaryOp { left, op, right } = e else {
+        return false;
+    };
+    let Expr::Identifier(i) = left.as_ref() else {
+        return false;
+    };
+    comparison(op)
+        && constant(right)
+        && i.quote_style == Some(quote)
+        && rule
+            .view(groups)
+            .iter()
+            .any(|c| c.mask.is_none() && c.name == i.value)
+}
+
+/// The conjuncts of `e` (`a AND b AND c` → `[a, b, c]`).
+pub(crate) fn conjuncts(e: &Expr) -> Vec<&Expr> {
+    match e {
+        Expr::BinaryOp {
+            left,
+            op: BinaryOperator::And,
+            right,
+        } => {
+            let mut v = conjuncts(left);
+            v.extend(conjuncts(right));
+            v
+        }
+        Expr::Nested(inner) => conjuncts(inner),
+        other => vec![other],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use crate::catalog::{Catalog, TableName, TableRule};
+    use crate::dialect::{Dialect, ParamStyle};
+    use crate::{BindParam, Caller, TenantBinding};
+
+    #[test]
+    fn the_verifier_refuses_anything_but_copied_comparisons_beside_the_tenant() {
+        let rule = TableRule::protected(
+            TableName {
+                catalog: None,
+                schema: "public".into(),
+                table: "orders".into(),
+            },
+            "tenant_id",
+            vec!["id".into(), "tenant_id".into(), "amount".into()],
+        );
+        let catalog = Catalog::new(
+            Dialect::Postgres,
+            ParamStyle::DollarNumbered,
+            None,
+            "public".into(),
+            vec![rule],
+        )
+        .unwrap();
+        let binding = TenantBinding::Placeholder {
+            text: "$1".into(),
+            param: BindParam {
+                name: None,
+                value: "A".into(),
+            },
+        };
+        let caller = Caller {
+            tenant: "A",
+            groups: &[],
+            row_limit: None,
+        };
+        let wrapped = |inside: &str| {
+            format!(
+                r#"SELECT id FROM (SELECT "id", "tenant_id", "amount" FROM "public"."orders" WHERE {inside} OFFSET 0) AS orders"#
+            )
+        };
+        let ok =
+            |inside: &str| crate::verify::verify(&wrapped(inside), &catalog, &binding, &caller);
+        assert!(ok(r#""tenant_id" = $1"#).is_ok());
+        assert!(ok(r#""tenant_id" = $1 AND "id" = 5 AND "amount" > 100"#).is_ok());
+        for bad in [
+            // A predicate that can raise an error on another tenant's row.
+            r#""tenant_id" = $1 AND 1 / ("amount" - 5) = 1"#,
+            // Anything but the tenant first.
+            r#""id" = 5 AND "tenant_id" = $1"#,
+            r#""tenant_id" = $1 OR "id" = 5"#,
+            r#""tenant_id" = $1 AND ("id" = 5 OR "id" = 6)"#,
+            r#""tenant_id" = $1 AND "id" = "amount""#,
+            r#""tenant_id" = $1 AND "secret" = 1"#,
+            r#""tenant_id" = $1 AND id = 5"#,
+        ] {
+            assert!(ok(bad).is_err(), "{bad} passed");
+        }
+    }
+}
