@@ -5,7 +5,7 @@
 //! raise an error never sees another tenant's row. It also keeps the planner from using an index
 //! for `WHERE id = 5`, so a point lookup would read all the tenant's rows. What may safely run
 //! inside the fence is a *leakproof* conjunct: a granted, unmasked column of that table compared
-//! (`=`, `<>`, `<`, `<=`, `>`, `>=`) with a number or string constant. Such a comparison cannot
+//! (`=`, `<>`, `<`, `<=`, `>`, `>=`, `BETWEEN`) with number or string constants. Such a comparison cannot
 //! raise an error that depends on a row (a constant that does not fit the column's type fails
 //! while planning, whatever the data). The conjunct is copied, not moved: the outer `WHERE` still
 //! holds it, so the answer is unchanged for every join kind. A masked column is never compared
@@ -61,17 +61,22 @@ pub(crate) fn unmasked_column<'a>(
 }
 
 /// Whether `e` is a copied conjunct as the rewriter emits it: `"<unmasked column>" <op>
-/// <constant>`.
+/// <constant>` or `"<unmasked column>" BETWEEN <constant> AND <constant>`.
 pub(crate) fn is_copied(rule: &TableRule, groups: &[String], quote: char, e: &Expr) -> bool {
-    let Expr::BinaryOp { left, op, right } = e else {
+    let column = match e {
+        Expr::BinaryOp { left, op, right } if comparison(op) && constant(right) => left,
+        Expr::Between {
+            expr,
+            negated: false,
+            low,
+            high,
+        } if constant(low) && constant(high) => expr,
+        _ => return false,
+    };
+    let Expr::Identifier(i) = column.as_ref() else {
         return false;
     };
-    let Expr::Identifier(i) = left.as_ref() else {
-        return false;
-    };
-    comparison(op)
-        && constant(right)
-        && i.quote_style == Some(quote)
+    i.quote_style == Some(quote)
         && rule
             .view(groups)
             .iter()
@@ -142,6 +147,7 @@ mod tests {
             |inside: &str| crate::verify::verify(&wrapped(inside), &catalog, &binding, &caller);
         assert!(ok(r#""tenant_id" = $1"#).is_ok());
         assert!(ok(r#""tenant_id" = $1 AND "id" = 5 AND "amount" > 100"#).is_ok());
+        assert!(ok(r#""tenant_id" = $1 AND "id" BETWEEN 1 AND 9"#).is_ok());
         for bad in [
             // A predicate that can raise an error on another tenant's row.
             r#""tenant_id" = $1 AND 1 / ("amount" - 5) = 1"#,
@@ -152,6 +158,8 @@ mod tests {
             r#""tenant_id" = $1 AND "id" = "amount""#,
             r#""tenant_id" = $1 AND "secret" = 1"#,
             r#""tenant_id" = $1 AND id = 5"#,
+            r#""tenant_id" = $1 AND "id" BETWEEN 1 AND "amount""#,
+            r#""tenant_id" = $1 AND "id" NOT BETWEEN 1 AND 9"#,
         ] {
             assert!(ok(bad).is_err(), "{bad} passed");
         }

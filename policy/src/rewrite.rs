@@ -598,18 +598,52 @@ impl<'a> Rewriter<'a> {
         }
         let alias_name = d.normalize(&alias.name);
         for c in conjuncts {
-            let Expr::BinaryOp { left, op, right } = c else {
-                continue;
-            };
-            if !comparison(op) {
-                continue;
-            }
-            let (column, op, value) = if constant(right) {
-                (left.as_ref(), op.clone(), right.as_ref())
-            } else if constant(left) {
-                (right.as_ref(), flipped(op), left.as_ref())
-            } else {
-                continue;
+            // `column <op> constant` (either way round) or `column BETWEEN constant AND
+            // constant`: the column, and how to rebuild the conjunct on the declared name.
+            let (column, rebuild): (&Expr, Box<dyn Fn(Expr) -> Expr>) = match c {
+                Expr::BinaryOp { left, op, right } if comparison(op) => {
+                    if constant(right) {
+                        let (op, value) = (op.clone(), right.as_ref().clone());
+                        (
+                            left.as_ref(),
+                            Box::new(move |col| Expr::BinaryOp {
+                                left: Box::new(col),
+                                op: op.clone(),
+                                right: Box::new(value.clone()),
+                            }),
+                        )
+                    } else if constant(left) {
+                        let (op, value) = (flipped(op), left.as_ref().clone());
+                        (
+                            right.as_ref(),
+                            Box::new(move |col| Expr::BinaryOp {
+                                left: Box::new(col),
+                                op: op.clone(),
+                                right: Box::new(value.clone()),
+                            }),
+                        )
+                    } else {
+                        continue;
+                    }
+                }
+                Expr::Between {
+                    expr,
+                    negated: false,
+                    low,
+                    high,
+                } if constant(low) && constant(high) => {
+                    let (low, high) = (low.clone(), high.clone());
+                    (
+                        expr.as_ref(),
+                        Box::new(move |col| Expr::Between {
+                            expr: Box::new(col),
+                            negated: false,
+                            low: low.clone(),
+                            high: high.clone(),
+                        }),
+                    )
+                }
+                _ => continue,
             };
             let ident = match column {
                 Expr::Identifier(i) if single => i,
@@ -623,11 +657,7 @@ impl<'a> Rewriter<'a> {
             let Some(name) = unmasked_column(d, rule, self.groups, ident) else {
                 continue;
             };
-            let copied = Expr::BinaryOp {
-                left: Box::new(Expr::Identifier(Ident::with_quote(d.quote(), name))),
-                op,
-                right: Box::new(value.clone()),
-            };
+            let copied = rebuild(Expr::Identifier(Ident::with_quote(d.quote(), name)));
             inner.selection = inner.selection.take().map(|tenant| Expr::BinaryOp {
                 left: Box::new(tenant),
                 op: BinaryOperator::And,

@@ -115,6 +115,8 @@ fn leakproof_outer_comparisons_are_copied_inside_the_fence_and_nothing_else() {
         "o.id = o.customer_id",
         "id = 5",
         "o.amount::int = 3",
+        "o.id NOT BETWEEN 1 AND 9",
+        "o.id BETWEEN 1 AND o.customer_id",
     ] {
         let sql = ok(&format!(
             "SELECT o.id FROM orders o JOIN customers c ON c.id = o.customer_id WHERE {outer}"
