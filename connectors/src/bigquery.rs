@@ -70,10 +70,7 @@ pub struct BigQueryConnector {
 impl BigQueryConnector {
     /// A connector for a project.
     pub fn new(options: BigQueryOptions) -> Result<Self, ConnectorError> {
-        let http = reqwest::Client::builder()
-            .timeout(HTTP_TIMEOUT)
-            .build()
-            .map_err(|e| ConnectorError::Config(e.to_string()))?;
+        let http = crate::rest_client(HTTP_TIMEOUT)?;
         Ok(BigQueryConnector {
             options: BigQueryOptions {
                 endpoint: options.endpoint.trim_end_matches('/').to_string(),

@@ -65,10 +65,7 @@ pub struct DatabricksConnector {
 impl DatabricksConnector {
     /// A connector for a workspace and SQL warehouse.
     pub fn new(options: DatabricksOptions) -> Result<Self, ConnectorError> {
-        let http = reqwest::Client::builder()
-            .timeout(HTTP_TIMEOUT)
-            .build()
-            .map_err(|e| ConnectorError::Config(e.to_string()))?;
+        let http = crate::rest_client(HTTP_TIMEOUT)?;
         Ok(DatabricksConnector {
             options: DatabricksOptions {
                 endpoint: options.endpoint.trim_end_matches('/').to_string(),

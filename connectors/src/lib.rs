@@ -44,6 +44,14 @@ pub(crate) fn receiver_stream<T: Send + 'static>(
         .boxed()
 }
 
+/// The HTTP client of a REST connector: one exchange may take `timeout`.
+pub(crate) fn rest_client(timeout: std::time::Duration) -> Result<reqwest::Client, ConnectorError> {
+    reqwest::Client::builder()
+        .timeout(timeout)
+        .build()
+        .map_err(|e| ConnectorError::Config(e.to_string()))
+}
+
 /// The user's OAuth token for a REST warehouse, or why there is none.
 pub(crate) fn bearer<'a>(
     request: &QueryRequest<'a>,

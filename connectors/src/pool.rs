@@ -135,3 +135,25 @@ impl Pool {
             .sum()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn at_most_max_in_flight_turns_are_handed_out() {
+        let pool = Pool::default();
+        let mut turns = vec![];
+        for _ in 0..MAX_IN_FLIGHT {
+            turns.push(pool.turn().await);
+        }
+        assert!(turns.iter().all(Option::is_some));
+        // The next query waits for a turn...
+        let waiting = tokio::time::timeout(Duration::from_millis(50), pool.turn()).await;
+        assert!(waiting.is_err(), "a turn beyond the limit was handed out");
+        // ...until one is given back.
+        turns.pop();
+        let next = tokio::time::timeout(Duration::from_secs(1), pool.turn()).await;
+        assert!(next.is_ok_and(|t| t.is_some()));
+    }
+}

@@ -73,10 +73,7 @@ pub struct SnowflakeConnector {
 impl SnowflakeConnector {
     /// A connector for an account.
     pub fn new(options: SnowflakeOptions) -> Result<Self, ConnectorError> {
-        let http = reqwest::Client::builder()
-            .timeout(HTTP_TIMEOUT)
-            .build()
-            .map_err(|e| ConnectorError::Config(e.to_string()))?;
+        let http = crate::rest_client(HTTP_TIMEOUT)?;
         Ok(SnowflakeConnector {
             options: SnowflakeOptions {
                 endpoint: options.endpoint.trim_end_matches('/').to_string(),

@@ -171,3 +171,20 @@ pub async fn unless_gone<T, E>(
         _ = gone.wait_for(|g| *g) => Err(on_gone()),
     }
 }
+
+#[cfg(test)]
+mod nodelay_tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[tokio::test]
+    async fn accepted_connections_send_small_frames_at_once() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let _client = TcpStream::connect(addr).await.unwrap();
+        let (stream, _) = listener.accept().await.unwrap();
+        assert!(!stream.nodelay().unwrap());
+        let watched = watched(stream).unwrap();
+        assert!(watched.inner.nodelay().unwrap(), "TCP_NODELAY is set");
+    }
+}

@@ -200,15 +200,11 @@ impl Snowduck {
 
     /// Runs a statement directly (test setup).
     pub async fn sql(&self, statement: &str) -> Result<serde_json::Value, String> {
-        let r = reqwest::Client::new()
-            .post(format!("{}/api/v2/statements", self.url))
-            .json(&serde_json::json!({ "statement": statement }))
-            .send()
-            .await
-            .map_err(|e| e.to_string())?;
-        let ok = r.status().is_success();
-        let v: serde_json::Value = r.json().await.map_err(|e| e.to_string())?;
-        if ok { Ok(v) } else { Err(v.to_string()) }
+        post_json(
+            &format!("{}/api/v2/statements", self.url),
+            &serde_json::json!({ "statement": statement }),
+        )
+        .await
     }
 }
 
@@ -217,6 +213,19 @@ impl Drop for Snowduck {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// POSTs JSON to an emulator (test setup): the answer, or its text for a failure status.
+async fn post_json(url: &str, body: &serde_json::Value) -> Result<serde_json::Value, String> {
+    let r = reqwest::Client::new()
+        .post(url)
+        .json(body)
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    let ok = r.status().is_success();
+    let v: serde_json::Value = r.json().await.map_err(|e| e.to_string())?;
+    if ok { Ok(v) } else { Err(v.to_string()) }
 }
 
 /// A free loopback port.
@@ -306,18 +315,14 @@ impl Minilake {
 
     /// Runs a statement directly (test setup).
     pub async fn sql(&self, statement: &str) -> Result<serde_json::Value, String> {
-        let r = reqwest::Client::new()
-            .post(format!("{}/api/2.0/sql/statements", self.url))
-            .json(&serde_json::json!({
+        post_json(
+            &format!("{}/api/2.0/sql/statements", self.url),
+            &serde_json::json!({
                 "warehouse_id": self.warehouse_id, "statement": statement,
                 "wait_timeout": "30s", "disposition": "INLINE", "format": "JSON_ARRAY",
-            }))
-            .send()
-            .await
-            .map_err(|e| e.to_string())?;
-        let ok = r.status().is_success();
-        let v: serde_json::Value = r.json().await.map_err(|e| e.to_string())?;
-        if ok { Ok(v) } else { Err(v.to_string()) }
+            }),
+        )
+        .await
     }
 }
 
@@ -385,18 +390,13 @@ impl Bqemulator {
 
     /// Runs a statement directly (test setup); a job error is an `Err`.
     pub async fn sql(&self, statement: &str) -> Result<serde_json::Value, String> {
-        let r = reqwest::Client::new()
-            .post(format!(
-                "{}/bigquery/v2/projects/{}/queries",
-                self.url, self.project
-            ))
-            .json(&serde_json::json!({"query": statement, "useLegacySql": false}))
-            .send()
-            .await
-            .map_err(|e| e.to_string())?;
-        let ok = r.status().is_success();
-        let v: serde_json::Value = r.json().await.map_err(|e| e.to_string())?;
-        if ok && v.get("errors").is_none() {
+        let v = post_json(
+            &format!("{}/bigquery/v2/projects/{}/queries", self.url, self.project),
+            &serde_json::json!({"query": statement, "useLegacySql": false}),
+        )
+        .await?;
+        // The emulator answers a failed job with 200 and `errors`.
+        if v.get("errors").is_none() {
             Ok(v)
         } else {
             Err(v.to_string())
