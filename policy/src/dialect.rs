@@ -61,10 +61,13 @@ impl Dialect {
 
     /// The name the warehouse resolves `ident` to, in the form used for comparison.
     /// Declared names are stored in this same form (see [`Dialect::normalize_declared`]).
+    /// PostgreSQL (in UTF-8 databases) and Snowflake fold unquoted names in ASCII only: the
+    /// Kelvin sign stays itself, it does not become `k`. Databricks compares names the way
+    /// Java's `toLowerCase` does (Unicode).
     pub fn normalize(self, ident: &Ident) -> String {
         match (self, ident.quote_style) {
-            (Dialect::Postgres | Dialect::DataFusion, None) => ident.value.to_lowercase(),
-            (Dialect::Snowflake, None) => ident.value.to_uppercase(),
+            (Dialect::Postgres | Dialect::DataFusion, None) => ident.value.to_ascii_lowercase(),
+            (Dialect::Snowflake, None) => ident.value.to_ascii_uppercase(),
             (Dialect::Databricks, _) => ident.value.to_lowercase(),
             _ => ident.value.clone(),
         }
@@ -87,6 +90,23 @@ impl Dialect {
             Dialect::BigQuery => ParamStyle::AtNamed,
             Dialect::Databricks => ParamStyle::ColonNamed,
         }
+    }
+}
+
+/// Columns the warehouse adds to every table (PostgreSQL's system columns, BigQuery's and
+/// Databricks' pseudo-columns, Snowflake's metadata columns): never readable through sluice,
+/// whatever the table.
+pub(crate) fn is_system_column(d: Dialect, normalized: &str) -> bool {
+    match d {
+        Dialect::Postgres | Dialect::DataFusion => {
+            ["tableoid", "xmin", "cmin", "xmax", "cmax", "ctid"].contains(&normalized)
+        }
+        Dialect::Snowflake => normalized.to_ascii_uppercase().starts_with("METADATA$"),
+        Dialect::BigQuery => {
+            let n = normalized.to_ascii_uppercase();
+            n.starts_with("_PARTITION") || n == "_TABLE_SUFFIX" || n == "_FILE_NAME"
+        }
+        Dialect::Databricks => normalized.eq_ignore_ascii_case("_metadata"),
     }
 }
 

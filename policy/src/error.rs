@@ -39,6 +39,9 @@ pub enum PolicyError {
     /// The tenant value of the principal cannot be used safely.
     #[error("the tenant value of this principal is not acceptable")]
     InvalidTenant,
+    /// The query is longer, has more tokens or nests deeper than the policy accepts.
+    #[error("the query is too complex: {0}")]
+    TooComplex(String),
     /// The verifier refused the rewritten SQL: a rewriter bug became a refusal, not a leak.
     #[error("the rewritten query failed verification: {0}")]
     Verification(String),
@@ -49,6 +52,7 @@ impl PolicyError {
     pub fn code(&self) -> &'static str {
         match self {
             PolicyError::Parse(_) => "sql_parse_error",
+            PolicyError::TooComplex(_) => "query_too_complex",
             PolicyError::Empty => "empty_query",
             PolicyError::MultipleStatements(_) => "multiple_statements",
             PolicyError::StatementNotAllowed(_) => "statement_not_allowed",
@@ -66,6 +70,7 @@ impl PolicyError {
     pub fn reason(&self) -> &'static str {
         match self {
             PolicyError::Parse(_) => "parse_error",
+            PolicyError::TooComplex(_) => "too_complex",
             PolicyError::Empty => "empty",
             PolicyError::MultipleStatements(_) => "multiple_statements",
             PolicyError::StatementNotAllowed(_) => "statement_kind",

@@ -167,3 +167,19 @@ pub(crate) fn is_allowed(dialect: Dialect, name: &str) -> bool {
         Dialect::Databricks => DATABRICKS.contains(&name),
     }
 }
+
+/// The name a warehouse resolves the function name `ident` to, if it is allowed: unquoted names
+/// fold as the warehouse folds them (ASCII only); a quoted name is taken exactly as written in
+/// PostgreSQL and DataFusion (`"COUNT"` is not `count` there), refused in Snowflake (where a
+/// quoted lower-case name is not the built-in), and case-insensitive in BigQuery and
+/// Databricks. The result is the lower-case name, printed unquoted.
+pub(crate) fn resolve(dialect: Dialect, ident: &sqlparser::ast::Ident) -> Option<String> {
+    let name = match (dialect, ident.quote_style) {
+        (_, None) | (Dialect::BigQuery | Dialect::Databricks, Some(_)) => {
+            ident.value.to_ascii_lowercase()
+        }
+        (Dialect::Postgres | Dialect::DataFusion, Some(_)) => ident.value.clone(),
+        (Dialect::Snowflake, Some(_)) => return None,
+    };
+    is_allowed(dialect, &name).then_some(name)
+}

@@ -7,7 +7,10 @@ mod catalog;
 mod dialect;
 mod error;
 mod functions;
+mod limits;
 mod mask;
+mod pgverify;
+mod print;
 mod pushdown;
 mod rewrite;
 mod verify;
@@ -20,6 +23,9 @@ use sqlparser::parser::Parser;
 pub use catalog::{Access, Catalog, MaskKind, MaskRule, TableName, TableRule};
 pub use dialect::{Dialect, ParamStyle, TENANT_PARAM_NAME};
 pub use error::{CatalogError, PolicyError};
+pub use limits::{
+    MAX_DEPTH_BOUND, MAX_SQL_BYTES, MAX_TOKENS, POLICY_STACK_BYTES, check_input, with_stack,
+};
 
 /// Deepest nesting the parser accepts; deeper input is refused, never a stack overflow.
 pub const MAX_PARSE_DEPTH: usize = 64;
@@ -74,6 +80,16 @@ pub(crate) enum TenantBinding {
     Literal(String),
 }
 
+impl TenantBinding {
+    /// The parameter's text in the SQL, if the tenant is bound as a parameter.
+    pub(crate) fn placeholder(&self) -> Option<&str> {
+        match self {
+            TenantBinding::Placeholder { text, .. } => Some(text),
+            TenantBinding::Literal(_) => None,
+        }
+    }
+}
+
 fn check_tenant(tenant: &str, style: ParamStyle) -> Result<(), PolicyError> {
     let ok = !tenant.is_empty()
         && tenant.len() <= MAX_TENANT_LEN
@@ -91,14 +107,27 @@ fn check_tenant(tenant: &str, style: ParamStyle) -> Result<(), PolicyError> {
 
 /// Parses `sql` in the catalog's dialect, refuses anything outside the allow-lists, rewrites each
 /// protected table to carry the caller's tenant and only their granted (masked) columns, caps
-/// the rows, and verifies the result before returning it.
+/// the rows, prints the result canonically and verifies that text before returning it.
+///
+/// Work is bounded before anything recursive runs ([`check_input`]: length, tokens, a depth
+/// bound), and the recursive passes run where the deepest admitted tree cannot overflow the
+/// stack ([`with_stack`]), whatever thread calls this.
 pub fn rewrite(
     sql: &str,
     catalog: &Catalog,
     caller: &Caller<'_>,
 ) -> Result<RewrittenQuery, PolicyError> {
+    check_tenant(caller.tenant, catalog.param_style())?;
+    check_input(sql, catalog.dialect())?;
+    with_stack(|| rewrite_bounded(sql, catalog, caller))
+}
+
+fn rewrite_bounded(
+    sql: &str,
+    catalog: &Catalog,
+    caller: &Caller<'_>,
+) -> Result<RewrittenQuery, PolicyError> {
     let style = catalog.param_style();
-    check_tenant(caller.tenant, style)?;
     let dialect = catalog.dialect().parser_dialect();
     let mut statements = Parser::new(&*dialect)
         .with_recursion_limit(MAX_PARSE_DEPTH)
@@ -137,7 +166,8 @@ pub fn rewrite(
     if let (Some(limit), Statement::Query(q)) = (caller.row_limit, &mut statement) {
         apply_row_limit(q, limit)?;
     }
-    let sql = statement.to_string();
+    let sql = print::statement(&statement, catalog.dialect(), binding.placeholder())?;
+    drop(statement);
     verify::verify(&sql, catalog, &binding, caller)?;
 
     let columns = manifest_columns(&rewriter, catalog, caller.groups);
@@ -272,6 +302,13 @@ pub(crate) fn outer_limit(q: &Query) -> Option<u64> {
 /// `sql` with every literal replaced by `?`, for audit logs that must not keep the values a user
 /// typed. SQL that does not parse is not kept at all.
 pub fn redact_literals(sql: &str, dialect: Dialect) -> String {
+    if check_input(sql, dialect).is_err() {
+        return "<SQL over the policy's limits: redacted>".to_string();
+    }
+    with_stack(|| redact_bounded(sql, dialect))
+}
+
+fn redact_bounded(sql: &str, dialect: Dialect) -> String {
     use sqlparser::ast::{VisitMut, VisitorMut};
     struct Redact;
     impl VisitorMut for Redact {

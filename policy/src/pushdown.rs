@@ -140,26 +140,25 @@ mod tests {
         };
         let wrapped = |inside: &str| {
             format!(
-                r#"SELECT id FROM (SELECT "id", "tenant_id", "amount" FROM "public"."orders" WHERE {inside} OFFSET 0) AS orders"#
+                r#"SELECT "id" FROM (SELECT "id", "tenant_id", "amount" FROM "public"."orders" WHERE {inside} OFFSET 0) AS "orders""#
             )
         };
         let ok =
             |inside: &str| crate::verify::verify(&wrapped(inside), &catalog, &binding, &caller);
-        assert!(ok(r#""tenant_id" = $1"#).is_ok());
-        assert!(ok(r#""tenant_id" = $1 AND "id" = 5 AND "amount" > 100"#).is_ok());
-        assert!(ok(r#""tenant_id" = $1 AND "id" BETWEEN 1 AND 9"#).is_ok());
+        assert_eq!(ok(r#""tenant_id" = $1"#), Ok(()));
+        assert!(ok(r#"("tenant_id" = $1) AND ("id" = 5) AND ("amount" > 100)"#).is_ok());
+        assert!(ok(r#"("tenant_id" = $1) AND ("id" BETWEEN 1 AND 9)"#).is_ok());
         for bad in [
             // A predicate that can raise an error on another tenant's row.
-            r#""tenant_id" = $1 AND 1 / ("amount" - 5) = 1"#,
+            r#"("tenant_id" = $1) AND ((1 / ("amount" - 5)) = 1)"#,
             // Anything but the tenant first.
-            r#""id" = 5 AND "tenant_id" = $1"#,
-            r#""tenant_id" = $1 OR "id" = 5"#,
-            r#""tenant_id" = $1 AND ("id" = 5 OR "id" = 6)"#,
-            r#""tenant_id" = $1 AND "id" = "amount""#,
-            r#""tenant_id" = $1 AND "secret" = 1"#,
-            r#""tenant_id" = $1 AND id = 5"#,
-            r#""tenant_id" = $1 AND "id" BETWEEN 1 AND "amount""#,
-            r#""tenant_id" = $1 AND "id" NOT BETWEEN 1 AND 9"#,
+            r#"("id" = 5) AND ("tenant_id" = $1)"#,
+            r#"("tenant_id" = $1) OR ("id" = 5)"#,
+            r#"("tenant_id" = $1) AND (("id" = 5) OR ("id" = 6))"#,
+            r#"("tenant_id" = $1) AND ("id" = "amount")"#,
+            r#"("tenant_id" = $1) AND ("secret" = 1)"#,
+            r#"("tenant_id" = $1) AND ("id" BETWEEN 1 AND "amount")"#,
+            r#"("tenant_id" = $1) AND ("id" NOT BETWEEN 1 AND 9)"#,
         ] {
             assert!(ok(bad).is_err(), "{bad} passed");
         }

@@ -8,7 +8,7 @@ use std::ops::ControlFlow;
 
 use sqlparser::ast::{
     BinaryOperator, Expr, GroupByExpr, ObjectName, ObjectNamePart, Query, Select, SelectFlavor,
-    SetExpr, Statement, TableFactor, Value, Visit, Visitor,
+    SetExpr, Statement, TableFactor, UnaryOperator, Value, Visit, Visitor,
 };
 use sqlparser::parser::Parser;
 
@@ -24,7 +24,9 @@ pub(crate) fn verify(
     binding: &TenantBinding,
     caller: &Caller<'_>,
 ) -> Result<(), PolicyError> {
-    let dialect = catalog.dialect().parser_dialect();
+    let d = catalog.dialect();
+    crate::print::check_text(sql, d)?;
+    let dialect = d.parser_dialect();
     let statements = Parser::new(&*dialect)
         .with_recursion_limit(MAX_PARSE_DEPTH)
         .try_with_sql(sql)
@@ -35,6 +37,16 @@ pub(crate) fn verify(
             "not exactly one statement".into(),
         ));
     };
+    // The printed form is a fixed point: what sqlparser reads back prints as the same text, so
+    // the tree checked below is the tree that was printed.
+    match crate::print::statement(statement, d, binding.placeholder()) {
+        Ok(again) if again == sql => {}
+        _ => {
+            return Err(PolicyError::Verification(
+                "the printed SQL does not read back as itself".into(),
+            ));
+        }
+    }
     if let (Some(cap), Statement::Query(q)) = (caller.row_limit, statement)
         && outer_limit(q).is_none_or(|n| n > cap)
     {
@@ -50,10 +62,14 @@ pub(crate) fn verify(
         cte_bodies: HashMap::new(),
         wrapper: None,
     };
-    match statement.visit(&mut v) {
-        ControlFlow::Continue(()) => Ok(()),
-        ControlFlow::Break(reason) => Err(PolicyError::Verification(reason)),
+    if let ControlFlow::Break(reason) = statement.visit(&mut v) {
+        return Err(PolicyError::Verification(reason));
     }
+    // PostgreSQL: the same text, proved again on PostgreSQL's own parse tree.
+    if d == crate::Dialect::Postgres {
+        crate::pgverify::verify(sql, catalog, binding, caller)?;
+    }
+    Ok(())
 }
 
 struct Verifier<'a> {
@@ -83,6 +99,11 @@ fn plain_parts(name: &ObjectName) -> Option<Vec<&sqlparser::ast::Ident>> {
 }
 
 impl<'a> Verifier<'a> {
+    fn system_column(&self, i: &sqlparser::ast::Ident) -> bool {
+        let d = self.catalog.dialect();
+        crate::dialect::is_system_column(d, &d.normalize(i))
+    }
+
     /// The declared rule of a relation name exactly as sluice emits it (quoted, fully qualified).
     fn emitted_rule(&self, name: &ObjectName) -> Option<&'a TableRule> {
         let parts = plain_parts(name)?;
@@ -185,7 +206,8 @@ impl<'a> Verifier<'a> {
         };
         // The tenant predicate, then (PostgreSQL only) the leakproof conjuncts the rewriter
         // copied in, each `"<unmasked column>" <comparison> <constant>`.
-        let mut tenant_pred = select.selection.as_ref();
+        // (Parentheses the printer put around operands are stripped: they change nothing.)
+        let mut tenant_pred = select.selection.as_ref().map(strip);
         while let Some(Expr::BinaryOp {
             left,
             op: BinaryOperator::And,
@@ -193,11 +215,11 @@ impl<'a> Verifier<'a> {
         }) = tenant_pred
         {
             if d != crate::Dialect::Postgres
-                || !crate::pushdown::is_copied(rule, self.groups, quote, right)
+                || !crate::pushdown::is_copied(rule, self.groups, quote, strip(right))
             {
                 return bad("a predicate beside the tenant's");
             }
-            tenant_pred = Some(left.as_ref());
+            tenant_pred = Some(strip(left));
         }
         let Some(Expr::BinaryOp {
             left,
@@ -228,6 +250,14 @@ impl<'a> Verifier<'a> {
         }
         Ok(Some(rule))
     }
+}
+
+/// `e` without the parentheses around it.
+fn strip(mut e: &Expr) -> &Expr {
+    while let Expr::Nested(inner) = e {
+        e = inner;
+    }
+    e
 }
 
 fn select_is_plain(s: &Select) -> bool {
@@ -426,12 +456,33 @@ impl Visitor for Verifier<'_> {
             {
                 ControlFlow::Break("a query parameter or system variable".into())
             }
+            Expr::BinaryOp { op, .. }
+            | Expr::AnyOp { compare_op: op, .. }
+            | Expr::AllOp { compare_op: op, .. } => {
+                match crate::rewrite::check_binary_operator(op) {
+                    Ok(()) => ControlFlow::Continue(()),
+                    Err(_) => ControlFlow::Break(format!("the operator {op} is not allowed")),
+                }
+            }
+            Expr::UnaryOp { op, .. } => match op {
+                UnaryOperator::Plus | UnaryOperator::Minus | UnaryOperator::Not => {
+                    ControlFlow::Continue(())
+                }
+                other => ControlFlow::Break(format!("the operator {other} is not allowed")),
+            },
+            Expr::Identifier(i) if self.system_column(i) => {
+                ControlFlow::Break("a system column".into())
+            }
+            Expr::CompoundIdentifier(parts)
+                if parts.last().is_some_and(|i| self.system_column(i)) =>
+            {
+                ControlFlow::Break("a system column".into())
+            }
             Expr::Function(f) => {
                 let allowed = match f.name.0.as_slice() {
-                    [ObjectNamePart::Identifier(i)] => functions::is_allowed(
-                        self.catalog.dialect(),
-                        &self.catalog.dialect().normalize(i).to_lowercase(),
-                    ),
+                    [ObjectNamePart::Identifier(i)] => {
+                        functions::resolve(self.catalog.dialect(), i).is_some()
+                    }
                     _ => false,
                 };
                 if allowed {

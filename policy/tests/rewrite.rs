@@ -80,8 +80,11 @@ fn plain_select_is_wrapped_under_the_same_name() {
     assert_eq!(
         ok("SELECT id, amount FROM orders WHERE status = 'paid'"),
         format!(
-            "SELECT id, amount FROM {} AS orders WHERE status = 'paid'",
-            W_ORDERS.replace(" OFFSET 0", " AND \"status\" = 'paid' OFFSET 0")
+            "SELECT \"id\", \"amount\" FROM {} AS \"orders\" WHERE \"status\" = 'paid'",
+            W_ORDERS.replace(
+                "WHERE \"tenant_id\" = $1 OFFSET 0",
+                "WHERE (\"tenant_id\" = $1) AND (\"status\" = 'paid') OFFSET 0"
+            )
         )
     );
 }
@@ -95,15 +98,15 @@ fn leakproof_outer_comparisons_are_copied_inside_the_fence_and_nothing_else() {
                   WHERE o.id = 5 AND 100 < o.amount AND c.name = 'x' AND o.status <> 'void'",
     );
     assert!(
-        sql.contains(r#"WHERE "tenant_id" = $1 AND "id" = 5 AND "amount" > 100 AND "status" <> 'void' OFFSET 0"#),
+        sql.contains(r#"WHERE ("tenant_id" = $1) AND ("id" = 5) AND ("amount" > 100) AND ("status" <> 'void') OFFSET 0"#),
         "{sql}"
     );
     assert!(
-        sql.contains(r#"WHERE "tenant_id" = $1 AND "name" = 'x' OFFSET 0"#),
+        sql.contains(r#"WHERE ("tenant_id" = $1) AND ("name" = 'x') OFFSET 0"#),
         "{sql}"
     );
     assert!(
-        sql.ends_with("WHERE o.id = 5 AND 100 < o.amount AND c.name = 'x' AND o.status <> 'void'"),
+        sql.ends_with(r#"WHERE ("o"."id" = 5) AND (100 < "o"."amount") AND ("c"."name" = 'x') AND ("o"."status" <> 'void')"#),
         "{sql}"
     );
     // Not copied: expressions that can raise an error, functions, OR, column-to-column,
@@ -121,7 +124,7 @@ fn leakproof_outer_comparisons_are_copied_inside_the_fence_and_nothing_else() {
         let sql = ok(&format!(
             "SELECT o.id FROM orders o JOIN customers c ON c.id = o.customer_id WHERE {outer}"
         ));
-        assert!(sql.contains(&format!("{W_ORDERS} AS o")), "{outer}: {sql}");
+        assert!(sql.contains(&format!("{W_ORDERS} AS \"o\"")), "{outer}: {sql}");
     }
 }
 
@@ -136,11 +139,12 @@ fn masked_columns_are_never_compared_inside_the_fence() {
     .unwrap();
     assert!(
         out.sql
-            .contains(r#""tenant_id" = $1 AND "id" = 3 OFFSET 0"#),
+            .contains(r#"("tenant_id" = $1) AND ("id" = 3) OFFSET 0"#),
         "{}",
         out.sql
     );
-    assert!(!out.sql.contains(r#""card_number" = '4111"#), "{}", out.sql);
+    let (inside, _) = out.sql.split_once("OFFSET 0").unwrap();
+    assert!(!inside.contains(r#""card_number" = '4111"#), "{}", out.sql);
 }
 
 #[test]
@@ -150,7 +154,7 @@ fn alias_is_kept_and_joins_are_wrapped_on_both_sides() {
             "SELECT c.name, o.amount FROM public.orders o LEFT JOIN customers AS c ON c.id = o.customer_id"
         ),
         format!(
-            "SELECT c.name, o.amount FROM {W_ORDERS} AS o LEFT JOIN {W_CUSTOMERS} AS c ON c.id = o.customer_id"
+            r#"SELECT "c"."name", "o"."amount" FROM {W_ORDERS} AS "o" LEFT JOIN {W_CUSTOMERS} AS "c" ON "c"."id" = "o"."customer_id""#
         )
     );
 }
@@ -159,7 +163,7 @@ fn alias_is_kept_and_joins_are_wrapped_on_both_sides() {
 fn public_tables_are_qualified_not_filtered() {
     assert_eq!(
         ok("SELECT code FROM countries"),
-        r#"SELECT code FROM "public"."countries" AS countries"#
+        r#"SELECT "code" FROM "public"."countries" AS "countries""#
     );
 }
 
@@ -177,9 +181,9 @@ fn subqueries_everywhere_are_wrapped() {
 #[test]
 fn set_operations_and_derived_tables_are_wrapped() {
     let out = ok("SELECT id FROM orders UNION ALL SELECT id FROM (SELECT id FROM customers) x");
-    assert!(out.contains(&format!("{W_ORDERS} AS orders")), "{out}");
+    assert!(out.contains(&format!("{W_ORDERS} AS \"orders\"")), "{out}");
     assert!(
-        out.contains(&format!("{W_CUSTOMERS} AS customers")),
+        out.contains(&format!("{W_CUSTOMERS} AS \"customers\"")),
         "{out}"
     );
 }
@@ -189,7 +193,7 @@ fn cte_named_like_a_table_still_reads_the_filtered_table() {
     let out = ok("WITH orders AS (SELECT * FROM public.orders) SELECT * FROM orders");
     assert_eq!(
         out,
-        format!("WITH orders AS (SELECT * FROM {W_ORDERS} AS orders) SELECT * FROM orders")
+        format!(r#"WITH "orders" AS (SELECT * FROM {W_ORDERS} AS "orders") SELECT * FROM "orders""#)
     );
 }
 
@@ -212,7 +216,7 @@ fn cte_scope_ends_at_its_subquery() {
         "SELECT * FROM (WITH orders AS (SELECT 1 AS id) SELECT * FROM orders) AS a CROSS JOIN orders AS b",
     );
     assert!(
-        out.ends_with(&format!("CROSS JOIN {W_ORDERS} AS b")),
+        out.ends_with(&format!("CROSS JOIN {W_ORDERS} AS \"b\"")),
         "{out}"
     );
 }
@@ -222,7 +226,7 @@ fn recursive_cte_sees_itself() {
     let out = ok(
         "WITH RECURSIVE r AS (SELECT 1 AS n UNION ALL SELECT n + 1 FROM r WHERE n < 3) SELECT * FROM r",
     );
-    assert!(out.contains("FROM r WHERE"), "{out}");
+    assert!(out.contains(r#"FROM "r" WHERE"#), "{out}");
 }
 
 #[test]
@@ -310,6 +314,9 @@ fn manifest_lists_resolved_tables() {
 #[test]
 fn deep_nesting_is_refused_not_a_stack_overflow() {
     let sql = format!("SELECT {}1{}", "(".repeat(5000), ")".repeat(5000));
+    assert_eq!(err(&sql).code(), "query_too_complex");
+    // Within the depth bound, the parser's own recursion limit still answers.
+    let sql = format!("SELECT {}1{}", "(".repeat(500), ")".repeat(500));
     assert_eq!(err(&sql).code(), "sql_parse_error");
 }
 

@@ -1,0 +1,709 @@
+//! The PostgreSQL verifier: proves the policy's invariants on the parse tree PostgreSQL itself
+//! builds from the exact text about to be sent (libpg_query, through the `pg_query` crate),
+//! sharing nothing with sqlparser's lexer, parser or printer.
+//!
+//! On that tree: exactly one `SELECT` (no `INTO`, no locking clause, no data-modifying CTE);
+//! no comment anywhere in the text; every relation is a CTE in scope (unqualified), a public
+//! table the caller reads whole (fully qualified as declared), or the single relation of a
+//! tenant wrapper of exactly the expected shape (the caller's projection as PostgreSQL reads
+//! it, `WHERE <tenant column> = $1` plus only the copied leakproof comparisons, `OFFSET 0`);
+//! every function, operator, type and SQL-value function is on a closed list; no bind
+//! parameter outside a wrapper; no system column; the outermost query carries the row cap.
+//! Node kinds not listed here are refused.
+
+use pg_query::NodeEnum as N;
+use pg_query::protobuf as pb;
+
+use crate::catalog::{Access, Catalog, TableRule};
+use crate::dialect::{Dialect, is_system_column};
+use crate::error::PolicyError;
+use crate::{Caller, TenantBinding, functions, mask};
+
+type V = Result<(), String>;
+
+/// Functions PostgreSQL's grammar itself produces for SQL-standard syntax (`EXTRACT(… FROM …)`,
+/// `POSITION(… IN …)`, `SUBSTRING(… FROM … FOR …)`, `TRIM(…)`, `OVERLAPS`, `AT TIME ZONE`,
+/// `LIKE … ESCAPE`, `SIMILAR TO`), schema-qualified with `pg_catalog`.
+const SQL_SYNTAX_FUNCTIONS: &[&str] = &[
+    "extract",
+    "position",
+    "substring",
+    "btrim",
+    "ltrim",
+    "rtrim",
+    "overlaps",
+    "timezone",
+    "like_escape",
+    "similar_to_escape",
+];
+
+/// Operators the canonical printer can emit for PostgreSQL.
+const OPERATORS: &[&str] = &[
+    "+", "-", "*", "/", "%", "^", "||", "=", "<>", "<", ">", "<=", ">=", "#", "<<", ">>", "&",
+    "|", "~", "~*", "!~", "!~*", "~~", "~~*", "!~~", "!~~*", "^@", "->", "->>", "#>", "#>>",
+    "@>", "<@", "?", "?&", "?|",
+];
+
+/// Comparisons a copied conjunct may use inside a wrapper.
+const COMPARISONS: &[&str] = &["=", "<>", "<", ">", "<=", ">="];
+
+/// Built-in types a cast may name.
+const TYPES: &[&str] = &[
+    "bool",
+    "int2",
+    "int4",
+    "int8",
+    "float4",
+    "float8",
+    "numeric",
+    "text",
+    "varchar",
+    "bpchar",
+    "date",
+    "time",
+    "timetz",
+    "timestamp",
+    "timestamptz",
+    "interval",
+    "uuid",
+    "bytea",
+    "json",
+    "jsonb",
+];
+
+fn node(n: &Option<Box<pb::Node>>) -> Option<&N> {
+    n.as_ref().and_then(|b| b.node.as_ref())
+}
+
+fn string(n: &pb::Node) -> Option<&str> {
+    match &n.node {
+        Some(N::String(s)) => Some(&s.sval),
+        _ => None,
+    }
+}
+
+fn names(list: &[pb::Node]) -> Option<Vec<&str>> {
+    list.iter().map(string).collect()
+}
+
+/// Verifies `sql` (already printed by sluice for PostgreSQL) on PostgreSQL's own parse tree.
+pub(crate) fn verify(
+    sql: &str,
+    catalog: &Catalog,
+    binding: &TenantBinding,
+    caller: &Caller<'_>,
+) -> Result<(), PolicyError> {
+    let bad = |why: String| PolicyError::Verification(format!("PostgreSQL parse tree: {why}"));
+    let scan = pg_query::scan(sql).map_err(|e| bad(format!("the text does not scan: {e}")))?;
+    for t in &scan.tokens {
+        if t.token == pb::Token::SqlComment as i32 || t.token == pb::Token::CComment as i32 {
+            return Err(bad("a comment".into()));
+        }
+        if t.token == i32::from(b';') {
+            return Err(bad("a semicolon".into()));
+        }
+    }
+    let parsed = pg_query::parse(sql, 0).map_err(|e| bad(format!("does not parse: {e}")))?;
+    let [raw] = parsed.protobuf.stmts.as_slice() else {
+        return Err(bad("not exactly one statement".into()));
+    };
+    let Some(N::SelectStmt(select)) = node(&raw.stmt) else {
+        return Err(bad("not a SELECT".into()));
+    };
+    let v = PgVerifier {
+        catalog,
+        binding,
+        groups: caller.groups,
+    };
+    v.select(select, &[]).map_err(bad)?;
+    if let Some(cap) = caller.row_limit {
+        let n = match node(&select.limit_count) {
+            Some(N::AConst(c)) => match &c.val {
+                Some(pb::a_const::Val::Ival(i)) => u64::try_from(i.ival).ok(),
+                _ => None,
+            },
+            _ => None,
+        };
+        if n.is_none_or(|n| n > cap) {
+            return Err(bad("the outermost query is not capped".into()));
+        }
+    }
+    Ok(())
+}
+
+struct PgVerifier<'a> {
+    catalog: &'a Catalog,
+    binding: &'a TenantBinding,
+    groups: &'a [String],
+}
+
+impl<'a> PgVerifier<'a> {
+    fn rule(&self, rv: &pb::RangeVar) -> Option<&'a TableRule> {
+        let mut parts = Vec::with_capacity(3);
+        if !rv.catalogname.is_empty() {
+            parts.push(rv.catalogname.clone());
+        }
+        parts.push(rv.schemaname.clone());
+        parts.push(rv.relname.clone());
+        self.catalog.by_emitted_name(&parts)
+    }
+
+    fn unrestricted(&self, rule: &TableRule) -> bool {
+        let view = rule.view(self.groups);
+        view.len() == rule.columns.len() && view.iter().all(|c| c.mask.is_none())
+    }
+
+    fn select(&self, s: &pb::SelectStmt, outer: &[String]) -> V {
+        if s.into_clause.is_some() || !s.locking_clause.is_empty() {
+            return Err("SELECT INTO or a locking clause".into());
+        }
+        let mut visible = outer.to_vec();
+        if let Some(w) = &s.with_clause {
+            let mut ctes = Vec::with_capacity(w.ctes.len());
+            for c in &w.ctes {
+                match &c.node {
+                    Some(N::CommonTableExpr(c)) => ctes.push(c.as_ref()),
+                    _ => return Err("a WITH item that is not a CTE".into()),
+                }
+            }
+            let cte_names: Vec<String> = ctes.iter().map(|c| c.ctename.clone()).collect();
+            for (i, c) in ctes.iter().enumerate() {
+                if c.search_clause.is_some() || c.cycle_clause.is_some() {
+                    return Err("SEARCH / CYCLE clauses".into());
+                }
+                let Some(N::SelectStmt(body)) = node(&c.ctequery) else {
+                    return Err(format!("the CTE {} is not a SELECT", c.ctename));
+                };
+                let mut inner = outer.to_vec();
+                inner.extend_from_slice(if w.recursive { &cte_names } else { &cte_names[..i] });
+                self.select(body, &inner)?;
+            }
+            visible.extend(cte_names);
+        }
+        let vis = visible.as_slice();
+        match pb::SetOperation::try_from(s.op) {
+            Ok(pb::SetOperation::SetopNone) => {}
+            Ok(
+                pb::SetOperation::SetopUnion
+                | pb::SetOperation::SetopIntersect
+                | pb::SetOperation::SetopExcept,
+            ) => {
+                for side in [&s.larg, &s.rarg] {
+                    match side {
+                        Some(b) => self.select(b, vis)?,
+                        None => return Err("a set operation without both sides".into()),
+                    }
+                }
+            }
+            _ => return Err("an unknown set operation".into()),
+        }
+        for d in &s.distinct_clause {
+            if d.node.is_some() {
+                self.expr(d, vis)?;
+            }
+        }
+        for t in &s.target_list {
+            match &t.node {
+                Some(N::ResTarget(r)) if r.indirection.is_empty() => self.opt(&r.val, vis)?,
+                _ => return Err("a select-list item of an unexpected kind".into()),
+            }
+        }
+        for f in &s.from_clause {
+            self.from_item(f, vis)?;
+        }
+        self.opt(&s.where_clause, vis)?;
+        for g in &s.group_clause {
+            self.expr(g, vis)?;
+        }
+        self.opt(&s.having_clause, vis)?;
+        for w in &s.window_clause {
+            match &w.node {
+                Some(N::WindowDef(w)) => self.window(w, vis)?,
+                _ => return Err("a WINDOW item of an unexpected kind".into()),
+            }
+        }
+        for row in &s.values_lists {
+            self.expr(row, vis)?;
+        }
+        for o in &s.sort_clause {
+            self.sort_by(o, vis)?;
+        }
+        self.opt(&s.limit_offset, vis)?;
+        self.opt(&s.limit_count, vis)?;
+        Ok(())
+    }
+
+    fn from_item(&self, f: &pb::Node, vis: &[String]) -> V {
+        match &f.node {
+            Some(N::RangeVar(rv)) => {
+                if rv.schemaname.is_empty() && rv.catalogname.is_empty() {
+                    return if vis.contains(&rv.relname) {
+                        Ok(())
+                    } else {
+                        Err(format!("the unqualified relation {}", rv.relname))
+                    };
+                }
+                match self.rule(rv) {
+                    Some(rule) if matches!(rule.access, Access::Public) && self.unrestricted(rule) => {
+                        Ok(())
+                    }
+                    Some(rule) => Err(format!(
+                        "table {} read without its tenant wrapper",
+                        rule.name
+                    )),
+                    None => Err(format!(
+                        "the undeclared relation {}.{}",
+                        rv.schemaname, rv.relname
+                    )),
+                }
+            }
+            Some(N::RangeSubselect(r)) => {
+                let Some(N::SelectStmt(sub)) = node(&r.subquery) else {
+                    return Err("a derived table that is not a SELECT".into());
+                };
+                match self.wrapped_rule(sub) {
+                    Some(rule) => self.wrapper(sub, rule),
+                    None => self.select(sub, vis),
+                }
+            }
+            Some(N::JoinExpr(j)) => {
+                if j.join_using_alias.is_some() {
+                    return Err("USING ... AS".into());
+                }
+                for side in [&j.larg, &j.rarg] {
+                    match side {
+                        Some(b) => self.from_item(b, vis)?,
+                        None => return Err("a join without both sides".into()),
+                    }
+                }
+                if names(&j.using_clause).is_none() {
+                    return Err("a USING list of an unexpected kind".into());
+                }
+                self.opt(&j.quals, vis)
+            }
+            _ => Err("a FROM item outside the allow-list".into()),
+        }
+    }
+
+    /// The rule of a derived table that reads one declared table the caller may not read whole:
+    /// it must then be exactly that table's wrapper.
+    fn wrapped_rule(&self, sub: &pb::SelectStmt) -> Option<&'a TableRule> {
+        let [item] = sub.from_clause.as_slice() else {
+            return None;
+        };
+        let Some(N::RangeVar(rv)) = &item.node else {
+            return None;
+        };
+        if rv.schemaname.is_empty() {
+            return None;
+        }
+        let rule = self.rule(rv)?;
+        match rule.access {
+            Access::Public if self.unrestricted(rule) => None,
+            _ => Some(rule),
+        }
+    }
+
+    fn wrapper(&self, s: &pb::SelectStmt, rule: &TableRule) -> V {
+        let bad = |what: &str| Err(format!("the wrapper of {} has {what}", rule.name));
+        if !rule.readable_by(self.groups) {
+            return Err(format!("table {} is not granted to the caller", rule.name));
+        }
+        if s.op != pb::SetOperation::SetopNone as i32
+            || s.with_clause.is_some()
+            || s.into_clause.is_some()
+            || !s.distinct_clause.is_empty()
+            || !s.group_clause.is_empty()
+            || s.group_distinct
+            || s.having_clause.is_some()
+            || !s.window_clause.is_empty()
+            || !s.values_lists.is_empty()
+            || !s.sort_clause.is_empty()
+            || s.limit_count.is_some()
+            || !s.locking_clause.is_empty()
+            || s.larg.is_some()
+            || s.rarg.is_some()
+        {
+            return bad("extra clauses");
+        }
+        if s.limit_option == pb::LimitOption::WithTies as i32 {
+            return bad("a limit option");
+        }
+        match node(&s.limit_offset) {
+            Some(N::AConst(c)) if !c.isnull && matches!(&c.val, Some(pb::a_const::Val::Ival(i)) if i.ival == 0) => {}
+            _ => return bad("no OFFSET 0 fence"),
+        }
+        let [item] = s.from_clause.as_slice() else {
+            return bad("more than one relation");
+        };
+        match &item.node {
+            Some(N::RangeVar(rv)) if rv.alias.is_none() && rv.inh => {}
+            _ => return bad("an alias or ONLY on its table"),
+        }
+        // The projection, as PostgreSQL reads it, must be the caller's view of the table.
+        let expected = self.expected_projection(rule)?;
+        let actual = deparse_target_list(&s.target_list)?;
+        if actual != expected {
+            return bad("a projection other than the caller's granted columns");
+        }
+        // The predicate.
+        let mut conjuncts = Vec::new();
+        if let Some(w) = node(&s.where_clause) {
+            flatten_and(w, &mut conjuncts);
+        }
+        let tenant_column = match &rule.access {
+            Access::Protected { tenant_column } => tenant_column,
+            Access::Public => {
+                return if conjuncts.is_empty() { Ok(()) } else { bad("a predicate") };
+            }
+        };
+        let Some((first, rest)) = conjuncts.split_first() else {
+            return bad("no tenant predicate");
+        };
+        if !self.is_tenant_predicate(first, tenant_column) {
+            return bad("a first conjunct that is not the caller's tenant predicate");
+        }
+        for c in rest {
+            if !self.is_copied(c, rule) {
+                return bad("a predicate beside the tenant's that is not a copied comparison");
+            }
+        }
+        Ok(())
+    }
+
+    fn expected_projection(&self, rule: &TableRule) -> Result<String, String> {
+        let d = Dialect::Postgres;
+        let items = mask::projection(d, &rule.view(self.groups)).map_err(|e| e.to_string())?;
+        let text = format!(
+            "SELECT {} FROM \"x\"",
+            crate::print::select_items(&items, d).map_err(|e| e.to_string())?
+        );
+        let parsed = pg_query::parse(&text, 0).map_err(|e| format!("expected projection: {e}"))?;
+        match parsed.protobuf.stmts.first().and_then(|r| node(&r.stmt)) {
+            Some(N::SelectStmt(s)) => deparse_target_list(&s.target_list),
+            _ => Err("expected projection: not a SELECT".into()),
+        }
+    }
+
+    fn is_tenant_predicate(&self, e: &N, tenant_column: &str) -> bool {
+        let N::AExpr(a) = e else {
+            return false;
+        };
+        if a.kind != pb::AExprKind::AexprOp as i32 || names(&a.name).as_deref() != Some(&["="]) {
+            return false;
+        }
+        let column_ok = matches!(node(&a.lexpr), Some(N::ColumnRef(c))
+            if names(&c.fields).as_deref() == Some(&[tenant_column]));
+        let value_ok = match (node(&a.rexpr), self.binding) {
+            (Some(N::ParamRef(p)), TenantBinding::Placeholder { text, .. }) => {
+                p.number == 1 && text == "$1"
+            }
+            (Some(N::AConst(c)), TenantBinding::Literal(t)) => {
+                matches!(&c.val, Some(pb::a_const::Val::Sval(s)) if &s.sval == t)
+            }
+            _ => false,
+        };
+        column_ok && value_ok
+    }
+
+    /// `"<granted unmasked column>" <comparison> <constant>` or `… BETWEEN <constant> AND
+    /// <constant>` (see `pushdown`).
+    fn is_copied(&self, e: &N, rule: &TableRule) -> bool {
+        let N::AExpr(a) = e else {
+            return false;
+        };
+        let unmasked = |n: Option<&N>| match n {
+            Some(N::ColumnRef(c)) => match names(&c.fields).as_deref() {
+                Some([col]) => rule
+                    .view(self.groups)
+                    .iter()
+                    .any(|v| v.mask.is_none() && v.name == *col),
+                _ => false,
+            },
+            _ => false,
+        };
+        let constant = |n: Option<&N>| {
+            matches!(n, Some(N::AConst(c)) if !c.isnull && matches!(c.val,
+                Some(pb::a_const::Val::Ival(_) | pb::a_const::Val::Fval(_) | pb::a_const::Val::Sval(_))))
+        };
+        let op = names(&a.name);
+        if a.kind == pb::AExprKind::AexprOp as i32 {
+            matches!(op.as_deref(), Some([o]) if COMPARISONS.contains(o))
+                && unmasked(node(&a.lexpr))
+                && constant(node(&a.rexpr))
+        } else if a.kind == pb::AExprKind::AexprBetween as i32 {
+            let bounds = match node(&a.rexpr) {
+                Some(N::List(l)) => {
+                    l.items.len() == 2 && l.items.iter().all(|i| constant(i.node.as_ref()))
+                }
+                _ => false,
+            };
+            unmasked(node(&a.lexpr)) && bounds
+        } else {
+            false
+        }
+    }
+
+    fn opt(&self, n: &Option<Box<pb::Node>>, vis: &[String]) -> V {
+        match n {
+            Some(b) => self.expr(b, vis),
+            None => Ok(()),
+        }
+    }
+
+    fn all(&self, list: &[pb::Node], vis: &[String]) -> V {
+        list.iter().try_for_each(|n| self.expr(n, vis))
+    }
+
+    fn sort_by(&self, n: &pb::Node, vis: &[String]) -> V {
+        match &n.node {
+            Some(N::SortBy(s)) if s.use_op.is_empty() => self.opt(&s.node, vis),
+            _ => Err("an ORDER BY item of an unexpected kind".into()),
+        }
+    }
+
+    fn window(&self, w: &pb::WindowDef, vis: &[String]) -> V {
+        self.all(&w.partition_clause, vis)?;
+        for o in &w.order_clause {
+            self.sort_by(o, vis)?;
+        }
+        self.opt(&w.start_offset, vis)?;
+        self.opt(&w.end_offset, vis)
+    }
+
+    fn function_name(&self, f: &pb::FuncCall) -> V {
+        let allowed = match names(&f.funcname).as_deref() {
+            Some([name]) => functions::is_allowed(Dialect::Postgres, name),
+            Some(["pg_catalog", name]) => SQL_SYNTAX_FUNCTIONS.contains(name),
+            _ => false,
+        };
+        if allowed {
+            Ok(())
+        } else {
+            Err(format!(
+                "the function {}",
+                names(&f.funcname).map(|n| n.join(".")).unwrap_or_default()
+            ))
+        }
+    }
+
+    fn type_name(&self, t: &pb::TypeName) -> V {
+        let ok = !t.setof
+            && !t.pct_type
+            && t.array_bounds.is_empty()
+            && match names(&t.names).as_deref() {
+                Some([name]) | Some(["pg_catalog", name]) => TYPES.contains(name),
+                _ => false,
+            }
+            && t.typmods.iter().all(|m| matches!(&m.node, Some(N::AConst(_))));
+        if ok {
+            Ok(())
+        } else {
+            Err("a cast to a type outside the allow-list".into())
+        }
+    }
+
+    fn expr(&self, n: &pb::Node, vis: &[String]) -> V {
+        let Some(e) = &n.node else {
+            return Err("an empty expression".into());
+        };
+        match e {
+            N::ColumnRef(c) => {
+                let mut strings = 0;
+                for (i, f) in c.fields.iter().enumerate() {
+                    match &f.node {
+                        Some(N::String(s)) => {
+                            strings += 1;
+                            if i + 1 == c.fields.len()
+                                && is_system_column(Dialect::Postgres, &s.sval)
+                            {
+                                return Err(format!("the system column {}", s.sval));
+                            }
+                        }
+                        Some(N::AStar(_)) if i + 1 == c.fields.len() => {}
+                        _ => return Err("a column reference of an unexpected kind".into()),
+                    }
+                }
+                if strings == 0 && c.fields.len() != 1 {
+                    return Err("a column reference of an unexpected kind".into());
+                }
+                Ok(())
+            }
+            N::AConst(c) => match &c.val {
+                Some(pb::a_const::Val::Bsval(_)) => Err("a bit-string literal".into()),
+                _ => Ok(()),
+            },
+            N::ParamRef(_) => Err("a bind parameter outside a tenant wrapper".into()),
+            N::TypeCast(t) => {
+                match &t.type_name {
+                    Some(tn) => self.type_name(tn)?,
+                    None => return Err("a cast without a type".into()),
+                }
+                self.opt(&t.arg, vis)
+            }
+            N::FuncCall(f) => {
+                self.function_name(f)?;
+                if f.func_variadic {
+                    return Err("VARIADIC".into());
+                }
+                for a in &f.args {
+                    if matches!(a.node, Some(N::NamedArgExpr(_))) {
+                        return Err("named function arguments".into());
+                    }
+                    self.expr(a, vis)?;
+                }
+                for o in &f.agg_order {
+                    self.sort_by(o, vis)?;
+                }
+                self.opt(&f.agg_filter, vis)?;
+                if let Some(w) = &f.over {
+                    self.window(w, vis)?;
+                }
+                Ok(())
+            }
+            N::AExpr(a) => {
+                let kind = pb::AExprKind::try_from(a.kind).map_err(|_| "an unknown operator kind")?;
+                let op = names(&a.name).ok_or("an operator of an unexpected kind")?;
+                let ok = match kind {
+                    pb::AExprKind::AexprOp
+                    | pb::AExprKind::AexprOpAny
+                    | pb::AExprKind::AexprOpAll => {
+                        matches!(op.as_slice(), [o] if OPERATORS.contains(o))
+                    }
+                    pb::AExprKind::AexprDistinct
+                    | pb::AExprKind::AexprNotDistinct
+                    | pb::AExprKind::AexprIn => matches!(op.as_slice(), ["="] | ["<>"]),
+                    pb::AExprKind::AexprNullif => functions::is_allowed(Dialect::Postgres, "nullif"),
+                    pb::AExprKind::AexprLike | pb::AExprKind::AexprIlike => matches!(
+                        op.as_slice(),
+                        ["~~"] | ["!~~"] | ["~~*"] | ["!~~*"]
+                    ),
+                    pb::AExprKind::AexprSimilar => matches!(op.as_slice(), ["~"] | ["!~"]),
+                    pb::AExprKind::AexprBetween
+                    | pb::AExprKind::AexprNotBetween
+                    | pb::AExprKind::AexprBetweenSym
+                    | pb::AExprKind::AexprNotBetweenSym => true,
+                    pb::AExprKind::Undefined => false,
+                };
+                if !ok {
+                    return Err(format!("the operator {}", op.join(".")));
+                }
+                self.opt(&a.lexpr, vis)?;
+                self.opt(&a.rexpr, vis)
+            }
+            N::BoolExpr(b) => self.all(&b.args, vis),
+            N::NullTest(t) => self.opt(&t.arg, vis),
+            N::BooleanTest(t) => self.opt(&t.arg, vis),
+            N::SubLink(s) => {
+                let kind = pb::SubLinkType::try_from(s.sub_link_type)
+                    .map_err(|_| "an unknown sub-query kind")?;
+                if !matches!(
+                    kind,
+                    pb::SubLinkType::ExistsSublink
+                        | pb::SubLinkType::AllSublink
+                        | pb::SubLinkType::AnySublink
+                        | pb::SubLinkType::ExprSublink
+                        | pb::SubLinkType::ArraySublink
+                ) {
+                    return Err("a sub-query of an unexpected kind".into());
+                }
+                match names(&s.oper_name).as_deref() {
+                    Some([]) => {}
+                    Some([o]) if OPERATORS.contains(o) => {}
+                    _ => return Err("a sub-query operator outside the allow-list".into()),
+                }
+                self.opt(&s.testexpr, vis)?;
+                match node(&s.subselect) {
+                    Some(N::SelectStmt(sub)) => self.select(sub, vis),
+                    _ => Err("a sub-query that is not a SELECT".into()),
+                }
+            }
+            N::CaseExpr(c) => {
+                self.opt(&c.arg, vis)?;
+                for w in &c.args {
+                    match &w.node {
+                        Some(N::CaseWhen(w)) => {
+                            self.opt(&w.expr, vis)?;
+                            self.opt(&w.result, vis)?;
+                        }
+                        _ => return Err("a CASE arm of an unexpected kind".into()),
+                    }
+                }
+                self.opt(&c.defresult, vis)
+            }
+            N::CoalesceExpr(c) if functions::is_allowed(Dialect::Postgres, "coalesce") => {
+                self.all(&c.args, vis)
+            }
+            N::MinMaxExpr(m)
+                if functions::is_allowed(Dialect::Postgres, "greatest")
+                    && functions::is_allowed(Dialect::Postgres, "least") =>
+            {
+                self.all(&m.args, vis)
+            }
+            N::SqlvalueFunction(f) => {
+                use pb::SqlValueFunctionOp as O;
+                match O::try_from(f.op) {
+                    Ok(
+                        O::SvfopCurrentDate
+                        | O::SvfopCurrentTime
+                        | O::SvfopCurrentTimeN
+                        | O::SvfopCurrentTimestamp
+                        | O::SvfopCurrentTimestampN
+                        | O::SvfopLocaltime
+                        | O::SvfopLocaltimeN
+                        | O::SvfopLocaltimestamp
+                        | O::SvfopLocaltimestampN,
+                    ) => Ok(()),
+                    _ => Err("a session-information function".into()),
+                }
+            }
+            N::RowExpr(r) => self.all(&r.args, vis),
+            N::AArrayExpr(a) => self.all(&a.elements, vis),
+            N::AIndirection(i) => {
+                for ind in &i.indirection {
+                    match &ind.node {
+                        Some(N::AIndices(x)) => {
+                            self.opt(&x.lidx, vis)?;
+                            self.opt(&x.uidx, vis)?;
+                        }
+                        _ => return Err("a field selection".into()),
+                    }
+                }
+                self.opt(&i.arg, vis)
+            }
+            N::List(l) => self.all(&l.items, vis),
+            N::GroupingSet(g) => self.all(&g.content, vis),
+            N::GroupingFunc(g) if functions::is_allowed(Dialect::Postgres, "grouping") => {
+                self.all(&g.args, vis)
+            }
+            _ => Err("an expression outside the allow-list".into()),
+        }
+    }
+}
+
+fn flatten_and<'n>(e: &'n N, out: &mut Vec<&'n N>) {
+    match e {
+        N::BoolExpr(b) if b.boolop == pb::BoolExprType::AndExpr as i32 => {
+            for a in &b.args {
+                if let Some(n) = &a.node {
+                    flatten_and(n, out);
+                }
+            }
+        }
+        other => out.push(other),
+    }
+}
+
+/// PostgreSQL's own text for a select list (locations and formatting dropped), for comparing two
+/// parse trees.
+fn deparse_target_list(list: &[pb::Node]) -> Result<String, String> {
+    let stmt = pb::SelectStmt {
+        target_list: list.to_vec(),
+        op: pb::SetOperation::SetopNone as i32,
+        limit_option: pb::LimitOption::Default as i32,
+        ..Default::default()
+    };
+    N::SelectStmt(Box::new(stmt))
+        .deparse(Default::default())
+        .map_err(|e| format!("deparse: {e}"))
+}
