@@ -4,6 +4,9 @@
 //! runtime; batches cross over a bounded channel, so a slow client back-pressures execution and
 //! a dropped response cancels it.
 
+/// Stack of each engine thread (virtual memory; only what is touched is used).
+const ENGINE_STACK_BYTES: usize = 256 << 20;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -130,6 +133,9 @@ impl EmbeddedConnector {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(options.threads.max(1))
             .thread_name("sluice-embedded")
+            // DataFusion parses, plans and executes recursively; the policy admits trees up to
+            // a bounded depth (`sluice_policy::MAX_DEPTH_BOUND`), which fit in this.
+            .thread_stack_size(ENGINE_STACK_BYTES)
             .enable_all()
             .build()
             .map_err(|e| ConnectorError::Config(format!("engine runtime: {e}")))?;

@@ -35,11 +35,43 @@ pub enum ConnectorError {
     ResourceExhausted(String),
 }
 
+/// What the caller sees of a planning error. A warehouse's own text (PostgreSQL's, prefixed by
+/// its SQLSTATE) can quote the query's literals and names the warehouse's objects: it stays in
+/// the audit record, and the caller gets sluice's wording of the error class. Texts sluice or
+/// its embedded engine wrote are shown as they are.
+fn plan_message(m: &str) -> String {
+    let code = m.split_once(": ").map(|(c, _)| c).filter(|c| {
+        c.len() == 5
+            && c.bytes()
+                .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
+    });
+    let Some(code) = code else {
+        return format!("the warehouse could not plan the query: {m}");
+    };
+    let what = match code {
+        "42703" => "a column the query names does not exist",
+        "42P01" => "a relation the query names does not exist",
+        "42883" => "a function or operator the query names does not exist for these argument types",
+        "42702" | "42725" => "a name in the query is ambiguous",
+        "42803" => "a column must appear in GROUP BY or be used in an aggregate",
+        "42804" | "42846" | "42P18" => "the types in the query do not match",
+        "42601" => "the warehouse could not read the query's syntax",
+        "42501" => "the warehouse refused access to a relation the query reads",
+        "22P02" | "22007" | "22008" | "22003" => {
+            "a constant in the query is not valid for its type"
+        }
+        _ => "the warehouse could not plan the query",
+    };
+    format!(
+        "{what} (SQLSTATE {code}; the warehouse's message is in the audit log under this request id)"
+    )
+}
+
 impl ConnectorError {
     /// A message safe to show to the client: never warehouse data.
     pub fn client_message(&self) -> String {
         match self {
-            ConnectorError::Plan(m) => format!("the warehouse could not plan the query: {m}"),
+            ConnectorError::Plan(m) => plan_message(m),
             ConnectorError::Execution(_) => "the query failed while running in the warehouse \
                  (details are in the server log under this request id)"
                 .to_string(),

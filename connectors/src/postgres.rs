@@ -3,12 +3,19 @@
 //!
 //! Credentials: the connection's configured role (service), the calling user's own login and
 //! password from the vault, or passthrough — the service login switches to the user's role
-//! (`SET LOCAL ROLE`) and passes the tenant (`set_config('sluice.tenant', ..., true)`) inside a
-//! read-only transaction, so the warehouse's own row-level security policies apply.
-//! Connections are pooled per login identity ([`pool`]), never shared across users. Every
-//! session is read-only (`default_transaction_read_only`) and has a `statement_timeout`, as a
-//! second line behind the policy. When the receiver of the batches goes away (client left, row
-//! cap reached, timeout), the query is cancelled on the server and its connection closed.
+//! (`SET LOCAL ROLE`) and passes the tenant (`set_config('sluice.tenant', ..., true)`) inside the
+//! query's transaction, so the warehouse's own row-level security policies apply.
+//! Connections are pooled per login identity ([`pool`]), never shared across users.
+//!
+//! Least privilege, as a second line behind the policy: every query runs in an explicit
+//! `BEGIN READ ONLY` transaction; every session starts `default_transaction_read_only`, with a
+//! `statement_timeout` and `standard_conforming_strings` (the policy's printed SQL assumes a
+//! backslash is no escape in `'...'`); a session goes back to the pool only after `ROLLBACK` and
+//! `DISCARD ALL` both succeeded (which reset it to those startup values), so nothing one query
+//! set reaches the next. [`PostgresConnector::require_unprivileged_login`] refuses a service login
+//! that is a superuser, has `BYPASSRLS` or can write a declared table. When the receiver of the
+//! batches goes away (client left, row cap reached, timeout), the query is cancelled on the
+//! server and its connection closed.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -50,10 +57,41 @@ pub struct PostgresOptions {
 pub struct PostgresConnector {
     config: tokio_postgres::Config,
     pool: Arc<crate::pool::Pool>,
+    /// Set by [`PostgresConnector::require_unprivileged_login`]: the service login is checked
+    /// before it runs a query.
+    login_check: Option<LoginCheck>,
 }
 
+/// The service-login check of a connector: the declared tables, and the verdict once known.
+struct LoginCheck {
+    /// `(schema, table)` of every declared table.
+    tables: Vec<(String, String)>,
+    /// `Ok`: the login is unprivileged; `Err`: why it is refused. Set only by a check that ran
+    /// (one that could not reach the warehouse leaves it empty, so the next query checks again).
+    verdict: tokio::sync::OnceCell<Result<(), String>>,
+}
+
+/// A service login with any of these privileges on a declared table could write it.
+const WRITE_PRIVILEGES: &str = "INSERT, UPDATE, DELETE, TRUNCATE";
+
+/// The service login's role attributes, and the declared tables (`$1` schemas, `$2` names,
+/// pairwise) it may write, as `schema.table`. Tables that do not exist are not writable. The
+/// lookup goes through the catalogs (not `to_regclass`), so a schema the login may not use is no
+/// error; column-level INSERT/UPDATE grants count as writable.
+const LOGIN_CHECK_SQL: &str = "\
+SELECT r.rolsuper, r.rolbypassrls, \
+       ARRAY(SELECT d.s || '.' || d.t \
+               FROM unnest($1::text[], $2::text[]) AS d(s, t) \
+               JOIN pg_catalog.pg_namespace n ON n.nspname = d.s \
+               JOIN pg_catalog.pg_class c ON c.relnamespace = n.oid AND c.relname = d.t \
+              WHERE pg_catalog.has_table_privilege(c.oid, 'INSERT, UPDATE, DELETE, TRUNCATE') \
+                 OR pg_catalog.has_any_column_privilege(c.oid, 'INSERT, UPDATE') \
+              ORDER BY 1) \
+  FROM pg_catalog.pg_roles r WHERE r.rolname = current_user";
+
 impl PostgresConnector {
-    /// Parses the URL; connects lazily, per query.
+    /// Parses the URL; connects lazily, per query. The service login is not checked (see
+    /// [`PostgresConnector::require_unprivileged_login`]).
     pub fn new(options: &PostgresOptions) -> Result<Self, ConnectorError> {
         let mut config: tokio_postgres::Config = options
             .url
@@ -61,20 +99,166 @@ impl PostgresConnector {
             .map_err(|e| ConnectorError::Config(format!("invalid PostgreSQL URL: {e}")))?;
         config.connect_timeout(CONNECT_TIMEOUT);
         config.application_name("sluice");
+        // Startup values: `RESET ALL` / `DISCARD ALL` (run before a session is reused) return to
+        // exactly these.
         config.options(format!(
-            "-c default_transaction_read_only=on -c statement_timeout={}",
+            "-c default_transaction_read_only=on -c statement_timeout={} \
+             -c standard_conforming_strings=on",
             options.statement_timeout.as_millis()
         ));
         Ok(PostgresConnector {
             config,
             pool: Arc::new(crate::pool::Pool::default()),
+            login_check: None,
         })
+    }
+
+    /// Refuses to run queries as the service login (the URL's user: `credential = "service"`
+    /// and passthrough) while it is a superuser, has `BYPASSRLS` or may write (INSERT, UPDATE,
+    /// DELETE, TRUNCATE) one of `declared_tables` (`(schema, table)`). The check runs once, on
+    /// [`PostgresConnector::ensure_service_login`] or on the first service-login query, and its
+    /// verdict is kept; a refused query gets [`ConnectorError::Unavailable`].
+    #[must_use]
+    pub fn require_unprivileged_login(mut self, declared_tables: Vec<(String, String)>) -> Self {
+        self.login_check = Some(LoginCheck {
+            tables: declared_tables,
+            verdict: tokio::sync::OnceCell::new(),
+        });
+        self
     }
 
     /// Idle pooled connections logged in as `user` (for tests and metrics).
     pub fn idle_connections(&self, user: &str) -> usize {
         self.pool.idle_for(user)
     }
+
+    /// The user the connection's URL logs in as.
+    fn service_user(&self) -> String {
+        self.config.get_user().unwrap_or_default().to_string()
+    }
+
+    /// Checks the service login now, on a connection of its own pool: `Ok` when it is not a
+    /// superuser, has no `BYPASSRLS` and may write none of `declared_tables` (`(schema, table)`;
+    /// tables that do not exist count as not writable). A privileged login is
+    /// [`ConnectorError::Config`] naming every reason (superuser, BYPASSRLS, the writable
+    /// tables); a warehouse that cannot be reached is [`ConnectorError::Unavailable`]; a check
+    /// that failed in the warehouse is its error. Nothing is cached.
+    pub async fn check_service_login(
+        &self,
+        declared_tables: &[(String, String)],
+    ) -> Result<(), ConnectorError> {
+        self.service_login_verdict(declared_tables)
+            .await?
+            .map_err(ConnectorError::Config)
+    }
+
+    /// The check of [`PostgresConnector::require_unprivileged_login`], run now unless its verdict
+    /// is known (`Ok` when no check was required). Results as for
+    /// [`PostgresConnector::check_service_login`]; only a check that ran is kept.
+    pub async fn ensure_service_login(&self) -> Result<(), ConnectorError> {
+        let Some(check) = &self.login_check else {
+            return Ok(());
+        };
+        check
+            .verdict
+            .get_or_try_init(|| self.service_login_verdict(&check.tables))
+            .await?
+            .clone()
+            .map_err(ConnectorError::Config)
+    }
+
+    /// Runs the check on a service-login connection from the pool (given back, reset, after).
+    async fn service_login_verdict(
+        &self,
+        tables: &[(String, String)],
+    ) -> Result<Result<(), String>, ConnectorError> {
+        let user = self.service_user();
+        let key = crate::pool::PoolKey::new(&user, None);
+        let _turn =
+            self.pool.turn().await.ok_or_else(|| {
+                ConnectorError::Unavailable("the connection pool is closed".into())
+            })?;
+        let conn = self
+            .pool
+            .checkout(&key, &self.config)
+            .await
+            .map_err(|e| ConnectorError::Unavailable(describe(&e)))?;
+        let verdict = login_verdict(&conn.client, &user, tables).await?;
+        if reset_session(&conn.client).await {
+            self.pool.checkin(key, conn);
+        }
+        Ok(verdict)
+    }
+}
+
+/// Whether `user` (the login of `client`) is privileged: `Ok(Err(reasons))` when it is.
+async fn login_verdict(
+    client: &tokio_postgres::Client,
+    user: &str,
+    tables: &[(String, String)],
+) -> Result<Result<(), String>, ConnectorError> {
+    let schemas: Vec<&str> = tables.iter().map(|(s, _)| s.as_str()).collect();
+    let names: Vec<&str> = tables.iter().map(|(_, t)| t.as_str()).collect();
+    let rows = client
+        .query_typed(
+            LOGIN_CHECK_SQL,
+            &[
+                (&schemas as &(dyn ToSql + Sync), Type::TEXT_ARRAY),
+                (&names as &(dyn ToSql + Sync), Type::TEXT_ARRAY),
+            ],
+        )
+        .await
+        .map_err(|e| exec_error(&e))?;
+    let row = rows.first().ok_or_else(|| {
+        ConnectorError::Execution(format!("the login {user:?} is not in pg_roles"))
+    })?;
+    let superuser: bool = row.try_get(0).map_err(|e| exec_error(&e))?;
+    let bypass_rls: bool = row.try_get(1).map_err(|e| exec_error(&e))?;
+    let writable: Vec<String> = row.try_get(2).map_err(|e| exec_error(&e))?;
+    let mut reasons = Vec::new();
+    if superuser {
+        reasons.push("is a superuser".to_string());
+    }
+    if bypass_rls {
+        reasons.push("has BYPASSRLS".to_string());
+    }
+    // A superuser can write everything: naming each table would add nothing.
+    if !superuser && !writable.is_empty() {
+        reasons.push(format!(
+            "can write (one of {WRITE_PRIVILEGES}) the declared table(s) {}",
+            writable.join(", ")
+        ));
+    }
+    Ok(if reasons.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "the service login {user:?} {}; a least-privilege login needs SELECT only \
+             (or set allow_privileged_login = true on the connection)",
+            reasons.join(", ")
+        ))
+    })
+}
+
+/// Ends the session's transaction and resets it (`DISCARD ALL`: settings back to their startup
+/// values, role, prepared statements, advisory locks, temporary tables...), so nothing one query
+/// set reaches the next user of the session. `DISCARD ALL` cannot run in a transaction block,
+/// so it is a message of its own, sent right behind the `ROLLBACK` (one round trip). True when
+/// both succeeded; otherwise the session must be closed, not reused.
+async fn reset_session(client: &tokio_postgres::Client) -> bool {
+    // `join` polls in argument order: ROLLBACK goes out first.
+    let (rolled_back, discarded) = futures::future::join(
+        client.batch_execute("ROLLBACK"),
+        client.batch_execute("DISCARD ALL"),
+    )
+    .await;
+    if let Err(e) = rolled_back.as_ref().and(discarded.as_ref()) {
+        tracing::debug!(error = %describe(e), "postgres session reset failed: closing it");
+        return false;
+    }
+    // DISCARD ALL deallocated the statements tokio-postgres caches for type lookups.
+    client.clear_type_cache();
+    true
 }
 
 /// `"ident"`, with embedded quotes doubled.
@@ -362,8 +546,8 @@ impl Connector for PostgresConnector {
     async fn execute(&self, request: QueryRequest<'_>) -> Result<QueryStream, ConnectorError> {
         // Per-user passwords log in as that user, so the warehouse's own grants apply.
         let per_user;
-        let service_user = self.config.get_user().unwrap_or_default().to_string();
-        let (key, config) = match request.credential {
+        let service_user = self.service_user();
+        let (key, config, service_login) = match request.credential {
             Some(crate::UserCredential::Password { user, password }) => {
                 let mut c = self.config.clone();
                 c.user(user).password(password);
@@ -371,6 +555,7 @@ impl Connector for PostgresConnector {
                 (
                     crate::pool::PoolKey::new(user, Some(password.as_bytes())),
                     &per_user,
+                    false,
                 )
             }
             Some(crate::UserCredential::Bearer(_)) => {
@@ -385,9 +570,11 @@ impl Connector for PostgresConnector {
                     "passthrough may not act as the service login itself".into(),
                 ));
             }
-            None | Some(crate::UserCredential::Passthrough { .. }) => {
-                (crate::pool::PoolKey::new(&service_user, None), &self.config)
-            }
+            None | Some(crate::UserCredential::Passthrough { .. }) => (
+                crate::pool::PoolKey::new(&service_user, None),
+                &self.config,
+                true,
+            ),
         };
         // Waits for a turn when MAX_IN_FLIGHT queries already run (the caller's deadline
         // bounds the wait).
@@ -401,30 +588,71 @@ impl Connector for PostgresConnector {
             .await
             .map_err(|e| ConnectorError::Unavailable(describe(&e)))?;
         let client = &conn.client;
-        // Passthrough: act as the user's role, with the tenant visible to RLS policies, for
-        // this transaction only.
+        // A required check of the service login runs before it runs anything else (once: the
+        // verdict is kept; a check that could not run is tried again by the next query).
+        if service_login && let Some(check) = &self.login_check {
+            let fresh = !check.verdict.initialized();
+            let verdict = check
+                .verdict
+                .get_or_try_init(|| login_verdict(client, &service_user, &check.tables))
+                .await
+                .map_err(|e| {
+                    ConnectorError::Unavailable(format!("cannot verify the service login: {e}"))
+                })?;
+            if let Err(reason) = verdict {
+                if fresh {
+                    tracing::error!(%reason, "refusing every query of this connection");
+                }
+                return Err(ConnectorError::Unavailable(reason.clone()));
+            }
+        }
+        // Every query runs in a read-only transaction. Passthrough acts as the user's role, with
+        // the tenant visible to RLS policies, for this transaction only.
         let passthrough = matches!(
             request.credential,
             Some(crate::UserCredential::Passthrough { .. })
         );
-        if let Some(crate::UserCredential::Passthrough { role, tenant }) = request.credential {
-            client
-                .batch_execute(&format!(
-                    "BEGIN READ ONLY; SET LOCAL ROLE {}",
-                    quote_ident(role)
-                ))
-                .await
-                .map_err(|e| ConnectorError::Unauthorized(describe(&e)))?;
-            client
-                .execute("SELECT set_config('sluice.tenant', $1, true)", &[&tenant])
-                .await
-                .map_err(|e| exec_error(&e))?;
-        }
+        let (begin, tenant) = match request.credential {
+            Some(crate::UserCredential::Passthrough { role, tenant }) => (
+                format!("BEGIN READ ONLY; SET LOCAL ROLE {}", quote_ident(role)),
+                Some(tenant),
+            ),
+            _ => ("BEGIN READ ONLY".to_string(), None),
+        };
+        let set_tenant = async {
+            match tenant {
+                Some(tenant) => {
+                    let value: &(dyn ToSql + Sync) = &tenant;
+                    client
+                        .query_typed(
+                            "SELECT set_config('sluice.tenant', $1, true)",
+                            &[(value, Type::TEXT)],
+                        )
+                        .await
+                        .map(|_| ())
+                }
+                None => Ok(()),
+            }
+        };
+        // One round trip: tokio-postgres pipelines the requests in flight at once, and `join3`
+        // first polls them in argument order, so the transaction, the tenant and the statement
+        // reach the server in this order (each runs after the one before it).
+        let (begun, tenant_set, prepared) = futures::future::join3(
+            client.batch_execute(&begin),
+            set_tenant,
+            client.prepare(request.sql),
+        )
+        .await;
+        begun.map_err(|e| {
+            if passthrough {
+                ConnectorError::Unauthorized(describe(&e))
+            } else {
+                exec_error(&e)
+            }
+        })?;
+        tenant_set.map_err(|e| exec_error(&e))?;
         // Planning reads no rows, so its message names only what the query itself says.
-        let statement = client
-            .prepare(request.sql)
-            .await
-            .map_err(|e| ConnectorError::Plan(describe(&e)))?;
+        let statement = prepared.map_err(|e| ConnectorError::Plan(describe(&e)))?;
         let mut fields = Vec::with_capacity(statement.columns().len());
         for c in statement.columns() {
             let t = arrow_type(c.type_(), c.type_modifier()).ok_or_else(|| {
@@ -486,56 +714,13 @@ impl Connector for PostgresConnector {
         let batch_schema = Arc::clone(&schema);
         let pool = Arc::clone(&self.pool);
         tokio::spawn(async move {
-            // Owns the connection (and the turn) while rows stream; the connection goes back to
-            // the pool only when the query ran to its end.
-            let conn = conn;
+            // Owns the connection (and the turn) while rows stream. The answer ends (the sender
+            // is dropped) as soon as the last row is sent; only then is the session reset, and
+            // it goes back to the pool only when the query ran to its end and the reset
+            // succeeded. Otherwise it is closed.
             let _turn = turn;
-            let mut finished = false;
-            let mut builders = builders;
-            let mut rows = std::pin::pin!(rows);
-            let mut n = 0usize;
-            loop {
-                let next = tokio::select! {
-                    () = tx.closed() => {
-                        // Nobody reads any more: stop the query on the server.
-                        let _ = cancel.cancel_query(NoTls).await;
-                        break;
-                    }
-                    next = rows.next() => next,
-                };
-                match next {
-                    Some(Ok(row)) => {
-                        for (i, b) in builders.iter_mut().enumerate() {
-                            if let Err(e) = b.push(&row, i) {
-                                let _ =
-                                    tx.send(Err(ConnectorError::Execution(e.to_string()))).await;
-                                return;
-                            }
-                        }
-                        n += 1;
-                        if n == BATCH_ROWS {
-                            n = 0;
-                            if send_batch(&tx, &batch_schema, &mut builders).await.is_err() {
-                                let _ = cancel.cancel_query(NoTls).await;
-                                break;
-                            }
-                        }
-                    }
-                    Some(Err(e)) => {
-                        let _ = tx.send(Err(exec_error(&e))).await;
-                        break;
-                    }
-                    None => {
-                        finished = true;
-                        if n > 0 {
-                            let _ = send_batch(&tx, &batch_schema, &mut builders).await;
-                        }
-                        break;
-                    }
-                }
-            }
-            let clean = !passthrough || conn.client.batch_execute("ROLLBACK").await.is_ok();
-            if finished && clean {
+            let finished = stream_rows(rows, tx, batch_schema, builders, cancel).await;
+            if finished && reset_session(&conn.client).await {
                 pool.checkin(key, conn);
             }
         });
@@ -544,6 +729,58 @@ impl Connector for PostgresConnector {
             batches: crate::receiver_stream(rx),
             warehouse_query_id: None,
         })
+    }
+}
+
+/// Streams `rows` to `tx` in batches of [`BATCH_ROWS`], then drops `tx` (which ends the answer)
+/// and the rows (which closes the statement). True when the query ran to its end; false when it
+/// failed, or nobody reads any more (the query is then cancelled on the server).
+async fn stream_rows(
+    rows: tokio_postgres::RowStream,
+    tx: mpsc::Sender<Result<RecordBatch, ConnectorError>>,
+    schema: SchemaRef,
+    mut builders: Vec<Column>,
+    cancel: tokio_postgres::CancelToken,
+) -> bool {
+    let mut rows = std::pin::pin!(rows);
+    let mut n = 0usize;
+    loop {
+        let next = tokio::select! {
+            () = tx.closed() => {
+                // Nobody reads any more: stop the query on the server.
+                let _ = cancel.cancel_query(NoTls).await;
+                return false;
+            }
+            next = rows.next() => next,
+        };
+        match next {
+            Some(Ok(row)) => {
+                for (i, b) in builders.iter_mut().enumerate() {
+                    if let Err(e) = b.push(&row, i) {
+                        let _ = tx.send(Err(ConnectorError::Execution(e.to_string()))).await;
+                        return false;
+                    }
+                }
+                n += 1;
+                if n == BATCH_ROWS {
+                    n = 0;
+                    if send_batch(&tx, &schema, &mut builders).await.is_err() {
+                        let _ = cancel.cancel_query(NoTls).await;
+                        return false;
+                    }
+                }
+            }
+            Some(Err(e)) => {
+                let _ = tx.send(Err(exec_error(&e))).await;
+                return false;
+            }
+            None => {
+                if n > 0 {
+                    let _ = send_batch(&tx, &schema, &mut builders).await;
+                }
+                return true;
+            }
+        }
     }
 }
 

@@ -45,7 +45,10 @@ fn too_complex(what: String) -> PolicyError {
 
 /// Whether the warehouse reads a backslash inside a quoted string or identifier as an escape.
 fn backslash_escapes(d: Dialect) -> bool {
-    matches!(d, Dialect::Snowflake | Dialect::BigQuery | Dialect::Databricks)
+    matches!(
+        d,
+        Dialect::Snowflake | Dialect::BigQuery | Dialect::Databricks
+    )
 }
 
 /// Checks `sql` against the limits and the lexical rules of `dialect`, without recursion.
@@ -57,7 +60,9 @@ pub fn check_input(sql: &str, dialect: Dialect) -> Result<(), PolicyError> {
         )));
     }
     if sql.contains('\0') {
-        return Err(PolicyError::Parse("the SQL text contains a NUL character".into()));
+        return Err(PolicyError::Parse(
+            "the SQL text contains a NUL character".into(),
+        ));
     }
     let parser_dialect = dialect.parser_dialect();
     let tokens = Tokenizer::new(&*parser_dialect, sql)

@@ -39,9 +39,9 @@ const SQL_SYNTAX_FUNCTIONS: &[&str] = &[
 
 /// Operators the canonical printer can emit for PostgreSQL.
 const OPERATORS: &[&str] = &[
-    "+", "-", "*", "/", "%", "^", "||", "=", "<>", "<", ">", "<=", ">=", "#", "<<", ">>", "&",
-    "|", "~", "~*", "!~", "!~*", "~~", "~~*", "!~~", "!~~*", "^@", "->", "->>", "#>", "#>>",
-    "@>", "<@", "?", "?&", "?|",
+    "+", "-", "*", "/", "%", "^", "||", "=", "<>", "<", ">", "<=", ">=", "#", "<<", ">>", "&", "|",
+    "~", "~*", "!~", "!~*", "~~", "~~*", "!~~", "!~~*", "^@", "->", "->>", "#>", "#>>", "@>", "<@",
+    "?", "?&", "?|",
 ];
 
 /// Comparisons a copied conjunct may use inside a wrapper.
@@ -175,7 +175,11 @@ impl<'a> PgVerifier<'a> {
                     return Err(format!("the CTE {} is not a SELECT", c.ctename));
                 };
                 let mut inner = outer.to_vec();
-                inner.extend_from_slice(if w.recursive { &cte_names } else { &cte_names[..i] });
+                inner.extend_from_slice(if w.recursive {
+                    &cte_names
+                } else {
+                    &cte_names[..i]
+                });
                 self.select(body, &inner)?;
             }
             visible.extend(cte_names);
@@ -209,7 +213,7 @@ impl<'a> PgVerifier<'a> {
             }
         }
         for f in &s.from_clause {
-            self.from_item(f, vis)?;
+            self.relation(f, vis)?;
         }
         self.opt(&s.where_clause, vis)?;
         for g in &s.group_clause {
@@ -233,7 +237,7 @@ impl<'a> PgVerifier<'a> {
         Ok(())
     }
 
-    fn from_item(&self, f: &pb::Node, vis: &[String]) -> V {
+    fn relation(&self, f: &pb::Node, vis: &[String]) -> V {
         match &f.node {
             Some(N::RangeVar(rv)) => {
                 if rv.schemaname.is_empty() && rv.catalogname.is_empty() {
@@ -244,7 +248,9 @@ impl<'a> PgVerifier<'a> {
                     };
                 }
                 match self.rule(rv) {
-                    Some(rule) if matches!(rule.access, Access::Public) && self.unrestricted(rule) => {
+                    Some(rule)
+                        if matches!(rule.access, Access::Public) && self.unrestricted(rule) =>
+                    {
                         Ok(())
                     }
                     Some(rule) => Err(format!(
@@ -272,7 +278,7 @@ impl<'a> PgVerifier<'a> {
                 }
                 for side in [&j.larg, &j.rarg] {
                     match side {
-                        Some(b) => self.from_item(b, vis)?,
+                        Some(b) => self.relation(b, vis)?,
                         None => return Err("a join without both sides".into()),
                     }
                 }
@@ -330,7 +336,9 @@ impl<'a> PgVerifier<'a> {
             return bad("a limit option");
         }
         match node(&s.limit_offset) {
-            Some(N::AConst(c)) if !c.isnull && matches!(&c.val, Some(pb::a_const::Val::Ival(i)) if i.ival == 0) => {}
+            Some(N::AConst(c))
+                if !c.isnull
+                    && matches!(&c.val, Some(pb::a_const::Val::Ival(i)) if i.ival == 0) => {}
             _ => return bad("no OFFSET 0 fence"),
         }
         let [item] = s.from_clause.as_slice() else {
@@ -354,7 +362,11 @@ impl<'a> PgVerifier<'a> {
         let tenant_column = match &rule.access {
             Access::Protected { tenant_column } => tenant_column,
             Access::Public => {
-                return if conjuncts.is_empty() { Ok(()) } else { bad("a predicate") };
+                return if conjuncts.is_empty() {
+                    Ok(())
+                } else {
+                    bad("a predicate")
+                };
             }
         };
         let Some((first, rest)) = conjuncts.split_first() else {
@@ -495,7 +507,9 @@ impl<'a> PgVerifier<'a> {
                 Some([name]) | Some(["pg_catalog", name]) => TYPES.contains(name),
                 _ => false,
             }
-            && t.typmods.iter().all(|m| matches!(&m.node, Some(N::AConst(_))));
+            && t.typmods
+                .iter()
+                .all(|m| matches!(&m.node, Some(N::AConst(_))));
         if ok {
             Ok(())
         } else {
@@ -562,7 +576,8 @@ impl<'a> PgVerifier<'a> {
                 Ok(())
             }
             N::AExpr(a) => {
-                let kind = pb::AExprKind::try_from(a.kind).map_err(|_| "an unknown operator kind")?;
+                let kind =
+                    pb::AExprKind::try_from(a.kind).map_err(|_| "an unknown operator kind")?;
                 let op = names(&a.name).ok_or("an operator of an unexpected kind")?;
                 let ok = match kind {
                     pb::AExprKind::AexprOp
@@ -573,11 +588,12 @@ impl<'a> PgVerifier<'a> {
                     pb::AExprKind::AexprDistinct
                     | pb::AExprKind::AexprNotDistinct
                     | pb::AExprKind::AexprIn => matches!(op.as_slice(), ["="] | ["<>"]),
-                    pb::AExprKind::AexprNullif => functions::is_allowed(Dialect::Postgres, "nullif"),
-                    pb::AExprKind::AexprLike | pb::AExprKind::AexprIlike => matches!(
-                        op.as_slice(),
-                        ["~~"] | ["!~~"] | ["~~*"] | ["!~~*"]
-                    ),
+                    pb::AExprKind::AexprNullif => {
+                        functions::is_allowed(Dialect::Postgres, "nullif")
+                    }
+                    pb::AExprKind::AexprLike | pb::AExprKind::AexprIlike => {
+                        matches!(op.as_slice(), ["~~"] | ["!~~"] | ["~~*"] | ["!~~*"])
+                    }
                     pb::AExprKind::AexprSimilar => matches!(op.as_slice(), ["~"] | ["!~"]),
                     pb::AExprKind::AexprBetween
                     | pb::AExprKind::AexprNotBetween

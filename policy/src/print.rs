@@ -19,14 +19,14 @@
 //! shares no code with the printer or with sqlparser.
 
 use sqlparser::ast::{
-    BinaryOperator, CastKind, CeilFloorKind, Cte, CteAsMaterialized, DataType, DateTimeField, Distinct,
-    DuplicateTreatment, Expr, ExtractSyntax, Fetch, Function, FunctionArg, FunctionArgExpr,
-    FunctionArgumentClause, FunctionArguments, GroupByExpr, Ident, Join, JoinConstraint,
-    JoinOperator, LimitClause, NamedWindowDefinition, NamedWindowExpr, NullTreatment, ObjectName,
-    ObjectNamePart, Offset, OffsetRows, OrderBy, OrderByExpr, OrderByKind, Query, Select,
-    SelectItem, SelectItemQualifiedWildcardKind, SetExpr, SetQuantifier, Statement, TableAlias,
-    TableFactor, TableWithJoins, TrimWhereField, UnaryOperator, Value, WildcardAdditionalOptions,
-    WindowFrameBound, WindowSpec, WindowType,
+    BinaryOperator, CastKind, CeilFloorKind, Cte, CteAsMaterialized, DataType, DateTimeField,
+    Distinct, DuplicateTreatment, Expr, ExtractSyntax, Fetch, Function, FunctionArg,
+    FunctionArgExpr, FunctionArgumentClause, FunctionArguments, GroupByExpr, Ident, Join,
+    JoinConstraint, JoinOperator, LimitClause, NamedWindowDefinition, NamedWindowExpr,
+    NullTreatment, ObjectName, ObjectNamePart, Offset, OffsetRows, OrderBy, OrderByExpr,
+    OrderByKind, Query, Select, SelectItem, SelectItemQualifiedWildcardKind, SetExpr,
+    SetQuantifier, Statement, TableAlias, TableFactor, TableWithJoins, TrimWhereField,
+    UnaryOperator, Value, WildcardAdditionalOptions, WindowFrameBound, WindowSpec, WindowType,
 };
 
 use crate::dialect::Dialect;
@@ -115,8 +115,12 @@ impl Printer<'_> {
 
     /// A bare word: keywords, function names, type names. Only `[A-Za-z_][A-Za-z0-9_ ]*`.
     fn word(&mut self, w: &str) -> R {
-        let ok = w.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-            && w.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ' ');
+        let ok = w
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && w.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ' ');
         if !ok {
             return Err(refuse(format!("the word {w:?}")));
         }
@@ -140,7 +144,9 @@ impl Printer<'_> {
     fn quoted(&mut self, name: &str) -> R {
         let q = self.d.quote();
         if name.is_empty() || name.chars().any(|c| c.is_control()) {
-            return Err(refuse("an empty identifier or one holding control characters"));
+            return Err(refuse(
+                "an empty identifier or one holding control characters",
+            ));
         }
         if q == '`' && (name.contains('`') || name.contains('\\')) {
             return Err(refuse("backticks and backslashes in identifiers"));
@@ -202,13 +208,17 @@ impl Printer<'_> {
             Dialect::Postgres | Dialect::DataFusion => format!("'{}'", s.replace('\'', "''")),
             Dialect::Snowflake => {
                 if s.contains('\\') || s.chars().any(char::is_control) {
-                    return Err(refuse("backslashes and control characters in string literals"));
+                    return Err(refuse(
+                        "backslashes and control characters in string literals",
+                    ));
                 }
                 format!("'{}'", s.replace('\'', "''"))
             }
             Dialect::BigQuery | Dialect::Databricks => {
                 if s.contains('\\') || s.chars().any(char::is_control) {
-                    return Err(refuse("backslashes and control characters in string literals"));
+                    return Err(refuse(
+                        "backslashes and control characters in string literals",
+                    ));
                 }
                 match (s.contains('\''), s.contains('"')) {
                     (false, _) => format!("'{s}'"),
@@ -370,7 +380,11 @@ impl Printer<'_> {
                     self.word("PERCENT")?;
                 }
             }
-            self.word(if *with_ties { "ROWS WITH TIES" } else { "ROWS ONLY" })?;
+            self.word(if *with_ties {
+                "ROWS WITH TIES"
+            } else {
+                "ROWS ONLY"
+            })?;
         }
         Ok(())
     }
@@ -833,12 +847,22 @@ impl Printer<'_> {
             }
             Expr::BinaryOp { left, op, right } => {
                 crate::rewrite::check_binary_operator(op)?;
-                // `a AND b AND c` (and OR) reads left to right in every dialect: a left operand
-                // of the same logical operator needs no parentheses.
+                // `a AND b AND c`, `a + b + c`, `a || b || c`: these operators associate to the
+                // left in every dialect, so a left operand of the same operator needs no
+                // parentheses (and a long chain does not become a deep nest of them).
                 match left.as_ref() {
                     Expr::BinaryOp { op: inner, .. }
                         if inner == op
-                            && matches!(op, BinaryOperator::And | BinaryOperator::Or) =>
+                            && matches!(
+                                op,
+                                BinaryOperator::And
+                                    | BinaryOperator::Or
+                                    | BinaryOperator::Plus
+                                    | BinaryOperator::Minus
+                                    | BinaryOperator::Multiply
+                                    | BinaryOperator::Divide
+                                    | BinaryOperator::StringConcat
+                            ) =>
                     {
                         self.expr(left)?
                     }
@@ -951,7 +975,11 @@ impl Printer<'_> {
                 Ok(())
             }
             Expr::Ceil { expr, field } | Expr::Floor { expr, field } => {
-                self.word(if matches!(e, Expr::Ceil { .. }) { "CEIL" } else { "FLOOR" })?;
+                self.word(if matches!(e, Expr::Ceil { .. }) {
+                    "CEIL"
+                } else {
+                    "FLOOR"
+                })?;
                 self.glue = true;
                 self.open();
                 self.expr(expr)?;
@@ -991,11 +1019,19 @@ impl Printer<'_> {
                 self.open();
                 self.expr(expr)?;
                 if let Some(x) = substring_from {
-                    if *special { self.comma() } else { self.word("FROM")? }
+                    if *special {
+                        self.comma()
+                    } else {
+                        self.word("FROM")?
+                    }
                     self.expr(x)?;
                 }
                 if let Some(x) = substring_for {
-                    if *special { self.comma() } else { self.word("FOR")? }
+                    if *special {
+                        self.comma()
+                    } else {
+                        self.word("FOR")?
+                    }
                     self.expr(x)?;
                 }
                 self.close();
@@ -1100,7 +1136,11 @@ impl Printer<'_> {
                 Ok(())
             }
             Expr::Cube(sets) | Expr::Rollup(sets) => {
-                self.word(if matches!(e, Expr::Cube(_)) { "CUBE" } else { "ROLLUP" })?;
+                self.word(if matches!(e, Expr::Cube(_)) {
+                    "CUBE"
+                } else {
+                    "ROLLUP"
+                })?;
                 self.open();
                 self.list(sets, |p, set| match set.as_slice() {
                     [one] => p.expr(one),
@@ -1317,7 +1357,8 @@ impl Printer<'_> {
 /// commas only (`NUMERIC(10,2)`, `TIMESTAMP(3) WITH TIME ZONE`, `WEEK(MONDAY)`).
 fn keyword_text(s: &str) -> R {
     if s.starts_with(|c: char| c.is_ascii_alphabetic())
-        && s.chars().all(|c| c.is_ascii_alphanumeric() || " _(),".contains(c))
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || " _(),".contains(c))
     {
         Ok(())
     } else {
@@ -1422,7 +1463,8 @@ pub(crate) fn check_text(sql: &str, d: Dialect) -> Result<(), PolicyError> {
                 // A quoted token: strings use ' (and " in backtick dialects), identifiers the
                 // dialect's quote; the only escape is the doubled quote (PostgreSQL-like
                 // dialects, and identifiers everywhere).
-                let doubling = pg || d == Dialect::Snowflake || c == b'`' || (c == b'"' && !backtick);
+                let doubling =
+                    pg || d == Dialect::Snowflake || c == b'`' || (c == b'"' && !backtick);
                 if c == b'`' && !backtick {
                     return bad("a backtick");
                 }
@@ -1449,7 +1491,11 @@ pub(crate) fn check_text(sql: &str, d: Dialect) -> Result<(), PolicyError> {
                 // Two quoted tokens never touch, and a quote never follows a word character
                 // (no `N'`, `E'`, `X'`, `r'` prefixes).
                 if let Some(n) = b.get(i).copied()
-                    && (n == b'\'' || n == b'"' || n == b'`' || n.is_ascii_alphanumeric() || n == b'_')
+                    && (n == b'\''
+                        || n == b'"'
+                        || n == b'`'
+                        || n.is_ascii_alphanumeric()
+                        || n == b'_')
                 {
                     return bad("adjacent tokens without a separator");
                 }
@@ -1494,7 +1540,9 @@ mod tests {
         for ok in ["0", "123", "1.5", ".5", "5.", "1e10", "1.5E-3", "2e+2"] {
             assert!(is_plain_number(ok), "{ok}");
         }
-        for bad in ["", ".", "1_000", "0x1F", "1e", "1.2.3", "1L", "-1", "1 ", "٣"] {
+        for bad in [
+            "", ".", "1_000", "0x1F", "1e", "1.2.3", "1L", "-1", "1 ", "٣",
+        ] {
             assert!(!is_plain_number(bad), "{bad}");
         }
     }
@@ -1502,7 +1550,13 @@ mod tests {
     #[test]
     fn the_text_check_refuses_comment_openers_and_prefixes() {
         let d = Dialect::Postgres;
-        assert!(check_text(r#"SELECT "a" FROM "t" WHERE ("x" > - (- 1)) AND "s" = 'it''s'"#, d).is_ok());
+        assert!(
+            check_text(
+                r#"SELECT "a" FROM "t" WHERE ("x" > - (- 1)) AND "s" = 'it''s'"#,
+                d
+            )
+            .is_ok()
+        );
         assert!(check_text("SELECT '--' AS \"a\", $1", d).is_ok());
         for bad in [
             "SELECT --1",

@@ -28,7 +28,9 @@ pub(crate) fn verify(
     crate::print::check_text(sql, d)?;
     let dialect = d.parser_dialect();
     let statements = Parser::new(&*dialect)
-        .with_recursion_limit(MAX_PARSE_DEPTH)
+        // The printer adds parentheses around compound operands: leave room for them (the
+        // input's depth is bounded already, and this runs on the policy's stack).
+        .with_recursion_limit(MAX_PARSE_DEPTH * 4)
         .try_with_sql(sql)
         .and_then(|mut p| p.parse_statements())
         .map_err(|e| PolicyError::Verification(format!("rewritten SQL does not parse: {e}")))?;

@@ -124,7 +124,10 @@ fn leakproof_outer_comparisons_are_copied_inside_the_fence_and_nothing_else() {
         let sql = ok(&format!(
             "SELECT o.id FROM orders o JOIN customers c ON c.id = o.customer_id WHERE {outer}"
         ));
-        assert!(sql.contains(&format!("{W_ORDERS} AS \"o\"")), "{outer}: {sql}");
+        assert!(
+            sql.contains(&format!("{W_ORDERS} AS \"o\"")),
+            "{outer}: {sql}"
+        );
     }
 }
 
@@ -193,7 +196,9 @@ fn cte_named_like_a_table_still_reads_the_filtered_table() {
     let out = ok("WITH orders AS (SELECT * FROM public.orders) SELECT * FROM orders");
     assert_eq!(
         out,
-        format!(r#"WITH "orders" AS (SELECT * FROM {W_ORDERS} AS "orders") SELECT * FROM "orders""#)
+        format!(
+            r#"WITH "orders" AS (SELECT * FROM {W_ORDERS} AS "orders") SELECT * FROM "orders""#
+        )
     );
 }
 

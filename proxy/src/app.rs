@@ -8,9 +8,9 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use sluice_audit::{AuditLog, AuditOptions, AuditWriter, Signer};
-use sluice_connectors::Connector;
 use sluice_connectors::embedded::{EmbeddedConnector, EmbeddedOptions, EmbeddedTable, FileFormat};
 use sluice_connectors::postgres::{PostgresConnector, PostgresOptions};
+use sluice_connectors::{Connector, ConnectorError};
 use sluice_policy::{Catalog, Dialect, MaskKind, MaskRule, TableName, TableRule};
 
 use crate::auth::Authenticator;
@@ -415,6 +415,61 @@ async fn embedded(
     Ok(Arc::new(engine))
 }
 
+/// How long the start waits for a PostgreSQL warehouse to answer the service-login check before
+/// it goes on (the check then runs on the first query).
+const LOGIN_CHECK_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A PostgreSQL connector whose service login (the URL's user) is refused while privileged —
+/// a superuser, `BYPASSRLS`, or allowed to write a declared table — unless the connection says
+/// `allow_privileged_login = true`. Checked now: a privileged login stops the start, naming the
+/// connection and the reason; a warehouse that cannot be reached now is logged, and the
+/// connector checks on its first service-login query (refusing queries while privileged).
+async fn checked_service_login(
+    c: &ConnectionConfig,
+    catalog: &Catalog,
+    connector: PostgresConnector,
+) -> Result<PostgresConnector, StartupError> {
+    if c.allow_privileged_login {
+        tracing::warn!(
+            connection = %c.id,
+            "allow_privileged_login = true: the service login is not checked for superuser, \
+             BYPASSRLS or write privileges"
+        );
+        return Ok(connector);
+    }
+    let tables = catalog
+        .tables()
+        .iter()
+        .map(|t| (t.name.schema.clone(), t.name.table.clone()))
+        .collect();
+    let connector = connector.require_unprivileged_login(tables);
+    let checked = tokio::time::timeout(LOGIN_CHECK_TIMEOUT, connector.ensure_service_login()).await;
+    match checked {
+        Ok(Ok(())) => Ok(connector),
+        Ok(Err(ConnectorError::Config(reason))) => Err(StartupError(format!(
+            "connection {}: refusing a privileged service login: {reason}",
+            c.id
+        ))),
+        Ok(Err(e)) => {
+            tracing::warn!(
+                connection = %c.id,
+                error = %e.log_message(),
+                "cannot check the service login now: it is checked on the first query, and \
+                 queries are refused while it is privileged"
+            );
+            Ok(connector)
+        }
+        Err(_) => {
+            tracing::warn!(
+                connection = %c.id,
+                "the warehouse did not answer the service-login check in time: it is checked on \
+                 the first query, and queries are refused while it is privileged"
+            );
+            Ok(connector)
+        }
+    }
+}
+
 async fn build_connection(
     c: &ConnectionConfig,
     catalog: &Catalog,
@@ -433,10 +488,9 @@ async fn build_connection(
                 url,
                 statement_timeout: Duration::from_millis(c.statement_timeout_ms),
             };
-            Arc::new(
-                PostgresConnector::new(&options)
-                    .map_err(|e| StartupError(format!("connection {}: {e}", c.id)))?,
-            )
+            let connector = PostgresConnector::new(&options)
+                .map_err(|e| StartupError(format!("connection {}: {e}", c.id)))?;
+            Arc::new(checked_service_login(c, catalog, connector).await?)
         }
         ConnectionKind::Snowflake => Arc::new(
             sluice_connectors::snowflake::SnowflakeConnector::new(

@@ -248,6 +248,9 @@ fn run(cli: Cli) -> Result<(), StartupError> {
             }
             logging::init(&cfg.log);
             let runtime = tokio::runtime::Builder::new_multi_thread()
+                // Room for the deepest query the policy admits (DataFusion's planner and the
+                // policy recurse per level), so the policy's own stack switch is never needed.
+                .thread_stack_size(sluice_policy::POLICY_STACK_BYTES)
                 .enable_all()
                 .build()
                 .map_err(|e| StartupError(format!("cannot start the runtime: {e}")))?;

@@ -688,6 +688,13 @@ pub struct ConnectionConfig {
     pub credential: CredentialMode,
     /// The OAuth authorization server, for `credential = "oauth"`.
     pub oauth: Option<OAuthClientConfig>,
+    /// PostgreSQL: let the service login (the URL's user) be privileged — a superuser, a role
+    /// with `BYPASSRLS`, or one that may write (INSERT, UPDATE, DELETE, TRUNCATE) a declared
+    /// table. `false` (the default): such a login is refused, at start when the warehouse can be
+    /// reached (the daemon does not start), otherwise on the first query (queries get
+    /// `warehouse_unavailable`). Give sluice a login with SELECT only instead.
+    #[serde(default)]
+    pub allow_privileged_login: bool,
     /// Declared tables. Anything not declared cannot be read.
     #[serde(default)]
     pub tables: Vec<TableConfig>,
@@ -1093,6 +1100,12 @@ impl Config {
                     "role is for snowflake connections",
                 ));
             }
+            if c.allow_privileged_login && c.kind != ConnectionKind::Postgres {
+                return Err(invalid(
+                    format!("{field}.allow_privileged_login"),
+                    "allow_privileged_login is for postgres connections",
+                ));
+            }
             if c.location.is_some() && c.kind != ConnectionKind::Bigquery {
                 return Err(invalid(
                     format!("{field}.location"),
@@ -1274,6 +1287,20 @@ mod tests {
         // Passthrough is PostgreSQL's.
         let sf = "[[connections]]\nid = \"sf\"\nkind = \"snowflake\"\nendpoint = \"https://a.snowflakecomputing.com\"\ncredential = \"passthrough\"\n";
         assert!(check(sf).is_err());
+    }
+
+    #[test]
+    fn allow_privileged_login_is_off_by_default_and_postgres_only() {
+        let pg = "[[connections]]\nid = \"pg\"\nkind = \"postgres\"\nurl_env = \"U\"\n";
+        let c = Config::parse(&format!("{AUTH}{pg}")).unwrap();
+        assert!(!c.connections[0].allow_privileged_login);
+        let c = Config::parse(&format!("{AUTH}{pg}allow_privileged_login = true\n")).unwrap();
+        assert!(c.connections[0].allow_privileged_login);
+        assert!(check(&format!("{pg}allow_privileged_login = true\n")).is_ok());
+        let emb =
+            "[[connections]]\nid = \"e\"\nkind = \"embedded\"\nallow_privileged_login = true\n";
+        let e = check(emb).unwrap_err();
+        assert!(e.contains("allow_privileged_login"), "{e}");
     }
 
     #[test]

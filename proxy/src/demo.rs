@@ -328,6 +328,7 @@ pub fn config(data_dir: &Path, listen: &str) -> Result<Config, String> {
             threads: 2,
             credential: Default::default(),
             oauth: None,
+            allow_privileged_login: false,
             endpoint: None,
             warehouse: None,
             role: None,

@@ -119,7 +119,15 @@ fn df_name(ident: &sqlparser::ast::Ident) -> String {
 
 /// Decides where a query without a `"connection"` goes, and resolves its tables against the
 /// declared catalogs (default-deny: an undeclared table is refused here).
+///
+/// Federated SQL is PostgreSQL syntax: it is bounded like any query ([`sluice_policy::check_input`])
+/// before anything recursive reads it, and read on a stack the deepest admitted tree fits.
 pub(crate) fn route(state: &AppState, policy: &Policy, sql: &str) -> Result<Route, ApiError> {
+    sluice_policy::check_input(sql, Dialect::Postgres)?;
+    sluice_policy::with_stack(|| route_bounded(state, policy, sql))
+}
+
+fn route_bounded(state: &AppState, policy: &Policy, sql: &str) -> Result<Route, ApiError> {
     use sqlparser::ast::{ObjectNamePart, Statement, visit_relations};
     use std::ops::ControlFlow;
     let generic = sqlparser::dialect::GenericDialect {};
@@ -239,6 +247,11 @@ fn cte_names(statements: &[sqlparser::ast::Statement]) -> Vec<String> {
 /// The query re-parsed in the connection's dialect with `<connection>.` removed from every
 /// table name.
 fn strip_connection(sql: &str, dialect: Dialect, id: &str) -> Result<String, ApiError> {
+    sluice_policy::check_input(sql, dialect)?;
+    strip_connection_bounded(sql, dialect, id)
+}
+
+fn strip_connection_bounded(sql: &str, dialect: Dialect, id: &str) -> Result<String, ApiError> {
     use sqlparser::ast::{ObjectNamePart, visit_relations_mut};
     use std::ops::ControlFlow;
     let parser_dialect = dialect.parser_dialect();
@@ -1023,6 +1036,8 @@ fn workspace_runtime(threads: usize) -> Result<&'static tokio::runtime::Runtime,
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(threads.max(1))
         .thread_name("sluice-federation")
+        // DataFusion plans and executes recursively: the deepest tree the policy admits fits.
+        .thread_stack_size(sluice_policy::POLICY_STACK_BYTES)
         .enable_all()
         .build()
         .map_err(|e| {

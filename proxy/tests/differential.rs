@@ -126,7 +126,8 @@ columns = ["flag", "label"]
 "#,
     )
     .unwrap();
-    let url = full.url();
+    full.grant_reader().await;
+    let url = full.reader_url();
     let d = Daemon::start(
         &config,
         &dir.path().join("data"),

@@ -34,8 +34,9 @@ fn token_as(user: &str, tenant: &str) -> String {
     .unwrap()
 }
 
-/// Starts the world daemon with the given statement timeout and request (header) deadline.
-fn daemon(
+/// Starts the world daemon with the given statement timeout and request (header) deadline,
+/// logged in as the least-privilege reader.
+async fn daemon(
     db: &TestDb,
     dir: &std::path::Path,
     statement_timeout_ms: u64,
@@ -55,7 +56,8 @@ fn daemon(
         );
     let config = dir.join("world.toml");
     std::fs::write(&config, text).unwrap();
-    let url = db.url();
+    db.grant_reader().await;
+    let url = db.reader_url();
     Daemon::start(
         &config,
         &dir.join("data"),
@@ -101,7 +103,7 @@ async fn running_sluice_queries(db: &TestDb) -> i64 {
 async fn a_client_that_leaves_mid_answer_stops_the_query_on_the_server() {
     let db = TestDb::create("cancel", WORLD_SQL).await;
     let dir = tempfile::tempdir().unwrap();
-    let d = daemon(&db, dir.path(), 300_000, 30_000);
+    let d = daemon(&db, dir.path(), 300_000, 30_000).await;
     // Millions of rows for tenant A: the answer streams for a long time.
     let resp = reqwest::Client::new()
         .post(format!("{}/v1/query", d.url))
@@ -121,7 +123,7 @@ async fn a_client_that_leaves_before_the_first_row_stops_the_query_on_the_server
     let db = TestDb::create("gone", WORLD_SQL).await;
     let dir = tempfile::tempdir().unwrap();
     // The request deadline is far away: only noticing the departure can stop the query.
-    let d = daemon(&db, dir.path(), 300_000, 120_000);
+    let d = daemon(&db, dir.path(), 300_000, 120_000).await;
     let client = reqwest::Client::builder()
         .timeout(Duration::from_millis(1500))
         .build()
@@ -156,7 +158,7 @@ async fn a_client_that_leaves_before_the_first_row_stops_the_query_on_the_server
 async fn the_request_deadline_stops_a_query_that_has_not_answered_yet() {
     let db = TestDb::create("deadline", WORLD_SQL).await;
     let dir = tempfile::tempdir().unwrap();
-    let d = daemon(&db, dir.path(), 300_000, 1_000);
+    let d = daemon(&db, dir.path(), 300_000, 1_000).await;
     let query = reqwest::Client::new()
         .post(format!("{}/v1/query", d.url))
         .bearer_auth(token())
@@ -173,7 +175,7 @@ async fn the_request_deadline_stops_a_query_that_has_not_answered_yet() {
 async fn the_statement_timeout_stops_a_long_query() {
     let db = TestDb::create("stmt_timeout", WORLD_SQL).await;
     let dir = tempfile::tempdir().unwrap();
-    let d = daemon(&db, dir.path(), 300, 30_000);
+    let d = daemon(&db, dir.path(), 300, 30_000).await;
     let started = Instant::now();
     let resp = reqwest::Client::new()
         .post(format!("{}/v1/query", d.url))
@@ -340,7 +342,8 @@ async fn a_five_million_row_answer_streams_with_flat_memory() {
          columns = [\"id\", \"tenant_id\", \"payload\"]\n",
     )
     .unwrap();
-    let url = db.url();
+    db.grant_reader().await;
+    let url = db.reader_url();
     let d = Daemon::start(
         &config,
         &dir.path().join("data"),
@@ -453,7 +456,9 @@ async fn per_user_passwords_log_in_as_that_user_so_the_warehouses_grants_apply()
     ) + &format!("\n[vault]\nkey_file = \"{}\"\n", key.display());
     let config = dir.path().join("world.toml");
     std::fs::write(&config, text).unwrap();
-    let url = db.url();
+    // Users log in as themselves; the URL's own login (checked at start) is the reader.
+    db.grant_reader().await;
+    let url = db.reader_url();
     let d = Daemon::start(
         &config,
         &dir.path().join("data"),
@@ -656,6 +661,336 @@ columns = ["id", "tenant_id", "owner", "body"]
     assert_eq!(
         (s, body["code"].as_str()),
         (502, Some("warehouse_error")),
+        "{body}"
+    );
+}
+
+/// A connector on `url` with a 10 s statement timeout (no login check unless asked for).
+fn pg_connector(url: &str) -> sluice_connectors::postgres::PostgresConnector {
+    sluice_connectors::postgres::PostgresConnector::new(
+        &sluice_connectors::postgres::PostgresOptions {
+            url: url.to_string(),
+            statement_timeout: Duration::from_secs(10),
+        },
+    )
+    .unwrap()
+}
+
+/// Runs raw SQL through the connector as its service login (no policy: connectors take SQL as
+/// given) and returns the answer's rows as sluice's JSON encodes them, or the first error,
+/// whether it came before the first batch or while the rows streamed.
+async fn raw_rows(
+    conn: &sluice_connectors::postgres::PostgresConnector,
+    sql: &str,
+) -> Result<Value, sluice_connectors::ConnectorError> {
+    use futures::StreamExt;
+    use sluice_connectors::{Connector, QueryRequest};
+    let mut s = conn
+        .execute(QueryRequest {
+            sql,
+            params: &[],
+            request_id: "raw",
+            credential: None,
+        })
+        .await?;
+    let (mut enc, head) =
+        sluice::encode::Encoder::start(sluice::encode::Format::Json, &s.schema, "raw").unwrap();
+    let mut out = head.to_vec();
+    let mut rows = 0;
+    while let Some(b) = s.batches.next().await {
+        let b = b?;
+        rows += b.num_rows() as u64;
+        out.extend_from_slice(&enc.batch(&b).unwrap());
+    }
+    out.extend_from_slice(&enc.finish(rows, false, None).unwrap());
+    let v: Value = serde_json::from_slice(&out).unwrap();
+    Ok(v["rows"].clone())
+}
+
+/// Waits until `user` has `n` idle pooled sessions (one goes back a moment after its answer
+/// ended, once it has been reset).
+async fn wait_idle(conn: &sluice_connectors::postgres::PostgresConnector, user: &str, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while conn.idle_connections(user) != n {
+        assert!(
+            Instant::now() < deadline,
+            "{user} has {} idle sessions, not {n}",
+            conn.idle_connections(user)
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_pooled_session_is_reset_before_it_is_reused() {
+    let db = TestDb::create("reset", "CREATE TABLE t (id int); CREATE SEQUENCE s;").await;
+    db.grant_reader().await;
+    common::connect(&db.conn_str())
+        .await
+        .batch_execute(&format!("GRANT USAGE ON SEQUENCE s TO {}", common::READER))
+        .await
+        .unwrap();
+    let conn = pg_connector(&db.reader_url());
+    let lock = i64::from(std::process::id());
+    // One query changes the session: settings (session-wide, not LOCAL) and a session-level
+    // advisory lock, which a ROLLBACK alone would keep.
+    let first = raw_rows(
+        &conn,
+        &format!(
+            "SELECT pg_backend_pid() AS pid,
+                    set_config('default_transaction_read_only', 'off', false) AS ro,
+                    set_config('standard_conforming_strings', 'off', false) AS scs,
+                    set_config('statement_timeout', '0', false) AS st,
+                    pg_try_advisory_lock({lock}) AS locked"
+        ),
+    )
+    .await
+    .unwrap();
+    assert_eq!(first[0][1], "off", "{first}");
+    assert_eq!(first[0][4], true, "{first}");
+    wait_idle(&conn, common::READER, 1).await;
+    // The next query on the same pooled session sees none of it.
+    let second = raw_rows(
+        &conn,
+        "SELECT pg_backend_pid() AS pid,
+                current_setting('default_transaction_read_only') AS ro,
+                current_setting('standard_conforming_strings') AS scs,
+                current_setting('statement_timeout') AS st,
+                (SELECT count(*) FROM pg_locks
+                  WHERE locktype = 'advisory' AND pid = pg_backend_pid()) AS locks,
+                current_setting('transaction_read_only') AS tro",
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        second[0][0], first[0][0],
+        "the same pooled session: {second}"
+    );
+    assert_eq!(
+        second[0],
+        json!([first[0][0], "on", "on", "10s", 0, "on"]),
+        "{second}"
+    );
+    // And it still cannot write.
+    wait_idle(&conn, common::READER, 1).await;
+    let e = raw_rows(&conn, "SELECT pg_backend_pid() AS pid, nextval('s') AS n")
+        .await
+        .unwrap_err();
+    assert_eq!(e.warehouse_code(), Some("25006"), "{e}");
+}
+
+#[tokio::test]
+async fn every_query_runs_in_a_read_only_transaction_even_as_a_superuser() {
+    let db = TestDb::create("readonly", "CREATE TABLE t (id int); CREATE SEQUENCE s;").await;
+    // The superuser, with no login check (a bare connector): the transaction still refuses.
+    let conn = pg_connector(&db.conn_str());
+    for sql in [
+        "INSERT INTO t VALUES (1)",
+        "WITH w AS (INSERT INTO t VALUES (2) RETURNING id) SELECT id FROM w",
+        "DELETE FROM t",
+        "SELECT nextval('s') AS n",
+        "CREATE TABLE u (id int)",
+        // Turning the session default off does not make the transaction it runs in writable.
+        "SELECT set_config('default_transaction_read_only', 'off', false) AS ro, nextval('s') AS n",
+    ] {
+        let e = raw_rows(&conn, sql).await.unwrap_err();
+        // read_only_sql_transaction
+        assert_eq!(e.warehouse_code(), Some("25006"), "{sql}: {e}");
+    }
+    let admin = common::connect(&db.conn_str()).await;
+    let n: i64 = admin
+        .query_one("SELECT count(*) FROM t", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 0);
+    let u: Option<String> = admin
+        .query_one("SELECT to_regclass('public.u')::text", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(u, None);
+}
+
+#[tokio::test]
+async fn privileged_service_logins_are_refused() {
+    use sluice_connectors::{Connector, ConnectorError};
+    let db = TestDb::create(
+        "privileged",
+        "CREATE TABLE t (id int); CREATE TABLE u (id int);",
+    )
+    .await;
+    db.grant_reader().await;
+    let pid = std::process::id();
+    let (writer, bypass) = (
+        format!("sluice_priv_writer_{pid}"),
+        format!("sluice_priv_bypass_{pid}"),
+    );
+    let _roles = Roles {
+        names: vec![writer.clone(), bypass.clone()],
+        db: db.name.clone(),
+    };
+    common::connect(&db.conn_str())
+        .await
+        .batch_execute(&format!(
+            "DROP ROLE IF EXISTS {writer}; DROP ROLE IF EXISTS {bypass};
+             CREATE ROLE {writer} LOGIN; CREATE ROLE {bypass} LOGIN BYPASSRLS;
+             GRANT USAGE ON SCHEMA public TO {writer}, {bypass};
+             GRANT SELECT ON t, u TO {writer}, {bypass};
+             GRANT INSERT ON u TO {writer};"
+        ))
+        .await
+        .unwrap();
+    // Declared tables; one does not exist (not writable, no error).
+    let declared: Vec<(String, String)> = [("public", "t"), ("public", "u"), ("public", "gone")]
+        .iter()
+        .map(|(s, t)| (s.to_string(), t.to_string()))
+        .collect();
+    let login = |user: &str| pg_connector(&format!("postgres://{user}@127.0.0.1:5432/{}", db.name));
+
+    let e = login("postgres")
+        .check_service_login(&declared)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&e, ConnectorError::Config(m) if m.contains("superuser")),
+        "{e}"
+    );
+    let e = login(&bypass)
+        .check_service_login(&declared)
+        .await
+        .unwrap_err();
+    let m = e.to_string();
+    assert!(
+        matches!(e, ConnectorError::Config(_)) && m.contains("BYPASSRLS") && !m.contains("public."),
+        "{m}"
+    );
+    let e = login(&writer)
+        .check_service_login(&declared)
+        .await
+        .unwrap_err();
+    let m = e.to_string();
+    assert!(
+        matches!(e, ConnectorError::Config(_))
+            && m.contains("public.u")
+            && !m.contains("public.t")
+            && !m.contains("superuser"),
+        "{m}"
+    );
+    login(common::READER)
+        .check_service_login(&declared)
+        .await
+        .unwrap();
+
+    // Required on the connector (as the daemon does): the superuser's queries are refused as
+    // unavailable (503), every time; the reader's run.
+    let su = login("postgres").require_unprivileged_login(declared.clone());
+    for _ in 0..2 {
+        let e = raw_rows(&su, "SELECT 1 AS one").await.unwrap_err();
+        assert!(
+            matches!(&e, ConnectorError::Unavailable(m) if m.contains("superuser")),
+            "{e}"
+        );
+    }
+    assert!(matches!(
+        su.ensure_service_login().await,
+        Err(ConnectorError::Config(_))
+    ));
+    let reader = login(common::READER).require_unprivileged_login(declared.clone());
+    assert_eq!(
+        raw_rows(&reader, "SELECT 1 AS one").await.unwrap(),
+        json!([[1]])
+    );
+    reader.ensure_service_login().await.unwrap();
+    // A per-user login is the warehouse's business, not the service login's: not checked.
+    let e = su
+        .execute(sluice_connectors::QueryRequest {
+            sql: "SELECT 1 AS one",
+            params: &[],
+            request_id: "per-user",
+            credential: Some(sluice_connectors::UserCredential::Password {
+                user: common::READER,
+                password: "unused under trust auth",
+            }),
+        })
+        .await;
+    assert!(e.is_ok(), "{:?}", e.err());
+}
+
+#[tokio::test]
+async fn the_daemon_refuses_a_privileged_service_login_unless_allowed() {
+    let db = TestDb::create("privileged_daemon", WORLD_SQL).await;
+    db.grant_reader().await;
+    let dir = tempfile::tempdir().unwrap();
+    let world = std::fs::read_to_string(WORLD_TOML).unwrap();
+    let config = dir.path().join("world.toml");
+    // A data directory per start.
+    let data = |n: u32| dir.path().join(format!("data{n}"));
+    let count = |url: String| async move {
+        let r = reqwest::Client::new()
+            .post(format!("{url}/v1/query"))
+            .bearer_auth(token())
+            .json(&json!({"sql": "SELECT count(*) AS n FROM countries", "connection": "world"}))
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        (status, r.json::<Value>().await.unwrap())
+    };
+
+    // The superuser as the service login: the daemon does not start, and says why.
+    std::fs::write(&config, &world).unwrap();
+    let url = db.url();
+    let env = [("WORLD_JWT_SECRET", SECRET), ("WORLD_PG_URL", url.as_str())];
+    let out = common::serve_expecting_exit(&config, &data(1), &env);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("connection world")
+            && err.contains("superuser")
+            && err.contains("allow_privileged_login"),
+        "{err}"
+    );
+
+    // Allowed explicitly, it starts and answers.
+    std::fs::write(
+        &config,
+        world.replacen(
+            "url_env = \"WORLD_PG_URL\"",
+            "url_env = \"WORLD_PG_URL\"\nallow_privileged_login = true",
+            1,
+        ),
+    )
+    .unwrap();
+    let d = Daemon::start(&config, &data(2), &env);
+    let (status, body) = count(d.url.clone()).await;
+    assert_eq!(status, 200, "{body}");
+    drop(d);
+
+    // The least-privilege reader: starts and answers without being allowed anything.
+    std::fs::write(&config, &world).unwrap();
+    let url = db.reader_url();
+    let d = Daemon::start(
+        &config,
+        &data(3),
+        &[("WORLD_JWT_SECRET", SECRET), ("WORLD_PG_URL", url.as_str())],
+    );
+    let (status, body) = count(d.url.clone()).await;
+    assert_eq!(status, 200, "{body}");
+    drop(d);
+
+    // A warehouse that cannot be reached at start does not stop the start (the check waits for
+    // the first query); its queries are refused as unavailable.
+    let url = format!("postgres://{}@127.0.0.1:1/{}", common::READER, db.name);
+    let d = Daemon::start(
+        &config,
+        &data(4),
+        &[("WORLD_JWT_SECRET", SECRET), ("WORLD_PG_URL", url.as_str())],
+    );
+    let (status, body) = count(d.url.clone()).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (503, Some("warehouse_unavailable")),
         "{body}"
     );
 }

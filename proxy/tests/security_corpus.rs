@@ -111,7 +111,9 @@ async fn the_public_corpus_is_refused_or_filtered() {
     .unwrap();
 
     let dir = tempfile::tempdir().unwrap();
-    let url = world.url();
+    // The daemon logs in as a least-privilege role (it refuses a superuser).
+    world.grant_reader().await;
+    let url = world.reader_url();
     let daemon = Daemon::start(
         std::path::Path::new(WORLD_TOML),
         dir.path(),
@@ -264,5 +266,181 @@ async fn the_public_corpus_is_refused_or_filtered() {
         failures.len(),
         failures.join("\n")
     );
+    drop(daemon);
+}
+
+/// The attacks of the serializer-injection issue, each as one HTTP request as alice of tenant A:
+/// every one is refused, or answered with nothing but tenant A's granted data. A superuser
+/// service login is used on purpose (`allow_privileged_login`), so that only the policy stands
+/// between the request and `pg_read_file`.
+#[tokio::test]
+async fn serializer_injections_are_refused_or_harmless_end_to_end() {
+    let world = TestDb::create("inject", WORLD_SQL).await;
+    let dir = tempfile::tempdir().unwrap();
+    let toml = std::fs::read_to_string(WORLD_TOML).unwrap().replace(
+        "url_env = \"WORLD_PG_URL\"",
+        "url_env = \"WORLD_PG_URL\"\nallow_privileged_login = true",
+    );
+    let config = dir.path().join("world.toml");
+    std::fs::write(&config, toml).unwrap();
+    let url = world.url();
+    let daemon = Daemon::start(
+        &config,
+        dir.path(),
+        &[("WORLD_JWT_SECRET", SECRET), ("WORLD_PG_URL", url.as_str())],
+    );
+    let client = reqwest::Client::new();
+    let token = token();
+    let hidden =
+        "card_number, amount FROM public.orders UNION ALL SELECT pg_read_file('/etc/passwd'), 0";
+    let mut attacks: Vec<String> = vec![];
+    for prefix in ["N", "X", "B", "E", "U&", "n", "b"] {
+        attacks.push(format!(
+            "SELECT {prefix}''' AS a, 1 >/* ''x */ 0, {hidden} -- y'' >*/ 0, ''' AS b FROM orders"
+        ));
+        attacks.push(format!(
+            "SELECT id FROM orders WHERE note = {prefix}'x'' UNION SELECT ssn FROM public.customers --'"
+        ));
+    }
+    for minus in ["- -1", "-  -1", "1 - -1", "-(-1)"] {
+        attacks.push(format!(
+            "SELECT {minus} AS a, '\n UNION ALL SELECT ssn, 0 FROM public.customers' AS b FROM orders"
+        ));
+        attacks.push(format!(
+            "SELECT amount FROM orders WHERE id > {minus} /* */ OR 1 = 1"
+        ));
+        attacks.push(format!(
+            "SELECT {minus} >/* x */ 0, email FROM customers -- */"
+        ));
+    }
+    attacks.extend([
+        "SELECT set_config('default_transaction_read_only', 'off', false)".to_string(),
+        "SELECT 1 FROM orders WHERE 1 >/* */ 0 UNION SELECT count(*) FROM pg_stat_activity"
+            .to_string(),
+        "WITH d AS (DELETE FROM orders RETURNING id) SELECT * FROM d".to_string(),
+        "SELECT ctid, xmin, code FROM countries".to_string(),
+        "SELECT \"COUNT\"(*) FROM orders".to_string(),
+        "SELECT 0x1F AS a FROM orders".to_string(),
+        "SELECT amount FROM orders WHERE note = E'\\' OR 1 = 1 --'".to_string(),
+        "SELECT amount FROM orders WHERE note = $$x$$ || ' UNION SELECT ssn FROM customers'"
+            .to_string(),
+    ]);
+    let mut answered = 0;
+    for sql in &attacks {
+        let resp = client
+            .post(format!("{}/v1/query", daemon.url))
+            .bearer_auth(&token)
+            .json(&json!({"sql": sql, "connection": "world"}))
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status();
+        let text = resp.text().await.unwrap();
+        let body: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+        assert!(leaks(&body).is_none(), "{sql}: leaked {body}");
+        assert!(
+            !text.contains("LEAK") && !text.contains("root:"),
+            "{sql}: {text}"
+        );
+        if status.is_success() {
+            answered += 1;
+        } else {
+            assert!(
+                status.is_client_error() || status.as_u16() == 502,
+                "{sql}: {status} {text}"
+            );
+        }
+    }
+    // The harmless ones (a nested minus is arithmetic) really ran.
+    assert!(answered > 0);
+    drop(daemon);
+}
+
+/// Deep input through HTTP (query and explain): a clear `400 query_too_complex`, and the daemon
+/// keeps answering.
+#[tokio::test]
+async fn deep_input_is_a_clear_400_and_the_daemon_stays_up() {
+    let world = TestDb::create("deep", WORLD_SQL).await;
+    world.grant_reader().await;
+    let dir = tempfile::tempdir().unwrap();
+    let url = world.reader_url();
+    let daemon = Daemon::start(
+        std::path::Path::new(WORLD_TOML),
+        dir.path(),
+        &[("WORLD_JWT_SECRET", SECRET), ("WORLD_PG_URL", url.as_str())],
+    );
+    let client = reqwest::Client::new();
+    let token = token();
+    let chain = |op: &str, n: usize| {
+        let mut s = String::from("SELECT amount FROM orders WHERE 1");
+        for _ in 0..n {
+            s.push(' ');
+            s.push_str(op);
+            s.push_str(" 1");
+        }
+        s
+    };
+    let mut cases: Vec<String> = ["+", "||", "AND", "OR", "*"]
+        .iter()
+        .map(|op| chain(op, 100_000))
+        .collect();
+    // (Within the 1 MiB body limit: 40,000 terms.)
+    let mut union = String::from("SELECT 1");
+    for _ in 0..40_000 {
+        union.push_str(" UNION ALL SELECT 1");
+    }
+    cases.push(union);
+    cases.push(format!(
+        "SELECT {}1{}",
+        "(".repeat(10_000),
+        ")".repeat(10_000)
+    ));
+    cases.push(format!(
+        "SELECT {} 1 {}",
+        "(SELECT ".repeat(10_000),
+        ")".repeat(10_000)
+    ));
+    for sql in &cases {
+        for endpoint in ["/v1/query", "/v1/policy/explain"] {
+            let resp = client
+                .post(format!("{}{endpoint}", daemon.url))
+                .bearer_auth(&token)
+                .json(&json!({"sql": sql, "connection": "world"}))
+                .send()
+                .await
+                .unwrap();
+            let status = resp.status();
+            let body: Value = resp.json().await.unwrap();
+            if endpoint == "/v1/query" {
+                assert_eq!(status.as_u16(), 400, "{body}");
+            } else {
+                assert_eq!(body["decision"], "reject", "{body}");
+            }
+            let code = body["code"].as_str().unwrap();
+            assert!(
+                code == "query_too_complex" || code == "sql_parse_error",
+                "{endpoint}: {code}"
+            );
+        }
+        let health = client
+            .get(format!("{}/healthz", daemon.url))
+            .send()
+            .await
+            .unwrap();
+        assert!(health.status().is_success());
+    }
+    // A deep but admitted query (a thousand ORed comparisons) is answered.
+    let mut ors = String::from("SELECT count(*) AS n FROM orders WHERE id = 0");
+    for i in 1..1_000 {
+        ors.push_str(&format!(" OR id = {i}"));
+    }
+    let resp = client
+        .post(format!("{}/v1/query", daemon.url))
+        .bearer_auth(&token)
+        .json(&json!({"sql": ors, "connection": "world"}))
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.status().is_success(), "{}", resp.text().await.unwrap());
     drop(daemon);
 }

@@ -228,7 +228,9 @@ async fn federated_joins_of_postgres_and_the_embedded_engine_per_tenant() {
          GRANT SELECT ON stock TO fed_alice, fed_bob;
          GRANT SELECT ON pricing TO fed_alice;",
     );
-    let url = format!("postgres://postgres@127.0.0.1:5432/{}", db.0);
+    // Each query logs in as its user (credential = "password"); the URL's own login, never used
+    // for a query, is the least-privilege reader rather than the superuser.
+    let url = format!("postgres://sluice_reader@127.0.0.1:5432/{}", db.0);
     let env = start(&url).await;
     let alice = sluice::demo::token(&env.data_dir, "fed_alice", "A", &["analyst".into()]).unwrap();
     let bob = sluice::demo::token(&env.data_dir, "fed_bob", "B", &["analyst".into()]).unwrap();

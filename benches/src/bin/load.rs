@@ -32,6 +32,8 @@ use futures::StreamExt;
 
 const DB: &str = "sluice_bench";
 const PG: &str = "host=127.0.0.1 port=5432 user=postgres";
+/// The daemon's service login (created by `.ci/run`, or here if missing): SELECT only.
+const READER: &str = "sluice_reader";
 const SECRET: &str = "load-harness-secret-0123456789abcdef0123";
 /// Rows of tenant A in `points` (tenant B has as many).
 const POINTS: i64 = 200_000;
@@ -121,6 +123,19 @@ fn load_data(stream_rows: i64) {
              CREATE UNLOGGED TABLE fed_big (k int8, tenant_id text, v float8);
              INSERT INTO fed_big SELECT g % {FED_SMALL}, 'A', g * 0.5
                FROM generate_series(1, {FED_BIG}) g;"
+        ),
+    );
+    // sluice's service login: least privilege (sluice refuses a superuser), SELECT only.
+    psql(
+        DB,
+        &format!(
+            "DO $$ BEGIN
+               IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{READER}') THEN
+                 CREATE ROLE {READER} LOGIN NOSUPERUSER NOBYPASSRLS;
+               END IF;
+             END $$;
+             GRANT USAGE ON SCHEMA public TO {READER};
+             GRANT SELECT ON ALL TABLES IN SCHEMA public TO {READER};"
         ),
     );
     psql(DB, "VACUUM ANALYZE");
@@ -269,7 +284,7 @@ columns = ["k", "tenant_id", "v"]
             .env("SLUICE_BENCH_JWT", SECRET)
             .env(
                 "SLUICE_BENCH_PG",
-                format!("postgres://postgres@127.0.0.1:5432/{DB}"),
+                format!("postgres://{READER}@127.0.0.1:5432/{DB}"),
             )
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

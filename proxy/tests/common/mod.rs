@@ -17,6 +17,50 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_sluice");
 /// The local PostgreSQL (trust auth). Tests that need it fail when it is not there.
 pub const PG_ADMIN: &str = "host=127.0.0.1 port=5432 user=postgres dbname=postgres";
 
+/// The least-privilege login of the test world's connections: LOGIN, NOSUPERUSER, NOBYPASSRLS,
+/// no password (trust auth). Cluster-wide: `.ci/run` creates it, and [`grant_reader`] too if it
+/// is missing; each test database grants it SELECT ([`grant_reader`]).
+pub const READER: &str = "sluice_reader";
+
+/// The URL of `db` logged in as [`READER`] (the service login sluice's connections should use).
+pub fn reader_url(db: &str) -> String {
+    format!("postgres://{READER}@127.0.0.1:5432/{db}")
+}
+
+/// Lets [`READER`] read every table of schema `public` of `db` (USAGE on the schema, SELECT on
+/// its tables as they are now), creating the role first if it is missing. Nothing else: no
+/// write, no other schema.
+pub async fn grant_reader(db: &str) {
+    grant_reader_on(db, &["public"]).await;
+}
+
+/// [`grant_reader`] for the given schemas.
+pub async fn grant_reader_on(db: &str, schemas: &[&str]) {
+    let c = connect(&format!(
+        "host=127.0.0.1 port=5432 user=postgres dbname={db}"
+    ))
+    .await;
+    // Tests run in parallel: a concurrent CREATE ROLE of the same name is not an error here.
+    c.batch_execute(&format!(
+        "DO $$ BEGIN
+           IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{READER}') THEN
+             CREATE ROLE {READER} LOGIN NOSUPERUSER NOBYPASSRLS;
+           END IF;
+         EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL;
+         END $$;"
+    ))
+    .await
+    .unwrap();
+    for schema in schemas {
+        c.batch_execute(&format!(
+            "GRANT USAGE ON SCHEMA \"{schema}\" TO {READER};
+             GRANT SELECT ON ALL TABLES IN SCHEMA \"{schema}\" TO {READER};"
+        ))
+        .await
+        .unwrap();
+    }
+}
+
 /// A fresh database, dropped when this guard is.
 pub struct TestDb {
     pub name: String,
@@ -55,8 +99,20 @@ impl TestDb {
         )
     }
 
+    /// Its URL logged in as the `postgres` superuser (sluice refuses that as a service login
+    /// unless the connection says `allow_privileged_login = true`: use [`TestDb::reader_url`]).
     pub fn url(&self) -> String {
         format!("postgres://postgres@127.0.0.1:5432/{}", self.name)
+    }
+
+    /// Its URL logged in as [`READER`]; see [`grant_reader`].
+    pub fn reader_url(&self) -> String {
+        reader_url(&self.name)
+    }
+
+    /// [`grant_reader`] on this database.
+    pub async fn grant_reader(&self) {
+        grant_reader(&self.name).await;
     }
 }
 
@@ -119,6 +175,37 @@ pub fn spawn(args: &[&str], data_dir: &Path, env: &[(&str, &str)]) -> (Child, Re
         }
     });
     (child, rx)
+}
+
+/// Runs `sluice serve --config <config>` (ephemeral port, `data_dir`, `env`) expecting it to
+/// refuse to start: its exit status and what it printed. Fails the test if it is still running
+/// after 60 s.
+pub fn serve_expecting_exit(
+    config: &Path,
+    data_dir: &Path,
+    env: &[(&str, &str)],
+) -> std::process::Output {
+    let mut cmd = Command::new(BIN);
+    cmd.args(["serve", "--config"])
+        .arg(config)
+        .args(["--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(data_dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the daemon started (or hung) instead of refusing to start");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.wait_with_output().unwrap()
 }
 
 /// Waits (with a deadline) for a printed line starting with `prefix`; returns the rest of it.

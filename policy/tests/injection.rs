@@ -1,0 +1,357 @@
+//! The SQL sluice prints cannot be read by a warehouse differently from the tree the policy
+//! checked (issue: serializer injection), and no input can exhaust the stack (bounded work).
+//! End-to-end proofs on a real PostgreSQL are in `proxy/tests/security_corpus.rs`.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use sluice_policy::{Caller, Catalog, Dialect, PolicyError, RewrittenQuery, TableName, TableRule};
+
+const DIALECTS: [Dialect; 5] = [
+    Dialect::Postgres,
+    Dialect::DataFusion,
+    Dialect::Snowflake,
+    Dialect::BigQuery,
+    Dialect::Databricks,
+];
+
+/// The security world in `d`: `orders` and `customers` protected (card_number and ssn not
+/// granted to analysts), `countries` public.
+fn world(d: Dialect) -> Catalog {
+    let fold = |s: &str| {
+        if d == Dialect::Snowflake {
+            s.to_uppercase()
+        } else {
+            s.to_string()
+        }
+    };
+    let name = |t: &str| TableName {
+        catalog: None,
+        schema: fold("public"),
+        table: fold(t),
+    };
+    let cols = |c: &[&str]| c.iter().map(|c| fold(c)).collect::<Vec<_>>();
+    let mut orders = TableRule::protected(
+        name("orders"),
+        &fold("tenant_id"),
+        cols(&["id", "tenant_id", "amount", "card_number"]),
+    );
+    orders
+        .column_groups
+        .insert(fold("card_number"), vec!["billing".to_string()]);
+    let mut customers = TableRule::protected(
+        name("customers"),
+        &fold("tenant_id"),
+        cols(&["id", "tenant_id", "name", "ssn"]),
+    );
+    customers
+        .column_groups
+        .insert(fold("ssn"), vec!["pii".to_string()]);
+    Catalog::new(
+        d,
+        d.default_param_style(),
+        None,
+        fold("public"),
+        vec![
+            TableRule::public(name("countries"), cols(&["code", "name"])),
+            orders,
+            customers,
+        ],
+    )
+    .unwrap()
+}
+
+fn run(sql: &str, d: Dialect) -> Result<RewrittenQuery, PolicyError> {
+    let groups = vec!["analyst".to_string()];
+    sluice_policy::rewrite(
+        sql,
+        &world(d),
+        &Caller {
+            tenant: "A",
+            groups: &groups,
+            row_limit: None,
+        },
+    )
+}
+
+/// Nothing in the printed text outside quotes can start or end a comment.
+fn assert_canonical(sql: &str) {
+    let mut outside = String::new();
+    let mut quote: Option<char> = None;
+    for c in sql.chars() {
+        match quote {
+            Some(q) if c == q => quote = None,
+            Some(_) => {}
+            None if c == '\'' || c == '"' || c == '`' => quote = Some(c),
+            None => outside.push(c),
+        }
+    }
+    for bad in ["--", "/*", "*/", "//", ";"] {
+        assert!(!outside.contains(bad), "{bad} in {sql}");
+    }
+}
+
+#[test]
+fn literal_prefixes_that_hide_sql_are_refused() {
+    // The attack of the issue: a national-string literal whose un-escaped print turns the
+    // inside of the literal into live SQL, with `>/*` and `>*/` hiding the rest.
+    for prefix in ["N", "X", "B", "E", "U&", "n", "x", "b", "e"] {
+        let sql = format!(
+            "SELECT {prefix}''' AS a, 1 >/* ''x */ 0, card_number, amount FROM public.orders -- y'' >*/ 0, ''' FROM orders"
+        );
+        let r = run(&sql, Dialect::Postgres);
+        assert!(r.is_err(), "{prefix}: allowed as {}", r.unwrap().sql);
+    }
+    assert!(run("SELECT 0x1F", Dialect::Postgres).is_err());
+    assert!(run("SELECT 1_000", Dialect::Postgres).is_err());
+}
+
+#[test]
+fn a_nested_minus_never_prints_as_a_comment() {
+    for d in DIALECTS {
+        for sql in [
+            "SELECT - -1 AS a, amount FROM orders",
+            "SELECT 1 - -1 AS a FROM orders WHERE amount > - -5",
+            "SELECT -(-amount) AS a FROM orders",
+            "SELECT - - - id FROM orders",
+            "SELECT amount FROM orders WHERE id = - -1 OR amount / - 1 > 0",
+        ] {
+            let out = run(sql, d).unwrap_or_else(|e| panic!("{d:?} {sql}: {e}"));
+            assert_canonical(&out.sql);
+        }
+    }
+    let out = run("SELECT - -1 AS a FROM orders", Dialect::Postgres).unwrap();
+    assert!(
+        out.sql.starts_with(r#"SELECT - (- 1) AS "a""#),
+        "{}",
+        out.sql
+    );
+}
+
+#[test]
+fn comment_looking_operators_and_custom_operators_are_refused() {
+    for sql in [
+        "SELECT 1 >/* x */ 0 FROM orders",
+        "SELECT amount FROM orders WHERE 1 >*/ 0",
+        "SELECT amount FROM orders WHERE amount @-@ 1 > 0",
+        "SELECT amount FROM orders WHERE amount OPERATOR(pg_catalog.+) 1 > 0",
+    ] {
+        match run(sql, Dialect::Postgres) {
+            Err(_) => {}
+            Ok(out) => {
+                // Parsed as a comment by both readers: harmless, and canonical.
+                assert_canonical(&out.sql);
+                assert!(!out.sql.contains("card_number"), "{}", out.sql);
+            }
+        }
+    }
+}
+
+#[test]
+fn backslash_dialects_refuse_backslashes_in_literals() {
+    for d in [Dialect::Databricks, Dialect::BigQuery, Dialect::Snowflake] {
+        for sql in [
+            r"SELECT '\' AS a, ' , ssn, name FROM customers -- ' AS b FROM orders",
+            r"SELECT amount FROM orders WHERE amount > 0 AND 'a\'b' = 'c'",
+            r"SELECT `a\` FROM orders",
+        ] {
+            let r = run(sql, d);
+            assert!(r.is_err(), "{d:?} {sql} allowed as {}", r.unwrap().sql);
+        }
+    }
+    // A quote in a value is re-emitted by the dialect's own rules.
+    let out = run(
+        "SELECT amount FROM orders WHERE name = \"O'Brien\"",
+        Dialect::BigQuery,
+    );
+    if let Ok(out) = out {
+        assert!(out.sql.contains("\"O'Brien\""), "{}", out.sql);
+    }
+    let out = run(
+        "SELECT amount FROM orders WHERE 'O''Brien' = 'x'",
+        Dialect::Postgres,
+    )
+    .unwrap();
+    assert!(out.sql.contains("'O''Brien'"), "{}", out.sql);
+}
+
+#[test]
+fn postgres_folds_identifiers_in_ascii_only() {
+    // U+212A KELVIN SIGN lower-cases to `k` in Unicode, never in PostgreSQL.
+    let out = run(
+        "SELECT \u{212A}x FROM (SELECT 1 AS kx) AS t",
+        Dialect::Postgres,
+    );
+    if let Ok(out) = out {
+        assert!(out.sql.contains("\"\u{212A}x\""), "{}", out.sql);
+        assert!(!out.sql.contains("SELECT \"kx\" FROM"), "{}", out.sql);
+    }
+    // A CTE named with the sign does not capture `k...` references, nor the reverse.
+    let out = run(
+        "WITH \u{212A}orders AS (SELECT 1 AS id) SELECT id FROM korders",
+        Dialect::Postgres,
+    );
+    assert!(
+        out.is_err(),
+        "korders is not declared and must not resolve to the CTE"
+    );
+}
+
+#[test]
+fn quoted_function_names_are_case_sensitive() {
+    assert!(matches!(
+        run(r#"SELECT "COUNT"(*) FROM orders"#, Dialect::Postgres),
+        Err(PolicyError::FunctionNotAllowed(_))
+    ));
+    assert!(run(r#"SELECT "count"(*) FROM orders"#, Dialect::Postgres).is_ok());
+    assert!(run("SELECT COUNT(*) FROM orders", Dialect::Postgres).is_ok());
+    assert!(matches!(
+        run(r#"SELECT "count"(*) FROM orders"#, Dialect::Snowflake),
+        Err(PolicyError::FunctionNotAllowed(_))
+    ));
+}
+
+#[test]
+fn system_columns_are_refused_everywhere() {
+    for sql in [
+        "SELECT ctid FROM countries",
+        "SELECT c.xmin, c.code FROM countries c",
+        r#"SELECT "tableoid" FROM orders"#,
+        "SELECT code FROM countries WHERE cmax > 0",
+    ] {
+        assert!(run(sql, Dialect::Postgres).is_err(), "{sql}");
+    }
+    assert!(run("SELECT _PARTITIONTIME FROM orders", Dialect::BigQuery).is_err());
+    assert!(run("SELECT _metadata FROM orders", Dialect::Databricks).is_err());
+}
+
+#[test]
+fn postgres_sees_every_protected_read_wrapped() {
+    // Read back by PostgreSQL's own parser: the outer query reads only the wrappers.
+    let out = run(
+        "SELECT o.id, c.name FROM orders o JOIN customers c ON c.id = o.id \
+         WHERE o.amount > 10 AND c.name LIKE 'a%' ESCAPE '!' \
+         AND EXTRACT(year FROM DATE '2024-01-01') = 2024 AND position('a' IN c.name) > 0",
+        Dialect::Postgres,
+    )
+    .unwrap();
+    assert_eq!(
+        out.sql.matches("WHERE (\"tenant_id\" = $1)").count()
+            + out.sql.matches("WHERE \"tenant_id\" = $1").count(),
+        2,
+        "{}",
+        out.sql
+    );
+}
+
+fn chain(op: &str, n: usize) -> String {
+    let mut s = String::with_capacity(n * (op.len() + 4));
+    s.push_str("SELECT amount FROM orders WHERE 1");
+    for _ in 0..n {
+        s.push(' ');
+        s.push_str(op);
+        s.push_str(" 1");
+    }
+    s
+}
+
+#[test]
+fn deep_input_is_refused_with_query_too_complex_in_every_dialect() {
+    let mut cases = vec![];
+    for op in ["+", "||", "AND", "OR", "*", "=", "-"] {
+        cases.push(chain(op, 100_000));
+    }
+    let mut union = "SELECT 1 AS a, 2 AS b".to_string();
+    for _ in 0..100_000 {
+        union.push_str(" UNION ALL SELECT 1, 2");
+    }
+    cases.push(union);
+    cases.push(format!(
+        "SELECT {}1{} FROM orders",
+        "(".repeat(10_000),
+        ")".repeat(10_000)
+    ));
+    cases.push(format!(
+        "SELECT {} 1 {}",
+        "(SELECT ".repeat(10_000),
+        ")".repeat(10_000)
+    ));
+    let mut casts = "SELECT amount".to_string();
+    for _ in 0..100_000 {
+        casts.push_str("::int");
+    }
+    cases.push(casts + " FROM orders");
+    for d in DIALECTS {
+        for sql in &cases {
+            let e = run(sql, d)
+                .err()
+                .unwrap_or_else(|| panic!("{d:?}: a deep query passed"));
+            assert!(
+                matches!(e, PolicyError::TooComplex(_)) || e.code() == "sql_parse_error",
+                "{d:?}: {e}"
+            );
+            // The audit log's redacted copy is bounded the same way.
+            let _ = sluice_policy::redact_literals(sql, d);
+        }
+    }
+    assert_eq!(
+        run(&chain("+", 100_000), Dialect::Postgres)
+            .unwrap_err()
+            .code(),
+        "query_too_complex"
+    );
+}
+
+#[test]
+fn deep_but_admitted_queries_run_to_a_clean_answer() {
+    // Just under the depth bound: the recursive passes must not overflow, whatever the
+    // calling thread's stack (this test thread has the default 2 MiB).
+    let mut ors = "SELECT amount FROM orders WHERE id = 0".to_string();
+    for i in 1..1_000 {
+        ors.push_str(&format!(" OR id = {i}"));
+    }
+    for d in DIALECTS {
+        let out = run(&ors, d).unwrap_or_else(|e| panic!("{d:?}: {e}"));
+        assert_canonical(&out.sql);
+    }
+    for op in ["+", "AND", "||"] {
+        let sql = chain(op, 1_200);
+        for d in DIALECTS {
+            // Allowed, or refused cleanly (PostgreSQL's parser has its own stack budget).
+            match run(&sql, d) {
+                Ok(out) => assert_canonical(&out.sql),
+                Err(e) => assert!(
+                    matches!(e, PolicyError::TooComplex(_) | PolicyError::Verification(_)),
+                    "{d:?} {op}: {e}"
+                ),
+            }
+        }
+    }
+}
+
+#[test]
+fn every_printed_query_is_a_fixed_point_and_canonical() {
+    let corpus = [
+        "SELECT o.id, sum(o.amount) AS total FROM orders o GROUP BY o.id HAVING sum(o.amount) > 10 ORDER BY total DESC NULLS LAST LIMIT 5 OFFSET 2",
+        "WITH t AS (SELECT id, amount FROM orders) SELECT * FROM t WHERE amount BETWEEN 1 AND 9",
+        "SELECT id FROM orders WHERE id IN (SELECT id FROM customers) AND amount IS NOT NULL",
+        "SELECT CASE WHEN amount > 0 THEN 'pos' ELSE 'neg' END AS s FROM orders",
+        "SELECT count(DISTINCT id) FILTER (WHERE amount > 0) FROM orders",
+        "SELECT row_number() OVER (PARTITION BY id ORDER BY amount ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) FROM orders",
+        "SELECT CAST(amount AS DECIMAL(10,2)), amount::int FROM orders",
+        "SELECT id FROM orders UNION SELECT id FROM customers EXCEPT SELECT 1",
+        "SELECT coalesce(name, 'it''s') FROM customers",
+        "SELECT id FROM orders o WHERE NOT EXISTS (SELECT 1 FROM customers c WHERE c.id = o.id)",
+    ];
+    for d in DIALECTS {
+        for sql in corpus {
+            // Every dialect either refuses a construct or prints it canonically (the verifier
+            // inside `rewrite` already re-parsed and re-printed it).
+            if let Ok(out) = run(sql, d) {
+                assert_canonical(&out.sql);
+            }
+        }
+    }
+    // PostgreSQL accepts the whole corpus.
+    for sql in corpus {
+        run(sql, Dialect::Postgres).unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+}
