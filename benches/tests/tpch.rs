@@ -22,10 +22,13 @@ fn all_22_tpch_queries_are_accepted_and_filtered() {
             let reads = out.manifest.tables.iter().any(|n| n.table == t);
             // The tenant predicate first; leakproof outer comparisons may follow it inside the
             // fence (`policy/src/pushdown.rs`).
-            let wrapped = out
-                .sql
+            let sql = &out.sql;
+            let wrapped = (sql
                 .contains(&format!("FROM \"public\".\"{t}\" WHERE \"tenant_id\" = $1"))
-                && out.sql.contains("OFFSET 0");
+                || sql.contains(&format!(
+                    "FROM \"public\".\"{t}\" WHERE (\"tenant_id\" = $1)"
+                )))
+                && sql.contains("OFFSET 0");
             assert_eq!(reads, wrapped, "{name}: {t}\n{}", out.sql);
         }
     }

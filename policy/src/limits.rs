@@ -129,6 +129,12 @@ fn lexical(t: &Token, d: Dialect) -> Result<(), PolicyError> {
         Token::Whitespace(Whitespace::MultiLineComment(c)) if c.contains("/*") => {
             refuse("nested block comments")
         }
+        // PostgreSQL ends a `--` comment at a carriage return, sqlparser only at a newline.
+        Token::Whitespace(Whitespace::SingleLineComment { comment, .. })
+            if comment.trim_end_matches('\n').contains('\r') =>
+        {
+            refuse("a carriage return inside a -- comment")
+        }
         Token::Backslash => refuse("backslashes outside string literals"),
         _ => Ok(()),
     }
@@ -265,6 +271,7 @@ mod tests {
             ("SELECT 'a\\'b'", Dialect::Snowflake),
             ("SELECT `a\\`", Dialect::BigQuery),
             ("SELECT 1 /* a /* b */ */", Dialect::Postgres),
+            ("SELECT 1 -- a\r UNION SELECT 2\n", Dialect::Postgres),
         ] {
             assert!(check_input(sql, d).is_err(), "{sql} passed for {d:?}");
         }

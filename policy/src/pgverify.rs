@@ -148,11 +148,6 @@ impl<'a> PgVerifier<'a> {
         self.catalog.by_emitted_name(&parts)
     }
 
-    fn unrestricted(&self, rule: &TableRule) -> bool {
-        let view = rule.view(self.groups);
-        view.len() == rule.columns.len() && view.iter().all(|c| c.mask.is_none())
-    }
-
     fn select(&self, s: &pb::SelectStmt, outer: &[String]) -> V {
         if s.into_clause.is_some() || !s.locking_clause.is_empty() {
             return Err("SELECT INTO or a locking clause".into());
@@ -248,15 +243,7 @@ impl<'a> PgVerifier<'a> {
                     };
                 }
                 match self.rule(rv) {
-                    Some(rule)
-                        if matches!(rule.access, Access::Public) && self.unrestricted(rule) =>
-                    {
-                        Ok(())
-                    }
-                    Some(rule) => Err(format!(
-                        "table {} read without its tenant wrapper",
-                        rule.name
-                    )),
+                    Some(rule) => Err(format!("table {} read without its wrapper", rule.name)),
                     None => Err(format!(
                         "the undeclared relation {}.{}",
                         rv.schemaname, rv.relname
@@ -291,8 +278,8 @@ impl<'a> PgVerifier<'a> {
         }
     }
 
-    /// The rule of a derived table that reads one declared table the caller may not read whole:
-    /// it must then be exactly that table's wrapper.
+    /// The rule of a derived table that reads one declared table: it must then be exactly that
+    /// table's wrapper.
     fn wrapped_rule(&self, sub: &pb::SelectStmt) -> Option<&'a TableRule> {
         let [item] = sub.from_clause.as_slice() else {
             return None;
@@ -303,11 +290,7 @@ impl<'a> PgVerifier<'a> {
         if rv.schemaname.is_empty() {
             return None;
         }
-        let rule = self.rule(rv)?;
-        match rule.access {
-            Access::Public if self.unrestricted(rule) => None,
-            _ => Some(rule),
-        }
+        self.rule(rv)
     }
 
     fn wrapper(&self, s: &pb::SelectStmt, rule: &TableRule) -> V {
@@ -335,11 +318,14 @@ impl<'a> PgVerifier<'a> {
         if s.limit_option == pb::LimitOption::WithTies as i32 {
             return bad("a limit option");
         }
-        match node(&s.limit_offset) {
-            Some(N::AConst(c))
-                if !c.isnull
-                    && matches!(&c.val, Some(pb::a_const::Val::Ival(i)) if i.ival == 0) => {}
-            _ => return bad("no OFFSET 0 fence"),
+        let fenced = matches!(node(&s.limit_offset), Some(N::AConst(c))
+            if !c.isnull && matches!(&c.val, Some(pb::a_const::Val::Ival(i)) if i.ival == 0));
+        let protected = matches!(rule.access, Access::Protected { .. });
+        if protected && !fenced {
+            return bad("no OFFSET 0 fence");
+        }
+        if !protected && s.limit_offset.is_some() {
+            return bad("an OFFSET");
         }
         let [item] = s.from_clause.as_slice() else {
             return bad("more than one relation");

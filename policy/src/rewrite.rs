@@ -480,14 +480,10 @@ impl<'a> Rewriter<'a> {
                 let alias_name = self.dialect().normalize(&alias.name);
                 self.uses.push((alias_name, rule));
                 let view = rule.view(self.groups);
-                let restricted =
-                    view.len() != rule.columns.len() || view.iter().any(|c| c.mask.is_some());
+                // Public tables are wrapped too: the wrapper names the declared columns, so a
+                // column the warehouse has but the policy does not declare (or a whole-row
+                // reference to it) is never read.
                 let tenant_column = match &rule.access {
-                    Access::Public if !restricted => {
-                        *name = self.emitted_name(rule);
-                        *alias_slot = Some(alias);
-                        return Ok(());
-                    }
                     Access::Public => None,
                     Access::Protected { tenant_column } => {
                         self.wrapped += 1;
@@ -647,9 +643,11 @@ impl<'a> Rewriter<'a> {
     }
 
     /// `SELECT <visible columns> FROM <table> WHERE <tenant column> = <tenant>`, built as an AST
-    /// (no predicate for a public table with restricted columns). For PostgreSQL it ends with
+    /// (no predicate for a public table). For a protected table on PostgreSQL it ends with
     /// `OFFSET 0`, the planner's optimization fence: no outer predicate is evaluated inside it,
-    /// so a user predicate that raises an error never sees another tenant's row.
+    /// so a user predicate that raises an error never sees another tenant's row. A public
+    /// table's wrapper has no fence: every row of it is visible to every caller, so the planner
+    /// may inline it.
     fn wrapper(
         &self,
         rule: &TableRule,
@@ -711,7 +709,7 @@ impl<'a> Rewriter<'a> {
             with: None,
             body: Box::new(SetExpr::Select(Box::new(select))),
             order_by: None,
-            limit_clause: fence(self.dialect()),
+            limit_clause: tenant_column.and_then(|_| fence(self.dialect())),
             fetch: None,
             locks: vec![],
             for_clause: None,

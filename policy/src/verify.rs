@@ -117,12 +117,6 @@ impl<'a> Verifier<'a> {
         self.catalog.by_emitted_name(&values)
     }
 
-    /// Whether the caller reads `rule` exactly as declared (no hidden or masked column).
-    fn unrestricted(&self, rule: &TableRule) -> bool {
-        let view = rule.view(self.groups);
-        view.len() == rule.columns.len() && view.iter().all(|c| c.mask.is_none())
-    }
-
     /// If `q` reads a protected (or column-restricted public) table, checks that it is exactly
     /// the wrapper for this caller and returns its rule; `Ok(None)` for any other derived table.
     fn wrapper_rule(&self, q: &Query) -> Result<Option<&'a TableRule>, String> {
@@ -140,7 +134,6 @@ impl<'a> Verifier<'a> {
         };
         let tenant_column = match &rule.access {
             Access::Protected { tenant_column } => Some(tenant_column),
-            Access::Public if self.unrestricted(rule) => return Ok(None),
             Access::Public => None,
         };
         if !rule.readable_by(self.groups) {
@@ -162,7 +155,7 @@ impl<'a> Verifier<'a> {
         let d = self.catalog.dialect();
         if with.is_some()
             || order_by.is_some()
-            || *limit_clause != fence(d)
+            || *limit_clause != tenant_column.and_then(|_| fence(d))
             || fetch.is_some()
             || !locks.is_empty()
             || for_clause.is_some()
@@ -432,14 +425,9 @@ impl Visitor for Verifier<'_> {
             }
         }
         match self.emitted_rule(name) {
-            Some(TableRule {
-                access: Access::Public,
-                ..
-            }) => ControlFlow::Continue(()),
-            Some(rule) => ControlFlow::Break(format!(
-                "protected table {} read without its tenant filter",
-                rule.name
-            )),
+            Some(rule) => {
+                ControlFlow::Break(format!("table {} read without its wrapper", rule.name))
+            }
             None => ControlFlow::Break(format!("undeclared relation {name}")),
         }
     }

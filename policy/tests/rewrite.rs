@@ -164,9 +164,16 @@ fn alias_is_kept_and_joins_are_wrapped_on_both_sides() {
 
 #[test]
 fn public_tables_are_qualified_not_filtered() {
+    // Wrapped to their declared columns (a column the table has but the policy does not declare
+    // stays unreadable, also through `*` or a whole-row reference), with no tenant predicate and
+    // no fence: every row is visible to everyone.
     assert_eq!(
         ok("SELECT code FROM countries"),
-        r#"SELECT "code" FROM "public"."countries" AS "countries""#
+        r#"SELECT "code" FROM (SELECT "code", "name" FROM "public"."countries") AS "countries""#
+    );
+    assert_eq!(
+        ok("SELECT * FROM countries c"),
+        r#"SELECT * FROM (SELECT "code", "name" FROM "public"."countries") AS "c""#
     );
 }
 

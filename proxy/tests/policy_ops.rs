@@ -122,6 +122,43 @@ fn the_cli_explains_allow_and_reject_and_exits_zero_for_both() {
     assert!(!out.status.success());
 }
 
+#[test]
+fn the_cli_refuses_deep_input_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "");
+    // (One command-line argument holds at most 128 KiB.)
+    let mut chain = String::from("SELECT sale_id FROM sales WHERE 1");
+    for _ in 0..30_000 {
+        chain.push_str(" + 1");
+    }
+    let parens = format!("SELECT {}1{}", "(".repeat(10_000), ")".repeat(10_000));
+    for sql in [chain, parens] {
+        let out = Command::new(BIN)
+            .args(["policy", "explain", "--config"])
+            .arg(&config)
+            .args([
+                "--connection",
+                "files",
+                "--tenant",
+                "t1",
+                "--groups",
+                "analyst",
+            ])
+            .arg("--sql")
+            .arg(&sql)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(v["decision"], "reject");
+        assert_eq!(v["code"], "query_too_complex", "{v}");
+    }
+}
+
 #[tokio::test]
 async fn explain_over_http_and_policy_reload_on_sighup() {
     let dir = tempfile::tempdir().unwrap();

@@ -275,7 +275,12 @@ async fn the_public_corpus_is_refused_or_filtered() {
 /// between the request and `pg_read_file`.
 #[tokio::test]
 async fn serializer_injections_are_refused_or_harmless_end_to_end() {
-    let world = TestDb::create("inject", WORLD_SQL).await;
+    // A column the table has but the policy does not declare, on a public table.
+    let sql = format!(
+        "{WORLD_SQL}\nALTER TABLE public.countries ADD COLUMN undeclared_secret text \
+         DEFAULT 'LEAK-undeclared-public-column';"
+    );
+    let world = TestDb::create("inject", &sql).await;
     let dir = tempfile::tempdir().unwrap();
     let toml = std::fs::read_to_string(WORLD_TOML).unwrap().replace(
         "url_env = \"WORLD_PG_URL\"",
@@ -324,6 +329,11 @@ async fn serializer_injections_are_refused_or_harmless_end_to_end() {
         "SELECT amount FROM orders WHERE note = E'\\' OR 1 = 1 --'".to_string(),
         "SELECT amount FROM orders WHERE note = $$x$$ || ' UNION SELECT ssn FROM customers'"
             .to_string(),
+        // Default deny extends to the columns of public tables.
+        "SELECT code, undeclared_secret FROM countries".to_string(),
+        "SELECT * FROM countries".to_string(),
+        "SELECT c FROM countries c".to_string(),
+        "SELECT c.* FROM countries c NATURAL JOIN countries d".to_string(),
     ]);
     let mut answered = 0;
     for sql in &attacks {
