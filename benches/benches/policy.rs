@@ -2,7 +2,7 @@
 //! serialize, re-parse and verify). Guards the budget of issue "Tenant isolation that holds
 //! against any SQL": rewrite + verify at most 1.5x parse time (see benches/README.md).
 
-use criterion::{Criterion, criterion_group, criterion_main};
+use criterion::{Criterion, criterion_group};
 use sluice_benches::{TPCH, tpch_catalog};
 use sluice_policy::Caller;
 use sqlparser::dialect::PostgreSqlDialect;
@@ -76,4 +76,20 @@ fn policy(c: &mut Criterion) {
 }
 
 criterion_group!(benches, policy);
-criterion_main!(benches);
+
+/// Runs on a thread with the daemon's worker stack (`POLICY_STACK_BYTES`), as the daemon does:
+/// on a smaller stack every call would first switch to a freshly mapped one.
+fn main() {
+    let bench = std::thread::Builder::new()
+        .stack_size(sluice_policy::POLICY_STACK_BYTES)
+        .spawn(|| {
+            benches();
+            criterion::Criterion::default()
+                .configure_from_args()
+                .final_summary();
+        });
+    match bench.map(std::thread::JoinHandle::join) {
+        Ok(Ok(())) => {}
+        _ => std::process::exit(1),
+    }
+}

@@ -9,6 +9,7 @@ mod error;
 mod functions;
 mod limits;
 mod mask;
+mod metered;
 mod pgverify;
 mod print;
 mod pushdown;
@@ -18,13 +19,13 @@ mod verify;
 use std::collections::BTreeSet;
 
 use sqlparser::ast::{Expr, LimitClause, Query, Statement, Value};
-use sqlparser::parser::Parser;
 
 pub use catalog::{Access, Catalog, MaskKind, MaskRule, TableName, TableRule};
 pub use dialect::{Dialect, ParamStyle, TENANT_PARAM_NAME};
 pub use error::{CatalogError, PolicyError};
 pub use limits::{
-    MAX_DEPTH_BOUND, MAX_SQL_BYTES, MAX_TOKENS, POLICY_STACK_BYTES, check_input, with_stack,
+    MAX_DEPTH_BOUND, MAX_SQL_BYTES, MAX_TOKENS, POLICY_STACK_BYTES, check_input, parse_statements,
+    with_stack,
 };
 
 /// Deepest nesting the parser accepts; deeper input is refused, never a stack overflow.
@@ -118,22 +119,19 @@ pub fn rewrite(
     caller: &Caller<'_>,
 ) -> Result<RewrittenQuery, PolicyError> {
     check_tenant(caller.tenant, catalog.param_style())?;
-    check_input(sql, catalog.dialect())?;
-    with_stack(|| rewrite_bounded(sql, catalog, caller))
+    let tokens = limits::scan(sql, catalog.dialect())?;
+    with_stack(|| rewrite_bounded(sql, tokens, catalog, caller))
 }
 
 fn rewrite_bounded(
     sql: &str,
+    tokens: usize,
     catalog: &Catalog,
     caller: &Caller<'_>,
 ) -> Result<RewrittenQuery, PolicyError> {
     let style = catalog.param_style();
     let dialect = catalog.dialect().parser_dialect();
-    let mut statements = Parser::new(&*dialect)
-        .with_recursion_limit(MAX_PARSE_DEPTH)
-        .try_with_sql(sql)
-        .and_then(|mut p| p.parse_statements())
-        .map_err(|e| PolicyError::Parse(e.to_string()))?;
+    let mut statements = limits::parse_metered(sql, dialect, tokens, MAX_PARSE_DEPTH)?;
     let mut statement = match statements.len() {
         0 => return Err(PolicyError::Empty),
         1 => statements.remove(0),
@@ -302,13 +300,13 @@ pub(crate) fn outer_limit(q: &Query) -> Option<u64> {
 /// `sql` with every literal replaced by `?`, for audit logs that must not keep the values a user
 /// typed. SQL that does not parse is not kept at all.
 pub fn redact_literals(sql: &str, dialect: Dialect) -> String {
-    if check_input(sql, dialect).is_err() {
+    let Ok(tokens) = limits::scan(sql, dialect) else {
         return "<SQL over the policy's limits: redacted>".to_string();
-    }
-    with_stack(|| redact_bounded(sql, dialect))
+    };
+    with_stack(|| redact_bounded(sql, tokens, dialect))
 }
 
-fn redact_bounded(sql: &str, dialect: Dialect) -> String {
+fn redact_bounded(sql: &str, tokens: usize, dialect: Dialect) -> String {
     use sqlparser::ast::{VisitMut, VisitorMut};
     struct Redact;
     impl VisitorMut for Redact {
@@ -323,12 +321,7 @@ fn redact_bounded(sql: &str, dialect: Dialect) -> String {
             std::ops::ControlFlow::Continue(())
         }
     }
-    let d = dialect.parser_dialect();
-    match Parser::new(&*d)
-        .with_recursion_limit(MAX_PARSE_DEPTH)
-        .try_with_sql(sql)
-        .and_then(|mut p| p.parse_statements())
-    {
+    match limits::parse_metered(sql, dialect.parser_dialect(), tokens, MAX_PARSE_DEPTH) {
         Ok(mut statements) => {
             let _ = statements.visit(&mut Redact);
             statements

@@ -53,6 +53,11 @@ fn backslash_escapes(d: Dialect) -> bool {
 
 /// Checks `sql` against the limits and the lexical rules of `dialect`, without recursion.
 pub fn check_input(sql: &str, dialect: Dialect) -> Result<(), PolicyError> {
+    scan(sql, dialect).map(|_| ())
+}
+
+/// [`check_input`], returning the number of tokens.
+pub(crate) fn scan(sql: &str, dialect: Dialect) -> Result<usize, PolicyError> {
     if sql.len() > MAX_SQL_BYTES {
         return Err(too_complex(format!(
             "the SQL text is {} bytes long; at most {MAX_SQL_BYTES} are accepted",
@@ -87,7 +92,45 @@ pub fn check_input(sql: &str, dialect: Dialect) -> Result<(), PolicyError> {
             "the query nests too deeply (a bound of {bound} levels; at most {MAX_DEPTH_BOUND})"
         )));
     }
-    Ok(())
+    Ok(count)
+}
+
+/// Parses `sql`, of about `tokens` tokens, with `dialect` under a budget of parse steps
+/// ([`crate::metered`]): sqlparser's backtracking cannot take exponential time. Over the budget
+/// the query is `query_too_complex`; a syntax error is `sql_parse_error`.
+pub(crate) fn parse_metered(
+    sql: &str,
+    dialect: Box<dyn sqlparser::dialect::Dialect>,
+    tokens: usize,
+    recursion_limit: usize,
+) -> Result<Vec<sqlparser::ast::Statement>, PolicyError> {
+    let metered = crate::metered::Metered::new(dialect, tokens);
+    let parsed = sqlparser::parser::Parser::new(&metered)
+        .with_recursion_limit(recursion_limit)
+        .try_with_sql(sql)
+        .and_then(|mut p| p.parse_statements());
+    parsed.map_err(|e| {
+        if metered.exhausted() {
+            too_complex(
+                "parsing it takes too many steps (nested constructs the parser must \
+                 try more than one way)"
+                    .to_string(),
+            )
+        } else {
+            PolicyError::Parse(e.to_string())
+        }
+    })
+}
+
+/// Parses SQL that has not been through [`check_input`] (the federated router's generic
+/// reading): bounded like any query, under the same step budget, on the policy's stack.
+pub fn parse_statements(
+    sql: &str,
+    dialect: Box<dyn sqlparser::dialect::Dialect>,
+    lexical: Dialect,
+) -> Result<Vec<sqlparser::ast::Statement>, PolicyError> {
+    let tokens = scan(sql, lexical)?;
+    with_stack(|| parse_metered(sql, dialect, tokens, crate::MAX_PARSE_DEPTH))
 }
 
 fn lexical(t: &Token, d: Dialect) -> Result<(), PolicyError> {

@@ -1161,6 +1161,19 @@ impl Printer<'_> {
                 Ok(())
             }
             Expr::Interval(i) => {
+                // The quantity is a literal or a column (`INTERVAL '1 day'`, `INTERVAL 1 DAY`,
+                // `INTERVAL n DAY`), never a nested expression.
+                let simple = match i.value.as_ref() {
+                    Expr::Value(_) | Expr::Identifier(_) | Expr::CompoundIdentifier(_) => true,
+                    Expr::UnaryOp {
+                        op: UnaryOperator::Minus,
+                        expr,
+                    } => matches!(expr.as_ref(), Expr::Value(_)),
+                    _ => false,
+                };
+                if !simple {
+                    return Err(refuse("an INTERVAL whose quantity is an expression"));
+                }
                 self.word("INTERVAL")?;
                 self.operand(&i.value)?;
                 if let Some(f) = &i.leading_field {

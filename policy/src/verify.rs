@@ -10,7 +10,6 @@ use sqlparser::ast::{
     BinaryOperator, Expr, GroupByExpr, ObjectName, ObjectNamePart, Query, Select, SelectFlavor,
     SetExpr, Statement, TableFactor, UnaryOperator, Value, Visit, Visitor,
 };
-use sqlparser::parser::Parser;
 
 use crate::catalog::{Access, Catalog, TableRule};
 use crate::error::PolicyError;
@@ -26,14 +25,12 @@ pub(crate) fn verify(
 ) -> Result<(), PolicyError> {
     let d = catalog.dialect();
     crate::print::check_text(sql, d)?;
-    let dialect = d.parser_dialect();
-    let statements = Parser::new(&*dialect)
-        // The printer adds parentheses around compound operands: leave room for them (the
-        // input's depth is bounded already, and this runs on the policy's stack).
-        .with_recursion_limit(MAX_PARSE_DEPTH * 4)
-        .try_with_sql(sql)
-        .and_then(|mut p| p.parse_statements())
-        .map_err(|e| PolicyError::Verification(format!("rewritten SQL does not parse: {e}")))?;
+    // The printer adds parentheses around compound operands: leave room for them (the input's
+    // depth is bounded already, and this runs on the policy's stack).
+    let tokens = sql.len() / 2 + 1;
+    let statements =
+        crate::limits::parse_metered(sql, d.parser_dialect(), tokens, MAX_PARSE_DEPTH * 4)
+            .map_err(|e| PolicyError::Verification(format!("rewritten SQL does not parse: {e}")))?;
     let [statement] = statements.as_slice() else {
         return Err(PolicyError::Verification(
             "not exactly one statement".into(),

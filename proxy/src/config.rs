@@ -20,6 +20,13 @@ pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
 pub const DEFAULT_REQUEST_TIMEOUT_MS: u64 = 30_000;
 /// Default time in-flight requests get to finish after SIGTERM.
 pub const DEFAULT_SHUTDOWN_GRACE_MS: u64 = 30_000;
+/// Default time a connection gets to send a request's headers, counted from when it is ready
+/// for a request (so an idle keep-alive connection is closed after it too).
+pub const DEFAULT_HEADER_READ_TIMEOUT_MS: u64 = 10_000;
+/// Default cap on open client connections.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 4_096;
+/// Default cap on open client connections from one IP address.
+pub const DEFAULT_MAX_CONNECTIONS_PER_ADDRESS: usize = 256;
 /// Default cap on rows returned by one query.
 pub const DEFAULT_MAX_RESULT_ROWS: u64 = 100_000;
 /// Default time a whole query (including streaming the answer) may take.
@@ -215,6 +222,16 @@ pub struct ServerConfig {
     pub request_timeout_ms: u64,
     /// After SIGTERM, time in-flight requests get to finish before the process exits.
     pub shutdown_grace_ms: u64,
+    /// Time a connection gets to send the headers of a request, counted from when it is ready
+    /// for one: a connection that sends nothing (idle keep-alive, or silent after connecting)
+    /// or trickles its headers (slowloris) is closed after it.
+    pub header_read_timeout_ms: u64,
+    /// Most client connections open at once; one more is answered `503 too_many_connections`
+    /// and closed.
+    pub max_connections: usize,
+    /// Most client connections open at once from one IP address (the peer address of the TCP
+    /// connection), so one client cannot take every slot.
+    pub max_connections_per_address: usize,
     /// Origins (`https://host[:port]`) of the host apps that may embed sluice and call it from
     /// a browser: CORS answers and `Content-Security-Policy: frame-ancestors` list them, and a
     /// request carrying any other `Origin` is refused (`403 origin_not_allowed`).
@@ -229,6 +246,9 @@ impl Default for ServerConfig {
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             request_timeout_ms: DEFAULT_REQUEST_TIMEOUT_MS,
             shutdown_grace_ms: DEFAULT_SHUTDOWN_GRACE_MS,
+            header_read_timeout_ms: DEFAULT_HEADER_READ_TIMEOUT_MS,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_connections_per_address: DEFAULT_MAX_CONNECTIONS_PER_ADDRESS,
             allowed_origins: vec![],
         }
     }
@@ -1011,6 +1031,15 @@ impl Config {
         }
         if self.server.request_timeout_ms == 0 || self.limits.query_timeout_ms == 0 {
             return Err(invalid("timeouts", "must be positive"));
+        }
+        if self.server.header_read_timeout_ms == 0 {
+            return Err(invalid("server.header_read_timeout_ms", "must be positive"));
+        }
+        if self.server.max_connections == 0 || self.server.max_connections_per_address == 0 {
+            return Err(invalid(
+                "server.max_connections",
+                "max_connections and max_connections_per_address must be positive",
+            ));
         }
         if self.limits.max_result_rows == 0 {
             return Err(invalid("limits.max_result_rows", "must be positive"));

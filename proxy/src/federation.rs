@@ -130,12 +130,11 @@ pub(crate) fn route(state: &AppState, policy: &Policy, sql: &str) -> Result<Rout
 fn route_bounded(state: &AppState, policy: &Policy, sql: &str) -> Result<Route, ApiError> {
     use sqlparser::ast::{ObjectNamePart, Statement, visit_relations};
     use std::ops::ControlFlow;
-    let generic = sqlparser::dialect::GenericDialect {};
-    let statements = sqlparser::parser::Parser::new(&generic)
-        .with_recursion_limit(sluice_policy::MAX_PARSE_DEPTH)
-        .try_with_sql(sql)
-        .and_then(|mut p| p.parse_statements())
-        .map_err(|e| ApiError::from(sluice_policy::PolicyError::Parse(e.to_string())))?;
+    let statements = sluice_policy::parse_statements(
+        sql,
+        Box::new(sqlparser::dialect::GenericDialect {}),
+        Dialect::Postgres,
+    )?;
     match statements.as_slice() {
         [Statement::Query(_)] => {}
         [] => return Err(sluice_policy::PolicyError::Empty.into()),
@@ -254,12 +253,7 @@ fn strip_connection(sql: &str, dialect: Dialect, id: &str) -> Result<String, Api
 fn strip_connection_bounded(sql: &str, dialect: Dialect, id: &str) -> Result<String, ApiError> {
     use sqlparser::ast::{ObjectNamePart, visit_relations_mut};
     use std::ops::ControlFlow;
-    let parser_dialect = dialect.parser_dialect();
-    let mut statements = sqlparser::parser::Parser::new(&*parser_dialect)
-        .with_recursion_limit(sluice_policy::MAX_PARSE_DEPTH)
-        .try_with_sql(sql)
-        .and_then(|mut p| p.parse_statements())
-        .map_err(|e| ApiError::from(sluice_policy::PolicyError::Parse(e.to_string())))?;
+    let mut statements = sluice_policy::parse_statements(sql, dialect.parser_dialect(), dialect)?;
     let _ = visit_relations_mut(&mut statements, |name| {
         if name.0.len() == 3
             && name

@@ -16,7 +16,7 @@ use tokio::net::TcpListener;
 use tracing::Instrument;
 
 use crate::app::{App, AppState, StartupError};
-use crate::conn::{ClientConn, WatchedListener};
+use crate::conn::{ACCEPT_BACKOFF, Admission, ClientConn};
 use crate::error::{ApiError, REQUEST_ID};
 use crate::query::handle_query;
 
@@ -187,26 +187,71 @@ pub async fn serve(
         .vault
         .as_ref()
         .map(|v| tokio::spawn(Arc::clone(v).refresher(state.audit.clone())));
-    let (draining_tx, mut draining_rx) = tokio::sync::watch::channel(false);
-    let flag_state = Arc::clone(&state);
-    let signal = async move {
-        shutdown.await;
-        flag_state.shutting_down.store(true, Ordering::Relaxed);
-        tracing::info!("shutting down: draining in-flight requests");
-        let _ = draining_tx.send(true);
-    };
-    let service = router(Arc::clone(&state)).into_make_service_with_connect_info::<ClientConn>();
-    let listener = WatchedListener::new(listener);
-    let server = axum::serve(listener, service)
-        .with_graceful_shutdown(signal)
-        .into_future();
-    let grace_over = async move {
-        let _ = draining_rx.wait_for(|d| *d).await;
-        tokio::time::sleep(grace).await;
-    };
+    let server = &state.config.server;
+    let admission = Admission::new(server.max_connections, server.max_connections_per_address);
+    warn_if_few_descriptors(server.max_connections);
+    let mut http = hyper::server::conn::http1::Builder::new();
+    // hyper starts the header timer whenever the connection waits for a request: silent,
+    // idle keep-alive and trickling (slowloris) connections are all closed after it.
+    http.timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(Duration::from_millis(server.header_read_timeout_ms))
+        .keep_alive(true);
+    let app = router(Arc::clone(&state));
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let (stream, addr) = tokio::select! {
+            () = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(ACCEPT_BACKOFF).await;
+                    continue;
+                }
+            },
+        };
+        let Some(place) = admission.admit(addr.ip()) else {
+            tracing::debug!("connection refused: too many connections");
+            crate::conn::refuse(stream);
+            continue;
+        };
+        let (io, gone) = match crate::conn::client_stream(stream) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot prepare an accepted connection");
+                continue;
+            }
+        };
+        let info = ClientConn { addr, gone };
+        let service = tower::ServiceExt::map_request(
+            app.clone(),
+            move |mut req: Request<hyper::body::Incoming>| {
+                req.extensions_mut()
+                    .insert(axum::extract::ConnectInfo(info.clone()));
+                req
+            },
+        );
+        let conn = http.serve_connection(
+            hyper_util::rt::TokioIo::new(io),
+            hyper_util::service::TowerToHyperService::new(service),
+        );
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+            drop(place);
+        });
+    }
+    drop(listener);
+    state.shutting_down.store(true, Ordering::Relaxed);
+    tracing::info!("shutting down: draining in-flight requests");
     tokio::select! {
-        result = server => result.map_err(|e| StartupError(format!("server error: {e}")))?,
-        () = grace_over => tracing::warn!("grace period over: closing remaining connections"),
+        () = graceful.shutdown() => {}
+        () = tokio::time::sleep(grace) => {
+            tracing::warn!("grace period over: closing remaining connections");
+        }
     }
     purge.abort();
     if let Some(r) = refresher {
@@ -223,6 +268,32 @@ pub async fn serve(
     tracing::info!("stopped");
     Ok(())
 }
+
+/// Logs a warning when the process may open fewer files than the connection cap needs (each
+/// connection holds one descriptor; the audit log, stores and warehouse connections need more).
+fn warn_if_few_descriptors(max_connections: usize) {
+    let Ok(limits) = std::fs::read_to_string("/proc/self/limits") else {
+        return;
+    };
+    let soft = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .and_then(|l| l.split_whitespace().nth(3))
+        .and_then(|v| v.parse::<usize>().ok());
+    if let Some(soft) = soft
+        && soft < max_connections.saturating_add(FD_RESERVE)
+    {
+        tracing::warn!(
+            open_files_limit = soft,
+            max_connections,
+            "the open-files limit is below server.max_connections plus {FD_RESERVE}: raise it \
+             (LimitNOFILE in the systemd unit) or lower max_connections"
+        );
+    }
+}
+
+/// Descriptors kept aside beyond client connections (stores, audit, warehouse connections).
+const FD_RESERVE: usize = 256;
 
 /// How often expired tickets, sessions and seen `jti`s are deleted.
 const AUTH_PURGE_EVERY: Duration = Duration::from_secs(600);
