@@ -114,6 +114,7 @@ pub(crate) fn verify(
         catalog,
         binding,
         groups: caller.groups,
+        expected: std::cell::RefCell::default(),
     };
     v.select(select, &[]).map_err(bad)?;
     if let Some(cap) = caller.row_limit {
@@ -135,6 +136,9 @@ struct PgVerifier<'a> {
     catalog: &'a Catalog,
     binding: &'a TenantBinding,
     groups: &'a [String],
+    /// The expected projection of each table already seen in this query, as PostgreSQL
+    /// deparses it (a table read five times is worked out once).
+    expected: std::cell::RefCell<std::collections::HashMap<String, String>>,
 }
 
 impl<'a> PgVerifier<'a> {
@@ -370,6 +374,16 @@ impl<'a> PgVerifier<'a> {
     }
 
     fn expected_projection(&self, rule: &TableRule) -> Result<String, String> {
+        let key = rule.name.to_string();
+        if let Some(known) = self.expected.borrow().get(&key) {
+            return Ok(known.clone());
+        }
+        let text = self.expected_projection_uncached(rule)?;
+        self.expected.borrow_mut().insert(key, text.clone());
+        Ok(text)
+    }
+
+    fn expected_projection_uncached(&self, rule: &TableRule) -> Result<String, String> {
         let d = Dialect::Postgres;
         let items = mask::projection(d, &rule.view(self.groups)).map_err(|e| e.to_string())?;
         let text = format!(
