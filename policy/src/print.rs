@@ -1379,26 +1379,9 @@ fn keyword_text(s: &str) -> R {
     }
 }
 
+/// The wildcard modifiers the rewriter refuses are refused here too.
 fn wildcard_plain(o: &WildcardAdditionalOptions) -> R {
-    let WildcardAdditionalOptions {
-        wildcard_token: _,
-        opt_ilike,
-        opt_exclude,
-        opt_except,
-        opt_replace,
-        opt_rename,
-        opt_alias,
-    } = o;
-    if opt_ilike.is_some()
-        || opt_exclude.is_some()
-        || opt_except.is_some()
-        || opt_replace.is_some()
-        || opt_rename.is_some()
-        || opt_alias.is_some()
-    {
-        return Err(refuse("wildcard modifiers"));
-    }
-    Ok(())
+    crate::rewrite::check_wildcard_options(o)
 }
 
 /// Expressions printed as one unit that needs no parentheses around it as an operand.

@@ -1162,7 +1162,7 @@ fn check_not_variable(i: &Ident) -> R {
     Ok(())
 }
 
-fn check_wildcard_options(opts: &WildcardAdditionalOptions) -> R {
+pub(crate) fn check_wildcard_options(opts: &WildcardAdditionalOptions) -> R {
     let WildcardAdditionalOptions {
         wildcard_token: _,
         opt_ilike,
