@@ -238,6 +238,12 @@ fn apply_row_limit(q: &mut Query, limit: u64) -> Result<(), PolicyError> {
     let computed =
         || PolicyError::Unsupported("a computed LIMIT or FETCH count under a row limit".into());
     if let Some(fetch) = &mut q.fetch {
+        if fetch.with_ties {
+            // Every row tying with the last one counts: no number of rows is capped.
+            return Err(PolicyError::Unsupported(
+                "FETCH ... WITH TIES under a row limit".into(),
+            ));
+        }
         match fetch.quantity.as_ref().map(literal_u64) {
             Some(Some(n)) if n <= limit && !fetch.percent => {}
             Some(None) => return Err(computed()),
@@ -284,7 +290,7 @@ pub(crate) fn literal_u64(e: &Expr) -> Option<u64> {
 /// The row cap of the outermost query, as the verifier reads it back.
 pub(crate) fn outer_limit(q: &Query) -> Option<u64> {
     if let Some(f) = &q.fetch {
-        return if f.percent {
+        return if f.percent || f.with_ties {
             None
         } else {
             f.quantity.as_ref().and_then(literal_u64)

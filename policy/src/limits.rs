@@ -74,6 +74,12 @@ pub(crate) fn scan(sql: &str, dialect: Dialect) -> Result<usize, PolicyError> {
         .with_unescape(false)
         .tokenize()
         .map_err(|e| PolicyError::Parse(e.to_string()))?;
+    // Spark (Databricks) substitutes `${…}` variables in the raw text before it parses it.
+    if dialect == Dialect::Databricks && sql.contains("${") {
+        return Err(PolicyError::Unsupported(
+            "`${` (Spark variable substitution) in Databricks SQL".into(),
+        ));
+    }
     let mut count = 0usize;
     for t in &tokens {
         lexical(t, dialect)?;

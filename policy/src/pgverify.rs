@@ -125,7 +125,7 @@ pub(crate) fn verify(
             },
             _ => None,
         };
-        if n.is_none_or(|n| n > cap) {
+        if n.is_none_or(|n| n > cap) || select.limit_option == pb::LimitOption::WithTies as i32 {
             return Err(bad("the outermost query is not capped".into()));
         }
     }

@@ -38,6 +38,10 @@ fn refuse(what: impl Into<String>) -> PolicyError {
     PolicyError::Unsupported(what.into())
 }
 
+/// Longest printed text: the rewrite expands each table reference into a wrapper, so a short
+/// query can print long; past this it is `query_too_complex`.
+pub const MAX_PRINTED_BYTES: usize = 4 << 20;
+
 /// Longest identifier PostgreSQL keeps whole (`NAMEDATALEN - 1`); longer ones are truncated by
 /// the server, so two names sluice tells apart could resolve to one.
 const PG_MAX_IDENT_BYTES: usize = 63;
@@ -59,6 +63,11 @@ pub(crate) fn statement(
         glue: true,
     };
     p.query(q)?;
+    if p.out.len() > MAX_PRINTED_BYTES {
+        return Err(PolicyError::TooComplex(format!(
+            "the rewritten query would be longer than {MAX_PRINTED_BYTES} bytes"
+        )));
+    }
     Ok(p.out)
 }
 
@@ -84,8 +93,12 @@ struct Printer<'a> {
 }
 
 impl Printer<'_> {
-    /// Emits a token, separated by one space unless glued.
+    /// Emits a token, separated by one space unless glued. (Past [`MAX_PRINTED_BYTES`] the
+    /// text is refused at the end; nothing more is appended.)
     fn t(&mut self, s: &str) {
+        if self.out.len() > MAX_PRINTED_BYTES {
+            return;
+        }
         if !self.glue {
             self.out.push(' ');
         }
@@ -218,6 +231,13 @@ impl Printer<'_> {
                 if s.contains('\\') || s.chars().any(char::is_control) {
                     return Err(refuse(
                         "backslashes and control characters in string literals",
+                    ));
+                }
+                // Spark substitutes `${…}` variables in the raw text, inside literals too; and
+                // with ANSI double-quoted identifiers on, `"…"` is not a string there.
+                if self.d == Dialect::Databricks && (s.contains("${") || s.contains('\'')) {
+                    return Err(refuse(
+                        "`${` and single quotes in Databricks string literals",
                     ));
                 }
                 match (s.contains('\''), s.contains('"')) {

@@ -28,6 +28,11 @@ type R = Result<(), PolicyError>;
 
 /// Longest excerpt of SQL quoted back in an error message.
 const MAX_EXCERPT: usize = 80;
+/// Most CTEs in one query (every nesting level together): scope bookkeeping is per CTE.
+pub const MAX_CTES: usize = 256;
+/// Most references to declared tables in one query: each becomes a wrapper listing the
+/// table's columns, so the printed text grows with them.
+pub const MAX_TABLE_REFERENCES: usize = 1_000;
 
 fn unsupported(what: impl Into<String>) -> PolicyError {
     PolicyError::Unsupported(what.into())
@@ -62,6 +67,10 @@ pub(crate) struct Rewriter<'a> {
     pub(crate) tables: BTreeSet<TableName>,
     /// How many protected references were wrapped.
     pub(crate) wrapped: usize,
+    /// CTEs and declared-table references seen so far (bounded: [`MAX_CTES`],
+    /// [`MAX_TABLE_REFERENCES`]).
+    ctes: usize,
+    table_refs: usize,
 }
 
 impl<'a> Rewriter<'a> {
@@ -77,6 +86,8 @@ impl<'a> Rewriter<'a> {
             scopes: Vec::new(),
             tables: BTreeSet::new(),
             wrapped: 0,
+            ctes: 0,
+            table_refs: 0,
         }
     }
 
@@ -175,6 +186,18 @@ impl<'a> Rewriter<'a> {
             cte_tables,
         } = with;
         let d = self.catalog.dialect();
+        self.ctes += cte_tables.len();
+        if self.ctes > MAX_CTES {
+            return Err(PolicyError::TooComplex(format!(
+                "more than {MAX_CTES} common table expressions"
+            )));
+        }
+        // Which names a recursive CTE's body sees differs between engines (DataFusion plans
+        // CTEs in order and reads a table of the same name where PostgreSQL would see the
+        // CTE): only PostgreSQL's rule is modelled, and proved again on its own parse tree.
+        if *recursive && d != Dialect::Postgres {
+            return Err(unsupported("WITH RECURSIVE outside PostgreSQL"));
+        }
         let names: Vec<String> = cte_tables
             .iter()
             .map(|c| d.normalize(&c.alias.name))
@@ -461,6 +484,12 @@ impl<'a> Rewriter<'a> {
                     return Ok(());
                 }
                 let Resolved::Table(rule) = self.catalog.resolve(name)?;
+                self.table_refs += 1;
+                if self.table_refs > MAX_TABLE_REFERENCES {
+                    return Err(PolicyError::TooComplex(format!(
+                        "more than {MAX_TABLE_REFERENCES} references to declared tables"
+                    )));
+                }
                 if !rule.readable_by(self.groups) {
                     return Err(PolicyError::TableNotGranted(rule.name.to_string()));
                 }

@@ -455,3 +455,92 @@ fn backtracking_cannot_take_exponential_time() {
         }
     }
 }
+
+/// Found in review: DataFusion plans CTEs in order, so in `WITH RECURSIVE orders AS (SELECT *
+/// FROM orders)` its inner `orders` is the raw table where the rewriter saw the CTE. Recursive
+/// CTEs are modelled (and proved on PostgreSQL's own tree) for PostgreSQL only.
+#[test]
+fn recursive_ctes_only_where_their_scope_is_proved() {
+    for sql in [
+        "WITH RECURSIVE orders AS (SELECT * FROM orders) SELECT * FROM orders",
+        "WITH RECURSIVE a AS (SELECT * FROM orders), orders AS (SELECT 1 AS x) SELECT * FROM a",
+    ] {
+        for d in [
+            Dialect::DataFusion,
+            Dialect::Snowflake,
+            Dialect::BigQuery,
+            Dialect::Databricks,
+        ] {
+            assert!(run(sql, d).is_err(), "{d:?}: {sql}");
+        }
+        // PostgreSQL reads an unqualified name in a recursive WITH as the CTE (a self-reference
+        // outside a UNION is its own error there), and its own parser proved that every
+        // relation it reads is a CTE in scope or a wrapper: accepted or refused, never a table.
+        let _ = run(sql, Dialect::Postgres);
+    }
+    let ok = "WITH RECURSIVE r AS (SELECT 1 AS n UNION ALL SELECT n + 1 FROM r WHERE n < 3) \
+              SELECT n FROM r";
+    assert!(run(ok, Dialect::Postgres).is_ok());
+}
+
+/// Found in review: `FETCH FIRST 1 ROWS WITH TIES` returns every row tying with the first.
+#[test]
+fn with_ties_cannot_escape_the_row_cap() {
+    let groups = vec!["analyst".to_string()];
+    let caller = Caller {
+        tenant: "A",
+        groups: &groups,
+        row_limit: Some(10),
+    };
+    let sql = "SELECT * FROM orders ORDER BY tenant_id FETCH FIRST 1 ROWS WITH TIES";
+    assert!(sluice_policy::rewrite(sql, &world(Dialect::Postgres), &caller).is_err());
+    // Without a row limit it is the user's own business.
+    assert!(run(sql, Dialect::Postgres).is_ok());
+}
+
+/// Found in review: scope bookkeeping grew with the square of the number of CTEs, and every
+/// table reference expands into a wrapper; both are bounded.
+#[test]
+fn many_ctes_and_many_table_references_are_too_complex() {
+    let ctes: Vec<String> = (0..2_000).map(|i| format!("c{i} AS (SELECT 1)")).collect();
+    let sql = format!("WITH {} SELECT 1", ctes.join(", "));
+    assert_eq!(
+        run(&sql, Dialect::Postgres).unwrap_err().code(),
+        "query_too_complex"
+    );
+    let refs = vec!["orders"; 2_000].join(", ");
+    let sql = format!("SELECT 1 FROM {refs}");
+    assert_eq!(
+        run(&sql, Dialect::Postgres).unwrap_err().code(),
+        "query_too_complex"
+    );
+    // A hundred of each is an honest (if large) query.
+    let ctes: Vec<String> = (0..100).map(|i| format!("c{i} AS (SELECT 1)")).collect();
+    assert!(
+        run(
+            &format!("WITH {} SELECT 1", ctes.join(", ")),
+            Dialect::Postgres
+        )
+        .is_ok()
+    );
+}
+
+/// Spark substitutes `${…}` in the raw text (string literals included); with ANSI
+/// double-quoted identifiers, `"…"` is no string.
+#[test]
+fn databricks_variable_substitution_and_double_quoted_strings_are_refused() {
+    for sql in [
+        "SELECT '${env:SECRET}' AS x FROM orders",
+        "SELECT amount FROM orders WHERE '${system:user.home}' = 'x'",
+        "SELECT amount FROM orders WHERE \"O'Brien\" = 'x'",
+    ] {
+        assert!(run(sql, Dialect::Databricks).is_err(), "{sql}");
+    }
+    assert!(
+        run(
+            "SELECT amount FROM orders WHERE 'a' = 'b'",
+            Dialect::Databricks
+        )
+        .is_ok()
+    );
+}
