@@ -8,8 +8,10 @@
 //! tenant wrapper of exactly the expected shape (the caller's projection as PostgreSQL reads
 //! it, `WHERE <tenant column> = $1` plus only the copied leakproof comparisons, `OFFSET 0`);
 //! every function, operator, type and SQL-value function is on a closed list; no bind
-//! parameter outside a wrapper; no system column; the outermost query carries the row cap.
-//! Node kinds not listed here are refused.
+//! parameter outside a wrapper; no system column; every qualified column reference `q.c` names
+//! a column the relation `q` really has (PostgreSQL reads `q.f` for any other `f` as the call
+//! `f(q)`, so `o.row_to_json` would call a function no allow-list saw); the outermost query
+//! carries the row cap. Node kinds not listed here are refused.
 
 use pg_query::NodeEnum as N;
 use pg_query::protobuf as pb;
@@ -20,6 +22,78 @@ use crate::error::PolicyError;
 use crate::{Caller, TenantBinding, functions, mask};
 
 type V = Result<(), String>;
+
+/// A relation a qualified column reference can name, as PostgreSQL sees it: its name in scope
+/// (alias, or CTE name) and the columns it has. Columns are only ever under-counted (an output
+/// PostgreSQL names in a way not modelled here gets no name): a reference to it is refused.
+struct Rel {
+    name: String,
+    columns: Vec<String>,
+}
+
+/// What a query level sees: its CTEs and FROM items, then its parent's (innermost wins).
+#[derive(Clone, Copy)]
+struct Scope<'p> {
+    parent: Option<&'p Scope<'p>>,
+    ctes: &'p [Rel],
+    rels: &'p [Rel],
+}
+
+impl<'p> Scope<'p> {
+    const ROOT: Scope<'static> = Scope {
+        parent: None,
+        ctes: &[],
+        rels: &[],
+    };
+
+    fn cte(&self, name: &str) -> Option<&'p Rel> {
+        match self.ctes.iter().rev().find(|r| r.name == name) {
+            Some(r) => Some(r),
+            None => self.parent.and_then(|p| p.cte(name)),
+        }
+    }
+
+    fn rel(&self, name: &str) -> Option<&'p Rel> {
+        match self.rels.iter().rev().find(|r| r.name == name) {
+            Some(r) => Some(r),
+            None => self.parent.and_then(|p| p.rel(name)),
+        }
+    }
+}
+
+/// `columns` renamed by an alias's column list (`AS x(a, b)` renames the first two).
+fn renamed(mut columns: Vec<String>, alias: Option<&pb::Alias>) -> Result<Vec<String>, String> {
+    let Some(alias) = alias else {
+        return Ok(columns);
+    };
+    let new = names(&alias.colnames).ok_or("an alias column list of an unexpected kind")?;
+    for (i, n) in new.into_iter().enumerate() {
+        match columns.get_mut(i) {
+            Some(c) => *c = n.to_string(),
+            None => columns.push(n.to_string()),
+        }
+    }
+    Ok(columns)
+}
+
+/// The name PostgreSQL gives an unnamed select-list item (`FigureColname`), for the kinds it
+/// names after something in the tree; `None` for the rest, which nothing can then reference.
+fn figure_colname(e: Option<&N>) -> Option<String> {
+    match e? {
+        N::ColumnRef(c) => c.fields.last().and_then(string).map(str::to_string),
+        N::FuncCall(f) => f.funcname.last().and_then(string).map(str::to_string),
+        N::TypeCast(t) => match node(&t.arg) {
+            Some(a @ (N::ColumnRef(_) | N::FuncCall(_))) => figure_colname(Some(a)),
+            _ => t
+                .type_name
+                .as_ref()
+                .and_then(|tn| tn.names.last())
+                .and_then(string)
+                .map(str::to_string),
+        },
+        _ => None,
+    }
+}
 
 /// Functions PostgreSQL's grammar itself produces for SQL-standard syntax (`EXTRACT(… FROM …)`,
 /// `POSITION(… IN …)`, `SUBSTRING(… FROM … FOR …)`, `TRIM(…)`, `OVERLAPS`, `AT TIME ZONE`,
@@ -116,7 +190,7 @@ pub(crate) fn verify(
         groups: caller.groups,
         expected: std::cell::RefCell::default(),
     };
-    v.select(select, &[]).map_err(bad)?;
+    v.select(select, &Scope::ROOT).map_err(bad)?;
     if let Some(cap) = caller.row_limit {
         let n = match node(&select.limit_count) {
             Some(N::AConst(c)) => match &c.val {
@@ -152,38 +226,83 @@ impl<'a> PgVerifier<'a> {
         self.catalog.by_emitted_name(&parts)
     }
 
-    fn select(&self, s: &pb::SelectStmt, outer: &[String]) -> V {
+    /// Verifies one query level and returns the names of its output columns.
+    fn select(&self, s: &pb::SelectStmt, outer: &Scope<'_>) -> Result<Vec<String>, String> {
         if s.into_clause.is_some() || !s.locking_clause.is_empty() {
             return Err("SELECT INTO or a locking clause".into());
         }
-        let mut visible = outer.to_vec();
+        let mut ctes: Vec<Rel> = Vec::new();
         if let Some(w) = &s.with_clause {
-            let mut ctes = Vec::with_capacity(w.ctes.len());
             for c in &w.ctes {
-                match &c.node {
-                    Some(N::CommonTableExpr(c)) => ctes.push(c.as_ref()),
-                    _ => return Err("a WITH item that is not a CTE".into()),
-                }
-            }
-            let cte_names: Vec<String> = ctes.iter().map(|c| c.ctename.clone()).collect();
-            for (i, c) in ctes.iter().enumerate() {
+                let Some(N::CommonTableExpr(c)) = &c.node else {
+                    return Err("a WITH item that is not a CTE".into());
+                };
                 if c.search_clause.is_some() || c.cycle_clause.is_some() {
                     return Err("SEARCH / CYCLE clauses".into());
                 }
                 let Some(N::SelectStmt(body)) = node(&c.ctequery) else {
                     return Err(format!("the CTE {} is not a SELECT", c.ctename));
                 };
-                let mut inner = outer.to_vec();
-                inner.extend_from_slice(if w.recursive {
-                    &cte_names
+                let alias = pb::Alias {
+                    aliasname: c.ctename.clone(),
+                    colnames: c.aliascolnames.clone(),
+                };
+                let columns = if w.recursive {
+                    // The non-recursive term names the columns the recursive one reads.
+                    let first = match (&body.larg, body.op == pb::SetOperation::SetopNone as i32) {
+                        (Some(l), false) => {
+                            let sc = Scope {
+                                parent: Some(outer),
+                                ctes: &ctes,
+                                rels: &[],
+                            };
+                            self.select(l, &sc)?
+                        }
+                        _ => Vec::new(),
+                    };
+                    ctes.push(Rel {
+                        name: c.ctename.clone(),
+                        columns: renamed(first, Some(&alias))?,
+                    });
+                    let sc = Scope {
+                        parent: Some(outer),
+                        ctes: &ctes,
+                        rels: &[],
+                    };
+                    let columns = self.select(body, &sc);
+                    ctes.pop();
+                    columns?
                 } else {
-                    &cte_names[..i]
+                    let sc = Scope {
+                        parent: Some(outer),
+                        ctes: &ctes,
+                        rels: &[],
+                    };
+                    self.select(body, &sc)?
+                };
+                ctes.push(Rel {
+                    name: c.ctename.clone(),
+                    columns: renamed(columns, Some(&alias))?,
                 });
-                self.select(body, &inner)?;
             }
-            visible.extend(cte_names);
         }
-        let vis = visible.as_slice();
+        let mut rels: Vec<Rel> = Vec::new();
+        for f in &s.from_clause {
+            let sc = Scope {
+                parent: Some(outer),
+                ctes: &ctes,
+                rels: &rels,
+            };
+            let more = self.relation(f, &sc)?;
+            rels.extend(more);
+        }
+        let scope = Scope {
+            parent: Some(outer),
+            ctes: &ctes,
+            rels: &rels,
+        };
+        let vis = &scope;
+        let mut output = Vec::new();
         match pb::SetOperation::try_from(s.op) {
             Ok(pb::SetOperation::SetopNone) => {}
             Ok(
@@ -191,9 +310,14 @@ impl<'a> PgVerifier<'a> {
                 | pb::SetOperation::SetopIntersect
                 | pb::SetOperation::SetopExcept,
             ) => {
-                for side in [&s.larg, &s.rarg] {
+                for (i, side) in [&s.larg, &s.rarg].into_iter().enumerate() {
                     match side {
-                        Some(b) => self.select(b, vis)?,
+                        Some(b) => {
+                            let names = self.select(b, vis)?;
+                            if i == 0 {
+                                output = names;
+                            }
+                        }
                         None => return Err("a set operation without both sides".into()),
                     }
                 }
@@ -207,12 +331,40 @@ impl<'a> PgVerifier<'a> {
         }
         for t in &s.target_list {
             match &t.node {
-                Some(N::ResTarget(r)) if r.indirection.is_empty() => self.opt(&r.val, vis)?,
+                Some(N::ResTarget(r)) if r.indirection.is_empty() => {
+                    self.opt(&r.val, vis)?;
+                    if !r.name.is_empty() {
+                        output.push(r.name.clone());
+                        continue;
+                    }
+                    match node(&r.val) {
+                        Some(N::ColumnRef(c))
+                            if matches!(
+                                c.fields.last().and_then(|f| f.node.as_ref()),
+                                Some(N::AStar(_))
+                            ) =>
+                        {
+                            // `*` or `q.*`: the columns of every FROM item, or of `q`.
+                            match names(&c.fields[..c.fields.len() - 1]).as_deref() {
+                                Some([]) => {
+                                    for r in &rels {
+                                        output.extend(r.columns.iter().cloned());
+                                    }
+                                }
+                                Some([q]) => {
+                                    let r = vis.rel(q).ok_or_else(|| {
+                                        format!("{q}.* names no relation in scope")
+                                    })?;
+                                    output.extend(r.columns.iter().cloned());
+                                }
+                                _ => return Err("a column reference of an unexpected kind".into()),
+                            }
+                        }
+                        other => output.push(figure_colname(other).unwrap_or_default()),
+                    }
+                }
                 _ => return Err("a select-list item of an unexpected kind".into()),
             }
-        }
-        for f in &s.from_clause {
-            self.relation(f, vis)?;
         }
         self.opt(&s.where_clause, vis)?;
         for g in &s.group_clause {
@@ -228,23 +380,33 @@ impl<'a> PgVerifier<'a> {
         for row in &s.values_lists {
             self.expr(row, vis)?;
         }
+        if let Some(Some(N::List(first))) = s.values_lists.first().map(|r| r.node.as_ref()) {
+            output.extend((1..=first.items.len()).map(|i| format!("column{i}")));
+        }
         for o in &s.sort_clause {
             self.sort_by(o, vis)?;
         }
         self.opt(&s.limit_offset, vis)?;
         self.opt(&s.limit_count, vis)?;
-        Ok(())
+        Ok(output)
     }
 
-    fn relation(&self, f: &pb::Node, vis: &[String]) -> V {
+    /// Verifies one FROM item and returns the relations it puts in scope.
+    fn relation(&self, f: &pb::Node, vis: &Scope<'_>) -> Result<Vec<Rel>, String> {
         match &f.node {
             Some(N::RangeVar(rv)) => {
                 if rv.schemaname.is_empty() && rv.catalogname.is_empty() {
-                    return if vis.contains(&rv.relname) {
-                        Ok(())
-                    } else {
-                        Err(format!("the unqualified relation {}", rv.relname))
+                    let Some(cte) = vis.cte(&rv.relname) else {
+                        return Err(format!("the unqualified relation {}", rv.relname));
                     };
+                    let name = match &rv.alias {
+                        Some(a) => a.aliasname.clone(),
+                        None => rv.relname.clone(),
+                    };
+                    return Ok(vec![Rel {
+                        name,
+                        columns: renamed(cte.columns.clone(), rv.alias.as_ref())?,
+                    }]);
                 }
                 match self.rule(rv) {
                     Some(rule) => Err(format!("table {} read without its wrapper", rule.name)),
@@ -258,25 +420,70 @@ impl<'a> PgVerifier<'a> {
                 let Some(N::SelectStmt(sub)) = node(&r.subquery) else {
                     return Err("a derived table that is not a SELECT".into());
                 };
-                match self.wrapped_rule(sub) {
-                    Some(rule) => self.wrapper(sub, rule),
-                    None => self.select(sub, vis),
-                }
+                let columns = match self.wrapped_rule(sub) {
+                    Some(rule) => {
+                        self.wrapper(sub, rule)?;
+                        sub.target_list
+                            .iter()
+                            .map(|t| match &t.node {
+                                Some(N::ResTarget(r)) if !r.name.is_empty() => r.name.clone(),
+                                Some(N::ResTarget(r)) => {
+                                    figure_colname(node(&r.val)).unwrap_or_default()
+                                }
+                                _ => String::new(),
+                            })
+                            .collect()
+                    }
+                    None => self.select(sub, vis)?,
+                };
+                Ok(match &r.alias {
+                    Some(a) => vec![Rel {
+                        name: a.aliasname.clone(),
+                        columns: renamed(columns, Some(a))?,
+                    }],
+                    None => Vec::new(),
+                })
             }
             Some(N::JoinExpr(j)) => {
                 if j.join_using_alias.is_some() {
                     return Err("USING ... AS".into());
                 }
+                let mut rels = Vec::new();
                 for side in [&j.larg, &j.rarg] {
                     match side {
-                        Some(b) => self.relation(b, vis)?,
+                        Some(b) => {
+                            let sc = Scope {
+                                parent: Some(vis),
+                                ctes: &[],
+                                rels: &rels,
+                            };
+                            let more = self.relation(b, &sc)?;
+                            rels.extend(more);
+                        }
                         None => return Err("a join without both sides".into()),
                     }
                 }
                 if names(&j.using_clause).is_none() {
                     return Err("a USING list of an unexpected kind".into());
                 }
-                self.opt(&j.quals, vis)
+                let sc = Scope {
+                    parent: Some(vis),
+                    ctes: &[],
+                    rels: &rels,
+                };
+                self.opt(&j.quals, &sc)?;
+                if let Some(a) = &j.alias {
+                    let columns = rels
+                        .iter()
+                        .flat_map(|r| r.columns.iter().cloned())
+                        .collect();
+                    let columns = renamed(columns, Some(a))?;
+                    rels.push(Rel {
+                        name: a.aliasname.clone(),
+                        columns,
+                    });
+                }
+                Ok(rels)
             }
             _ => Err("a FROM item outside the allow-list".into()),
         }
@@ -456,25 +663,25 @@ impl<'a> PgVerifier<'a> {
         }
     }
 
-    fn opt(&self, n: &Option<Box<pb::Node>>, vis: &[String]) -> V {
+    fn opt(&self, n: &Option<Box<pb::Node>>, vis: &Scope<'_>) -> V {
         match n {
             Some(b) => self.expr(b, vis),
             None => Ok(()),
         }
     }
 
-    fn all(&self, list: &[pb::Node], vis: &[String]) -> V {
+    fn all(&self, list: &[pb::Node], vis: &Scope<'_>) -> V {
         list.iter().try_for_each(|n| self.expr(n, vis))
     }
 
-    fn sort_by(&self, n: &pb::Node, vis: &[String]) -> V {
+    fn sort_by(&self, n: &pb::Node, vis: &Scope<'_>) -> V {
         match &n.node {
             Some(N::SortBy(s)) if s.use_op.is_empty() => self.opt(&s.node, vis),
             _ => Err("an ORDER BY item of an unexpected kind".into()),
         }
     }
 
-    fn window(&self, w: &pb::WindowDef, vis: &[String]) -> V {
+    fn window(&self, w: &pb::WindowDef, vis: &Scope<'_>) -> V {
         self.all(&w.partition_clause, vis)?;
         for o in &w.order_clause {
             self.sort_by(o, vis)?;
@@ -517,31 +724,46 @@ impl<'a> PgVerifier<'a> {
         }
     }
 
-    fn expr(&self, n: &pb::Node, vis: &[String]) -> V {
+    fn expr(&self, n: &pb::Node, vis: &Scope<'_>) -> V {
         let Some(e) = &n.node else {
             return Err("an empty expression".into());
         };
         match e {
             N::ColumnRef(c) => {
-                let mut strings = 0;
-                for (i, f) in c.fields.iter().enumerate() {
-                    match &f.node {
-                        Some(N::String(s)) => {
-                            strings += 1;
-                            if i + 1 == c.fields.len()
-                                && is_system_column(Dialect::Postgres, &s.sval)
-                            {
-                                return Err(format!("the system column {}", s.sval));
+                let fields: Vec<Option<&str>> = c
+                    .fields
+                    .iter()
+                    .map(|f| match &f.node {
+                        Some(N::String(s)) => Ok(Some(s.sval.as_str())),
+                        Some(N::AStar(_)) => Ok(None),
+                        _ => Err("a column reference of an unexpected kind"),
+                    })
+                    .collect::<Result<_, _>>()?;
+                match fields.as_slice() {
+                    [None] => Ok(()),
+                    [Some(col)] => no_system_column(col),
+                    [Some(q), last] => {
+                        // PostgreSQL reads `q.f` as the call `f(q)` (or a cast of the row to the
+                        // type `f`) when `q` has no column `f`: the column must be there.
+                        let rel = vis.rel(q).ok_or_else(|| {
+                            format!("{q}.* or {q}.<column>: no relation {q} in scope")
+                        })?;
+                        match last {
+                            None => Ok(()),
+                            Some(col) => {
+                                no_system_column(col)?;
+                                if rel.columns.iter().any(|c| c == col) {
+                                    Ok(())
+                                } else {
+                                    Err(format!(
+                                        "{q}.{col}, and {q} has no column {col} (PostgreSQL would read it as a function call)"
+                                    ))
+                                }
                             }
                         }
-                        Some(N::AStar(_)) if i + 1 == c.fields.len() => {}
-                        _ => return Err("a column reference of an unexpected kind".into()),
                     }
+                    _ => Err("a column reference with more than two parts".into()),
                 }
-                if strings == 0 && c.fields.len() != 1 {
-                    return Err("a column reference of an unexpected kind".into());
-                }
-                Ok(())
             }
             N::AConst(c) => match &c.val {
                 Some(pb::a_const::Val::Bsval(_)) => Err("a bit-string literal".into()),
@@ -630,7 +852,7 @@ impl<'a> PgVerifier<'a> {
                 }
                 self.opt(&s.testexpr, vis)?;
                 match node(&s.subselect) {
-                    Some(N::SelectStmt(sub)) => self.select(sub, vis),
+                    Some(N::SelectStmt(sub)) => self.select(sub, vis).map(drop),
                     _ => Err("a sub-query that is not a SELECT".into()),
                 }
             }
@@ -694,6 +916,14 @@ impl<'a> PgVerifier<'a> {
             }
             _ => Err("an expression outside the allow-list".into()),
         }
+    }
+}
+
+fn no_system_column(col: &str) -> V {
+    if is_system_column(Dialect::Postgres, col) {
+        Err(format!("the system column {col}"))
+    } else {
+        Ok(())
     }
 }
 

@@ -203,6 +203,13 @@ impl<'a> Rewriter<'a> {
             .map(|c| d.normalize(&c.alias.name))
             .collect();
         for (i, n) in names.iter().enumerate() {
+            // DataFusion looks a CTE up by the dotted text of a table reference, so a CTE named
+            // "public.orders" would stand in for the table inside the wrapper.
+            if n.contains('.') {
+                return Err(unsupported(format!(
+                    "a CTE named {n} (a dot in a CTE name)"
+                )));
+            }
             if names[..i].contains(n) {
                 return Err(unsupported(format!("two CTEs named {n}")));
             }

@@ -544,3 +544,67 @@ fn databricks_variable_substitution_and_double_quoted_strings_are_refused() {
         .is_ok()
     );
 }
+
+/// PostgreSQL reads `q.f`, when the relation `q` has no column `f`, as the call `f(q)` (or a
+/// cast of the row to the type `f`): `o.row_to_json` would call a function no allow-list saw.
+/// The PostgreSQL verifier works out each relation's columns and refuses such a reference.
+#[test]
+fn a_qualified_name_that_is_no_column_is_never_a_function_call() {
+    for sql in [
+        "SELECT o.row_to_json FROM orders o",
+        "SELECT o.pg_typeof, o.amount FROM orders o",
+        "SELECT o.json FROM orders o",
+        "SELECT 1 AS row_to_json, o.row_to_json FROM orders o",
+        "SELECT o.amount AS name, o.name FROM orders o",
+        "SELECT s.to_jsonb FROM (SELECT amount FROM orders) s",
+        "SELECT x.amount FROM (SELECT amount FROM orders) x(b)",
+        "SELECT c.id FROM orders o JOIN customers c ON c.row_to_json IS NOT NULL",
+        "WITH w AS (SELECT amount FROM orders) SELECT w.row_to_json FROM w",
+        "SELECT o.amount FROM orders o WHERE EXISTS (SELECT 1 FROM customers c WHERE o.quote_literal = c.name)",
+    ] {
+        match run(sql, Dialect::Postgres) {
+            Err(PolicyError::Verification(why)) => {
+                assert!(why.contains("no column"), "{sql}: {why}")
+            }
+            other => panic!("{sql}: {other:?}"),
+        }
+    }
+    for sql in [
+        "SELECT o.amount, o.id FROM orders o",
+        "SELECT o.* FROM orders o",
+        "SELECT s.a FROM (SELECT amount AS a FROM orders) s",
+        "SELECT s.amount FROM (SELECT * FROM orders) s",
+        "SELECT s.amount FROM (SELECT o.* FROM orders o) s",
+        "SELECT s.count FROM (SELECT count(*) FROM orders) s",
+        "SELECT s.amount FROM (SELECT CAST(amount AS INT) FROM orders) s",
+        "SELECT x.b FROM (SELECT amount FROM orders) x(b)",
+        "WITH w(x) AS (SELECT amount FROM orders) SELECT w.x FROM w",
+        "WITH w AS (SELECT amount FROM orders) SELECT v.amount FROM w v",
+        "SELECT o.amount FROM orders o WHERE EXISTS (SELECT 1 FROM customers c WHERE c.id = o.id)",
+        "SELECT u.id FROM (SELECT id FROM orders UNION ALL SELECT id FROM customers) u",
+        "WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT r.n + 1 FROM r WHERE r.n < 3) SELECT r.n FROM r",
+        "SELECT c.name, o.amount FROM orders o JOIN customers c ON o.id = c.id",
+    ] {
+        if let Err(e) = run(sql, Dialect::Postgres) {
+            panic!("{sql}: {e:?}");
+        }
+    }
+}
+
+/// DataFusion resolves a CTE by the dotted text of a table reference: a CTE named
+/// `"public.orders"` would stand in for the declared table inside its wrapper. Refused.
+#[test]
+fn a_cte_cannot_be_named_like_a_qualified_table() {
+    for d in DIALECTS {
+        let q = if matches!(d, Dialect::BigQuery | Dialect::Databricks) {
+            '`'
+        } else {
+            '"'
+        };
+        let sql = format!("WITH {q}public.orders{q} AS (SELECT 1 AS id) SELECT id FROM orders");
+        match run(&sql, d) {
+            Err(PolicyError::Unsupported(why)) => assert!(why.contains("CTE"), "{d:?}: {why}"),
+            other => panic!("{d:?}: {other:?}"),
+        }
+    }
+}

@@ -363,6 +363,26 @@ async fn serializer_injections_are_refused_or_harmless_end_to_end() {
     }
     // The harmless ones (a nested minus is arithmetic) really ran.
     assert!(answered > 0);
+    // PostgreSQL reads `q.f`, when `q` has no column `f`, as the call `f(q)`: refused before
+    // anything is sent (the PostgreSQL verifier knows each relation's columns).
+    for sql in [
+        "SELECT o.row_to_json FROM orders o",
+        "SELECT o.id, o.pg_typeof FROM orders o",
+        "SELECT c.to_jsonb FROM countries c",
+        "SELECT s.quote_literal FROM (SELECT amount FROM orders) s",
+    ] {
+        let resp = client
+            .post(format!("{}/v1/query", daemon.url))
+            .bearer_auth(&token)
+            .json(&json!({"sql": sql, "connection": "world"}))
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status();
+        let text = resp.text().await.unwrap();
+        assert_eq!(status.as_u16(), 403, "{sql}: {text}");
+        assert!(text.contains("no column"), "{sql}: {text}");
+    }
     drop(daemon);
 }
 
