@@ -77,19 +77,49 @@ fn renamed(mut columns: Vec<String>, alias: Option<&pb::Alias>) -> Result<Vec<St
 }
 
 /// The name PostgreSQL gives an unnamed select-list item (`FigureColname`), for the kinds it
-/// names after something in the tree; `None` for the rest, which nothing can then reference.
+/// names after something in the tree; `None` for the rest (PostgreSQL's `?column?`, or a kind
+/// not modelled here), which no qualified reference can then name.
 fn figure_colname(e: Option<&N>) -> Option<String> {
-    match e? {
-        N::ColumnRef(c) => c.fields.last().and_then(string).map(str::to_string),
-        N::FuncCall(f) => f.funcname.last().and_then(string).map(str::to_string),
-        N::TypeCast(t) => match node(&t.arg) {
-            Some(a @ (N::ColumnRef(_) | N::FuncCall(_))) => figure_colname(Some(a)),
+    match figure(e) {
+        Some((name, strength)) if strength > 0 => Some(name),
+        _ => None,
+    }
+}
+
+/// `FigureColnameInternal`: a name and its strength (2 a real name, 1 a fallback such as a cast's
+/// type, 0 none); `None` for a kind not modelled, so a fallback is never claimed where
+/// PostgreSQL would have found a stronger name inside.
+fn figure(e: Option<&N>) -> Option<(String, u8)> {
+    let Some(e) = e else {
+        return Some((String::new(), 0));
+    };
+    match e {
+        N::ColumnRef(c) => c.fields.last().and_then(string).map(|n| (n.to_string(), 2)),
+        N::FuncCall(f) => f
+            .funcname
+            .last()
+            .and_then(string)
+            .map(|n| (n.to_string(), 2)),
+        N::CoalesceExpr(_) => Some(("coalesce".into(), 2)),
+        N::AExpr(a) if a.kind == pb::AExprKind::AexprNullif as i32 => Some(("nullif".into(), 2)),
+        N::AConst(_)
+        | N::AExpr(_)
+        | N::BoolExpr(_)
+        | N::NullTest(_)
+        | N::BooleanTest(_)
+        | N::ParamRef(_) => Some((String::new(), 0)),
+        N::TypeCast(t) => match figure(node(&t.arg))? {
+            strong @ (_, 2) => Some(strong),
             _ => t
                 .type_name
                 .as_ref()
                 .and_then(|tn| tn.names.last())
                 .and_then(string)
-                .map(str::to_string),
+                .map(|n| (n.to_string(), 1)),
+        },
+        N::CaseExpr(c) => match figure(node(&c.defresult))? {
+            strong @ (_, 2) => Some(strong),
+            _ => Some(("case".into(), 1)),
         },
         _ => None,
     }

@@ -561,6 +561,8 @@ fn a_qualified_name_that_is_no_column_is_never_a_function_call() {
         "SELECT c.id FROM orders o JOIN customers c ON c.row_to_json IS NOT NULL",
         "WITH w AS (SELECT amount FROM orders) SELECT w.row_to_json FROM w",
         "SELECT o.amount FROM orders o WHERE EXISTS (SELECT 1 FROM customers c WHERE o.quote_literal = c.name)",
+        // PostgreSQL names a cast after its operand's column, not after the type.
+        "SELECT s.text FROM (SELECT CAST(CAST(amount AS INT) AS TEXT) FROM orders) s",
     ] {
         match run(sql, Dialect::Postgres) {
             Err(PolicyError::Verification(why)) => {
@@ -578,6 +580,8 @@ fn a_qualified_name_that_is_no_column_is_never_a_function_call() {
         "SELECT s.count FROM (SELECT count(*) FROM orders) s",
         "SELECT s.amount FROM (SELECT CAST(amount AS INT) FROM orders) s",
         "SELECT x.b FROM (SELECT amount FROM orders) x(b)",
+        "SELECT s.amount FROM (SELECT CAST(CAST(amount AS INT) AS TEXT) FROM orders) s",
+        "SELECT s.text FROM (SELECT CAST(1 AS TEXT) FROM orders) s",
         "WITH w(x) AS (SELECT amount FROM orders) SELECT w.x FROM w",
         "WITH w AS (SELECT amount FROM orders) SELECT v.amount FROM w v",
         "SELECT o.amount FROM orders o WHERE EXISTS (SELECT 1 FROM customers c WHERE c.id = o.id)",
