@@ -29,6 +29,56 @@ type V = Result<(), String>;
 struct Rel {
     name: String,
     columns: Vec<String>,
+    /// Whether `columns` are in PostgreSQL's order, one per column (not after `*` over a USING
+    /// or NATURAL join, which merges columns): an alias column list renames by position.
+    exact: bool,
+}
+
+/// A query level's output columns.
+#[derive(Clone)]
+struct Cols {
+    names: Vec<String>,
+    exact: bool,
+}
+
+impl Rel {
+    /// A CTE of a `WITH RECURSIVE` list not worked out yet: in scope, no known column.
+    fn opaque(name: &str) -> Rel {
+        Rel {
+            name: name.to_string(),
+            columns: Vec::new(),
+            exact: false,
+        }
+    }
+
+    /// `cols` under the name `name`, renamed by an alias column list (`AS x(a, b)` renames
+    /// the first two).
+    fn named(name: &str, cols: Cols, alias: Option<&pb::Alias>) -> Result<Rel, String> {
+        let Cols {
+            names: mut columns,
+            exact,
+        } = cols;
+        let new = match alias {
+            Some(a) => names(&a.colnames).ok_or("an alias column list of an unexpected kind")?,
+            None => Vec::new(),
+        };
+        if !new.is_empty() && !exact {
+            return Err(format!(
+                "a column list for {name} over columns whose order is not known here"
+            ));
+        }
+        for (i, n) in new.into_iter().enumerate() {
+            match columns.get_mut(i) {
+                Some(c) => *c = n.to_string(),
+                None => columns.push(n.to_string()),
+            }
+        }
+        Ok(Rel {
+            name: name.to_string(),
+            columns,
+            exact,
+        })
+    }
 }
 
 /// What a query level sees: its CTEs and FROM items, then its parent's (innermost wins).
@@ -46,6 +96,14 @@ impl<'p> Scope<'p> {
         rels: &[],
     };
 
+    fn level(parent: &'p Scope<'p>, ctes: &'p [Rel], rels: &'p [Rel]) -> Scope<'p> {
+        Scope {
+            parent: Some(parent),
+            ctes,
+            rels,
+        }
+    }
+
     fn cte(&self, name: &str) -> Option<&'p Rel> {
         match self.ctes.iter().rev().find(|r| r.name == name) {
             Some(r) => Some(r),
@@ -59,21 +117,6 @@ impl<'p> Scope<'p> {
             None => self.parent.and_then(|p| p.rel(name)),
         }
     }
-}
-
-/// `columns` renamed by an alias's column list (`AS x(a, b)` renames the first two).
-fn renamed(mut columns: Vec<String>, alias: Option<&pb::Alias>) -> Result<Vec<String>, String> {
-    let Some(alias) = alias else {
-        return Ok(columns);
-    };
-    let new = names(&alias.colnames).ok_or("an alias column list of an unexpected kind")?;
-    for (i, n) in new.into_iter().enumerate() {
-        match columns.get_mut(i) {
-            Some(c) => *c = n.to_string(),
-            None => columns.push(n.to_string()),
-        }
-    }
-    Ok(columns)
 }
 
 /// The name PostgreSQL gives an unnamed select-list item (`FigureColname`), for the kinds it
@@ -256,13 +299,26 @@ impl<'a> PgVerifier<'a> {
         self.catalog.by_emitted_name(&parts)
     }
 
-    /// Verifies one query level and returns the names of its output columns.
-    fn select(&self, s: &pb::SelectStmt, outer: &Scope<'_>) -> Result<Vec<String>, String> {
+    /// Verifies one query level and returns its output columns.
+    fn select(&self, s: &pb::SelectStmt, outer: &Scope<'_>) -> Result<Cols, String> {
+        self.select_arms(s, outer, None)
+    }
+
+    /// [`Self::select`], with the output of the left arm of a set operation already worked out
+    /// (and verified) by the caller: a recursive CTE's non-recursive term is walked once, not
+    /// once per nesting level.
+    fn select_arms(
+        &self,
+        s: &pb::SelectStmt,
+        outer: &Scope<'_>,
+        left: Option<Cols>,
+    ) -> Result<Cols, String> {
         if s.into_clause.is_some() || !s.locking_clause.is_empty() {
             return Err("SELECT INTO or a locking clause".into());
         }
         let mut ctes: Vec<Rel> = Vec::new();
         if let Some(w) = &s.with_clause {
+            let mut items = Vec::with_capacity(w.ctes.len());
             for c in &w.ctes {
                 let Some(N::CommonTableExpr(c)) = &c.node else {
                     return Err("a WITH item that is not a CTE".into());
@@ -277,62 +333,51 @@ impl<'a> PgVerifier<'a> {
                     aliasname: c.ctename.clone(),
                     colnames: c.aliascolnames.clone(),
                 };
-                let columns = if w.recursive {
-                    // The non-recursive term names the columns the recursive one reads.
+                items.push((c.ctename.as_str(), body.as_ref(), alias));
+            }
+            if w.recursive {
+                // Every CTE of the list is in scope in every body (PostgreSQL orders them by
+                // dependency); one not worked out yet has no known columns.
+                ctes = items.iter().map(|(name, _, _)| Rel::opaque(name)).collect();
+                for (i, (name, body, alias)) in items.iter().enumerate() {
                     let first = match (&body.larg, body.op == pb::SetOperation::SetopNone as i32) {
                         (Some(l), false) => {
-                            let sc = Scope {
-                                parent: Some(outer),
-                                ctes: &ctes,
-                                rels: &[],
-                            };
-                            self.select(l, &sc)?
+                            let sc = Scope::level(outer, &ctes, &[]);
+                            let first = self.select(l, &sc)?;
+                            ctes[i] = Rel::named(name, first.clone(), Some(alias))?;
+                            Some(first)
                         }
-                        _ => Vec::new(),
+                        _ => None,
                     };
-                    ctes.push(Rel {
-                        name: c.ctename.clone(),
-                        columns: renamed(first, Some(&alias))?,
-                    });
-                    let sc = Scope {
-                        parent: Some(outer),
-                        ctes: &ctes,
-                        rels: &[],
-                    };
-                    let columns = self.select(body, &sc);
-                    ctes.pop();
-                    columns?
-                } else {
-                    let sc = Scope {
-                        parent: Some(outer),
-                        ctes: &ctes,
-                        rels: &[],
-                    };
-                    self.select(body, &sc)?
-                };
-                ctes.push(Rel {
-                    name: c.ctename.clone(),
-                    columns: renamed(columns, Some(&alias))?,
-                });
+                    let sc = Scope::level(outer, &ctes, &[]);
+                    let cols = self.select_arms(body, &sc, first)?;
+                    ctes[i] = Rel::named(name, cols, Some(alias))?;
+                }
+            } else {
+                for (name, body, alias) in &items {
+                    let sc = Scope::level(outer, &ctes, &[]);
+                    let cols = self.select(body, &sc)?;
+                    ctes.push(Rel::named(name, cols, Some(alias))?);
+                }
             }
         }
+        // A FROM item sees this level's CTEs and the levels outside; a LATERAL one also the
+        // items before it.
+        let plain = Scope::level(outer, &ctes, &[]);
         let mut rels: Vec<Rel> = Vec::new();
+        let mut merged = false;
         for f in &s.from_clause {
-            let sc = Scope {
-                parent: Some(outer),
-                ctes: &ctes,
-                rels: &rels,
-            };
-            let more = self.relation(f, &sc)?;
+            let lateral = Scope::level(outer, &ctes, &rels);
+            let (more, m) = self.relation(f, &plain, &lateral)?;
+            merged |= m;
             rels.extend(more);
         }
-        let scope = Scope {
-            parent: Some(outer),
-            ctes: &ctes,
-            rels: &rels,
-        };
+        let scope = Scope::level(outer, &ctes, &rels);
         let vis = &scope;
-        let mut output = Vec::new();
+        let mut output = Cols {
+            names: Vec::new(),
+            exact: true,
+        };
         match pb::SetOperation::try_from(s.op) {
             Ok(pb::SetOperation::SetopNone) => {}
             Ok(
@@ -340,17 +385,14 @@ impl<'a> PgVerifier<'a> {
                 | pb::SetOperation::SetopIntersect
                 | pb::SetOperation::SetopExcept,
             ) => {
-                for (i, side) in [&s.larg, &s.rarg].into_iter().enumerate() {
-                    match side {
-                        Some(b) => {
-                            let names = self.select(b, vis)?;
-                            if i == 0 {
-                                output = names;
-                            }
-                        }
-                        None => return Err("a set operation without both sides".into()),
-                    }
-                }
+                let (Some(l), Some(r)) = (&s.larg, &s.rarg) else {
+                    return Err("a set operation without both sides".into());
+                };
+                output = match left {
+                    Some(known) => known,
+                    None => self.select(l, vis)?,
+                };
+                self.select(r, vis)?;
             }
             _ => return Err("an unknown set operation".into()),
         }
@@ -360,40 +402,45 @@ impl<'a> PgVerifier<'a> {
             }
         }
         for t in &s.target_list {
-            match &t.node {
-                Some(N::ResTarget(r)) if r.indirection.is_empty() => {
-                    self.opt(&r.val, vis)?;
-                    if !r.name.is_empty() {
-                        output.push(r.name.clone());
-                        continue;
-                    }
-                    match node(&r.val) {
-                        Some(N::ColumnRef(c))
-                            if matches!(
-                                c.fields.last().and_then(|f| f.node.as_ref()),
-                                Some(N::AStar(_))
-                            ) =>
-                        {
-                            // `*` or `q.*`: the columns of every FROM item, or of `q`.
-                            match names(&c.fields[..c.fields.len() - 1]).as_deref() {
-                                Some([]) => {
-                                    for r in &rels {
-                                        output.extend(r.columns.iter().cloned());
-                                    }
-                                }
-                                Some([q]) => {
-                                    let r = vis.rel(q).ok_or_else(|| {
-                                        format!("{q}.* names no relation in scope")
-                                    })?;
-                                    output.extend(r.columns.iter().cloned());
-                                }
-                                _ => return Err("a column reference of an unexpected kind".into()),
+            let Some(N::ResTarget(r)) = &t.node else {
+                return Err("a select-list item of an unexpected kind".into());
+            };
+            if !r.indirection.is_empty() {
+                return Err("a select-list item of an unexpected kind".into());
+            }
+            self.opt(&r.val, vis)?;
+            if !r.name.is_empty() {
+                output.names.push(r.name.clone());
+                continue;
+            }
+            match node(&r.val) {
+                Some(N::ColumnRef(c))
+                    if matches!(
+                        c.fields.last().and_then(|f| f.node.as_ref()),
+                        Some(N::AStar(_))
+                    ) =>
+                {
+                    // `*` or `q.*`: the columns of every FROM item, or of `q`.
+                    match names(&c.fields[..c.fields.len() - 1]).as_deref() {
+                        Some([]) => {
+                            // USING and NATURAL merge columns: names right, positions not.
+                            output.exact &= !merged;
+                            for r in &rels {
+                                output.exact &= r.exact;
+                                output.names.extend(r.columns.iter().cloned());
                             }
                         }
-                        other => output.push(figure_colname(other).unwrap_or_default()),
+                        Some([q]) => {
+                            let r = vis
+                                .rel(q)
+                                .ok_or_else(|| format!("{q}.* names no relation in scope"))?;
+                            output.exact &= r.exact;
+                            output.names.extend(r.columns.iter().cloned());
+                        }
+                        _ => return Err("a column reference of an unexpected kind".into()),
                     }
                 }
-                _ => return Err("a select-list item of an unexpected kind".into()),
+                other => output.names.push(figure_colname(other).unwrap_or_default()),
             }
         }
         self.opt(&s.where_clause, vis)?;
@@ -411,7 +458,9 @@ impl<'a> PgVerifier<'a> {
             self.expr(row, vis)?;
         }
         if let Some(Some(N::List(first))) = s.values_lists.first().map(|r| r.node.as_ref()) {
-            output.extend((1..=first.items.len()).map(|i| format!("column{i}")));
+            output
+                .names
+                .extend((1..=first.items.len()).map(|i| format!("column{i}")));
         }
         for o in &s.sort_clause {
             self.sort_by(o, vis)?;
@@ -421,22 +470,30 @@ impl<'a> PgVerifier<'a> {
         Ok(output)
     }
 
-    /// Verifies one FROM item and returns the relations it puts in scope.
-    fn relation(&self, f: &pb::Node, vis: &Scope<'_>) -> Result<Vec<Rel>, String> {
+    /// Verifies one FROM item and returns the relations it puts in scope, and whether it merges
+    /// columns (a USING or NATURAL join). `plain` is what the item sees, `lateral` what it sees
+    /// if it is LATERAL (the items before it too).
+    fn relation(
+        &self,
+        f: &pb::Node,
+        plain: &Scope<'_>,
+        lateral: &Scope<'_>,
+    ) -> Result<(Vec<Rel>, bool), String> {
         match &f.node {
             Some(N::RangeVar(rv)) => {
                 if rv.schemaname.is_empty() && rv.catalogname.is_empty() {
-                    let Some(cte) = vis.cte(&rv.relname) else {
+                    let Some(cte) = plain.cte(&rv.relname) else {
                         return Err(format!("the unqualified relation {}", rv.relname));
                     };
                     let name = match &rv.alias {
-                        Some(a) => a.aliasname.clone(),
-                        None => rv.relname.clone(),
+                        Some(a) => a.aliasname.as_str(),
+                        None => rv.relname.as_str(),
                     };
-                    return Ok(vec![Rel {
-                        name,
-                        columns: renamed(cte.columns.clone(), rv.alias.as_ref())?,
-                    }]);
+                    let cols = Cols {
+                        names: cte.columns.clone(),
+                        exact: cte.exact,
+                    };
+                    return Ok((vec![Rel::named(name, cols, rv.alias.as_ref())?], false));
                 }
                 match self.rule(rv) {
                     Some(rule) => Err(format!("table {} read without its wrapper", rule.name)),
@@ -450,10 +507,11 @@ impl<'a> PgVerifier<'a> {
                 let Some(N::SelectStmt(sub)) = node(&r.subquery) else {
                     return Err("a derived table that is not a SELECT".into());
                 };
-                let columns = match self.wrapped_rule(sub) {
+                let cols = match self.wrapped_rule(sub) {
                     Some(rule) => {
                         self.wrapper(sub, rule)?;
-                        sub.target_list
+                        let names = sub
+                            .target_list
                             .iter()
                             .map(|t| match &t.node {
                                 Some(N::ResTarget(r)) if !r.name.is_empty() => r.name.clone(),
@@ -462,58 +520,37 @@ impl<'a> PgVerifier<'a> {
                                 }
                                 _ => String::new(),
                             })
-                            .collect()
+                            .collect();
+                        Cols { names, exact: true }
                     }
-                    None => self.select(sub, vis)?,
+                    None => self.select(sub, if r.lateral { lateral } else { plain })?,
                 };
-                Ok(match &r.alias {
-                    Some(a) => vec![Rel {
-                        name: a.aliasname.clone(),
-                        columns: renamed(columns, Some(a))?,
-                    }],
+                let rels = match &r.alias {
+                    Some(a) => vec![Rel::named(&a.aliasname, cols, Some(a))?],
                     None => Vec::new(),
-                })
+                };
+                Ok((rels, false))
             }
             Some(N::JoinExpr(j)) => {
-                if j.join_using_alias.is_some() {
-                    return Err("USING ... AS".into());
+                if j.join_using_alias.is_some() || j.alias.is_some() {
+                    return Err("an aliased join".into());
                 }
-                let mut rels = Vec::new();
-                for side in [&j.larg, &j.rarg] {
-                    match side {
-                        Some(b) => {
-                            let sc = Scope {
-                                parent: Some(vis),
-                                ctes: &[],
-                                rels: &rels,
-                            };
-                            let more = self.relation(b, &sc)?;
-                            rels.extend(more);
-                        }
-                        None => return Err("a join without both sides".into()),
-                    }
-                }
+                let (Some(l), Some(r)) = (&j.larg, &j.rarg) else {
+                    return Err("a join without both sides".into());
+                };
+                let (mut rels, ml) = self.relation(l, plain, lateral)?;
+                // A LATERAL item on the right also sees the left side.
+                let right_lateral = Scope::level(lateral, &[], &rels);
+                let (right, mr) = self.relation(r, plain, &right_lateral)?;
+                rels.extend(right);
                 if names(&j.using_clause).is_none() {
                     return Err("a USING list of an unexpected kind".into());
                 }
-                let sc = Scope {
-                    parent: Some(vis),
-                    ctes: &[],
-                    rels: &rels,
-                };
-                self.opt(&j.quals, &sc)?;
-                if let Some(a) = &j.alias {
-                    let columns = rels
-                        .iter()
-                        .flat_map(|r| r.columns.iter().cloned())
-                        .collect();
-                    let columns = renamed(columns, Some(a))?;
-                    rels.push(Rel {
-                        name: a.aliasname.clone(),
-                        columns,
-                    });
-                }
-                Ok(rels)
+                // ON sees the join's own sides and the levels outside, not the items beside it.
+                let on = Scope::level(plain, &[], &rels);
+                self.opt(&j.quals, &on)?;
+                let merged = ml || mr || j.is_natural || !j.using_clause.is_empty();
+                Ok((rels, merged))
             }
             _ => Err("a FROM item outside the allow-list".into()),
         }

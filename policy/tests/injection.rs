@@ -571,6 +571,26 @@ fn a_qualified_name_that_is_no_column_is_never_a_function_call() {
             other => panic!("{sql}: {other:?}"),
         }
     }
+    // Scoping as PostgreSQL does it (a review's counterexamples): a non-LATERAL derived table
+    // and a join's ON clause do not see the items beside them, so `q` there is the outer `q`;
+    // under WITH RECURSIVE a later CTE is in scope; USING merges columns, so an alias list
+    // over `*` renames other positions than it seems to.
+    for sql in [
+        "WITH x AS (SELECT 1 AS k, 2 AS p), y AS (SELECT 1 AS k, 2 AS row_to_json) \
+         SELECT d.row_to_json FROM (SELECT * FROM x JOIN y USING (k)) AS d(m, n, o)",
+        "WITH c1 AS (SELECT 1 AS k), c2 AS (SELECT 1 AS row_to_json) SELECT 1 AS one FROM c1 AS q \
+         WHERE EXISTS (SELECT 1 AS one FROM c2 AS q, (SELECT q.row_to_json AS v) AS d)",
+        "WITH c1 AS (SELECT 1 AS k), c2 AS (SELECT 1 AS row_to_json) SELECT 1 AS one FROM c1 AS q \
+         WHERE EXISTS (SELECT 1 AS one FROM c2 AS q, c1 AS a JOIN c1 AS b ON q.row_to_json IS NULL)",
+        "WITH c AS (SELECT 1 AS row_to_json) SELECT d.v FROM (WITH RECURSIVE a AS \
+         (SELECT c.row_to_json AS v FROM c), c AS (SELECT 1 AS k) SELECT a.v FROM a) AS d",
+    ] {
+        match run(sql, Dialect::Postgres) {
+            Ok(q) => panic!("{sql}: accepted as {}", q.sql),
+            Err(PolicyError::Verification(_)) => {}
+            Err(e) => panic!("{sql}: refused before the PostgreSQL verifier: {e:?}"),
+        }
+    }
     for sql in [
         "SELECT o.amount, o.id FROM orders o",
         "SELECT o.* FROM orders o",
