@@ -23,6 +23,9 @@ use crate::{Caller, TenantBinding, functions, mask};
 
 type V = Result<(), String>;
 
+/// How many column names the verifier works out for one query, at most.
+const MAX_COLUMN_NAMES: usize = 1 << 20;
+
 /// A relation a qualified column reference can name, as PostgreSQL sees it: its name in scope
 /// (alias, or CTE name) and the columns it has. Columns are only ever under-counted (an output
 /// PostgreSQL names in a way not modelled here gets no name): a reference to it is refused.
@@ -262,6 +265,7 @@ pub(crate) fn verify(
         binding,
         groups: caller.groups,
         expected: std::cell::RefCell::default(),
+        names_left: std::cell::Cell::new(MAX_COLUMN_NAMES),
     };
     v.select(select, &Scope::ROOT).map_err(bad)?;
     if let Some(cap) = caller.row_limit {
@@ -286,9 +290,23 @@ struct PgVerifier<'a> {
     /// The expected projection of each table already seen in this query, as PostgreSQL
     /// deparses it (a table read five times is worked out once).
     expected: std::cell::RefCell<std::collections::HashMap<String, String>>,
+    /// Column names the scope model may still copy (`*` over joins of CTEs doubles them per
+    /// level: 41 CTEs would ask for 2^40).
+    names_left: std::cell::Cell<usize>,
 }
 
 impl<'a> PgVerifier<'a> {
+    fn spend(&self, names: usize) -> V {
+        let left = self.names_left.get();
+        if names > left {
+            return Err(format!(
+                "more than {MAX_COLUMN_NAMES} column names to work out"
+            ));
+        }
+        self.names_left.set(left - names);
+        Ok(())
+    }
+
     fn rule(&self, rv: &pb::RangeVar) -> Option<&'a TableRule> {
         let mut parts = Vec::with_capacity(3);
         if !rv.catalogname.is_empty() {
@@ -340,7 +358,12 @@ impl<'a> PgVerifier<'a> {
                 // dependency); one not worked out yet has no known columns.
                 ctes = items.iter().map(|(name, _, _)| Rel::opaque(name)).collect();
                 for (i, (name, body, alias)) in items.iter().enumerate() {
-                    let first = match (&body.larg, body.op == pb::SetOperation::SetopNone as i32) {
+                    let set_operation = body.op != pb::SetOperation::SetopNone as i32;
+                    if set_operation && body.with_clause.is_some() {
+                        // Its arms would see that WITH: the first arm is not walked alone.
+                        return Err(format!("a WITH inside the recursive CTE {name}"));
+                    }
+                    let first = match (&body.larg, !set_operation) {
                         (Some(l), false) => {
                             let sc = Scope::level(outer, &ctes, &[]);
                             let first = self.select(l, &sc)?;
@@ -427,6 +450,7 @@ impl<'a> PgVerifier<'a> {
                             output.exact &= !merged;
                             for r in &rels {
                                 output.exact &= r.exact;
+                                self.spend(r.columns.len())?;
                                 output.names.extend(r.columns.iter().cloned());
                             }
                         }
@@ -435,6 +459,7 @@ impl<'a> PgVerifier<'a> {
                                 .rel(q)
                                 .ok_or_else(|| format!("{q}.* names no relation in scope"))?;
                             output.exact &= r.exact;
+                            self.spend(r.columns.len())?;
                             output.names.extend(r.columns.iter().cloned());
                         }
                         _ => return Err("a column reference of an unexpected kind".into()),
@@ -489,6 +514,7 @@ impl<'a> PgVerifier<'a> {
                         Some(a) => a.aliasname.as_str(),
                         None => rv.relname.as_str(),
                     };
+                    self.spend(cte.columns.len())?;
                     let cols = Cols {
                         names: cte.columns.clone(),
                         exact: cte.exact,
