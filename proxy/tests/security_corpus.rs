@@ -89,6 +89,24 @@ fn sorted_rows(answer: &Value) -> Vec<String> {
     rows
 }
 
+/// One `POST /v1/query` on the world connection: the status and the body's text.
+async fn post_query(
+    client: &reqwest::Client,
+    daemon: &Daemon,
+    token: &str,
+    sql: &str,
+) -> (reqwest::StatusCode, String) {
+    let resp = client
+        .post(format!("{}/v1/query", daemon.url))
+        .bearer_auth(token)
+        .json(&json!({"sql": sql, "connection": "world"}))
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status();
+    (status, resp.text().await.unwrap())
+}
+
 #[tokio::test]
 async fn the_public_corpus_is_refused_or_filtered() {
     let world = TestDb::create("world", WORLD_SQL).await;
@@ -337,15 +355,7 @@ async fn serializer_injections_are_refused_or_harmless_end_to_end() {
     ]);
     let mut answered = 0;
     for sql in &attacks {
-        let resp = client
-            .post(format!("{}/v1/query", daemon.url))
-            .bearer_auth(&token)
-            .json(&json!({"sql": sql, "connection": "world"}))
-            .send()
-            .await
-            .unwrap();
-        let status = resp.status();
-        let text = resp.text().await.unwrap();
+        let (status, text) = post_query(&client, &daemon, &token, sql).await;
         let body: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
         assert!(leaks(&body).is_none(), "{sql}: leaked {body}");
         assert!(
@@ -371,15 +381,7 @@ async fn serializer_injections_are_refused_or_harmless_end_to_end() {
         "SELECT c.to_jsonb FROM countries c",
         "SELECT s.quote_literal FROM (SELECT amount FROM orders) s",
     ] {
-        let resp = client
-            .post(format!("{}/v1/query", daemon.url))
-            .bearer_auth(&token)
-            .json(&json!({"sql": sql, "connection": "world"}))
-            .send()
-            .await
-            .unwrap();
-        let status = resp.status();
-        let text = resp.text().await.unwrap();
+        let (status, text) = post_query(&client, &daemon, &token, sql).await;
         assert_eq!(status.as_u16(), 403, "{sql}: {text}");
         assert!(text.contains("no column"), "{sql}: {text}");
     }
@@ -464,13 +466,7 @@ async fn deep_input_is_a_clear_400_and_the_daemon_stays_up() {
     for i in 1..1_000 {
         ors.push_str(&format!(" OR id = {i}"));
     }
-    let resp = client
-        .post(format!("{}/v1/query", daemon.url))
-        .bearer_auth(&token)
-        .json(&json!({"sql": ors, "connection": "world"}))
-        .send()
-        .await
-        .unwrap();
-    assert!(resp.status().is_success(), "{}", resp.text().await.unwrap());
+    let (status, text) = post_query(&client, &daemon, &token, &ors).await;
+    assert!(status.is_success(), "{text}");
     drop(daemon);
 }
