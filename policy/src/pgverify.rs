@@ -266,8 +266,16 @@ pub(crate) fn verify(
         groups: caller.groups,
         expected: std::cell::RefCell::default(),
         names_left: std::cell::Cell::new(MAX_COLUMN_NAMES),
+        out_of_names: std::cell::Cell::new(false),
     };
-    v.select(select, &Scope::ROOT).map_err(bad)?;
+    v.select(select, &Scope::ROOT).map_err(|why| {
+        // The budget ran out: the query is too complex, not malformed.
+        if v.out_of_names.get() {
+            PolicyError::TooComplex(why)
+        } else {
+            bad(why)
+        }
+    })?;
     if let Some(cap) = caller.row_limit {
         let n = match node(&select.limit_count) {
             Some(N::AConst(c)) => match &c.val {
@@ -293,12 +301,15 @@ struct PgVerifier<'a> {
     /// Column names the scope model may still copy (`*` over joins of CTEs doubles them per
     /// level: 41 CTEs would ask for 2^40).
     names_left: std::cell::Cell<usize>,
+    /// Set when `names_left` ran out: the refusal is `query_too_complex`.
+    out_of_names: std::cell::Cell<bool>,
 }
 
 impl<'a> PgVerifier<'a> {
     fn spend(&self, names: usize) -> V {
         let left = self.names_left.get();
         if names > left {
+            self.out_of_names.set(true);
             return Err(format!(
                 "more than {MAX_COLUMN_NAMES} column names to work out"
             ));

@@ -648,7 +648,7 @@ fn doubling_columns_through_ctes_is_bounded() {
     }
     sql.push_str(" SELECT 1 AS one FROM c40");
     match run(&sql, Dialect::Postgres) {
-        Err(PolicyError::Verification(why)) => assert!(why.contains("column names"), "{why}"),
+        Err(PolicyError::TooComplex(why)) => assert!(why.contains("column names"), "{why}"),
         other => panic!("{other:?}"),
     }
 }

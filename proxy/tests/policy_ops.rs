@@ -68,34 +68,37 @@ fn token(groups: &[&str]) -> String {
     .unwrap()
 }
 
+/// `sluice policy explain` on `config` for tenant t1 of the `files` connection: its JSON answer
+/// (the command exits zero for an allow and a reject alike).
+fn explain(config: &std::path::Path, sql: &str, groups: &str) -> Value {
+    let out = Command::new(BIN)
+        .args(["policy", "explain", "--config"])
+        .arg(config)
+        .args([
+            "--connection",
+            "files",
+            "--tenant",
+            "t1",
+            "--groups",
+            groups,
+            "--sql",
+            sql,
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice::<Value>(&out.stdout).unwrap()
+}
+
 #[test]
 fn the_cli_explains_allow_and_reject_and_exits_zero_for_both() {
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path(), "");
-    let run = |sql: &str, groups: &str| {
-        let out = Command::new(BIN)
-            .args(["policy", "explain", "--config"])
-            .arg(&config)
-            .args([
-                "--connection",
-                "files",
-                "--tenant",
-                "t1",
-                "--groups",
-                groups,
-                "--sql",
-                sql,
-            ])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice::<Value>(&out.stdout).unwrap()
-    };
-    let v = run("SELECT sale_id, email FROM sales", "analyst");
+    let v = explain(&config, "SELECT sale_id, email FROM sales", "analyst");
     assert_eq!(v["decision"], "allow");
     assert_eq!(v["params"], json!(["t1"]));
     assert_eq!(v["manifest"]["tables"], json!(["public.sales"]));
@@ -109,7 +112,7 @@ fn the_cli_explains_allow_and_reject_and_exits_zero_for_both() {
         "{sql}"
     );
     assert!(sql.ends_with("LIMIT 1"), "{sql}");
-    let v = run("DELETE FROM sales", "analyst");
+    let v = explain(&config, "DELETE FROM sales", "analyst");
     assert_eq!(v["decision"], "reject");
     assert_eq!(v["code"], "statement_not_allowed");
     assert!(v["message"].as_str().unwrap().contains("DELETE"));
@@ -133,27 +136,7 @@ fn the_cli_refuses_deep_input_cleanly() {
     }
     let parens = format!("SELECT {}1{}", "(".repeat(10_000), ")".repeat(10_000));
     for sql in [chain, parens] {
-        let out = Command::new(BIN)
-            .args(["policy", "explain", "--config"])
-            .arg(&config)
-            .args([
-                "--connection",
-                "files",
-                "--tenant",
-                "t1",
-                "--groups",
-                "analyst",
-            ])
-            .arg("--sql")
-            .arg(&sql)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let v = explain(&config, &sql, "analyst");
         assert_eq!(v["decision"], "reject");
         assert_eq!(v["code"], "query_too_complex", "{v}");
     }
