@@ -6,20 +6,19 @@
 //! - `session_lookup_store`: the same, from the SQLite store (first use after a restart);
 //! - `hs256_verify`: a customer-signed HS256 JWT;
 //! - `es256_verify_warm_jwks`: an ES256 JWT whose key comes from a JWKS URL already fetched;
-//! - `authenticate_request_*`: the whole `Authenticator::authenticate` for a request (header
-//!   parsing, rate-limit check, dispatch, verification).
+//! - `authenticate_request_*`: the whole `Authenticator::authenticate` for a bearer credential
+//!   (rate-limit check, dispatch by form, verification).
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
 use std::sync::Arc;
 
-use axum::http::{HeaderMap, HeaderValue, Method, header};
 use base64::Engine;
 use criterion::{Criterion, criterion_group, criterion_main};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::json;
 use sluice::auth::jwt::JwtVerifier;
 use sluice::auth::store::{AuthStore, NewToken, TokenKind};
-use sluice::auth::{AuthMethod, Authenticator, ClientInfo, Principal};
+use sluice::auth::{AuthMethod, Authenticator, ClientInfo, Credential, Principal};
 use sluice::config::{AuthConfig, Config, JwtAlgorithm, JwtConfig};
 
 const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef-bench";
@@ -53,15 +52,6 @@ fn chrono_now() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .expect("clock")
         .as_secs() as i64
-}
-
-fn bearer(token: &str) -> HeaderMap {
-    let mut h = HeaderMap::new();
-    h.insert(
-        header::AUTHORIZATION,
-        HeaderValue::from_str(&format!("Bearer {token}")).expect("bench setup"),
-    );
-    h
 }
 
 /// Serves one ES256 public key as a JWKS on loopback; returns its URL and the signing key.
@@ -152,7 +142,6 @@ fn auth(c: &mut Criterion) {
         addr: Some("127.0.0.1".parse().expect("addr")),
         user_agent: None,
     };
-    let (session_headers, hs_headers) = (bearer(session), bearer(&hs_token));
 
     let mut g = c.benchmark_group("auth");
     g.bench_function("session_lookup_warm", |b| {
@@ -177,7 +166,7 @@ fn auth(c: &mut Criterion) {
     g.bench_function("authenticate_request_session", |b| {
         b.to_async(&rt).iter(|| async {
             sessions
-                .authenticate(&Method::POST, &session_headers, &client)
+                .authenticate(Credential::Bearer(session), &client)
                 .await
                 .expect("valid")
         })
@@ -185,7 +174,7 @@ fn auth(c: &mut Criterion) {
     g.bench_function("authenticate_request_hs256", |b| {
         b.to_async(&rt).iter(|| async {
             hs_auth
-                .authenticate(&Method::POST, &hs_headers, &client)
+                .authenticate(Credential::Bearer(&hs_token), &client)
                 .await
                 .expect("valid")
         })

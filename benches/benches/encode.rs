@@ -9,7 +9,7 @@ use std::sync::Arc;
 use arrow::array::{Float64Array, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray};
 use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use sluice::encode::{Encoder, Format};
+use sluice::http::encode::{Encoder, Format};
 
 const ROWS: usize = 100_000;
 const BATCH: usize = 4_096;

@@ -85,9 +85,11 @@ pub struct TableRule {
 
 /// One column as a given caller sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct ColumnView<'a> {
-    pub(crate) name: &'a str,
-    pub(crate) mask: Option<&'a MaskKind>,
+pub struct ColumnView<'a> {
+    /// The declared column name.
+    pub name: &'a str,
+    /// The mask applied to it for this caller, if any.
+    pub mask: Option<&'a MaskKind>,
 }
 
 fn member(groups: &[String], allowed: &[String]) -> bool {
@@ -123,7 +125,10 @@ impl TableRule {
     }
 
     /// The columns a caller with `groups` sees, in table order, with their masks.
-    pub(crate) fn view(&self, groups: &[String]) -> Vec<ColumnView<'_>> {
+    /// The columns a caller with `groups` sees, in table order, each with its mask (if any).
+    /// The one definition of column visibility: the rewrite's wrappers, the federation's
+    /// source schemas and scans all use it.
+    pub fn view(&self, groups: &[String]) -> Vec<ColumnView<'_>> {
         self.columns
             .iter()
             .filter(|c| self.column_groups.get(*c).is_none_or(|g| member(groups, g)))

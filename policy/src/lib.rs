@@ -5,6 +5,7 @@
 
 mod catalog;
 mod dialect;
+pub mod emit;
 mod error;
 mod functions;
 mod limits;
@@ -20,7 +21,7 @@ use std::collections::BTreeSet;
 
 use sqlparser::ast::{Expr, LimitClause, Query, Statement, Value};
 
-pub use catalog::{Access, Catalog, MaskKind, MaskRule, TableName, TableRule};
+pub use catalog::{Access, Catalog, ColumnView, MaskKind, MaskRule, TableName, TableRule};
 pub use dialect::{Dialect, ParamStyle, TENANT_PARAM_NAME};
 pub use error::{CatalogError, PolicyError};
 pub use limits::{

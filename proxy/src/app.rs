@@ -3,23 +3,24 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use sluice_audit::{AuditLog, AuditOptions, AuditWriter, Signer};
 use sluice_connectors::embedded::{EmbeddedConnector, EmbeddedOptions, EmbeddedTable, FileFormat};
 use sluice_connectors::postgres::{PostgresConnector, PostgresOptions};
 use sluice_connectors::{Connector, ConnectorError};
-use sluice_policy::{Catalog, Dialect, MaskKind, MaskRule, TableName, TableRule};
+use sluice_policy::Catalog;
 
 use crate::auth::Authenticator;
 use crate::auth::jwt::JwtVerifier;
 use crate::auth::oidc::Oidc;
 use crate::auth::store::{AUTH_FILE, AuthStore};
-use crate::config::{
-    AccessKind, Config, ConnectionConfig, ConnectionKind, FileFormatConfig, MaskKindConfig,
-};
+use crate::config::{Config, ConnectionConfig, ConnectionKind, FileFormatConfig};
+use crate::engine::Engine;
+use crate::engine::connection::Connection;
+pub use crate::engine::policy::Policy;
 
 /// Name of the audit log file in the data directory.
 pub const AUDIT_FILE: &str = "audit.sqlite";
@@ -29,90 +30,10 @@ pub const AUDIT_FILE: &str = "audit.sqlite";
 #[error("{0}")]
 pub struct StartupError(pub String);
 
-/// One declared warehouse connection.
-pub struct Connection {
-    /// Its id.
-    pub id: String,
-    /// How to reach it.
-    pub connector: Arc<dyn Connector>,
-    /// Whose credential reaches the warehouse.
-    pub credential: crate::config::CredentialMode,
-}
-
-/// The policy in force: one catalog per connection and the group row limits. Replaced whole on
-/// reload (SIGHUP); a query keeps the snapshot it started with.
-pub struct Policy {
-    /// Catalog per connection id.
-    pub catalogs: BTreeMap<String, Catalog>,
-    /// Row limit per group.
-    pub group_max_rows: BTreeMap<String, u64>,
-    /// Tables tagged `phi`, as recorded in the audit log (`catalog.schema.table` form).
-    pub phi_tables: Vec<String>,
-    /// A digest of everything that decides access (tables, grants, masks, limits), recorded
-    /// with every query.
-    pub version: String,
-}
-
-impl Policy {
-    /// Builds the policy of a configuration (pure).
-    pub fn from_config(config: &Config) -> Result<Policy, String> {
-        let mut catalogs = BTreeMap::new();
-        for c in &config.connections {
-            catalogs.insert(
-                c.id.clone(),
-                catalog_for(c).map_err(|e| format!("connection {}: {e}", c.id))?,
-            );
-        }
-        let mut phi_tables = Vec::new();
-        for c in &config.connections {
-            for t in c
-                .tables
-                .iter()
-                .filter(|t| t.tags.iter().any(|g| g == "phi"))
-            {
-                phi_tables.push(parse_table_name(&t.name)?.to_string());
-            }
-        }
-        let digest = ring::digest::digest(
-            &ring::digest::SHA256,
-            format!("{:?}{:?}", config.connections, config.limits.group_max_rows).as_bytes(),
-        );
-        Ok(Policy {
-            catalogs,
-            group_max_rows: config.limits.group_max_rows.clone(),
-            phi_tables,
-            version: hex::encode(&digest.as_ref()[..8]),
-        })
-    }
-
-    /// The row limit of a caller: the largest among their groups that have one.
-    pub fn row_limit(&self, groups: &[String]) -> Option<u64> {
-        groups
-            .iter()
-            .filter_map(|g| self.group_max_rows.get(g).copied())
-            .max()
-    }
-
-    /// The catalog of a connection, and the policy's view of the caller.
-    pub fn for_caller<'a>(
-        &'a self,
-        connection: &str,
-        principal: &'a crate::auth::Principal,
-    ) -> Option<(&'a Catalog, sluice_policy::Caller<'a>)> {
-        let catalog = self.catalogs.get(connection)?;
-        let caller = sluice_policy::Caller {
-            tenant: &principal.tenant,
-            groups: &principal.groups,
-            row_limit: self.row_limit(&principal.groups),
-        };
-        Some((catalog, caller))
-    }
-}
-
 /// Everything a request needs.
 pub struct AppState {
     /// The configuration the daemon started with.
-    pub config: Config,
+    pub config: Arc<Config>,
     /// Where it came from (for reloads); `None` for the demo.
     pub config_path: Option<PathBuf>,
     /// Authentication methods and their store.
@@ -121,10 +42,8 @@ pub struct AppState {
     pub oidc: Option<Oidc>,
     /// Users' own warehouse credentials, when `[vault]` is configured.
     pub vault: Option<Arc<crate::vault::Vault>>,
-    /// Connections by id.
-    pub connections: BTreeMap<String, Arc<Connection>>,
-    /// The policy in force.
-    policy: RwLock<Arc<Policy>>,
+    /// The query engine: connections, the policy in force, every query's life.
+    pub engine: Engine,
     /// The audit log.
     pub audit: AuditLog,
     /// Set once SIGTERM arrived: `/readyz` turns unready while in-flight requests drain.
@@ -135,14 +54,6 @@ impl AppState {
     /// Whether the daemon should receive traffic.
     pub fn is_ready(&self) -> bool {
         self.audit.is_healthy() && !self.shutting_down.load(Ordering::Relaxed)
-    }
-
-    /// The policy snapshot in force.
-    pub fn policy(&self) -> Arc<Policy> {
-        match self.policy.read() {
-            Ok(p) => Arc::clone(&p),
-            Err(poisoned) => Arc::clone(&poisoned.into_inner()),
-        }
     }
 
     /// Re-reads the configuration file and swaps in its policy (tables, grants, masks, limits).
@@ -168,11 +79,7 @@ impl AppState {
         if running != new {
             return Err("connections changed: restart to apply".into());
         }
-        let policy = Policy::from_config(&config)?;
-        match self.policy.write() {
-            Ok(mut p) => *p = Arc::new(policy),
-            Err(poisoned) => *poisoned.into_inner() = Arc::new(policy),
-        }
+        self.engine.set_policy(Policy::from_config(&config)?);
         Ok(())
     }
 }
@@ -217,80 +124,6 @@ pub struct App {
     pub state: Arc<AppState>,
     /// The audit writer thread.
     pub audit_writer: AuditWriter,
-}
-
-fn parse_table_name(name: &str) -> Result<TableName, String> {
-    let parts: Vec<&str> = name.split('.').collect();
-    match parts.as_slice() {
-        [s, t] => Ok(TableName {
-            catalog: None,
-            schema: s.to_string(),
-            table: t.to_string(),
-        }),
-        [c, s, t] => Ok(TableName {
-            catalog: Some(c.to_string()),
-            schema: s.to_string(),
-            table: t.to_string(),
-        }),
-        _ => Err(format!(
-            "table name {name:?} must be schema.table or catalog.schema.table"
-        )),
-    }
-}
-
-/// The SQL dialect of a connection kind.
-pub fn dialect_of(kind: ConnectionKind) -> Dialect {
-    match kind {
-        ConnectionKind::Embedded => Dialect::DataFusion,
-        ConnectionKind::Postgres => Dialect::Postgres,
-        ConnectionKind::Snowflake => Dialect::Snowflake,
-        ConnectionKind::Bigquery => Dialect::BigQuery,
-        ConnectionKind::Databricks => Dialect::Databricks,
-    }
-}
-
-/// The policy catalog a connection declares.
-pub fn catalog_for(c: &ConnectionConfig) -> Result<Catalog, String> {
-    let dialect = dialect_of(c.kind);
-    let mut tables = Vec::with_capacity(c.tables.len());
-    for t in &c.tables {
-        let name = parse_table_name(&t.name)?;
-        let mut rule = match (t.access, &t.tenant_column) {
-            (AccessKind::Public, _) => TableRule::public(name, t.columns.clone()),
-            (AccessKind::Protected, Some(col)) => {
-                TableRule::protected(name, col, t.columns.clone())
-            }
-            (AccessKind::Protected, None) => {
-                return Err(format!("{}: protected tables need tenant_column", t.name));
-            }
-        };
-        rule.readers = t.groups.clone();
-        rule.column_groups = t.grants.clone();
-        for (col, m) in &t.masks {
-            let kind = match m.mask {
-                MaskKindConfig::Hash => MaskKind::Hash,
-                MaskKindConfig::Null => MaskKind::Null,
-                MaskKindConfig::Last4 => MaskKind::Last4,
-                MaskKindConfig::Constant => MaskKind::Constant(m.value.clone().unwrap_or_default()),
-            };
-            rule.masks.insert(
-                col.clone(),
-                MaskRule {
-                    kind,
-                    except: m.except.clone(),
-                },
-            );
-        }
-        tables.push(rule);
-    }
-    Catalog::new(
-        dialect,
-        dialect.default_param_style(),
-        c.default_catalog.clone(),
-        c.default_schema.clone(),
-        tables,
-    )
-    .map_err(|e| e.to_string())
 }
 
 /// Reads a secret from the environment variable or file a config names (never the config).
@@ -602,12 +435,19 @@ pub async fn build_with_connectors(
         };
         connections.insert(c.id.clone(), Arc::new(connection));
     }
+    let config = Arc::new(config);
+    let engine = Engine::new(
+        Arc::clone(&config),
+        connections,
+        policy,
+        vault.clone(),
+        audit.clone(),
+    );
     let state = AppState {
         auth: Authenticator::new(jwt, store, &config.auth),
         oidc,
         vault,
-        connections,
-        policy: RwLock::new(Arc::new(policy)),
+        engine,
         audit,
         shutting_down: AtomicBool::new(false),
         config_path,

@@ -6,7 +6,7 @@ use clap::{Args, Subcommand};
 
 use crate::app::{StartupError, open_auth_store};
 use crate::audit_cli::{Target, load};
-use crate::auth::{AuthMethod, Principal, unix_now, valid_name};
+use crate::auth::principal::{AuthMethod, Principal, unix_now, valid_name};
 
 /// Default rotation overlap: the old secret keeps working this long.
 const DEFAULT_OVERLAP_HOURS: i64 = 24;

@@ -9,7 +9,8 @@ use sluice_audit::Signer;
 
 use crate::app::{self, StartupError};
 use crate::config::{self, Config};
-use crate::{demo, logging, server};
+use crate::http::server;
+use crate::{demo, logging};
 
 /// sluice: a zero-ingestion federated query proxy.
 #[derive(Debug, Parser)]
@@ -203,7 +204,10 @@ fn run(cli: Cli) -> Result<(), StartupError> {
                 groups: &groups,
                 row_limit: policy.row_limit(&groups),
             };
-            println!("{}", crate::explain::explain(catalog, &caller, &sql));
+            println!(
+                "{}",
+                crate::engine::explain::document(catalog, &caller, &sql)
+            );
             Ok(())
         }
         Command::Token {

@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
+use sluice_policy::{Catalog, Dialect, MaskKind, MaskRule, TableName, TableRule};
 
 /// Default address the daemon listens on.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -1243,7 +1244,7 @@ impl Config {
                     }
                 }
             }
-            crate::app::catalog_for(c).map_err(|e| invalid(field, e))?;
+            catalog_for(c).map_err(|e| invalid(field, e))?;
         }
         Ok(())
     }
@@ -1277,6 +1278,80 @@ pub fn is_loopback_http(url: &str) -> bool {
         }
     });
     host == "localhost" || host == "[::1]" || host.starts_with("127.")
+}
+
+pub(crate) fn parse_table_name(name: &str) -> Result<TableName, String> {
+    let parts: Vec<&str> = name.split('.').collect();
+    match parts.as_slice() {
+        [s, t] => Ok(TableName {
+            catalog: None,
+            schema: s.to_string(),
+            table: t.to_string(),
+        }),
+        [c, s, t] => Ok(TableName {
+            catalog: Some(c.to_string()),
+            schema: s.to_string(),
+            table: t.to_string(),
+        }),
+        _ => Err(format!(
+            "table name {name:?} must be schema.table or catalog.schema.table"
+        )),
+    }
+}
+
+/// The SQL dialect of a connection kind.
+pub fn dialect_of(kind: ConnectionKind) -> Dialect {
+    match kind {
+        ConnectionKind::Embedded => Dialect::DataFusion,
+        ConnectionKind::Postgres => Dialect::Postgres,
+        ConnectionKind::Snowflake => Dialect::Snowflake,
+        ConnectionKind::Bigquery => Dialect::BigQuery,
+        ConnectionKind::Databricks => Dialect::Databricks,
+    }
+}
+
+/// The policy catalog a connection declares.
+pub fn catalog_for(c: &ConnectionConfig) -> Result<Catalog, String> {
+    let dialect = dialect_of(c.kind);
+    let mut tables = Vec::with_capacity(c.tables.len());
+    for t in &c.tables {
+        let name = parse_table_name(&t.name)?;
+        let mut rule = match (t.access, &t.tenant_column) {
+            (AccessKind::Public, _) => TableRule::public(name, t.columns.clone()),
+            (AccessKind::Protected, Some(col)) => {
+                TableRule::protected(name, col, t.columns.clone())
+            }
+            (AccessKind::Protected, None) => {
+                return Err(format!("{}: protected tables need tenant_column", t.name));
+            }
+        };
+        rule.readers = t.groups.clone();
+        rule.column_groups = t.grants.clone();
+        for (col, m) in &t.masks {
+            let kind = match m.mask {
+                MaskKindConfig::Hash => MaskKind::Hash,
+                MaskKindConfig::Null => MaskKind::Null,
+                MaskKindConfig::Last4 => MaskKind::Last4,
+                MaskKindConfig::Constant => MaskKind::Constant(m.value.clone().unwrap_or_default()),
+            };
+            rule.masks.insert(
+                col.clone(),
+                MaskRule {
+                    kind,
+                    except: m.except.clone(),
+                },
+            );
+        }
+        tables.push(rule);
+    }
+    Catalog::new(
+        dialect,
+        dialect.default_param_style(),
+        c.default_catalog.clone(),
+        c.default_schema.clone(),
+        tables,
+    )
+    .map_err(|e| e.to_string())
 }
 
 #[cfg(test)]

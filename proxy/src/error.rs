@@ -1,26 +1,67 @@
-//! Errors at the HTTP boundary: RFC 7807 `application/problem+json` with a stable `code`.
+//! Errors, protocol-free. Every error has three faces:
 //!
-//! Every error has two faces: what the client sees (code and a safe message) and what is logged.
-//! Warehouse text, tokens and secrets never reach the client.
+//! - a [`Kind`] of fixed cardinality, for metrics and logs (never a user, tenant or SQL);
+//! - a stable `code` (the README lists them), for clients and the audit log;
+//! - a `message` safe to show any client (warehouse text, tokens and secrets never reach it).
+//!
+//! No status code lives here: each front door maps kind and code to its own (HTTP in
+//! [`crate::http::problem`]; a PostgreSQL-wire front door maps the same errors to SQLSTATEs).
 
-use axum::http::{HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
-
-tokio::task_local! {
-    /// The current request's id, set by the request-id middleware for the handler's task.
-    pub static REQUEST_ID: String;
+/// What sort of failure an error is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Kind {
+    /// The request itself is malformed: body, media type, size, parameters, unknown names.
+    Request,
+    /// The caller could not be authenticated.
+    Auth,
+    /// Authenticated, but this caller may not do this (role, tenant form, origin).
+    Forbidden,
+    /// The SQL policy refused the query (statement kind, default-deny catalog, grants).
+    Policy,
+    /// Too many attempts: retry later.
+    RateLimit,
+    /// The caller's own warehouse credential is missing, expired or cannot be renewed.
+    Credential,
+    /// The warehouse (or a federated source) failed or refused the query.
+    Warehouse,
+    /// The audit log cannot be written, so nothing may run.
+    Audit,
+    /// A dependency of sluice itself (credential store, vault, identity provider) cannot be
+    /// used right now.
+    Unavailable,
+    /// The query (or request) ran out of time.
+    Timeout,
+    /// The client went away before the answer started.
+    ClientGone,
+    /// A bug or an invariant that does not hold; details are logged, never shown.
+    Internal,
 }
 
-/// The current request id, if called inside a request.
-pub fn current_request_id() -> String {
-    REQUEST_ID.try_with(|id| id.clone()).unwrap_or_default()
+impl Kind {
+    /// Stable name, for metric labels and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Request => "request",
+            Kind::Auth => "auth",
+            Kind::Forbidden => "forbidden",
+            Kind::Policy => "policy",
+            Kind::RateLimit => "rate_limit",
+            Kind::Credential => "credential",
+            Kind::Warehouse => "warehouse",
+            Kind::Audit => "audit",
+            Kind::Unavailable => "unavailable",
+            Kind::Timeout => "timeout",
+            Kind::ClientGone => "client_gone",
+            Kind::Internal => "internal",
+        }
+    }
 }
 
 /// An error answer.
 #[derive(Debug, Clone)]
-pub struct ApiError {
-    /// HTTP status.
-    pub status: StatusCode,
+pub struct Error {
+    /// What sort of failure.
+    pub kind: Kind,
     /// Stable machine-readable code.
     pub code: &'static str,
     /// Human-readable message, safe to show.
@@ -34,7 +75,7 @@ pub struct ApiError {
 /// The rarer parts of an error answer.
 #[derive(Debug, Clone, Default)]
 pub struct ErrorExtra {
-    /// Seconds after which to retry (`429`), sent as `Retry-After`.
+    /// Seconds after which to retry (rate limits).
     pub retry_after: Option<u64>,
     /// Where to (re)authorize a warehouse credential (`reauth_required`).
     pub authorize_url: Option<String>,
@@ -44,11 +85,19 @@ pub struct ErrorExtra {
     pub audit_detail: Option<String>,
 }
 
-impl ApiError {
+impl std::fmt::Display for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.code, self.message)
+    }
+}
+
+impl std::error::Error for Error {}
+
+impl Error {
     /// A new error.
-    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        ApiError {
-            status,
+    pub fn new(kind: Kind, code: &'static str, message: impl Into<String>) -> Self {
+        Error {
+            kind,
             code,
             message: message.into(),
             reason: None,
@@ -61,81 +110,52 @@ impl ApiError {
         self.extra.get_or_insert_with(Default::default)
     }
 
-    /// 400 with a code.
-    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, code, message)
+    /// A malformed request.
+    pub fn request(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(Kind::Request, code, message)
     }
 
-    /// 401 with a code; the response carries `WWW-Authenticate: Bearer`.
-    pub fn unauthorized(code: &'static str, message: impl Into<String>) -> Self {
-        Self::new(StatusCode::UNAUTHORIZED, code, message)
-    }
-
-    /// 500 without detail (the cause is logged by the caller).
+    /// An internal error without detail (the cause is logged by the caller).
     pub fn internal() -> Self {
+        Self::new(Kind::Internal, "internal", "internal error")
+    }
+
+    /// The query took longer than allowed.
+    pub fn timeout() -> Self {
         Self::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            "internal error",
+            Kind::Timeout,
+            "timeout",
+            "the query took longer than allowed",
         )
     }
 
-    /// The problem+json body.
-    pub fn body(&self, request_id: &str) -> serde_json::Value {
-        let mut v = serde_json::json!({
-            "type": format!("urn:sluice:problem:{}", self.code),
-            "title": self.status.canonical_reason().unwrap_or("Error"),
-            "status": self.status.as_u16(),
-            "code": self.code,
-            "detail": self.message,
-            "request_id": request_id,
-        });
-        if let (Some(reason), Some(obj)) = (self.reason, v.as_object_mut()) {
-            obj.insert("reason".into(), reason.into());
-        }
-        if let (Some(extra), Some(obj)) = (&self.extra, v.as_object_mut()) {
-            if let Some(url) = &extra.authorize_url {
-                obj.insert("authorize_url".into(), url.clone().into());
-            }
-            if let Some(code) = &extra.warehouse_code {
-                obj.insert("warehouse_code".into(), code.clone().into());
-            }
-        }
-        v
+    /// The client closed its connection before the answer started.
+    pub fn client_gone() -> Self {
+        Self::new(
+            Kind::ClientGone,
+            "client_disconnected",
+            "the client closed the connection",
+        )
+    }
+
+    /// The audit log cannot be written, so nothing may run.
+    pub fn audit_unavailable() -> Self {
+        Self::new(
+            Kind::Audit,
+            "audit_unavailable",
+            "the audit log cannot be written, so no query can run",
+        )
     }
 }
 
-impl From<sluice_policy::PolicyError> for ApiError {
+impl From<sluice_policy::PolicyError> for Error {
     fn from(e: sluice_policy::PolicyError) -> Self {
-        let status = match e.code() {
-            "statement_not_allowed" | "policy_denied" => StatusCode::FORBIDDEN,
-            _ => StatusCode::BAD_REQUEST,
-        };
-        ApiError {
-            status,
+        Error {
+            kind: Kind::Policy,
             code: e.code(),
             message: e.to_string(),
             reason: Some(e.reason()),
             extra: None,
         }
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let body = self.body(&current_request_id()).to_string();
-        let mut resp = (self.status, body).into_response();
-        let headers = resp.headers_mut();
-        headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/problem+json"),
-        );
-        if self.status == StatusCode::UNAUTHORIZED {
-            headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-        }
-        if let Some(secs) = self.extra.as_ref().and_then(|e| e.retry_after) {
-            headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
-        }
-        resp
     }
 }

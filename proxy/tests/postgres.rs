@@ -259,7 +259,8 @@ async fn the_type_matrix_maps_to_arrow_and_json() {
         ]
     );
     let (mut enc, head) =
-        sluice::encode::Encoder::start(sluice::encode::Format::Json, &s.schema, "t").unwrap();
+        sluice::http::encode::Encoder::start(sluice::http::encode::Format::Json, &s.schema, "t")
+            .unwrap();
     let mut out = head.to_vec();
     let mut rows = 0;
     while let Some(b) = s.batches.next().await {
@@ -694,7 +695,8 @@ async fn raw_rows(
         })
         .await?;
     let (mut enc, head) =
-        sluice::encode::Encoder::start(sluice::encode::Format::Json, &s.schema, "raw").unwrap();
+        sluice::http::encode::Encoder::start(sluice::http::encode::Format::Json, &s.schema, "raw")
+            .unwrap();
     let mut out = head.to_vec();
     let mut rows = 0;
     while let Some(b) = s.batches.next().await {

@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 use common::{Daemon, TestDb};
 use futures::StreamExt;
 use serde_json::{Value, json};
-use sluice::encode::{Encoder, Format};
+use sluice::http::encode::{Encoder, Format};
 use sluice_connectors::postgres::{PostgresConnector, PostgresOptions};
 use sluice_connectors::{Connector, QueryRequest};
 

@@ -3,7 +3,7 @@
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use sluice::server::RunningServer;
+use sluice::http::server::RunningServer;
 
 struct Daemon {
     server: RunningServer,

@@ -16,7 +16,7 @@ use reqwest::{RequestBuilder, StatusCode};
 use serde_json::{Value, json};
 use sluice::auth::{AuthMethod, Principal};
 use sluice::config::{Config, JwtAlgorithm};
-use sluice::server::RunningServer;
+use sluice::http::server::RunningServer;
 use sluice_audit::{AuditRecord, Event, open_read_only, read_all};
 
 const ALLOWED_ORIGIN: &str = "https://host.example";

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use sluice::config::VaultConfig;
-use sluice::server::RunningServer;
+use sluice::http::server::RunningServer;
 use sluice_connectors::Connector;
 
 fn psql(db: &str, sql: &str) {

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use sluice::server::RunningServer;
+use sluice::http::server::RunningServer;
 use sluice_audit::{AuditRecord, Event, open_read_only, read_all};
 
 struct Daemon {

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use sluice::config::{Config, CredentialMode, OAuthClientConfig, VaultConfig};
-use sluice::server::RunningServer;
+use sluice::http::server::RunningServer;
 use sluice::vault::store::CredentialStore;
 use sluice_audit::{Event, open_read_only, read_all};
 

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, JwkSet};
 use jsonwebtoken::{Algorithm, DecodingKey};
 
-use super::AuthError;
+use super::principal::AuthError;
 
 /// Longest JWKS document accepted.
 const MAX_JWKS_BYTES: usize = 256 * 1024;

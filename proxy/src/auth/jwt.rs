@@ -13,8 +13,8 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde_json::{Map, Value};
 
 use super::jwks::Jwks;
+use super::principal::{AuthError, AuthMethod, MAX_ATTRIBUTES, MAX_GROUPS, Principal, valid_name};
 use super::store::AuthStore;
-use super::{AuthError, AuthMethod, MAX_ATTRIBUTES, MAX_GROUPS, Principal, valid_name};
 use crate::config::{ClaimsConfig, JwtAlgorithm, JwtConfig, MIN_HS256_SECRET_BYTES};
 
 /// Where verification keys come from.
@@ -125,7 +125,7 @@ impl JwtVerifier {
             }
         };
         let principal = map_claims(&claims, &self.claims, AuthMethod::Jwt)?;
-        let now = super::unix_now();
+        let now = super::principal::unix_now();
         if let Some(max_age) = self.max_age_secs {
             let iat = claims
                 .get("iat")

@@ -8,7 +8,7 @@ use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use super::AuthError;
+use super::principal::AuthError;
 use crate::config::RateLimitConfig;
 
 /// Keys tracked per map; past this, expired windows are dropped, then everything (a flood of

@@ -17,306 +17,50 @@ pub mod jwks;
 pub mod jwt;
 pub mod limiter;
 pub mod oidc;
+pub mod principal;
 pub mod store;
-pub mod web;
 
-use std::collections::{BTreeMap, HashMap};
-use std::net::IpAddr;
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use axum::http::{HeaderMap, Method, StatusCode, header};
-use serde::{Deserialize, Serialize};
-
 use crate::config::AuthConfig;
-use crate::error::ApiError;
+pub use principal::{
+    API_KEY_PREFIX, AuthError, AuthMethod, ClientInfo, MAX_ATTRIBUTES, MAX_GROUPS, MAX_NAME_LEN,
+    MAX_TOKEN_BYTES, Principal, SERVICE_PREFIX, SESSION_PREFIX, TICKET_PREFIX, random_token,
+    token_hash, unix_now, valid_name,
+};
 use store::{AuthStore, TokenKind, TokenRow};
 
-/// Longest bearer token accepted (bytes).
-pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
-/// Longest user id, tenant, group name or attribute value accepted.
-pub const MAX_NAME_LEN: usize = 256;
-/// Most groups one principal may carry.
-pub const MAX_GROUPS: usize = 256;
-/// Most attributes one principal may carry.
-pub const MAX_ATTRIBUTES: usize = 64;
 /// Sessions kept in memory (beyond this, expired ones are dropped, then the oldest half).
 const MAX_CACHED_SESSIONS: usize = 100_000;
 /// A session's renewed expiry is written to the store at most this often.
 const SESSION_PERSIST_EVERY_SECS: i64 = 60;
 
-/// Prefix of session tokens.
-pub const SESSION_PREFIX: &str = "sls_";
-/// Prefix of one-time tickets.
-pub const TICKET_PREFIX: &str = "slt_";
-/// Prefix of service tokens.
-pub const SERVICE_PREFIX: &str = "sst_";
-/// Prefix of API keys.
-pub const API_KEY_PREFIX: &str = "slk_";
-
-/// How the caller authenticated.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum AuthMethod {
-    /// A customer-signed JWT bearer token.
-    Jwt,
-    /// A session made from a one-time web ticket.
-    TicketSession,
-    /// A session made by an SSO (OIDC) login.
-    OidcSession,
-    /// An API key.
-    ApiKey,
-}
-
-impl AuthMethod {
-    /// Stable name (audit log).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            AuthMethod::Jwt => "jwt",
-            AuthMethod::TicketSession => "ticket_session",
-            AuthMethod::OidcSession => "oidc_session",
-            AuthMethod::ApiKey => "api_key",
-        }
-    }
-}
-
-/// A verified caller.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Principal {
-    /// User id.
-    pub user: String,
-    /// Tenant id: bound into every protected table read.
-    pub tenant: String,
-    /// Groups (sluice roles derive from them, `[auth.roles]`).
-    pub groups: Vec<String>,
-    /// Further verified attributes (string values).
-    #[serde(default)]
-    pub attributes: BTreeMap<String, String>,
-    /// How they authenticated.
-    pub method: AuthMethod,
-    /// The session id, for session-based methods (recorded in the audit log; not a secret).
-    #[serde(default)]
-    pub session_id: Option<String>,
-}
-
-/// Why authentication failed; each has its own stable code.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum AuthError {
-    /// No credential was presented.
-    #[error("authentication required: send Authorization: Bearer <token> or a session cookie")]
-    Missing,
-    /// The header or token is not well-formed.
-    #[error("the bearer token is malformed")]
-    Malformed,
-    /// `exp` has passed.
-    #[error("the token has expired")]
-    Expired,
-    /// `nbf` (or `iat`) is in the future.
-    #[error("the token is not valid yet")]
-    NotYetValid,
-    /// `iat` is older than the configured maximum age.
-    #[error("the token was issued too long ago")]
-    TooOld,
-    /// The signature does not verify.
-    #[error("the token signature is invalid")]
-    BadSignature,
-    /// The token names another algorithm than the configured one.
-    #[error("the token's algorithm is not allowed")]
-    AlgorithmNotAllowed,
-    /// Wrong `aud`.
-    #[error("the token audience is not accepted")]
-    BadAudience,
-    /// Wrong `iss`.
-    #[error("the token issuer is not accepted")]
-    BadIssuer,
-    /// A required claim is missing or has the wrong type.
-    #[error("invalid token claims: {0}")]
-    BadClaims(String),
-    /// The token's `kid` is not in the key set, even after a refetch.
-    #[error("the token's key id is not known")]
-    UnknownKid,
-    /// The `jti` was seen before.
-    #[error("the token was already used (jti replay)")]
-    Replayed,
-    /// The key set could not be fetched and no cached key fits.
-    #[error("the signing keys cannot be fetched right now")]
-    KeysUnavailable,
-    /// The session token is unknown.
-    #[error("the session is not valid")]
-    SessionInvalid,
-    /// The session expired (idle or absolute lifetime).
-    #[error("the session has expired; sign in again")]
-    SessionExpired,
-    /// The session was signed out or revoked.
-    #[error("the session was signed out or revoked")]
-    SessionRevoked,
-    /// The API key is unknown.
-    #[error("the API key is not valid")]
-    ApiKeyInvalid,
-    /// The API key expired.
-    #[error("the API key has expired")]
-    ApiKeyExpired,
-    /// The API key was revoked.
-    #[error("the API key was revoked")]
-    ApiKeyRevoked,
-    /// API keys are turned off by configuration.
-    #[error("API keys are disabled on this server")]
-    ApiKeysDisabled,
-    /// A credential of another kind than this endpoint takes.
-    #[error("{0}")]
-    WrongCredential(&'static str),
-    /// The service client id or secret is wrong.
-    #[error("the client id or secret is wrong")]
-    InvalidClient,
-    /// The service token is unknown, expired or revoked.
-    #[error("the service token is not valid or has expired")]
-    ServiceTokenInvalid,
-    /// The ticket is unknown.
-    #[error("the ticket is not valid")]
-    TicketInvalid,
-    /// The ticket was already exchanged.
-    #[error("the ticket was already used")]
-    TicketReplayed,
-    /// The ticket's lifetime passed before it was exchanged.
-    #[error("the ticket has expired")]
-    TicketExpired,
-    /// A service client asked for a tenant outside its scope.
-    #[error("this service client may not mint tickets for tenant {0:?}")]
-    TenantNotAllowed(String),
-    /// A service client asked for a group outside its scope, or one that holds an admin or
-    /// compliance role.
-    #[error("this service client may not mint tickets with group {0:?}")]
-    GroupNotAllowed(String),
-    /// A cookie-authenticated request that changes state carried no allowed `Origin`.
-    #[error("a cookie-authenticated request must carry an allowed Origin header")]
-    OriginRequired,
-    /// Too many failed attempts from this address or for this principal.
-    #[error("too many failed authentication attempts; retry in {retry_after_secs} s")]
-    TooManyFailures {
-        /// Seconds until the window frees up.
-        retry_after_secs: u64,
-    },
-    /// The credential store could not be read.
-    #[error("authentication is unavailable right now")]
-    StoreUnavailable,
-}
-
-impl AuthError {
-    /// Stable error code.
-    pub fn code(&self) -> &'static str {
-        match self {
-            AuthError::Missing => "unauthenticated",
-            AuthError::Malformed => "invalid_token",
-            AuthError::Expired => "token_expired",
-            AuthError::NotYetValid => "token_not_yet_valid",
-            AuthError::TooOld => "token_too_old",
-            AuthError::BadSignature => "invalid_signature",
-            AuthError::AlgorithmNotAllowed => "algorithm_not_allowed",
-            AuthError::BadAudience => "invalid_audience",
-            AuthError::BadIssuer => "invalid_issuer",
-            AuthError::BadClaims(_) => "invalid_claims",
-            AuthError::UnknownKid => "unknown_kid",
-            AuthError::Replayed => "token_replayed",
-            AuthError::KeysUnavailable => "keys_unavailable",
-            AuthError::SessionInvalid => "invalid_session",
-            AuthError::SessionExpired => "session_expired",
-            AuthError::SessionRevoked => "session_revoked",
-            AuthError::ApiKeyInvalid => "invalid_api_key",
-            AuthError::ApiKeyExpired => "api_key_expired",
-            AuthError::ApiKeyRevoked => "api_key_revoked",
-            AuthError::ApiKeysDisabled => "api_keys_disabled",
-            AuthError::WrongCredential(_) => "wrong_credential",
-            AuthError::InvalidClient => "invalid_client",
-            AuthError::ServiceTokenInvalid => "invalid_service_token",
-            AuthError::TicketInvalid => "invalid_ticket",
-            AuthError::TicketReplayed => "ticket_replayed",
-            AuthError::TicketExpired => "ticket_expired",
-            AuthError::TenantNotAllowed(_) => "tenant_not_allowed",
-            AuthError::GroupNotAllowed(_) => "group_not_allowed",
-            AuthError::OriginRequired => "origin_required",
-            AuthError::TooManyFailures { .. } => "too_many_failures",
-            AuthError::StoreUnavailable => "auth_unavailable",
-        }
-    }
-
-    /// Whether this failure counts toward the rate limits (a missing credential does not: it is
-    /// not a guess).
-    pub fn counts_as_failure(&self) -> bool {
-        !matches!(
-            self,
-            AuthError::Missing
-                | AuthError::TooManyFailures { .. }
-                | AuthError::StoreUnavailable
-                | AuthError::KeysUnavailable
-        )
-    }
-
-    fn status(&self) -> StatusCode {
-        match self {
-            AuthError::TenantNotAllowed(_)
-            | AuthError::GroupNotAllowed(_)
-            | AuthError::OriginRequired => StatusCode::FORBIDDEN,
-            AuthError::TooManyFailures { .. } => StatusCode::TOO_MANY_REQUESTS,
-            AuthError::StoreUnavailable | AuthError::KeysUnavailable => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
-            _ => StatusCode::UNAUTHORIZED,
-        }
-    }
-}
-
-impl From<AuthError> for ApiError {
-    fn from(e: AuthError) -> Self {
-        let mut api = ApiError::new(e.status(), e.code(), e.to_string());
-        if let AuthError::TooManyFailures { retry_after_secs } = e {
-            api.extra_mut().retry_after = Some(retry_after_secs);
-        }
-        api
-    }
-}
-
-/// Who is on the other end of the connection (for rate limits and the audit log).
-#[derive(Debug, Clone, Default)]
-pub struct ClientInfo {
-    /// Peer address.
-    pub addr: Option<IpAddr>,
-    /// `User-Agent`, truncated.
-    pub user_agent: Option<String>,
-}
-
-/// A fresh random secret: 32 bytes from the OS, base64url, behind `prefix`.
-pub fn random_token(prefix: &str) -> Result<String, AuthError> {
-    use base64::Engine;
-    let mut raw = [0u8; 32];
-    getrandom::fill(&mut raw).map_err(|_| AuthError::StoreUnavailable)?;
-    Ok(format!(
-        "{prefix}{}",
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
-    ))
-}
-
-/// SHA-256 of a token: what the store keeps and looks up. The tokens are 256-bit random
-/// values, so a fast hash is enough (slow password hashes are for low-entropy secrets).
-pub fn token_hash(token: &str) -> [u8; 32] {
-    let d = ring::digest::digest(&ring::digest::SHA256, token.as_bytes());
-    let mut out = [0u8; 32];
-    out.copy_from_slice(d.as_ref());
-    out
-}
-
-/// Seconds since the Unix epoch.
-pub fn unix_now() -> i64 {
-    chrono::Utc::now().timestamp()
-}
-
-/// Checks a user id, tenant or group name.
-pub fn valid_name(s: &str) -> bool {
-    !s.is_empty() && s.len() <= MAX_NAME_LEN && !s.chars().any(char::is_control)
-}
-
-/// The credential a request carries.
-enum Presented<'a> {
+/// A credential as a front door received it, stripped of its protocol.
+#[derive(Clone, Copy)]
+pub enum Credential<'a> {
+    /// A bearer token (`Authorization: Bearer ...`): a session, an API key or a JWT.
     Bearer(&'a str),
-    Cookie(String),
+    /// A session token from a cookie. A cookie rides along with cross-site requests, so the
+    /// front door says whether this request passed its origin check (`origin_checked`): one
+    /// that changes state must carry an allowed origin.
+    Cookie {
+        /// The session token.
+        token: &'a str,
+        /// The request changes state (not a read such as HTTP `GET`).
+        changes_state: bool,
+        /// The request carried an origin the front door allowed.
+        origin_checked: bool,
+    },
+    /// A user name and password, as a wire-protocol client sends them. The password is one of
+    /// the bearer credentials (a session token, an API key or a JWT); the user name, when not
+    /// empty, must be the verified principal's user.
+    Password {
+        /// The user name the client gave.
+        user: &'a str,
+        /// The password: a bearer credential.
+        password: &'a str,
+    },
 }
 
 /// One cached session.
@@ -361,16 +105,15 @@ impl Authenticator {
         &self.config
     }
 
-    /// Authenticates a request to a data or audit endpoint: session (bearer or cookie), API
-    /// key or JWT. Counts failures against the client (and principal) limits.
+    /// Authenticates a caller of a data or audit endpoint: session (bearer, cookie or
+    /// password), API key or JWT. Counts failures against the client (and principal) limits.
     pub async fn authenticate(
         &self,
-        method: &Method,
-        headers: &HeaderMap,
+        credential: Credential<'_>,
         client: &ClientInfo,
     ) -> Result<Principal, AuthError> {
         self.limiter.check_addr(client.addr)?;
-        let result = self.authenticate_inner(method, headers).await;
+        let result = self.authenticate_inner(credential).await;
         if let Err(e) = &result
             && e.counts_as_failure()
         {
@@ -379,41 +122,54 @@ impl Authenticator {
         result
     }
 
-    async fn authenticate_inner(
-        &self,
-        method: &Method,
-        headers: &HeaderMap,
-    ) -> Result<Principal, AuthError> {
-        match presented(headers, &self.config.sessions.cookie_name)? {
-            Presented::Bearer(token) => {
-                if token.starts_with(SESSION_PREFIX) {
-                    self.session(token).await
-                } else if token.starts_with(API_KEY_PREFIX) {
-                    self.api_key(token).await
-                } else if token.starts_with(SERVICE_PREFIX) {
-                    Err(AuthError::WrongCredential(
-                        "a service token only mints tickets (POST /v1/tickets)",
-                    ))
-                } else if token.starts_with(TICKET_PREFIX) {
-                    Err(AuthError::WrongCredential(
-                        "exchange the ticket for a session first (POST /v1/sessions)",
-                    ))
-                } else {
-                    match &self.jwt {
-                        Some(v) => v.verify(token, &self.store).await,
-                        None => Err(AuthError::Malformed),
-                    }
+    async fn authenticate_inner(&self, credential: Credential<'_>) -> Result<Principal, AuthError> {
+        match credential {
+            Credential::Bearer(token) => self.bearer(token).await,
+            Credential::Cookie {
+                token,
+                changes_state,
+                origin_checked,
+            } => {
+                if !token.starts_with(SESSION_PREFIX) || token.len() > MAX_TOKEN_BYTES {
+                    return Err(AuthError::SessionInvalid);
                 }
-            }
-            Presented::Cookie(token) => {
-                // A cookie rides along with cross-site requests: one that changes state must
-                // come from an allowed page (the origin middleware refused any other Origin).
-                if !matches!(*method, Method::GET | Method::HEAD)
-                    && !headers.contains_key(header::ORIGIN)
-                {
+                if changes_state && !origin_checked {
                     return Err(AuthError::OriginRequired);
                 }
-                self.session(&token).await
+                self.session(token).await
+            }
+            Credential::Password { user, password } => {
+                let principal = self.bearer(password).await?;
+                if !user.is_empty() && user != principal.user {
+                    return Err(AuthError::UserMismatch);
+                }
+                Ok(principal)
+            }
+        }
+    }
+
+    /// A bearer credential, told apart by its form.
+    async fn bearer(&self, token: &str) -> Result<Principal, AuthError> {
+        let token = token.trim();
+        if token.is_empty() || token.len() > MAX_TOKEN_BYTES {
+            return Err(AuthError::Malformed);
+        }
+        if token.starts_with(SESSION_PREFIX) {
+            self.session(token).await
+        } else if token.starts_with(API_KEY_PREFIX) {
+            self.api_key(token).await
+        } else if token.starts_with(SERVICE_PREFIX) {
+            Err(AuthError::WrongCredential(
+                "a service token only mints tickets (POST /v1/tickets)",
+            ))
+        } else if token.starts_with(TICKET_PREFIX) {
+            Err(AuthError::WrongCredential(
+                "exchange the ticket for a session first (POST /v1/sessions)",
+            ))
+        } else {
+            match &self.jwt {
+                Some(v) => v.verify(token, &self.store).await,
+                None => Err(AuthError::Malformed),
             }
         }
     }
@@ -541,59 +297,4 @@ impl Authenticator {
 /// Poison-tolerant lock: the maps hold no invariant a panic could break half-way.
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-/// The bearer token, else the session cookie.
-fn presented<'a>(headers: &'a HeaderMap, cookie_name: &str) -> Result<Presented<'a>, AuthError> {
-    if let Some(value) = headers.get(header::AUTHORIZATION) {
-        let value = value.to_str().map_err(|_| AuthError::Malformed)?;
-        let token = value
-            .strip_prefix("Bearer ")
-            .or_else(|| value.strip_prefix("bearer "))
-            .ok_or(AuthError::Malformed)?
-            .trim();
-        if token.is_empty() || token.len() > MAX_TOKEN_BYTES {
-            return Err(AuthError::Malformed);
-        }
-        return Ok(Presented::Bearer(token));
-    }
-    match cookie(headers, cookie_name) {
-        Some(v) if v.starts_with(SESSION_PREFIX) && v.len() <= MAX_TOKEN_BYTES => {
-            Ok(Presented::Cookie(v))
-        }
-        Some(_) => Err(AuthError::SessionInvalid),
-        None => Err(AuthError::Missing),
-    }
-}
-
-/// The value of a cookie, from any `Cookie` header.
-pub fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| v.trim_matches('"').to_string())
-}
-
-/// The client address and user agent of a request.
-pub fn client_info(parts: &axum::http::request::Parts) -> ClientInfo {
-    let addr = parts
-        .extensions
-        .get::<axum::extract::ConnectInfo<crate::conn::ClientConn>>()
-        .map(|ci| ci.0.addr.ip());
-    let user_agent = parts
-        .headers
-        .get(header::USER_AGENT)
-        .and_then(|v| v.to_str().ok())
-        .map(|s| {
-            let mut end = s.len().min(256);
-            while !s.is_char_boundary(end) {
-                end -= 1;
-            }
-            s[..end].to_string()
-        });
-    ClientInfo { addr, user_agent }
 }

@@ -12,32 +12,25 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use axum::extract::{Query, Request, State};
-use axum::http::{HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
 use jsonwebtoken::{Algorithm, Validation};
 use oauth2::basic::{
     BasicErrorResponse, BasicRevocationErrorResponse, BasicTokenIntrospectionResponse,
     BasicTokenType,
 };
 use oauth2::{
-    AuthUrl, AuthorizationCode, ClientId, ClientSecret, CsrfToken, EndpointNotSet, EndpointSet,
-    PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, Scope, StandardRevocableToken,
-    StandardTokenResponse, TokenUrl,
+    AuthUrl, ClientId, ClientSecret, EndpointNotSet, EndpointSet, RedirectUrl,
+    StandardRevocableToken, StandardTokenResponse, TokenUrl,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
-use sluice_audit::Event;
 
 use super::jwks::Jwks;
-use super::web::{Who, audit_auth, new_session, session_started};
-use super::{AuthError, AuthMethod, Principal, client_info, cookie, valid_name};
-use crate::app::AppState;
+use super::principal::{AuthError, AuthMethod, Principal, valid_name};
 use crate::config::OidcConfig;
-use crate::error::ApiError;
+use crate::error::{Error, Kind};
 
 /// Time a browser has to come back from the provider.
-const FLOW_TTL: Duration = Duration::from_secs(600);
+pub(crate) const FLOW_TTL: Duration = Duration::from_secs(600);
 /// Most login flows pending at once; past it new logins wait (pending ones are never dropped
 /// early, so a flood cannot void logins in progress).
 const MAX_PENDING: usize = 10_000;
@@ -48,7 +41,7 @@ const PROVIDER_TIMEOUT: Duration = Duration::from_secs(10);
 /// Largest discovery document accepted.
 const MAX_DISCOVERY_BYTES: usize = 64 * 1024;
 /// Name of the cookie binding a login flow to its browser.
-const STATE_COOKIE: &str = "sluice_oidc_state";
+pub(crate) const STATE_COOKIE: &str = "sluice_oidc_state";
 /// Clock leeway for id_token times.
 const LEEWAY_SECS: u64 = 60;
 /// JWKS cache lifetime and refetch floor.
@@ -89,32 +82,32 @@ struct Discovery {
     jwks_uri: String,
 }
 
-struct Provider {
-    client: OidcClient,
+pub(crate) struct Provider {
+    pub(crate) client: OidcClient,
     jwks: Jwks,
 }
 
-struct Pending {
-    verifier: String,
-    nonce: String,
-    return_to: String,
-    started: Instant,
+pub(crate) struct Pending {
+    pub(crate) verifier: String,
+    pub(crate) nonce: String,
+    pub(crate) return_to: String,
+    pub(crate) started: Instant,
     /// Who started it (login starts are bounded per address).
-    addr: Option<std::net::IpAddr>,
+    pub(crate) addr: Option<std::net::IpAddr>,
 }
 
 /// The configured provider and the flows in progress.
 pub struct Oidc {
-    config: OidcConfig,
+    pub(crate) config: OidcConfig,
     client_secret: String,
-    http: reqwest::Client,
+    pub(crate) http: reqwest::Client,
     provider: RwLock<Option<Arc<Provider>>>,
     pending: Mutex<HashMap<String, Pending>>,
 }
 
 /// Why an SSO login failed (each a stable code).
 #[derive(Debug)]
-enum SsoError {
+pub(crate) enum SsoError {
     Denied(String),
     State,
     Provider(String),
@@ -124,7 +117,7 @@ enum SsoError {
 }
 
 impl SsoError {
-    fn code(&self) -> &'static str {
+    pub(crate) fn code(&self) -> &'static str {
         match self {
             SsoError::Denied(_) => "sso_denied",
             SsoError::State => "invalid_state",
@@ -134,24 +127,27 @@ impl SsoError {
         }
     }
 
-    fn api(&self) -> ApiError {
+    pub(crate) fn api(&self) -> Error {
         match self {
-            SsoError::Denied(e) => ApiError::unauthorized(
+            SsoError::Denied(e) => Error::new(
+                Kind::Auth,
                 "sso_denied",
                 format!("the identity provider refused the login: {e}"),
             ),
-            SsoError::State => ApiError::bad_request(
+            SsoError::State => Error::request(
                 "invalid_state",
                 "the login state is unknown, expired, or belongs to another browser; start again",
             ),
-            SsoError::Provider(_) => ApiError::new(
-                StatusCode::BAD_GATEWAY,
+            SsoError::Provider(_) => Error::new(
+                Kind::Unavailable,
                 "sso_provider_error",
                 "the identity provider could not complete the login",
             ),
-            SsoError::IdToken(m) => {
-                ApiError::unauthorized("invalid_id_token", format!("the id_token is invalid: {m}"))
-            }
+            SsoError::IdToken(m) => Error::new(
+                Kind::Auth,
+                "invalid_id_token",
+                format!("the id_token is invalid: {m}"),
+            ),
             SsoError::Claims(e) | SsoError::Auth(e) => e.clone().into(),
         }
     }
@@ -177,7 +173,7 @@ impl Oidc {
         })
     }
 
-    async fn provider(&self) -> Result<Arc<Provider>, SsoError> {
+    pub(crate) async fn provider(&self) -> Result<Arc<Provider>, SsoError> {
         if let Some(p) = self
             .provider
             .read()
@@ -226,7 +222,7 @@ impl Oidc {
     }
 
     /// Keeps a flow; false when this address, or everyone, has too many pending.
-    fn remember(&self, state: String, pending: Pending) -> bool {
+    pub(crate) fn remember(&self, state: String, pending: Pending) -> bool {
         let mut map = self.pending.lock().unwrap_or_else(|p| p.into_inner());
         map.retain(|_, p| p.started.elapsed() < FLOW_TTL);
         let from_addr = map.values().filter(|p| p.addr == pending.addr).count();
@@ -237,13 +233,13 @@ impl Oidc {
         true
     }
 
-    fn take(&self, state: &str) -> Option<Pending> {
+    pub(crate) fn take(&self, state: &str) -> Option<Pending> {
         let mut map = self.pending.lock().unwrap_or_else(|p| p.into_inner());
         map.remove(state).filter(|p| p.started.elapsed() < FLOW_TTL)
     }
 
     /// Validates an id_token and maps it to a principal.
-    async fn principal(
+    pub(crate) async fn principal(
         &self,
         provider: &Provider,
         id_token: &str,
@@ -303,7 +299,7 @@ impl Oidc {
 }
 
 /// A safe place to send the browser after login: a path on sluice, never another site.
-fn safe_return_to(r: Option<&str>, default: &str) -> String {
+pub(crate) fn safe_return_to(r: Option<&str>, default: &str) -> String {
     match r {
         Some(p)
             if p.starts_with('/')
@@ -318,199 +314,11 @@ fn safe_return_to(r: Option<&str>, default: &str) -> String {
     }
 }
 
-fn random_b64(n: usize) -> Result<String, AuthError> {
+pub(crate) fn random_b64(n: usize) -> Result<String, AuthError> {
     use base64::Engine;
     let mut raw = vec![0u8; n];
     getrandom::fill(&mut raw).map_err(|_| AuthError::StoreUnavailable)?;
     Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw))
-}
-
-fn sso_disabled() -> Response {
-    ApiError::new(
-        StatusCode::NOT_FOUND,
-        "not_found",
-        "SSO is not configured on this server",
-    )
-    .into_response()
-}
-
-/// Query of `/v1/auth/oidc/login`.
-#[derive(Deserialize)]
-pub struct LoginParams {
-    return_to: Option<String>,
-}
-
-/// `GET /v1/auth/oidc/login`: redirects to the provider.
-pub async fn login(
-    State(state): State<Arc<AppState>>,
-    params: Result<Query<LoginParams>, axum::extract::rejection::QueryRejection>,
-    req: Request,
-) -> Response {
-    let addr = client_info(&req.into_parts().0).addr;
-    let params = params
-        .map(|Query(p)| p)
-        .unwrap_or(LoginParams { return_to: None });
-    let Some(oidc) = &state.oidc else {
-        return sso_disabled();
-    };
-    let provider = match oidc.provider().await {
-        Ok(p) => p,
-        Err(e) => {
-            tracing::warn!(error = ?e, "OIDC discovery failed");
-            return e.api().into_response();
-        }
-    };
-    let nonce = match random_b64(32) {
-        Ok(n) => n,
-        Err(e) => return ApiError::from(e).into_response(),
-    };
-    let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
-    let mut request = provider
-        .client
-        .authorize_url(CsrfToken::new_random)
-        .add_extra_param("nonce", nonce.clone())
-        .set_pkce_challenge(challenge)
-        .add_scope(Scope::new("openid".into()));
-    for s in oidc.config.scopes.iter().filter(|s| *s != "openid") {
-        request = request.add_scope(Scope::new(s.clone()));
-    }
-    let (url, csrf) = request.url();
-    let flow_state = csrf.secret().clone();
-    let kept = oidc.remember(
-        flow_state.clone(),
-        Pending {
-            verifier: verifier.secret().clone(),
-            nonce,
-            return_to: safe_return_to(
-                params.return_to.as_deref(),
-                &oidc.config.post_login_redirect,
-            ),
-            started: Instant::now(),
-            addr,
-        },
-    );
-    if !kept {
-        let mut e = ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "too_many_logins",
-            "too many sign-ins in progress; finish one or retry in a few minutes",
-        );
-        e.extra_mut().retry_after = Some(60);
-        return e.into_response();
-    }
-    let secure = if state.config.auth.sessions.cookie_secure {
-        "; Secure"
-    } else {
-        ""
-    };
-    // Lax: the provider's redirect back is a top-level cross-site navigation.
-    let binding = format!(
-        "{STATE_COOKIE}={flow_state}; Path=/v1/auth/oidc; HttpOnly{secure}; SameSite=Lax; Max-Age={}",
-        FLOW_TTL.as_secs()
-    );
-    let mut resp = StatusCode::FOUND.into_response();
-    if let (Ok(loc), Ok(c)) = (
-        HeaderValue::from_str(url.as_str()),
-        HeaderValue::from_str(&binding),
-    ) {
-        resp.headers_mut().insert(header::LOCATION, loc);
-        resp.headers_mut().insert(header::SET_COOKIE, c);
-    }
-    resp.headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    resp
-}
-
-#[derive(Deserialize)]
-struct CallbackParams {
-    code: Option<String>,
-    state: Option<String>,
-    error: Option<String>,
-    error_description: Option<String>,
-}
-
-/// `GET /v1/auth/oidc/callback`: completes the login and starts a session.
-pub async fn callback(State(state): State<Arc<AppState>>, req: Request) -> Response {
-    let Some(oidc) = &state.oidc else {
-        return sso_disabled();
-    };
-    let (parts, _) = req.into_parts();
-    let client = client_info(&parts);
-    let params = Query::<CallbackParams>::try_from_uri(&parts.uri)
-        .map(|Query(p)| p)
-        .map_err(|_| SsoError::State);
-    let result = async {
-        let params = params?;
-        state
-            .auth
-            .limiter
-            .check_addr(client.addr)
-            .map_err(SsoError::Auth)?;
-        if let Some(e) = params.error {
-            let detail = params.error_description.unwrap_or_default();
-            return Err(SsoError::Denied(format!("{e} {detail}").trim().to_string()));
-        }
-        let (Some(code), Some(flow_state)) = (params.code, params.state) else {
-            return Err(SsoError::State);
-        };
-        // The state must be the one this browser was given, and still pending.
-        if cookie(&parts.headers, STATE_COOKIE).as_deref() != Some(flow_state.as_str()) {
-            return Err(SsoError::State);
-        }
-        let pending = oidc.take(&flow_state).ok_or(SsoError::State)?;
-        let provider = oidc.provider().await?;
-        let tokens = provider
-            .client
-            .exchange_code(AuthorizationCode::new(code))
-            .set_pkce_verifier(PkceCodeVerifier::new(pending.verifier))
-            .request_async(&oidc.http)
-            .await
-            .map_err(|e| SsoError::Provider(format!("token exchange: {e}")))?;
-        let id_token = tokens
-            .extra_fields()
-            .id_token
-            .as_deref()
-            .ok_or_else(|| SsoError::IdToken("the token response has no id_token".into()))?;
-        let principal = oidc.principal(&provider, id_token, &pending.nonce).await?;
-        let (token, principal) = new_session(&state, &principal)
-            .await
-            .map_err(SsoError::Auth)?;
-        Ok((token, principal, pending.return_to))
-    }
-    .await;
-    match result {
-        Ok((token, principal, return_to)) => {
-            let mut resp =
-                session_started(&state, &client, StatusCode::SEE_OTHER, &token, &principal).await;
-            let headers = resp.headers_mut();
-            if let Ok(loc) = HeaderValue::from_str(&return_to) {
-                headers.insert(header::LOCATION, loc);
-            }
-            if let Ok(v) = HeaderValue::from_str(&format!(
-                "{STATE_COOKIE}=; Path=/v1/auth/oidc; HttpOnly; SameSite=Lax; Max-Age=0"
-            )) {
-                headers.append(header::SET_COOKIE, v);
-            }
-            resp
-        }
-        Err(e) => {
-            if let SsoError::Provider(m) | SsoError::IdToken(m) = &e {
-                tracing::warn!(error = %m, "SSO login failed");
-            }
-            if !matches!(e, SsoError::Provider(_)) {
-                state.auth.limiter.fail_addr(client.addr);
-            }
-            audit_auth(
-                &state,
-                &client,
-                Event::AuthDenied,
-                e.code(),
-                Who::Claimed(None, "oidc"),
-            )
-            .await;
-            e.api().into_response()
-        }
-    }
 }
 
 #[cfg(test)]

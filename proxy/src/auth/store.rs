@@ -11,7 +11,7 @@ use std::sync::Mutex;
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 
-use super::{AuthError, AuthMethod, Principal, token_hash};
+use super::principal::{AuthError, AuthMethod, Principal, token_hash};
 
 /// Name of the store in the data directory.
 pub const AUTH_FILE: &str = "auth.sqlite";
@@ -227,7 +227,8 @@ impl AuthStore {
         groups: Option<&[String]>,
         now: i64,
     ) -> Result<String, StoreError> {
-        let secret = super::random_token("scs_").map_err(|e| StoreError(e.to_string()))?;
+        let secret =
+            super::principal::random_token("scs_").map_err(|e| StoreError(e.to_string()))?;
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         let exists: bool = tx
@@ -266,7 +267,8 @@ impl AuthStore {
         overlap_secs: i64,
         now: i64,
     ) -> Result<String, StoreError> {
-        let secret = super::random_token("scs_").map_err(|e| StoreError(e.to_string()))?;
+        let secret =
+            super::principal::random_token("scs_").map_err(|e| StoreError(e.to_string()))?;
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         let n = tx.execute(
@@ -572,8 +574,8 @@ impl AuthStore {
         expires: Option<i64>,
     ) -> Result<(String, String), StoreError> {
         let id = uuid::Uuid::new_v4().simple().to_string()[..12].to_string();
-        let secret = super::random_token("").map_err(|e| StoreError(e.to_string()))?;
-        let key = format!("{}{id}_{secret}", super::API_KEY_PREFIX);
+        let secret = super::principal::random_token("").map_err(|e| StoreError(e.to_string()))?;
+        let key = format!("{}{id}_{secret}", super::principal::API_KEY_PREFIX);
         let mut stored = principal.clone();
         stored.method = AuthMethod::ApiKey;
         stored.session_id = None;

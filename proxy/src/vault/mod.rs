@@ -11,8 +11,8 @@
 //! that starts the authorize flow — never another user's or a service credential.
 
 pub mod crypto;
+pub mod flows;
 pub mod store;
-pub mod web;
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -26,7 +26,9 @@ use oauth2::{
 use sluice_audit::{AuditLog, AuditRecord, Decision, Event};
 use zeroize::Zeroizing;
 
+use crate::auth::principal::Principal;
 use crate::config::{Config, ConnectionConfig, CredentialMode, VaultConfig};
+use crate::error::{Error, Kind};
 use crypto::Keyring;
 use store::{CredentialStore, Owner, Secret, Status, VaultError, VaultStore, Write};
 
@@ -57,6 +59,48 @@ pub enum Access {
     RefreshFailing,
 }
 
+impl Access {
+    /// The error a query gets for it, naming the connection to (re)authorize.
+    pub fn error(&self, connection: &str) -> Error {
+        match self {
+            Access::ReauthRequired => reauth_required(connection),
+            Access::Unavailable => Error::new(
+                Kind::Unavailable,
+                "vault_unavailable",
+                "the credential vault cannot be used right now",
+            ),
+            Access::RefreshFailing => Error::new(
+                Kind::Credential,
+                "credential_refresh_failing",
+                "your warehouse token expired and its authorization server cannot renew it right \
+                 now; retry shortly",
+            ),
+        }
+    }
+}
+
+/// The error a query gets when its user must (re)authorize a connection.
+pub fn reauth_required(connection: &str) -> Error {
+    let mut e = Error::new(
+        Kind::Credential,
+        "reauth_required",
+        format!(
+            "connect your account for {connection:?} first: GET /v1/connections/{connection}/authorize"
+        ),
+    );
+    e.extra_mut().authorize_url = Some(format!("/v1/connections/{connection}/authorize"));
+    e
+}
+
+/// The owner of a principal's credential for a connection.
+pub fn owner(p: &Principal, connection: &str) -> Owner {
+    Owner {
+        tenant: p.tenant.clone(),
+        user: p.user.clone(),
+        connection: connection.to_string(),
+    }
+}
+
 /// Outcome of one refresh attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refreshed {
@@ -82,7 +126,7 @@ pub struct Vault {
     inflight: Mutex<HashSet<Owner>>,
     limit: Arc<tokio::sync::Semaphore>,
     /// Connect flows in progress.
-    pub pending: web::PendingFlows,
+    pub pending: flows::PendingFlows,
 }
 
 fn read_key(
@@ -148,7 +192,7 @@ fn oauth_client(c: &ConnectionConfig) -> Result<Option<(OAuthClient, Vec<String>
 }
 
 fn now() -> i64 {
-    crate::auth::unix_now()
+    crate::auth::principal::unix_now()
 }
 
 /// A random number in `0..=max`.
@@ -189,7 +233,7 @@ impl Vault {
             limit: Arc::new(tokio::sync::Semaphore::new(vc.max_concurrent_refreshes)),
             config: vc.clone(),
             inflight: Mutex::new(HashSet::new()),
-            pending: web::PendingFlows::default(),
+            pending: flows::PendingFlows::default(),
         }))
     }
 
@@ -210,6 +254,11 @@ impl Vault {
     }
 
     /// Stores a freshly granted OAuth token for its owner.
+    /// The HTTP client token requests use.
+    pub fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
     pub async fn store_grant(
         &self,
         owner: &Owner,
@@ -554,7 +603,7 @@ pub async fn credential_audit(
 ) {
     let mut r = AuditRecord::new(
         Event::CredentialEvent,
-        crate::error::current_request_id(),
+        crate::context::current_request_id(),
         Decision::Allow,
     );
     r.user = Some(owner.user.clone());

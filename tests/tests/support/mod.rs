@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use axum::http::HeaderMap;
 use serde_json::json;
 use sluice::config::{ConnectionConfig, CredentialMode, OAuthClientConfig, VaultConfig};
-use sluice::server::RunningServer;
+use sluice::http::server::RunningServer;
 
 /// The OAuth client sluice is registered as at the test IdP.
 pub const CLIENT: &str = "sluice-wh";

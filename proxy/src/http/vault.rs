@@ -10,9 +10,8 @@
 //! - `DELETE /v1/connections/{id}/credential`: disconnects (revoking at the server when it
 //!   supports RFC 7009).
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Instant;
 
 use axum::extract::{Path, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
@@ -23,84 +22,30 @@ use oauth2::{
 use serde::Deserialize;
 use serde_json::json;
 
-use super::store::Owner;
-use super::{Vault, credential_audit};
 use crate::app::AppState;
-use crate::auth::web::authenticate_audited;
-use crate::auth::{Principal, cookie};
 use crate::config::CredentialMode;
-use crate::error::ApiError;
-use crate::query::read_json_body_as;
+use crate::error::{Error, Kind};
+use crate::http::auth::{authenticate_audited, cookie};
+use crate::http::body::read_json_body_as;
+use crate::vault::flows::{FLOW_TTL, Pending};
+use crate::vault::{Vault, credential_audit, owner};
 
-/// Time a browser has to come back from the authorization server.
-const FLOW_TTL: Duration = Duration::from_secs(600);
-/// Most connect flows pending at once.
-const MAX_PENDING: usize = 10_000;
 /// Cookie binding a connect flow to its browser.
 const STATE_COOKIE: &str = "sluice_connect_state";
 /// Largest password body.
 const MAX_PASSWORD_BODY: usize = 8 * 1024;
 
-struct Pending {
-    owner: Owner,
-    verifier: String,
-    started: Instant,
-}
-
-/// Connect flows in progress, by state.
-#[derive(Default)]
-pub struct PendingFlows(Mutex<HashMap<String, Pending>>);
-
-impl PendingFlows {
-    fn put(&self, state: String, p: Pending) {
-        let mut m = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        if m.len() >= MAX_PENDING {
-            m.retain(|_, p| p.started.elapsed() < FLOW_TTL);
-            if m.len() >= MAX_PENDING {
-                m.clear();
-            }
-        }
-        m.insert(state, p);
-    }
-
-    fn take(&self, state: &str) -> Option<Pending> {
-        let mut m = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        m.remove(state).filter(|p| p.started.elapsed() < FLOW_TTL)
-    }
-}
-
-/// The error a query gets when its user must (re)authorize a connection.
-pub fn reauth_required(connection: &str) -> ApiError {
-    let mut e = ApiError::unauthorized(
-        "reauth_required",
-        format!(
-            "connect your account for {connection:?} first: GET /v1/connections/{connection}/authorize"
-        ),
-    );
-    e.extra_mut().authorize_url = Some(format!("/v1/connections/{connection}/authorize"));
-    e
-}
-
-/// The owner of a principal's credential for a connection.
-pub fn owner(p: &Principal, connection: &str) -> Owner {
-    Owner {
-        tenant: p.tenant.clone(),
-        user: p.user.clone(),
-        connection: connection.to_string(),
-    }
-}
-
-fn vault(state: &AppState) -> Result<&Vault, ApiError> {
+fn vault(state: &AppState) -> Result<&Vault, Error> {
     state.vault.as_deref().ok_or_else(|| {
-        ApiError::new(
-            StatusCode::NOT_FOUND,
+        Error::new(
+            Kind::Request,
             "not_found",
             "no vault is configured on this server",
         )
     })
 }
 
-fn mode(state: &AppState, id: &str) -> Result<CredentialMode, ApiError> {
+fn mode(state: &AppState, id: &str) -> Result<CredentialMode, Error> {
     state
         .config
         .connections
@@ -108,18 +53,18 @@ fn mode(state: &AppState, id: &str) -> Result<CredentialMode, ApiError> {
         .find(|c| c.id == id)
         .map(|c| c.credential)
         .ok_or_else(|| {
-            ApiError::new(
-                StatusCode::NOT_FOUND,
+            Error::new(
+                Kind::Request,
                 "unknown_connection",
                 format!("no connection named {id:?} is declared"),
             )
         })
 }
 
-fn store_error(e: super::store::VaultError) -> ApiError {
+fn store_error(e: crate::vault::store::VaultError) -> Error {
     tracing::error!(error = %e, "vault failure");
-    ApiError::new(
-        StatusCode::SERVICE_UNAVAILABLE,
+    Error::new(
+        Kind::Unavailable,
         "vault_unavailable",
         "the credential vault cannot be used right now",
     )
@@ -135,7 +80,7 @@ pub async fn list(State(state): State<Arc<AppState>>, req: Request) -> Response 
                 let (store, t, u) = (Arc::clone(&v.store), p.tenant.clone(), p.user.clone());
                 tokio::task::spawn_blocking(move || store.list(&t, &u))
                     .await
-                    .map_err(|_| ApiError::internal())?
+                    .map_err(|_| Error::internal())?
                     .map_err(store_error)?
             }
             None => vec![],
@@ -173,7 +118,7 @@ pub async fn list(State(state): State<Arc<AppState>>, req: Request) -> Response 
                 })
             })
             .collect();
-        Ok::<_, ApiError>(axum::Json(json!({ "connections": out })).into_response())
+        Ok::<_, Error>(axum::Json(json!({ "connections": out })).into_response())
     };
     run.await.unwrap_or_else(IntoResponse::into_response)
 }
@@ -189,12 +134,12 @@ pub async fn authorize(
         let (p, _) = authenticate_audited(&state, &parts).await?;
         let v = vault(&state)?;
         if mode(&state, &id)? != CredentialMode::Oauth {
-            return Err(ApiError::bad_request(
+            return Err(Error::request(
                 "not_oauth",
                 format!("connection {id:?} does not use per-user OAuth"),
             ));
         }
-        let (client, scopes) = v.clients.get(&id).ok_or_else(ApiError::internal)?;
+        let (client, scopes) = v.clients.get(&id).ok_or_else(Error::internal)?;
         let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
         let mut request = client
             .authorize_url(CsrfToken::new_random)
@@ -253,7 +198,7 @@ pub async fn callback(State(state): State<Arc<AppState>>, req: Request) -> Respo
     let run = async {
         let v = vault(&state)?;
         let bad_state = || {
-            ApiError::bad_request(
+            Error::request(
                 "invalid_state",
                 "the connect state is unknown, expired, or belongs to another browser; start again",
             )
@@ -274,7 +219,8 @@ pub async fn callback(State(state): State<Arc<AppState>>, req: Request) -> Respo
                 None,
             )
             .await;
-            return Err(ApiError::unauthorized(
+            return Err(Error::new(
+                Kind::Auth,
                 "authorization_denied",
                 format!("the authorization server refused: {e}"),
             ));
@@ -283,16 +229,16 @@ pub async fn callback(State(state): State<Arc<AppState>>, req: Request) -> Respo
         let (client, _) = v
             .clients
             .get(&pending.owner.connection)
-            .ok_or_else(ApiError::internal)?;
+            .ok_or_else(Error::internal)?;
         let tokens = client
             .exchange_code(AuthorizationCode::new(code))
             .set_pkce_verifier(PkceCodeVerifier::new(pending.verifier))
-            .request_async(&v.http)
+            .request_async(v.http())
             .await
             .map_err(|e| {
                 tracing::warn!(error = %e, "authorization code exchange failed");
-                ApiError::new(
-                    StatusCode::BAD_GATEWAY,
+                Error::new(
+                    Kind::Unavailable,
                     "authorization_server_error",
                     "the authorization server did not grant a token",
                 )
@@ -348,7 +294,7 @@ pub async fn put_password(
         let (p, _) = authenticate_audited(&state, &parts).await?;
         let v = vault(&state)?;
         if mode(&state, &id)? != CredentialMode::Password {
-            return Err(ApiError::bad_request(
+            return Err(Error::request(
                 "not_password",
                 format!("connection {id:?} does not use per-user passwords"),
             ));
@@ -361,7 +307,7 @@ pub async fn put_password(
         )
         .await?;
         if b.password.is_empty() {
-            return Err(ApiError::bad_request("invalid_request", "empty password"));
+            return Err(Error::request("invalid_request", "empty password"));
         }
         let o = owner(&p, &id);
         v.store_password(&o, b.password)
@@ -391,8 +337,8 @@ pub async fn disconnect(
         if deleted {
             Ok(StatusCode::NO_CONTENT.into_response())
         } else {
-            Err(ApiError::new(
-                StatusCode::NOT_FOUND,
+            Err(Error::new(
+                Kind::Request,
                 "no_credential",
                 format!("you have no credential for {id:?}"),
             ))

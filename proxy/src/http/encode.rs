@@ -8,10 +8,10 @@ use arrow::datatypes::SchemaRef;
 use arrow::error::ArrowError;
 use arrow::ipc::writer::StreamWriter;
 use arrow::json::writer::{EncoderOptions, make_encoder};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, header};
 use bytes::Bytes;
 
-use crate::error::ApiError;
+use crate::error::{Error, Kind};
 
 /// Media type of the Arrow IPC stream format.
 pub const ARROW_STREAM: &str = "application/vnd.apache.arrow.stream";
@@ -39,13 +39,13 @@ impl Format {
 }
 
 /// Picks the answer format from `Accept` (highest q-value wins; no header means JSON).
-pub fn negotiate(headers: &HeaderMap) -> Result<Format, ApiError> {
+pub fn negotiate(headers: &HeaderMap) -> Result<Format, Error> {
     let Some(accept) = headers.get(header::ACCEPT) else {
         return Ok(Format::Json);
     };
     let accept = accept
         .to_str()
-        .map_err(|_| ApiError::bad_request("invalid_header", "Accept is not valid text"))?;
+        .map_err(|_| Error::request("invalid_header", "Accept is not valid text"))?;
     let mut best: Option<(f32, Format)> = None;
     for range in accept.split(',') {
         let mut parts = range.split(';');
@@ -65,8 +65,8 @@ pub fn negotiate(headers: &HeaderMap) -> Result<Format, ApiError> {
         }
     }
     best.map(|(_, f)| f).ok_or_else(|| {
-        ApiError::new(
-            StatusCode::NOT_ACCEPTABLE,
+        Error::new(
+            Kind::Request,
             "not_acceptable",
             format!(
                 "cannot answer as {accept:?}: use application/json, {ARROW_STREAM} or text/csv"

@@ -41,245 +41,24 @@ use datafusion::logical_expr::{Expr, Operator, TableProviderFilterPushDown};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::streaming::{PartitionStream, StreamingTableExec};
 use datafusion::physical_plan::{ExecutionPlan, SendableRecordBatchStream};
-use datafusion::sql::sqlparser;
 use futures::StreamExt;
 use sluice_audit::SubQuery;
 use sluice_connectors::{ConnectorError, Param, QueryRequest};
-use sluice_policy::{Caller, Catalog, Dialect, TableRule};
+use sluice_policy::{Caller, Catalog, Dialect};
 use tokio::sync::mpsc;
 
-use crate::app::{AppState, Connection, Policy};
-use crate::auth::Principal;
-use crate::config::CredentialMode;
-use crate::error::ApiError;
+use crate::auth::principal::Principal;
+use crate::config::FederationConfig;
+use crate::engine::connection::{Connection, RunAs, bind, warehouse_error};
+use crate::engine::policy::Policy;
+use crate::engine::route::SourceRef;
+use crate::error::Error;
 
 /// Batches buffered per source between its task and the workspace.
 const CHANNEL_BATCHES: usize = 2;
 
-/// Where a query without a `"connection"` goes.
-pub(crate) enum Route {
-    /// Every table lives in this connection: the query, its connection part removed.
-    Single {
-        /// The connection.
-        conn: Arc<Connection>,
-        /// The query in the connection's own naming.
-        sql: String,
-    },
-    /// Tables of several connections: the workspace plans it.
-    Federated(Vec<SourceRef>),
-}
-
-/// A declared table named by a federated query.
-#[derive(Clone)]
-pub(crate) struct SourceRef {
-    conn: Arc<Connection>,
-    rule: TableRule,
-    /// The schema and table names as the workspace resolves them (the query's own spelling,
-    /// folded as DataFusion folds unquoted identifiers).
-    schema: String,
-    table: String,
-}
-
-impl SourceRef {
-    /// Its connection.
-    pub(crate) fn connection(&self) -> &Arc<Connection> {
-        &self.conn
-    }
-
-    /// `<connection>.<declared table>`, as audit records name it.
-    pub(crate) fn audit_name(&self) -> String {
-        format!("{}.{}", self.conn.id, self.rule.name)
-    }
-}
-
 /// The audit view of the sub-queries, shared with the scans that add to it.
 pub(crate) type SubQueryLog = Arc<Mutex<Vec<SubQuery>>>;
-
-fn unknown_table(name: &str) -> ApiError {
-    ApiError::from(sluice_policy::PolicyError::UnknownRelation(
-        name.to_string(),
-    ))
-}
-
-fn naming() -> ApiError {
-    ApiError::bad_request(
-        "connection_required",
-        "several connections are declared: name one with \"connection\", or name every table \
-         as <connection>.<schema>.<table>",
-    )
-}
-
-/// DataFusion's folding of a name: unquoted identifiers are lower-cased.
-fn df_name(ident: &sqlparser::ast::Ident) -> String {
-    match ident.quote_style {
-        None => ident.value.to_lowercase(),
-        Some(_) => ident.value.clone(),
-    }
-}
-
-/// Decides where a query without a `"connection"` goes, and resolves its tables against the
-/// declared catalogs (default-deny: an undeclared table is refused here).
-///
-/// Federated SQL is PostgreSQL syntax: it is bounded like any query ([`sluice_policy::check_input`])
-/// before anything recursive reads it, and read on a stack the deepest admitted tree fits.
-pub(crate) fn route(state: &AppState, policy: &Policy, sql: &str) -> Result<Route, ApiError> {
-    sluice_policy::check_input(sql, Dialect::Postgres)?;
-    sluice_policy::with_stack(|| route_bounded(state, policy, sql))
-}
-
-fn route_bounded(state: &AppState, policy: &Policy, sql: &str) -> Result<Route, ApiError> {
-    use sqlparser::ast::{ObjectNamePart, Statement, visit_relations};
-    use std::ops::ControlFlow;
-    let statements = sluice_policy::parse_statements(
-        sql,
-        Box::new(sqlparser::dialect::GenericDialect {}),
-        Dialect::Postgres,
-    )?;
-    match statements.as_slice() {
-        [Statement::Query(_)] => {}
-        [] => return Err(sluice_policy::PolicyError::Empty.into()),
-        [_] => {
-            let kind = statements
-                .first()
-                .map(|s| s.to_string())
-                .and_then(|s| s.split_whitespace().next().map(str::to_uppercase))
-                .unwrap_or_default();
-            return Err(sluice_policy::PolicyError::StatementNotAllowed(kind).into());
-        }
-        more => {
-            return Err(sluice_policy::PolicyError::MultipleStatements(more.len()).into());
-        }
-    }
-    let ctes = cte_names(&statements);
-    let mut names: Vec<Vec<sqlparser::ast::Ident>> = vec![];
-    let _ = visit_relations(&statements, |name| {
-        names.push(
-            name.0
-                .iter()
-                .filter_map(ObjectNamePart::as_ident)
-                .cloned()
-                .collect(),
-        );
-        ControlFlow::<()>::Continue(())
-    });
-    let mut sources: Vec<SourceRef> = vec![];
-    for parts in names {
-        let text = parts
-            .iter()
-            .map(|i| i.value.as_str())
-            .collect::<Vec<_>>()
-            .join(".");
-        let [c, s, t] = parts.as_slice() else {
-            if parts.len() == 1 && ctes.contains(&df_name(&parts[0])) {
-                continue;
-            }
-            return Err(if parts.len() > 3 {
-                unknown_table(&text)
-            } else {
-                naming()
-            });
-        };
-        let conn = state.connections.get(&df_name(c)).ok_or_else(naming)?;
-        let catalog = policy
-            .catalogs
-            .get(&conn.id)
-            .ok_or_else(ApiError::internal)?;
-        let d = catalog.dialect();
-        let rule = catalog
-            .tables()
-            .iter()
-            .find(|r| {
-                d.normalize_declared(&r.name.schema) == d.normalize(s)
-                    && d.normalize_declared(&r.name.table) == d.normalize(t)
-            })
-            .ok_or_else(|| unknown_table(&text))?;
-        let (schema, table) = (df_name(s), df_name(t));
-        if !sources
-            .iter()
-            .any(|x| x.conn.id == conn.id && x.schema == schema && x.table == table)
-        {
-            sources.push(SourceRef {
-                conn: Arc::clone(conn),
-                rule: rule.clone(),
-                schema,
-                table,
-            });
-        }
-    }
-    let Some(first) = sources.first() else {
-        return Err(naming());
-    };
-    if sources.iter().all(|s| s.conn.id == first.conn.id) {
-        let conn = Arc::clone(&first.conn);
-        let catalog = policy
-            .catalogs
-            .get(&conn.id)
-            .ok_or_else(ApiError::internal)?;
-        let sql = strip_connection(sql, catalog.dialect(), &conn.id)?;
-        return Ok(Route::Single { conn, sql });
-    }
-    Ok(Route::Federated(sources))
-}
-
-/// Names the query's CTEs define (folded as DataFusion folds them).
-fn cte_names(statements: &[sqlparser::ast::Statement]) -> Vec<String> {
-    use sqlparser::ast::{Query, Visit, Visitor};
-    use std::ops::ControlFlow;
-    struct Ctes(Vec<String>);
-    impl Visitor for Ctes {
-        type Break = ();
-        fn pre_visit_query(&mut self, q: &Query) -> ControlFlow<()> {
-            if let Some(with) = &q.with {
-                self.0
-                    .extend(with.cte_tables.iter().map(|c| df_name(&c.alias.name)));
-            }
-            ControlFlow::Continue(())
-        }
-    }
-    let mut v = Ctes(vec![]);
-    for s in statements {
-        let _ = s.visit(&mut v);
-    }
-    v.0
-}
-
-/// The query re-parsed in the connection's dialect with `<connection>.` removed from every
-/// table name.
-fn strip_connection(sql: &str, dialect: Dialect, id: &str) -> Result<String, ApiError> {
-    sluice_policy::check_input(sql, dialect)?;
-    strip_connection_bounded(sql, dialect, id)
-}
-
-fn strip_connection_bounded(sql: &str, dialect: Dialect, id: &str) -> Result<String, ApiError> {
-    use sqlparser::ast::{ObjectNamePart, visit_relations_mut};
-    use std::ops::ControlFlow;
-    let mut statements = sluice_policy::parse_statements(sql, dialect.parser_dialect(), dialect)?;
-    let _ = visit_relations_mut(&mut statements, |name| {
-        if name.0.len() == 3
-            && name
-                .0
-                .first()
-                .and_then(ObjectNamePart::as_ident)
-                .map(df_name)
-                == Some(id.into())
-        {
-            name.0.remove(0);
-        }
-        ControlFlow::<()>::Continue(())
-    });
-    Ok(statements
-        .iter()
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join("; "))
-}
-
-/// A source's credential for one query, owned so the source's task can use it.
-#[derive(Clone)]
-pub(crate) struct SourceCredential {
-    pub(crate) secret: Option<Arc<crate::vault::store::Secret>>,
-    pub(crate) passthrough_role: String,
-}
 
 /// What the caller is, as every source's policy rewrite needs it.
 #[derive(Clone)]
@@ -288,32 +67,8 @@ struct Who {
     request_id: String,
 }
 
-/// Quotes an identifier for `dialect` (declared names hold no quote characters).
 fn quote(dialect: Dialect, name: &str) -> String {
-    let q = dialect.quote();
-    format!("{q}{name}{q}")
-}
-
-/// The declared table's name as the source spells it.
-fn qualified(dialect: Dialect, rule: &TableRule) -> String {
-    let mut parts = vec![];
-    if let Some(c) = &rule.name.catalog {
-        parts.push(quote(dialect, c));
-    }
-    parts.push(quote(dialect, &rule.name.schema));
-    parts.push(quote(dialect, &rule.name.table));
-    parts.join(".")
-}
-
-/// A string literal `dialect` reads back as exactly `s`, or `None` when it is safer not to push
-/// the value down (backslashes mean escapes in BigQuery and Databricks).
-fn string_literal(dialect: Dialect, s: &str) -> Option<String> {
-    if s.chars().any(char::is_control)
-        || (matches!(dialect, Dialect::BigQuery | Dialect::Databricks) && s.contains('\\'))
-    {
-        return None;
-    }
-    Some(format!("'{}'", s.replace('\'', "''")))
+    sluice_policy::emit::ident(dialect, name)
 }
 
 fn literal(dialect: Dialect, v: &ScalarValue) -> Option<String> {
@@ -329,7 +84,9 @@ fn literal(dialect: Dialect, v: &ScalarValue) -> Option<String> {
         ScalarValue::UInt64(Some(x)) => x.to_string(),
         ScalarValue::Float64(Some(x)) if x.is_finite() => format!("{x:?}"),
         ScalarValue::Float32(Some(x)) if x.is_finite() => format!("{x:?}"),
-        ScalarValue::Utf8(Some(s)) | ScalarValue::LargeUtf8(Some(s)) => string_literal(dialect, s)?,
+        ScalarValue::Utf8(Some(s)) | ScalarValue::LargeUtf8(Some(s)) => {
+            sluice_policy::emit::string(dialect, s)?
+        }
         _ => return None,
     })
 }
@@ -432,7 +189,7 @@ struct SourceTable {
     columns: Vec<String>,
     schema: SchemaRef,
     who: Who,
-    credential: SourceCredential,
+    credential: RunAs,
     log: SubQueryLog,
     max_rows: u64,
 }
@@ -466,7 +223,7 @@ impl SourceTable {
 
 /// A policy refusal inside planning, carried through DataFusion to the handler.
 #[derive(Debug)]
-struct Refused(ApiError);
+struct Refused(Error);
 
 impl fmt::Display for Refused {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -520,30 +277,16 @@ impl TableProvider for SourceTable {
         };
         let projected = Arc::new(self.schema.project(&wanted)?);
         // `COUNT(*)` reads no column: ask for the first one and keep only the row count.
-        let select: Vec<String> = if wanted.is_empty() {
-            vec![quote(dialect, &self.columns[0])]
+        let select: Vec<&str> = if wanted.is_empty() {
+            vec![self.columns[0].as_str()]
         } else {
-            wanted
-                .iter()
-                .map(|i| quote(dialect, &self.columns[*i]))
-                .collect()
+            wanted.iter().map(|i| self.columns[*i].as_str()).collect()
         };
-        let mut sql = format!(
-            "SELECT {} FROM {}",
-            select.join(", "),
-            qualified(dialect, &self.source.rule)
-        );
         let pushed: Vec<String> = filters
             .iter()
             .filter_map(|f| filter_sql(dialect, &self.columns, f))
             .collect();
-        if !pushed.is_empty() {
-            sql.push_str(" WHERE ");
-            sql.push_str(&pushed.join(" AND "));
-        }
-        if let Some(n) = limit {
-            sql.push_str(&format!(" LIMIT {n}"));
-        }
+        let sql = sluice_policy::emit::select(dialect, &self.source.rule, &select, &pushed, limit);
         let rewritten = sluice_policy::rewrite(&sql, catalog, &self.caller())
             .map_err(|e| DataFusionError::External(Box::new(Refused(e.into()))))?;
         let index = {
@@ -562,14 +305,7 @@ impl TableProvider for SourceTable {
         let partition = SourcePartition {
             conn: Arc::clone(&self.source.conn),
             sql: rewritten.sql,
-            params: rewritten
-                .params
-                .into_iter()
-                .map(|p| Param {
-                    name: p.name,
-                    value: p.value,
-                })
-                .collect(),
+            params: bind(&rewritten.params),
             schema: Arc::clone(&projected),
             who: self.who.clone(),
             credential: self.credential.clone(),
@@ -596,7 +332,7 @@ struct SourcePartition {
     params: Vec<Param>,
     schema: SchemaRef,
     who: Who,
-    credential: SourceCredential,
+    credential: RunAs,
     log: SubQueryLog,
     index: usize,
     max_rows: u64,
@@ -626,19 +362,13 @@ impl SourcePartition {
             index,
             max_rows,
         } = self;
-        let user_credential = crate::query::user_credential_ref(
-            conn.credential,
-            credential.secret.as_deref(),
-            &who.principal,
-            &credential.passthrough_role,
-        );
-        if user_credential.is_none() && conn.credential != CredentialMode::Service {
-            // Checked when the credentials were gathered; never the service login instead.
+        let Ok(user_credential) = credential.credential() else {
+            // Checked when the credentials were chosen; never the service login instead.
             let _ = tx
                 .send(Err(external(ConnectorError::Unauthorized(conn.id.clone()))))
                 .await;
             return;
-        }
+        };
         let stream = conn
             .connector
             .execute(QueryRequest {
@@ -741,15 +471,15 @@ pub(crate) struct Planned {
 }
 
 /// An error of planning or running the workspace → the caller's error.
-pub(crate) fn api_error(e: &DataFusionError) -> ApiError {
+pub(crate) fn api_error(e: &DataFusionError) -> Error {
     match connector_error(e) {
         Found::Refused(api) => api,
-        Found::Connector(c) => crate::query::warehouse_error(&c),
+        Found::Connector(c) => warehouse_error(&c),
     }
 }
 
 enum Found {
-    Refused(ApiError),
+    Refused(Error),
     Connector(ConnectorError),
 }
 
@@ -784,16 +514,16 @@ fn connector_error(e: &DataFusionError) -> Found {
                 )));
             }
             DataFusionError::Plan(m) => {
-                return Found::Refused(ApiError::bad_request("invalid_query", m.clone()));
+                return Found::Refused(Error::request("invalid_query", m.clone()));
             }
             DataFusionError::SQL(e, _) => {
-                return Found::Refused(ApiError::bad_request("invalid_query", e.to_string()));
+                return Found::Refused(Error::request("invalid_query", e.to_string()));
             }
             DataFusionError::SchemaError(e, _) => {
-                return Found::Refused(ApiError::bad_request("invalid_query", e.to_string()));
+                return Found::Refused(Error::request("invalid_query", e.to_string()));
             }
             DataFusionError::NotImplemented(m) => {
-                return Found::Refused(ApiError::bad_request(
+                return Found::Refused(Error::request(
                     "invalid_query",
                     format!("not supported in federated queries: {m}"),
                 ));
@@ -826,12 +556,12 @@ async fn probe(
     source: &SourceRef,
     policy: &Policy,
     who: &Who,
-    credential: &SourceCredential,
-) -> Result<(Vec<String>, SchemaRef), ApiError> {
+    credential: &RunAs,
+) -> Result<(Vec<String>, SchemaRef), Error> {
     let catalog = policy
         .catalogs
         .get(&source.conn.id)
-        .ok_or_else(ApiError::internal)?;
+        .ok_or_else(Error::internal)?;
     let dialect = catalog.dialect();
     let groups = &who.principal.groups;
     if !source.rule.readable_by(groups) {
@@ -841,45 +571,24 @@ async fn probe(
     }
     let columns: Vec<String> = source
         .rule
-        .columns
+        .view(groups)
         .iter()
-        .filter(|c| {
-            source
-                .rule
-                .column_groups
-                .get(*c)
-                .is_none_or(|g| groups.iter().any(|x| g.contains(x)))
-        })
-        .cloned()
+        .map(|c| c.name.to_string())
         .collect();
     if columns.is_empty() {
         return Err(
             sluice_policy::PolicyError::TableNotGranted(source.rule.name.to_string()).into(),
         );
     }
-    let sql = format!(
-        "SELECT {} FROM {} WHERE 1 = 0",
-        columns
-            .iter()
-            .map(|c| quote(dialect, c))
-            .collect::<Vec<_>>()
-            .join(", "),
-        qualified(dialect, &source.rule)
-    );
+    let names: Vec<&str> = columns.iter().map(String::as_str).collect();
+    let sql = sluice_policy::emit::select(dialect, &source.rule, &names, &["1 = 0".into()], None);
     let caller = Caller {
         tenant: &who.principal.tenant,
         groups,
         row_limit: None,
     };
     let rewritten = sluice_policy::rewrite(&sql, catalog, &caller)?;
-    let params: Vec<Param> = rewritten
-        .params
-        .into_iter()
-        .map(|p| Param {
-            name: p.name,
-            value: p.value,
-        })
-        .collect();
+    let params = bind(&rewritten.params);
     let stream = source
         .conn
         .connector
@@ -887,20 +596,15 @@ async fn probe(
             sql: &rewritten.sql,
             params: &params,
             request_id: &who.request_id,
-            credential: crate::query::user_credential_ref(
-                source.conn.credential,
-                credential.secret.as_deref(),
-                &who.principal,
-                &credential.passthrough_role,
-            ),
+            credential: credential.credential()?,
         })
         .await
         .map_err(|e| match e {
-            ConnectorError::Unauthorized(_) => crate::vault::web::reauth_required(&source.conn.id),
-            e => crate::query::warehouse_error(&e),
+            ConnectorError::Unauthorized(_) => crate::vault::reauth_required(&source.conn.id),
+            e => warehouse_error(&e),
         })?;
     if stream.schema.fields().len() != columns.len() {
-        return Err(ApiError::internal());
+        return Err(Error::internal());
     }
     // The declared names (the source may fold them), every column nullable.
     let schema = Schema::new(
@@ -919,20 +623,19 @@ async fn probe(
 /// sources, and plans the query. Nothing runs at the sources beyond the schema probes until
 /// the plan is executed.
 pub(crate) async fn plan(
-    state: &AppState,
+    fed: &FederationConfig,
     policy: Arc<Policy>,
-    principal: &Principal,
+    principal: &Arc<Principal>,
     sources: Vec<SourceRef>,
-    credentials: BTreeMap<String, SourceCredential>,
+    credentials: BTreeMap<String, RunAs>,
     sql: &str,
     request_id: &str,
-) -> Result<Planned, ApiError> {
-    let fed = &state.config.federation;
+) -> Result<Planned, Error> {
     let who = Who {
-        principal: Arc::new(principal.clone()),
+        principal: Arc::clone(principal),
         request_id: request_id.to_string(),
     };
-    let credential = |id: &str| credentials.get(id).cloned().ok_or_else(ApiError::internal);
+    let credential = |id: &str| credentials.get(id).cloned().ok_or_else(Error::internal);
     let probes = sources.iter().map(|s| {
         let who = &who;
         let policy = &policy;
@@ -1022,7 +725,7 @@ pub(crate) fn display(plan: &Arc<dyn ExecutionPlan>) -> String {
 /// The runtime federated workspaces run on: joins and aggregates are CPU work, kept off the
 /// HTTP server's runtime (as the embedded engine's are). Created on first use; its threads live
 /// as long as the process.
-fn workspace_runtime(threads: usize) -> Result<&'static tokio::runtime::Runtime, ApiError> {
+fn workspace_runtime(threads: usize) -> Result<&'static tokio::runtime::Runtime, Error> {
     static RUNTIME: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
     if let Some(rt) = RUNTIME.get() {
         return Ok(rt);
@@ -1036,11 +739,11 @@ fn workspace_runtime(threads: usize) -> Result<&'static tokio::runtime::Runtime,
         .build()
         .map_err(|e| {
             tracing::error!(error = %e, "cannot start the federation runtime");
-            ApiError::internal()
+            Error::internal()
         })?;
     // A racing first call builds a second runtime: it is dropped here, off any async context.
     let _ = RUNTIME.set(rt);
-    RUNTIME.get().ok_or_else(ApiError::internal)
+    RUNTIME.get().ok_or_else(Error::internal)
 }
 
 /// Runs a planned workspace on its own runtime: the answer's batches (over a bounded channel,
@@ -1049,7 +752,7 @@ fn workspace_runtime(threads: usize) -> Result<&'static tokio::runtime::Runtime,
 pub(crate) fn execute(
     planned: Planned,
     threads: usize,
-) -> Result<sluice_connectors::QueryStream, ApiError> {
+) -> Result<sluice_connectors::QueryStream, Error> {
     let runtime = workspace_runtime(threads)?;
     let schema = planned.plan.schema();
     let (tx, rx) = mpsc::channel::<Result<RecordBatch, ConnectorError>>(CHANNEL_BATCHES);

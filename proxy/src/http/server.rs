@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::{Request, State};
-use axum::http::{HeaderValue, StatusCode};
+use axum::http::HeaderValue;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
@@ -16,9 +16,10 @@ use tokio::net::TcpListener;
 use tracing::Instrument;
 
 use crate::app::{App, AppState, StartupError};
-use crate::conn::{ACCEPT_BACKOFF, Admission, ClientConn};
-use crate::error::{ApiError, REQUEST_ID};
-use crate::query::handle_query;
+use crate::context::REQUEST_ID;
+use crate::error::{Error, Kind};
+use crate::http::conn::{ACCEPT_BACKOFF, Admission, ClientConn};
+use crate::http::query::{handle_explain, handle_query};
 
 /// Header carrying the request id, both ways.
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
@@ -35,52 +36,52 @@ pub fn router(state: Arc<AppState>) -> Router {
     let other = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .route("/v1/me", get(crate::auth::web::me))
-        .route("/v1/auth/token", post(crate::auth::web::service_token))
-        .route("/v1/tickets", post(crate::auth::web::mint_ticket))
-        .route("/v1/sessions", post(crate::auth::web::create_session))
+        .route("/v1/me", get(crate::http::auth::me))
+        .route("/v1/auth/token", post(crate::http::auth::service_token))
+        .route("/v1/tickets", post(crate::http::auth::mint_ticket))
+        .route("/v1/sessions", post(crate::http::auth::create_session))
         .route(
             "/v1/sessions/current",
-            delete(crate::auth::web::delete_current),
+            delete(crate::http::auth::delete_current),
         )
         .route(
             "/v1/admin/users/{user}/sessions",
-            delete(crate::auth::web::revoke_user),
+            delete(crate::http::auth::revoke_user),
         )
-        .route("/v1/auth/oidc/login", get(crate::auth::oidc::login))
-        .route("/v1/auth/oidc/callback", get(crate::auth::oidc::callback))
-        .route("/v1/connections", get(crate::vault::web::list))
+        .route("/v1/auth/oidc/login", get(crate::http::oidc::login))
+        .route("/v1/auth/oidc/callback", get(crate::http::oidc::callback))
+        .route("/v1/connections", get(crate::http::vault::list))
         .route(
             "/v1/connections/oauth/callback",
-            get(crate::vault::web::callback),
+            get(crate::http::vault::callback),
         )
         .route(
             "/v1/connections/{id}/authorize",
-            get(crate::vault::web::authorize),
+            get(crate::http::vault::authorize),
         )
         .route(
             "/v1/connections/{id}/credential",
-            delete(crate::vault::web::disconnect).put(crate::vault::web::put_password),
+            delete(crate::http::vault::disconnect).put(crate::http::vault::put_password),
         )
         .route_layer(middleware::from_fn_with_state(request_timeout, timeout));
     Router::new()
         .route("/v1/query", post(handle_query))
-        .route("/v1/policy/explain", post(crate::explain::handle_explain))
-        .route("/v1/audit/records", get(crate::audit_api::records))
-        .route("/v1/audit/access", get(crate::audit_api::access))
-        .route("/v1/audit/anomalies", get(crate::audit_api::anomalies))
-        .route("/v1/audit/verify", get(crate::audit_api::verify))
+        .route("/v1/policy/explain", post(handle_explain))
+        .route("/v1/audit/records", get(crate::http::audit::records))
+        .route("/v1/audit/access", get(crate::http::audit::access))
+        .route("/v1/audit/anomalies", get(crate::http::audit::anomalies))
+        .route("/v1/audit/verify", get(crate::http::audit::verify))
         .route(
             "/v1/audit/export/subject",
-            get(crate::audit_api::export_subject),
+            get(crate::http::audit::export_subject),
         )
-        .route("/v1/audit/export/phi", get(crate::audit_api::export_phi))
+        .route("/v1/audit/export/phi", get(crate::http::audit::export_phi))
         .merge(other)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(
             Arc::clone(&state),
-            crate::embed::origins,
+            crate::http::embed::origins,
         ))
         .with_state(state)
         .layer(middleware::from_fn(request_context))
@@ -99,17 +100,17 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Response {
         } else {
             "the audit log cannot be written"
         };
-        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not_ready", why).into_response()
+        Error::new(Kind::Unavailable, "not_ready", why).into_response()
     }
 }
 
 async fn not_found() -> Response {
-    ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint").into_response()
+    Error::new(Kind::Request, "not_found", "no such endpoint").into_response()
 }
 
 async fn method_not_allowed() -> Response {
-    ApiError::new(
-        StatusCode::METHOD_NOT_ALLOWED,
+    Error::new(
+        Kind::Request,
         "method_not_allowed",
         "method not allowed here",
     )
@@ -161,8 +162,8 @@ async fn request_context(req: Request, next: Next) -> Response {
 async fn timeout(State(limit): State<Duration>, req: Request, next: Next) -> Response {
     match tokio::time::timeout(limit, next.run(req)).await {
         Ok(resp) => resp,
-        Err(_) => ApiError::new(
-            StatusCode::GATEWAY_TIMEOUT,
+        Err(_) => Error::new(
+            Kind::Timeout,
             "timeout",
             "the request took longer than allowed",
         )
@@ -213,10 +214,10 @@ pub async fn serve(
         };
         let Some(place) = admission.admit(addr.ip()) else {
             tracing::debug!("connection refused: too many connections");
-            crate::conn::refuse(stream);
+            crate::http::conn::refuse(stream);
             continue;
         };
-        let (io, gone) = match crate::conn::client_stream(stream) {
+        let (io, gone) = match crate::http::conn::client_stream(stream) {
             Ok(c) => c,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot prepare an accepted connection");
@@ -303,7 +304,7 @@ async fn purge_auth_store(state: Arc<AppState>) {
     loop {
         every.tick().await;
         let store = Arc::clone(&state.auth.store);
-        let now = crate::auth::unix_now();
+        let now = crate::auth::principal::unix_now();
         match tokio::task::spawn_blocking(move || store.purge(now)).await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => tracing::warn!(error = %e, "auth store purge failed"),

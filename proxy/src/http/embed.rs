@@ -14,7 +14,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use crate::app::AppState;
-use crate::error::ApiError;
+use crate::error::{Error, Kind};
 
 /// How long browsers may cache a preflight answer.
 const PREFLIGHT_MAX_AGE_SECS: u32 = 600;
@@ -46,8 +46,8 @@ pub async fn origins(State(state): State<Arc<AppState>>, req: Request, next: Nex
         if !listed && !same_origin(o, req.headers()) {
             tracing::info!(origin = %o, "request from an origin not allowed");
             return with_frame_policy(
-                ApiError::new(
-                    StatusCode::FORBIDDEN,
+                Error::new(
+                    Kind::Forbidden,
                     "origin_not_allowed",
                     "this origin may not call sluice (server.allowed_origins)",
                 )

@@ -222,19 +222,6 @@ impl AsyncWrite for ClientStream {
     }
 }
 
-/// Runs `f` unless the client leaves first; then returns `Err(on_gone())` and drops `f`.
-pub async fn unless_gone<T, E>(
-    gone: Option<&mut watch::Receiver<bool>>,
-    on_gone: impl FnOnce() -> E,
-    f: impl std::future::Future<Output = Result<T, E>>,
-) -> Result<T, E> {
-    let Some(gone) = gone else { return f.await };
-    tokio::select! {
-        r = f => r,
-        _ = gone.wait_for(|g| *g) => Err(on_gone()),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]

@@ -15,21 +15,23 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::extract::{Path, Query, Request, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::json;
 use sluice_audit::{AuditRecord, Decision, Event};
 
-use super::store::{NewToken, TokenKind};
-use super::{
-    AuthError, AuthMethod, ClientInfo, MAX_ATTRIBUTES, MAX_GROUPS, Principal, SERVICE_PREFIX,
-    SESSION_PREFIX, TICKET_PREFIX, client_info, random_token, token_hash, unix_now, valid_name,
-};
 use crate::app::AppState;
+use crate::auth::Credential;
+use crate::auth::principal::{
+    API_KEY_PREFIX, AuthError, AuthMethod, ClientInfo, MAX_ATTRIBUTES, MAX_GROUPS, Principal,
+    SERVICE_PREFIX, SESSION_PREFIX, TICKET_PREFIX, random_token, token_hash, unix_now, valid_name,
+};
+use crate::auth::store::{NewToken, TokenKind};
 use crate::config::SameSite;
-use crate::error::{ApiError, current_request_id};
-use crate::query::read_json_body_as;
+use crate::context::current_request_id;
+use crate::error::{Error, Kind};
+use crate::http::body::read_json_body_as;
 
 /// Largest body of the auth endpoints.
 const MAX_AUTH_BODY_BYTES: usize = 16 * 1024;
@@ -75,7 +77,7 @@ pub async fn audit_auth(
 /// Audits a refused authentication and answers it.
 async fn deny(state: &AppState, client: &ClientInfo, e: AuthError, who: Who<'_>) -> Response {
     audit_auth(state, client, Event::AuthDenied, e.code(), who).await;
-    ApiError::from(e).into_response()
+    Error::from(e).into_response()
 }
 
 /// Whom an authentication record is about.
@@ -97,11 +99,11 @@ pub fn method_tried(headers: &HeaderMap, cookie_name: &str) -> &'static str {
         });
     match bearer {
         Some(t) if t.starts_with(SESSION_PREFIX) => "session",
-        Some(t) if t.starts_with(super::API_KEY_PREFIX) => "api_key",
+        Some(t) if t.starts_with(API_KEY_PREFIX) => "api_key",
         Some(t) if t.starts_with(SERVICE_PREFIX) => "service_token",
         Some(t) if t.starts_with(TICKET_PREFIX) => "ticket",
         Some(_) => "jwt",
-        None if super::cookie(headers, cookie_name).is_some() => "session",
+        None if cookie(headers, cookie_name).is_some() => "session",
         None => "none",
     }
 }
@@ -110,13 +112,9 @@ pub fn method_tried(headers: &HeaderMap, cookie_name: &str) -> &'static str {
 pub async fn authenticate_audited(
     state: &AppState,
     parts: &axum::http::request::Parts,
-) -> Result<(Principal, ClientInfo), ApiError> {
+) -> Result<(Principal, ClientInfo), Error> {
     let client = client_info(parts);
-    match state
-        .auth
-        .authenticate(&parts.method, &parts.headers, &client)
-        .await
-    {
+    match authenticate(state, parts, &client).await {
         Ok(p) => Ok((p, client)),
         Err(e) => {
             let method = method_tried(&parts.headers, &state.config.auth.sessions.cookie_name);
@@ -140,12 +138,12 @@ fn json_status(status: StatusCode, v: serde_json::Value) -> Response {
     resp
 }
 
-fn tickets_enabled(state: &AppState) -> Result<(), ApiError> {
+fn tickets_enabled(state: &AppState) -> Result<(), Error> {
     if state.config.auth.tickets.enabled {
         Ok(())
     } else {
-        Err(ApiError::new(
-            StatusCode::NOT_FOUND,
+        Err(Error::new(
+            Kind::Request,
             "not_found",
             "the web-ticket flow is disabled on this server",
         ))
@@ -153,7 +151,7 @@ fn tickets_enabled(state: &AppState) -> Result<(), ApiError> {
 }
 
 async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, super::store::StoreError> + Send + 'static,
+    f: impl FnOnce() -> Result<T, crate::auth::store::StoreError> + Send + 'static,
 ) -> Result<T, AuthError> {
     match tokio::task::spawn_blocking(f).await {
         Ok(Ok(v)) => Ok(v),
@@ -194,7 +192,7 @@ pub async fn service_token(State(state): State<Arc<AppState>>, req: Request) -> 
                 (b.client_id, b.client_secret)
             }
         };
-        Ok::<_, ApiError>((id, secret))
+        Ok::<_, Error>((id, secret))
     }
     .await;
     let (id, secret) = match result {
@@ -221,7 +219,7 @@ async fn issue_service_token(
     let principal_key = format!("client:{id}");
     limiter.check_principal(&principal_key)?;
     let now = unix_now();
-    let found = if valid_name(id) && secret.len() <= super::MAX_TOKEN_BYTES {
+    let found = if valid_name(id) && secret.len() <= crate::auth::principal::MAX_TOKEN_BYTES {
         let store = Arc::clone(&state.auth.store);
         let (id, secret) = (id.to_string(), secret.to_string());
         blocking(move || store.check_client(&id, &secret, now)).await?
@@ -338,7 +336,7 @@ async fn service_caller(
     state: &AppState,
     headers: &HeaderMap,
     client: &ClientInfo,
-) -> Result<super::store::ServiceClient, AuthError> {
+) -> Result<crate::auth::store::ServiceClient, AuthError> {
     state.auth.limiter.check_addr(client.addr)?;
     let token = headers
         .get(header::AUTHORIZATION)
@@ -349,7 +347,7 @@ async fn service_caller(
         })
         .map(str::trim)
         .ok_or(AuthError::Missing)?;
-    if !token.starts_with(SERVICE_PREFIX) || token.len() > super::MAX_TOKEN_BYTES {
+    if !token.starts_with(SERVICE_PREFIX) || token.len() > crate::auth::principal::MAX_TOKEN_BYTES {
         state.auth.limiter.fail_addr(client.addr);
         return Err(AuthError::WrongCredential(
             "tickets are minted with a service token (POST /v1/auth/token)",
@@ -367,10 +365,10 @@ async fn service_caller(
 
 async fn ticket_for(
     state: &AppState,
-    service: &super::store::ServiceClient,
+    service: &crate::auth::store::ServiceClient,
     request: TicketBody,
-) -> Result<(String, Principal, u64), ApiError> {
-    let bad = |m: String| ApiError::bad_request("invalid_request", m);
+) -> Result<(String, Principal, u64), Error> {
+    let bad = |m: String| Error::request("invalid_request", m);
     if !valid_name(&request.user) {
         return Err(bad(
             "user must be a non-empty string of at most 256 characters".into(),
@@ -485,7 +483,8 @@ async fn exchange(
     ticket: &str,
 ) -> Result<(String, Principal), AuthError> {
     state.auth.limiter.check_addr(client.addr)?;
-    if !ticket.starts_with(TICKET_PREFIX) || ticket.len() > super::MAX_TOKEN_BYTES {
+    if !ticket.starts_with(TICKET_PREFIX) || ticket.len() > crate::auth::principal::MAX_TOKEN_BYTES
+    {
         state.auth.limiter.fail_addr(client.addr);
         return Err(AuthError::TicketInvalid);
     }
@@ -627,9 +626,9 @@ pub async fn delete_current(State(state): State<Arc<AppState>>, req: Request) ->
                 .or_else(|| v.strip_prefix("bearer "))
         })
         .map(|t| t.trim().to_string())
-        .or_else(|| super::cookie(&parts.headers, &state.config.auth.sessions.cookie_name));
+        .or_else(|| cookie(&parts.headers, &state.config.auth.sessions.cookie_name));
     let Some(token) = token.filter(|t| t.starts_with(SESSION_PREFIX)) else {
-        return ApiError::bad_request(
+        return Error::request(
             "not_a_session",
             "only a session can be signed out; this credential is not one",
         )
@@ -639,7 +638,7 @@ pub async fn delete_current(State(state): State<Arc<AppState>>, req: Request) ->
     let store = Arc::clone(&state.auth.store);
     let now = unix_now();
     if let Err(e) = blocking(move || store.revoke(&hash, now)).await {
-        return ApiError::from(e).into_response();
+        return Error::from(e).into_response();
     }
     state.auth.forget_sessions(&[hash]);
     audit_auth(
@@ -686,8 +685,8 @@ pub async fn revoke_user(
             Who::Principal(&admin, None),
         )
         .await;
-        return ApiError::new(
-            StatusCode::FORBIDDEN,
+        return Error::new(
+            Kind::Forbidden,
             "forbidden_role",
             "revoking sessions needs the admin role",
         )
@@ -696,18 +695,18 @@ pub async fn revoke_user(
     let tenant = match params {
         Ok(Query(p)) => p.tenant,
         Err(e) => {
-            return ApiError::bad_request("invalid_request", e.body_text()).into_response();
+            return Error::request("invalid_request", e.body_text()).into_response();
         }
     };
     if !valid_name(&user) {
-        return ApiError::bad_request("invalid_request", "invalid user id").into_response();
+        return Error::request("invalid_request", "invalid user id").into_response();
     }
     let store = Arc::clone(&state.auth.store);
     let now = unix_now();
     let (u, t) = (user.clone(), tenant.clone());
     let hashes = match blocking(move || store.revoke_user(&u, t.as_deref(), now)).await {
         Ok(h) => h,
-        Err(e) => return ApiError::from(e).into_response(),
+        Err(e) => return Error::from(e).into_response(),
     };
     state.auth.forget_sessions(&hashes);
     let subject = Principal {
@@ -763,4 +762,89 @@ pub async fn me(State(state): State<Arc<AppState>>, req: Request) -> Response {
             "roles": held,
         }),
     )
+}
+
+/// The credential an HTTP request carries: the bearer token, else the session cookie (with
+/// whether the request changes state and carried an `Origin`, which the origin middleware
+/// has already checked against the allowed ones).
+pub fn credential<'a>(
+    parts: &'a axum::http::request::Parts,
+    cookie_name: &str,
+    session_cookie: &'a mut Option<String>,
+) -> Result<Credential<'a>, AuthError> {
+    let headers = &parts.headers;
+    if let Some(value) = headers.get(header::AUTHORIZATION) {
+        let value = value.to_str().map_err(|_| AuthError::Malformed)?;
+        let token = value
+            .strip_prefix("Bearer ")
+            .or_else(|| value.strip_prefix("bearer "))
+            .ok_or(AuthError::Malformed)?;
+        return Ok(Credential::Bearer(token));
+    }
+    *session_cookie = cookie(headers, cookie_name);
+    match session_cookie.as_deref() {
+        Some(token) => Ok(Credential::Cookie {
+            token,
+            changes_state: !matches!(parts.method, Method::GET | Method::HEAD),
+            origin_checked: headers.contains_key(header::ORIGIN),
+        }),
+        None => Err(AuthError::Missing),
+    }
+}
+
+/// Authenticates an HTTP request: its credential, then the authenticator.
+pub async fn authenticate(
+    state: &AppState,
+    parts: &axum::http::request::Parts,
+    client: &ClientInfo,
+) -> Result<Principal, AuthError> {
+    let mut cookie_value = None;
+    let credential = match credential(
+        parts,
+        &state.config.auth.sessions.cookie_name,
+        &mut cookie_value,
+    ) {
+        Ok(c) => c,
+        Err(e) => {
+            // A malformed header is a guess like any other: counted, as the authenticator would.
+            state.auth.limiter.check_addr(client.addr)?;
+            if e.counts_as_failure() {
+                state.auth.limiter.fail_addr(client.addr);
+            }
+            return Err(e);
+        }
+    };
+    state.auth.authenticate(credential, client).await
+}
+
+/// The value of a cookie, from any `Cookie` header.
+pub fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.trim_matches('"').to_string())
+}
+
+/// The client address and user agent of a request.
+pub fn client_info(parts: &axum::http::request::Parts) -> ClientInfo {
+    let addr = parts
+        .extensions
+        .get::<axum::extract::ConnectInfo<crate::http::conn::ClientConn>>()
+        .map(|ci| ci.0.addr.ip());
+    let user_agent = parts
+        .headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .map(|s| {
+            let mut end = s.len().min(256);
+            while !s.is_char_boundary(end) {
+                end -= 1;
+            }
+            s[..end].to_string()
+        });
+    ClientInfo { addr, user_agent }
 }

@@ -7,7 +7,7 @@ use axum::body::Body;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::http::request::Parts;
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use chrono::{DateTime, Duration, Utc};
@@ -16,8 +16,8 @@ use sluice_audit::query::{self, ExportFormat, ExportHeader, Filter};
 use tokio::sync::mpsc;
 
 use crate::app::{AppState, AuditPaths};
-use crate::auth::web::{Who, audit_auth, authenticate_audited};
-use crate::error::ApiError;
+use crate::error::{Error, Kind};
+use crate::http::auth::{Who, audit_auth, authenticate_audited};
 
 /// Default window of "who accessed" and of the anomaly baseline, in days.
 const DEFAULT_DAYS: i64 = 7;
@@ -28,28 +28,28 @@ const EXPORT_CHUNKS: usize = 8;
 /// Bytes per export chunk.
 const EXPORT_CHUNK_BYTES: usize = 64 * 1024;
 
-fn forbidden() -> ApiError {
-    ApiError::new(
-        StatusCode::FORBIDDEN,
+fn forbidden() -> Error {
+    Error::new(
+        Kind::Forbidden,
         "forbidden_role",
         "the audit log is for the compliance role only",
     )
 }
 
-fn bad_params(e: QueryRejection) -> ApiError {
-    ApiError::bad_request(
+fn bad_params(e: QueryRejection) -> Error {
+    Error::request(
         "invalid_request",
         format!("invalid query parameters: {}", e.body_text()),
     )
 }
 
-fn time(s: &Option<String>, name: &str) -> Result<Option<DateTime<Utc>>, ApiError> {
+fn time(s: &Option<String>, name: &str) -> Result<Option<DateTime<Utc>>, Error> {
     s.as_deref()
         .map(|v| {
             DateTime::parse_from_rfc3339(v)
                 .map(|d| d.with_timezone(&Utc))
                 .map_err(|_| {
-                    ApiError::bad_request(
+                    Error::request(
                         "invalid_request",
                         format!("{name} must be an RFC 3339 time"),
                     )
@@ -63,13 +63,13 @@ async fn authorize<T>(
     state: &AppState,
     parts: &Parts,
     params: Result<Query<T>, QueryRejection>,
-) -> Result<T, ApiError> {
+) -> Result<T, Error> {
     compliance(state, parts).await?;
     params.map(|Query(p)| p).map_err(bad_params)
 }
 
 /// Authenticates and requires the compliance role; failures are audited.
-async fn compliance(state: &AppState, parts: &Parts) -> Result<(), ApiError> {
+async fn compliance(state: &AppState, parts: &Parts) -> Result<(), Error> {
     let (principal, client) = authenticate_audited(state, parts).await?;
     if state.config.auth.roles.is_compliance(&principal.groups) {
         Ok(())
@@ -89,18 +89,18 @@ async fn compliance(state: &AppState, parts: &Parts) -> Result<(), ApiError> {
 async fn read<T: Send + 'static>(
     state: &AppState,
     f: impl FnOnce(&rusqlite::Connection) -> Result<T, sluice_audit::AuditError> + Send + 'static,
-) -> Result<T, ApiError> {
+) -> Result<T, Error> {
     let path = AuditPaths::of(&state.config).log;
     tokio::task::spawn_blocking(move || {
         let conn = sluice_audit::open_read_only(&path)?;
         f(&conn)
     })
     .await
-    .map_err(|_| ApiError::internal())?
+    .map_err(|_| Error::internal())?
     .map_err(|e| {
         tracing::error!(error = %e, "audit read failed");
-        ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
+        Error::new(
+            Kind::Audit,
             "audit_unavailable",
             "the audit log cannot be read",
         )
@@ -148,7 +148,7 @@ pub async fn records(
             ..Filter::default()
         };
         let records = read(&state, move |c| query::search(c, &filter)).await?;
-        Ok::<_, ApiError>(axum::Json(serde_json::json!({ "records": records })).into_response())
+        Ok::<_, Error>(axum::Json(serde_json::json!({ "records": records })).into_response())
     };
     run.await.unwrap_or_else(IntoResponse::into_response)
 }
@@ -176,7 +176,7 @@ pub async fn access(
             query::who_accessed(c, &p.table, p.column.as_deref(), since)
         })
         .await?;
-        Ok::<_, ApiError>(
+        Ok::<_, Error>(
             axum::Json(serde_json::json!({ "since": since.to_rfc3339(), "accessors": accessors }))
                 .into_response(),
         )
@@ -201,7 +201,7 @@ pub async fn anomalies(
         let p = authorize(&state, &parts, params).await?;
         let days = p.days.unwrap_or(DEFAULT_DAYS).clamp(1, MAX_DAYS);
         let found = read(&state, move |c| query::anomalies(c, Utc::now(), days)).await?;
-        Ok::<_, ApiError>(
+        Ok::<_, Error>(
             axum::Json(serde_json::json!({ "baseline_days": days, "anomalies": found }))
                 .into_response(),
         )
@@ -219,15 +219,15 @@ pub async fn verify(State(state): State<Arc<AppState>>, parts: Parts) -> Respons
             sluice_audit::verify_all(&paths.log, &paths.checkpoints, &paths.archive_dir, &key)
         })
         .await
-        .map_err(|_| ApiError::internal())?
+        .map_err(|_| Error::internal())?
         .map_err(|_| {
-            ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
+            Error::new(
+                Kind::Audit,
                 "audit_unavailable",
                 "the audit log cannot be read",
             )
         })?;
-        Ok::<_, ApiError>(axum::Json(report).into_response())
+        Ok::<_, Error>(axum::Json(report).into_response())
     };
     run.await.unwrap_or_else(IntoResponse::into_response)
 }
@@ -254,7 +254,7 @@ pub async fn export_subject(
         let user = p
             .user
             .clone()
-            .ok_or_else(|| ApiError::bad_request("invalid_request", "user is required"))?;
+            .ok_or_else(|| Error::request("invalid_request", "user is required"))?;
         let filter = Filter {
             user: Some(user.clone()),
             since: time(&p.since, "since")?,
@@ -282,9 +282,9 @@ pub async fn export_phi(
 ) -> Response {
     let run = async {
         let p = authorize(&state, &parts, params).await?;
-        let tables = state.policy().phi_tables.clone();
+        let tables = state.engine.policy().phi_tables.clone();
         if tables.is_empty() {
-            return Err(ApiError::bad_request(
+            return Err(Error::request(
                 "no_phi_tables",
                 "no table is tagged \"phi\" in the policy",
             ));
@@ -340,12 +340,12 @@ async fn export(
     kind: &str,
     subject: String,
     format: Option<&str>,
-) -> Result<Response, ApiError> {
+) -> Result<Response, Error> {
     let (format, content_type) = match format.unwrap_or("jsonl") {
         "jsonl" => (ExportFormat::JsonLines, "application/x-ndjson"),
         "csv" => (ExportFormat::Csv, "text/csv; charset=utf-8"),
         other => {
-            return Err(ApiError::bad_request(
+            return Err(Error::request(
                 "invalid_request",
                 format!("format {other:?}: use jsonl or csv"),
             ));
@@ -354,8 +354,8 @@ async fn export(
     // A fresh signed checkpoint covers every record written so far, so the export is complete.
     let checkpoint = state.audit.checkpoint().await.map_err(|e| {
         tracing::error!(error = %e, "no checkpoint for an export");
-        ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
+        Error::new(
+            Kind::Audit,
             "audit_unavailable",
             "cannot checkpoint the audit log",
         )

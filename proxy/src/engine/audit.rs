@@ -1,0 +1,196 @@
+//! The audit records of one query: exactly one `query_denied` record, or a `query_attempt`
+//! committed before any warehouse or source sees anything, then one `query_completion` — on
+//! every way out, including the caller going away (records are written on drop).
+
+use std::time::Instant;
+
+use sluice_audit::{AuditLog, AuditRecord, Decision, Event};
+use sluice_policy::RewrittenQuery;
+
+use crate::auth::principal::{ClientInfo, Principal};
+use crate::engine::federation::SubQueryLog;
+use crate::error::Error;
+
+/// Collects what the audit log records about one request, so that every way out of
+/// the engine writes exactly one denied record, or an attempt and a completion.
+pub(crate) struct QueryAudit {
+    log: AuditLog,
+    pub(crate) record: AuditRecord,
+    started: Instant,
+    attempted: bool,
+    /// Set once the final record of this stage is handed over (to `failed` or `completion`).
+    finished: bool,
+}
+
+impl QueryAudit {
+    pub(crate) fn new(log: &AuditLog, request_id: &str, client: &ClientInfo) -> Self {
+        let mut record =
+            AuditRecord::new(Event::QueryDenied, request_id.to_string(), Decision::Deny);
+        record.client_addr = client.addr.map(|a| a.to_string());
+        record.user_agent = client.user_agent.clone();
+        QueryAudit {
+            log: log.clone(),
+            record,
+            started: Instant::now(),
+            attempted: false,
+            finished: false,
+        }
+    }
+
+    pub(crate) fn principal(&mut self, p: &Principal) {
+        self.record.user = Some(p.user.clone());
+        self.record.tenant = Some(p.tenant.clone());
+        self.record.groups = p.groups.clone();
+        self.record.auth_method = Some(p.method.as_str().into());
+        self.record.session_id = p.session_id.clone();
+    }
+
+    pub(crate) fn rewritten(&mut self, r: &RewrittenQuery, redact: Option<sluice_policy::Dialect>) {
+        self.record.rewritten_sql = Some(match redact {
+            Some(d) => sluice_policy::redact_literals(&r.sql, d),
+            None => r.sql.clone(),
+        });
+        self.record.columns = r.manifest.columns.clone();
+        self.record.params = r.params.iter().map(|p| p.value.clone()).collect();
+        self.record.tables = r.manifest.tables.iter().map(|t| t.to_string()).collect();
+    }
+
+    /// Commits the attempt record; refuses the query if the log cannot be written.
+    pub(crate) async fn attempt(&mut self) -> Result<(), Error> {
+        let mut record = self.record.clone();
+        record.event = Event::QueryAttempt;
+        record.decision = Decision::Allow;
+        record.ts = now();
+        self.log.append(record).await.map_err(|e| {
+            tracing::error!(error = %e, "audit attempt not recorded: refusing the query");
+            Error::audit_unavailable()
+        })?;
+        self.attempted = true;
+        Ok(())
+    }
+
+    /// Records a request that ended in an error before its answer started.
+    pub(crate) async fn failed(mut self, err: &Error) {
+        self.finished = true;
+        let mut record = std::mem::replace(
+            &mut self.record,
+            AuditRecord::new(Event::QueryDenied, "", Decision::Deny),
+        );
+        record.ts = now();
+        record.code = Some(err.code.to_string());
+        record.reason = err.reason.map(str::to_string);
+        record.error = Some(
+            err.extra
+                .as_ref()
+                .and_then(|e| e.audit_detail.clone())
+                .unwrap_or_else(|| err.message.clone()),
+        );
+        record.duration_ms = Some(self.started.elapsed().as_secs_f64() * 1e3);
+        if self.attempted {
+            record.event = Event::QueryCompletion;
+            record.decision = Decision::Allow;
+            record.outcome = Some(
+                match err.code {
+                    "timeout" => "timeout",
+                    "client_disconnected" => "cancelled",
+                    _ => "error",
+                }
+                .into(),
+            );
+        }
+        tracing::info!(code = err.code, "query refused or failed");
+        if let Err(e) = self.log.append(record).await {
+            tracing::error!(error = %e, "audit record for a failed request not written");
+        }
+    }
+
+    pub(crate) fn completion(&mut self) -> Completion {
+        self.finished = true;
+        let mut record = self.record.clone();
+        record.event = Event::QueryCompletion;
+        record.decision = Decision::Allow;
+        Completion {
+            log: self.log.clone(),
+            record: Some(record),
+            started: self.started,
+            rows: 0,
+            bytes: 0,
+            sub_queries: None,
+        }
+    }
+}
+
+impl Drop for QueryAudit {
+    /// The request was dropped before it ended (the client disconnected while it was being
+    /// processed): record that too.
+    fn drop(&mut self) {
+        if self.finished {
+            return;
+        }
+        let mut record = self.record.clone();
+        record.ts = now();
+        record.code = Some("client_disconnected".into());
+        record.error = Some("the client disconnected before the answer started".into());
+        record.duration_ms = Some(self.started.elapsed().as_secs_f64() * 1e3);
+        if self.attempted {
+            record.event = Event::QueryCompletion;
+            record.decision = Decision::Allow;
+            record.outcome = Some("cancelled".into());
+        }
+        self.log.append_detached(record);
+    }
+}
+
+fn now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+/// The completion record of a streaming answer. Written when the answer ends; if the response
+/// is dropped first (the client left), written on drop with outcome `cancelled`.
+pub(crate) struct Completion {
+    log: AuditLog,
+    record: Option<AuditRecord>,
+    started: Instant,
+    pub(crate) rows: u64,
+    pub(crate) bytes: u64,
+    /// A federated query's sub-queries, completed by the scans as they run (warehouse query
+    /// ids, rows).
+    pub(crate) sub_queries: Option<SubQueryLog>,
+}
+
+impl Completion {
+    fn fill(&mut self, outcome: &str, error: Option<(&str, &str)>) -> Option<AuditRecord> {
+        let mut r = self.record.take()?;
+        if let Some(log) = &self.sub_queries
+            && let Ok(l) = log.lock()
+        {
+            r.sub_queries = l.clone();
+        }
+        r.ts = now();
+        r.outcome = Some(outcome.into());
+        r.rows = Some(self.rows);
+        r.bytes = Some(self.bytes);
+        r.duration_ms = Some(self.started.elapsed().as_secs_f64() * 1e3);
+        if let Some((code, message)) = error {
+            r.code = Some(code.into());
+            r.error = Some(message.into());
+        }
+        Some(r)
+    }
+
+    pub(crate) async fn finish(&mut self, outcome: &str, error: Option<(&str, &str)>) {
+        if let Some(r) = self.fill(outcome, error)
+            && let Err(e) = self.log.append(r).await
+        {
+            tracing::error!(error = %e, "audit completion record not written");
+        }
+    }
+}
+
+impl Drop for Completion {
+    fn drop(&mut self) {
+        if let Some(r) = self.fill("cancelled", None) {
+            self.log.append_detached(r);
+        }
+    }
+}

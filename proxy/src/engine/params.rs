@@ -1,0 +1,108 @@
+//! Caller parameters: positional values a caller sends beside the SQL, bound as parameters all
+//! the way to the warehouse, never spliced into SQL text.
+
+use sluice_policy::{Caller, Catalog, RewrittenQuery};
+
+use crate::error::Error;
+
+/// Most parameters one query may carry.
+pub const MAX_PARAMS: usize = 1_000;
+/// Longest text parameter (bytes).
+pub const MAX_PARAM_BYTES: usize = 64 * 1024;
+
+/// One caller parameter: a JSON scalar.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ParamValue {
+    /// SQL `NULL`.
+    Null,
+    /// A boolean.
+    Bool(bool),
+    /// An integer (fits `i64`).
+    Int(i64),
+    /// A finite floating-point number.
+    Float(f64),
+    /// Text.
+    Text(String),
+}
+
+impl ParamValue {
+    /// A JSON value as a parameter: scalars only.
+    pub fn from_json(i: usize, v: &serde_json::Value) -> Result<ParamValue, Error> {
+        use serde_json::Value as J;
+        Ok(match v {
+            J::Null => ParamValue::Null,
+            J::Bool(b) => ParamValue::Bool(*b),
+            J::Number(n) => match (n.as_i64(), n.as_f64()) {
+                (Some(i), _) => ParamValue::Int(i),
+                (None, Some(f)) if f.is_finite() && n.as_u64().is_none() => ParamValue::Float(f),
+                _ => {
+                    return Err(Error::request(
+                        "invalid_parameter",
+                        format!(
+                            "parameter ${}: the number does not fit a 64-bit integer",
+                            i + 1
+                        ),
+                    ));
+                }
+            },
+            J::String(s) if s.len() > MAX_PARAM_BYTES => {
+                return Err(Error::request(
+                    "invalid_parameter",
+                    format!(
+                        "parameter ${} is longer than {MAX_PARAM_BYTES} bytes",
+                        i + 1
+                    ),
+                ));
+            }
+            J::String(s) => ParamValue::Text(s.clone()),
+            J::Array(_) | J::Object(_) => {
+                return Err(Error::request(
+                    "invalid_parameter",
+                    format!(
+                        "parameter ${} must be a string, number, boolean or null",
+                        i + 1
+                    ),
+                ));
+            }
+        })
+    }
+}
+
+/// A caller's parameters from JSON.
+pub fn from_json(values: &[serde_json::Value]) -> Result<Vec<ParamValue>, Error> {
+    if values.len() > MAX_PARAMS {
+        return Err(Error::request(
+            "too_many_parameters",
+            format!("a query may carry at most {MAX_PARAMS} parameters"),
+        ));
+    }
+    values
+        .iter()
+        .enumerate()
+        .map(|(i, v)| ParamValue::from_json(i, v))
+        .collect()
+}
+
+/// The policy's rewrite, with the caller's parameters bound.
+pub(crate) fn rewrite(
+    sql: &str,
+    catalog: &Catalog,
+    caller: &Caller<'_>,
+    params: &[ParamValue],
+) -> Result<RewrittenQuery, Error> {
+    if params.is_empty() {
+        return Ok(sluice_policy::rewrite(sql, catalog, caller)?);
+    }
+    Err(Error::request(
+        "parameters_not_supported",
+        "caller parameters are not supported yet",
+    ))
+}
+
+/// Parameters in a federated query are refused: the workspace plans the query itself.
+pub(crate) fn not_in_federated() -> Error {
+    Error::request(
+        "parameters_not_supported",
+        "parameters are not supported in federated queries (tables of several connections)",
+    )
+}
