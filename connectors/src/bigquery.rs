@@ -399,8 +399,15 @@ impl Connector for BigQueryConnector {
     async fn execute(&self, request: QueryRequest<'_>) -> Result<QueryStream, ConnectorError> {
         let token = crate::bearer(&request, "BigQuery")?;
         let parameters = crate::named_params(&request, "BigQuery", |name, value| {
-            json!({"name": name, "parameterType": {"type": "STRING"},
-                   "parameterValue": {"value": value}})
+            use crate::ParamValue as V;
+            let kind = match value {
+                V::Null | V::Text(_) => "STRING",
+                V::Bool(_) => "BOOL",
+                V::Int(_) => "INT64",
+                V::Float(_) => "FLOAT64",
+            };
+            json!({"name": name, "parameterType": {"type": kind},
+                   "parameterValue": {"value": value.text()}})
         })?;
         let o = &self.options;
         let mut body = json!({

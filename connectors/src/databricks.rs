@@ -291,11 +291,20 @@ impl Connector for DatabricksConnector {
 
     async fn execute(&self, request: QueryRequest<'_>) -> Result<QueryStream, ConnectorError> {
         let token = crate::bearer(&request, "Databricks")?;
-        let parameters = crate::named_params(
-            &request,
-            "Databricks",
-            |name, value| json!({"name": name, "value": value, "type": "STRING"}),
-        )?;
+        let parameters = crate::named_params(&request, "Databricks", |name, value| {
+            use crate::ParamValue as V;
+            let kind = match value {
+                V::Null | V::Text(_) => "STRING",
+                V::Bool(_) => "BOOLEAN",
+                V::Int(_) => "BIGINT",
+                V::Float(_) => "DOUBLE",
+            };
+            // A parameter without a value is NULL.
+            match value.text() {
+                Some(v) => json!({"name": name, "value": v, "type": kind}),
+                None => json!({"name": name, "type": kind}),
+            }
+        })?;
         let o = &self.options;
         let mut body = json!({
             "warehouse_id": o.warehouse_id,

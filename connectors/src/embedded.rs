@@ -183,10 +183,23 @@ impl Connector for EmbeddedConnector {
                         "named parameters are not supported".into(),
                     ));
                 }
-                let text = ScalarValue::Utf8(Some(p.value.clone()));
+                use crate::ParamValue as V;
+                let given = match &p.value {
+                    V::Null => ScalarValue::Null,
+                    V::Bool(b) => ScalarValue::Boolean(Some(*b)),
+                    V::Int(x) => ScalarValue::Int64(Some(*x)),
+                    V::Float(x) => ScalarValue::Float64(Some(*x)),
+                    V::Text(s) => ScalarValue::Utf8(Some(s.clone())),
+                };
                 let value = match types.get(&format!("${}", i + 1)) {
-                    Some(Some(t)) => text.cast_to(t).map_err(plan_err)?,
-                    _ => text,
+                    Some(Some(t)) => given.cast_to(t).map_err(|_| {
+                        ConnectorError::Parameter(format!(
+                            "parameter ${}: {} does not fit the type {t} the query gives it",
+                            i + 1,
+                            p.value.kind()
+                        ))
+                    })?,
+                    _ => given,
                 };
                 values.push(value);
             }

@@ -29,6 +29,10 @@ pub enum ConnectorError {
     /// The warehouse refused the credential (HTTP 401): the caller's token may need a refresh.
     #[error("the warehouse refused the credential: {0}")]
     Unauthorized(String),
+    /// A bind parameter's value does not fit the type the warehouse expects there. The text is
+    /// the connector's (it names the parameter and the types, never the value).
+    #[error("{0}")]
+    Parameter(String),
     /// A limit of sluice's own was reached (a federated workspace's memory, a source's row
     /// cap). The text is sluice's, never the warehouse's: it is shown to the caller.
     #[error("{0}")]
@@ -79,7 +83,7 @@ impl ConnectorError {
                 "the warehouse is unavailable".to_string()
             }
             ConnectorError::Unauthorized(_) => "the warehouse refused the credential".to_string(),
-            ConnectorError::ResourceExhausted(m) => m.clone(),
+            ConnectorError::ResourceExhausted(m) | ConnectorError::Parameter(m) => m.clone(),
             // Warehouse messages can quote any value, also another tenant's: the caller gets
             // the warehouse's code, the audit log the whole text.
             ConnectorError::Warehouse { code, .. } => format!(
@@ -149,6 +153,7 @@ impl ConnectorError {
             ConnectorError::Unauthorized(_) => "unauthorized",
             ConnectorError::Warehouse { .. } => "warehouse",
             ConnectorError::ResourceExhausted(_) => "resource_exhausted",
+            ConnectorError::Parameter(_) => "parameter",
         }
     }
 }

@@ -70,7 +70,7 @@ pub(crate) fn bearer<'a>(
 pub(crate) fn named_params(
     request: &QueryRequest<'_>,
     warehouse: &str,
-    shape: impl Fn(&str, &str) -> serde_json::Value,
+    shape: impl Fn(&str, &ParamValue) -> serde_json::Value,
 ) -> Result<Vec<serde_json::Value>, ConnectorError> {
     request
         .params
@@ -87,12 +87,53 @@ pub(crate) fn named_params(
 }
 
 /// One bind parameter.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Param {
     /// Name for named styles; `None` for positional (`$1` is the first).
     pub name: Option<String>,
-    /// Text value; the connector converts it to the type the warehouse expects.
-    pub value: String,
+    /// Its value; the connector converts it to the type the warehouse expects (a value that
+    /// does not convert is refused with [`ConnectorError::Parameter`]).
+    pub value: ParamValue,
+}
+
+/// A bind parameter's value: the scalars a caller can send.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ParamValue {
+    /// SQL `NULL`.
+    Null,
+    /// A boolean.
+    Bool(bool),
+    /// An integer.
+    Int(i64),
+    /// A finite floating-point number.
+    Float(f64),
+    /// Text (also how dates, timestamps, decimals and UUIDs are sent).
+    Text(String),
+}
+
+impl ParamValue {
+    /// What kind of value it is, for error messages.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ParamValue::Null => "null",
+            ParamValue::Bool(_) => "a boolean",
+            ParamValue::Int(_) => "an integer",
+            ParamValue::Float(_) => "a number",
+            ParamValue::Text(_) => "text",
+        }
+    }
+
+    /// The value as text (`None` for `NULL`): what warehouses whose APIs take string-typed
+    /// parameters are sent.
+    pub fn text(&self) -> Option<String> {
+        match self {
+            ParamValue::Null => None,
+            ParamValue::Bool(b) => Some(b.to_string()),
+            ParamValue::Int(i) => Some(i.to_string()),
+            ParamValue::Float(f) => Some(format!("{f:?}")),
+            ParamValue::Text(s) => Some(s.clone()),
+        }
+    }
 }
 
 /// A query to run: already rewritten and verified by the policy.

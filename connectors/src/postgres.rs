@@ -674,22 +674,8 @@ impl Connector for PostgresConnector {
         }
         let mut values: Vec<Box<dyn ToSql + Send + Sync>> =
             Vec::with_capacity(request.params.len());
-        for (p, t) in request.params.iter().zip(statement.params()) {
-            let v: Box<dyn ToSql + Send + Sync> = match *t {
-                Type::TEXT | Type::VARCHAR | Type::BPCHAR | Type::NAME => Box::new(p.value.clone()),
-                Type::INT4 => Box::new(p.value.parse::<i32>().map_err(|_| {
-                    ConnectorError::Plan("the tenant value is not an integer".into())
-                })?),
-                Type::INT8 => Box::new(p.value.parse::<i64>().map_err(|_| {
-                    ConnectorError::Plan("the tenant value is not an integer".into())
-                })?),
-                _ => {
-                    return Err(ConnectorError::Plan(format!(
-                        "unsupported tenant column type {t}"
-                    )));
-                }
-            };
-            values.push(v);
+        for (i, (p, t)) in request.params.iter().zip(statement.params()).enumerate() {
+            values.push(bind(i + 1, &p.value, t)?);
         }
         // PostgreSQL does not flush BindComplete while it runs the pipelined Execute, so this
         // await can last as long as the query does. If it is abandoned (deadline, client gone),
@@ -812,4 +798,98 @@ async fn send_batch(
     let batch = RecordBatch::try_new(Arc::clone(schema), columns)
         .map_err(|e| ConnectorError::Execution(e.to_string()));
     tx.send(batch).await.map_err(|_| ())
+}
+
+/// `NULL` of whatever type the server inferred for the parameter.
+#[derive(Debug)]
+struct Null;
+
+impl ToSql for Null {
+    fn to_sql(
+        &self,
+        _: &Type,
+        _: &mut bytes::BytesMut,
+    ) -> Result<tokio_postgres::types::IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        Ok(tokio_postgres::types::IsNull::Yes)
+    }
+
+    fn accepts(_: &Type) -> bool {
+        true
+    }
+
+    tokio_postgres::types::to_sql_checked!();
+}
+
+/// Parameter `$n`'s value as the type PostgreSQL inferred for it. Numbers go to numeric types,
+/// booleans to `boolean`, text to text types and to the types whose values are written as
+/// text (dates, timestamps, `numeric`, `uuid`, `json`); anything else is refused, naming the
+/// parameter and the types (never the value).
+fn bind(
+    n: usize,
+    v: &crate::ParamValue,
+    t: &Type,
+) -> Result<Box<dyn ToSql + Send + Sync>, ConnectorError> {
+    use crate::ParamValue as V;
+    let wrong = || {
+        ConnectorError::Parameter(format!(
+            "parameter ${n}: {} does not fit the type {t} the query gives it",
+            v.kind()
+        ))
+    };
+    let unreadable =
+        || ConnectorError::Parameter(format!("parameter ${n}: the text is not a valid {t} value"));
+    let range = || {
+        ConnectorError::Parameter(format!(
+            "parameter ${n}: the integer does not fit the type {t}"
+        ))
+    };
+    let value: Box<dyn ToSql + Send + Sync> = match (v, t.clone()) {
+        (V::Null, _) => Box::new(Null),
+        (V::Bool(b), Type::BOOL) => Box::new(*b),
+        (V::Int(i), Type::INT2) => Box::new(i16::try_from(*i).map_err(|_| range())?),
+        (V::Int(i), Type::INT4) => Box::new(i32::try_from(*i).map_err(|_| range())?),
+        (V::Int(i), Type::INT8) => Box::new(*i),
+        (V::Int(i), Type::FLOAT4) => Box::new(*i as f32),
+        (V::Int(i), Type::FLOAT8) => Box::new(*i as f64),
+        (V::Int(i), Type::NUMERIC) => Box::new(rust_decimal::Decimal::from(*i)),
+        (V::Float(f), Type::FLOAT4) => Box::new(*f as f32),
+        (V::Float(f), Type::FLOAT8) => Box::new(*f),
+        (V::Float(f), Type::NUMERIC) => {
+            Box::new(rust_decimal::Decimal::try_from(*f).map_err(|_| wrong())?)
+        }
+        (V::Text(s), Type::TEXT | Type::VARCHAR | Type::BPCHAR | Type::NAME) => Box::new(s.clone()),
+        // Text is read as PostgreSQL reads a text-format parameter of the inferred type.
+        (V::Text(s), Type::INT2) => Box::new(s.trim().parse::<i16>().map_err(|_| unreadable())?),
+        (V::Text(s), Type::INT4) => Box::new(s.trim().parse::<i32>().map_err(|_| unreadable())?),
+        (V::Text(s), Type::INT8) => Box::new(s.trim().parse::<i64>().map_err(|_| unreadable())?),
+        (V::Text(s), Type::FLOAT8) => Box::new(s.trim().parse::<f64>().map_err(|_| unreadable())?),
+        (V::Text(s), Type::BOOL) => Box::new(match s.trim().to_ascii_lowercase().as_str() {
+            "true" | "t" | "yes" | "on" | "1" => true,
+            "false" | "f" | "no" | "off" | "0" => false,
+            _ => return Err(unreadable()),
+        }),
+        (V::Text(s), Type::DATE) => {
+            Box::new(chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").map_err(|_| unreadable())?)
+        }
+        (V::Text(s), Type::TIMESTAMP) => Box::new(
+            chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S%.f")
+                .or_else(|_| chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S%.f"))
+                .map_err(|_| unreadable())?,
+        ),
+        (V::Text(s), Type::TIMESTAMPTZ) => Box::new(
+            chrono::DateTime::parse_from_rfc3339(s)
+                .map(|d| d.with_timezone(&chrono::Utc))
+                .map_err(|_| unreadable())?,
+        ),
+        (V::Text(s), Type::NUMERIC) => Box::new(
+            s.parse::<rust_decimal::Decimal>()
+                .map_err(|_| unreadable())?,
+        ),
+        (V::Text(s), Type::UUID) => Box::new(s.parse::<uuid::Uuid>().map_err(|_| unreadable())?),
+        (V::Text(s), Type::JSON | Type::JSONB) => {
+            Box::new(serde_json::from_str::<serde_json::Value>(s).map_err(|_| unreadable())?)
+        }
+        _ => return Err(wrong()),
+    };
+    Ok(value)
 }

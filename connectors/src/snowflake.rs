@@ -84,35 +84,91 @@ impl SnowflakeConnector {
     }
 }
 
-/// `:1` placeholders → `?`, through the AST; returns the SQL and the placeholder count.
-pub fn positional(sql: &str) -> Result<(String, usize), ConnectorError> {
-    use sqlparser::ast::{Expr, Value as SqlValue, VisitMut, VisitorMut};
+/// `:k` placeholders → `?` (the SQL API binds `?` by position), in text order: returns the SQL
+/// and, for each `?` in order, the number `k` it stood for. The placeholders are located by
+/// the tokenizer (text order, byte spans) and checked against the parse tree's, so a value can
+/// never be bound to another placeholder's position (the tenant's least of all).
+pub fn positional(sql: &str) -> Result<(String, Vec<usize>), ConnectorError> {
+    use sqlparser::ast::{Expr, Value as SqlValue, Visit, Visitor};
+    use sqlparser::tokenizer::{Location, Token, Tokenizer};
     use std::ops::ControlFlow;
-    struct Swap(usize);
-    impl VisitorMut for Swap {
+    let lost = || ConnectorError::Plan("the statement's parameters could not be located".into());
+    struct Numbers(Vec<usize>, bool);
+    impl Visitor for Numbers {
         type Break = ();
-        fn pre_visit_expr(&mut self, e: &mut Expr) -> ControlFlow<()> {
+        fn pre_visit_expr(&mut self, e: &Expr) -> ControlFlow<()> {
             if let Expr::Value(v) = e
-                && let SqlValue::Placeholder(p) = &mut v.value
-                && p == ":1"
+                && let SqlValue::Placeholder(p) = &v.value
             {
-                *p = "?".into();
-                self.0 += 1;
+                match p.strip_prefix(':').and_then(|k| k.parse::<usize>().ok()) {
+                    Some(k) => self.0.push(k),
+                    None => self.1 = true,
+                }
             }
             ControlFlow::Continue(())
         }
     }
     let dialect = sqlparser::dialect::SnowflakeDialect {};
-    let mut statements = sqlparser::parser::Parser::parse_sql(&dialect, sql)
+    let statements = sqlparser::parser::Parser::parse_sql(&dialect, sql)
         .map_err(|e| ConnectorError::Plan(format!("cannot re-parse the statement: {e}")))?;
-    let mut swap = Swap(0);
-    let _ = statements.visit(&mut swap);
-    let text = statements
-        .iter()
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join("; ");
-    Ok((text, swap.0))
+    let mut in_tree = Numbers(vec![], false);
+    let _ = statements.visit(&mut in_tree);
+    if in_tree.1 {
+        return Err(ConnectorError::Plan(
+            "Snowflake statements take numbered parameters (:1, :2 ...) only".into(),
+        ));
+    }
+    let tokens = Tokenizer::new(&dialect, sql)
+        .tokenize_with_location()
+        .map_err(|e| ConnectorError::Plan(format!("cannot re-read the statement: {e}")))?;
+    let line_starts: Vec<usize> = std::iter::once(0)
+        .chain(sql.match_indices('\n').map(|(i, _)| i + 1))
+        .collect();
+    let offset = |l: Location| -> Option<usize> {
+        let start = *line_starts.get(usize::try_from(l.line).ok()?.checked_sub(1)?)?;
+        let col = usize::try_from(l.column).ok()?.checked_sub(1)?;
+        sql[start..].char_indices().nth(col).map(|(i, _)| start + i)
+    };
+    // (start, end, k) of each `:k`, in text order.
+    let mut found: Vec<(usize, usize, usize)> = vec![];
+    for w in tokens.windows(2) {
+        if let (Token::Colon, Token::Number(n, false)) = (&w[0].token, &w[1].token)
+            && w[0].span.end == w[1].span.start
+        {
+            let k: usize = n.parse().map_err(|_| lost())?;
+            let start = offset(w[0].span.start).ok_or_else(lost)?;
+            let digits = offset(w[1].span.start).ok_or_else(lost)?;
+            found.push((start, digits + n.len(), k));
+        }
+    }
+    let mut a: Vec<usize> = found.iter().map(|f| f.2).collect();
+    let mut b = in_tree.0.clone();
+    a.sort_unstable();
+    b.sort_unstable();
+    if a != b {
+        return Err(lost());
+    }
+    let mut text = String::with_capacity(sql.len());
+    let mut at = 0;
+    for (start, end, _) in &found {
+        text.push_str(sql.get(at..*start).ok_or_else(lost)?);
+        text.push('?');
+        at = *end;
+    }
+    text.push_str(sql.get(at..).ok_or_else(lost)?);
+    Ok((text, found.into_iter().map(|f| f.2).collect()))
+}
+
+/// A parameter as a Snowflake SQL API binding.
+fn binding(v: &crate::ParamValue) -> Value {
+    use crate::ParamValue as V;
+    let kind = match v {
+        V::Null | V::Text(_) => "TEXT",
+        V::Bool(_) => "BOOLEAN",
+        V::Int(_) => "FIXED",
+        V::Float(_) => "REAL",
+    };
+    json!({"type": kind, "value": v.text()})
 }
 
 #[derive(Debug, Deserialize)]
@@ -385,19 +441,16 @@ impl Connector for SnowflakeConnector {
                 "a Snowflake connection needs an OAuth token (credential = \"oauth\")".into(),
             ));
         };
-        let (statement, placeholders) = positional(request.sql)?;
+        let (statement, order) = positional(request.sql)?;
         let mut bindings = serde_json::Map::new();
-        if placeholders > 0 {
-            let tenant = request
-                .params
-                .first()
-                .ok_or_else(|| ConnectorError::Plan("the statement has no tenant value".into()))?;
-            for i in 1..=placeholders {
-                bindings.insert(
-                    i.to_string(),
-                    json!({"type": "TEXT", "value": tenant.value}),
-                );
-            }
+        for (j, k) in order.iter().enumerate() {
+            let p = k
+                .checked_sub(1)
+                .and_then(|i| request.params.get(i))
+                .ok_or_else(|| {
+                    ConnectorError::Plan(format!("the statement's parameter :{k} has no value"))
+                })?;
+            bindings.insert((j + 1).to_string(), binding(&p.value));
         }
         let o = &self.options;
         let mut body = json!({
@@ -527,12 +580,23 @@ mod tests {
 
     #[test]
     fn placeholders_become_positional_through_the_ast() {
-        let (sql, n) = positional(
+        let (sql, order) = positional(
             "SELECT a FROM (SELECT a FROM t WHERE tenant = :1) AS x JOIN (SELECT a FROM u WHERE tenant = :1) AS y ON x.a = y.a WHERE x.a <> ':1'",
         )
         .unwrap();
-        assert_eq!(n, 2);
+        assert_eq!(order, [1, 1]);
         assert!(sql.contains("tenant = ?") && sql.contains("':1'"), "{sql}");
+        // Caller parameters and the tenant (after them): each `?` knows its number, in text
+        // order, whatever order the numbers come in.
+        let (sql, order) = positional(
+            "SELECT a FROM (SELECT a FROM t WHERE tenant = :3) AS x WHERE x.a = :2 AND x.b = ':1'\n AND x.c = :1",
+        )
+        .unwrap();
+        assert_eq!(order, [3, 2, 1]);
+        assert_eq!(
+            sql,
+            "SELECT a FROM (SELECT a FROM t WHERE tenant = ?) AS x WHERE x.a = ? AND x.b = ':1'\n AND x.c = ?"
+        );
     }
 
     #[test]

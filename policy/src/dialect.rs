@@ -109,16 +109,3 @@ pub(crate) fn is_system_column(d: Dialect, normalized: &str) -> bool {
         Dialect::Databricks => normalized.eq_ignore_ascii_case("_metadata"),
     }
 }
-
-impl ParamStyle {
-    /// The placeholder text for the tenant parameter, or `None` for inline literals.
-    pub(crate) fn placeholder(self) -> Option<String> {
-        match self {
-            ParamStyle::DollarNumbered => Some("$1".to_string()),
-            ParamStyle::ColonNumbered => Some(":1".to_string()),
-            ParamStyle::AtNamed => Some(format!("@{TENANT_PARAM_NAME}")),
-            ParamStyle::ColonNamed => Some(format!(":{TENANT_PARAM_NAME}")),
-            ParamStyle::InlineLiteral => None,
-        }
-    }
-}

@@ -36,6 +36,13 @@ pub enum PolicyError {
     /// A construct the rewriter does not model (default deny).
     #[error("{0} is not supported by the policy")]
     Unsupported(String),
+    /// A caller parameter placeholder that does not match the parameters sent (count, form,
+    /// the tenant's), or one in a position the policy cannot bind safely.
+    #[error("{0}")]
+    Parameter(String),
+    /// The query names the tenant's own placeholder, which only sluice binds.
+    #[error("{0}")]
+    TenantParameter(String),
     /// The tenant value of the principal cannot be used safely.
     #[error("the tenant value of this principal is not acceptable")]
     InvalidTenant,
@@ -52,6 +59,7 @@ impl PolicyError {
     pub fn code(&self) -> &'static str {
         match self {
             PolicyError::Parse(_) => "sql_parse_error",
+            PolicyError::Parameter(_) => "invalid_parameters",
             PolicyError::TooComplex(_) => "query_too_complex",
             PolicyError::Empty => "empty_query",
             PolicyError::MultipleStatements(_) => "multiple_statements",
@@ -62,6 +70,7 @@ impl PolicyError {
             | PolicyError::FunctionNotAllowed(_)
             | PolicyError::Unsupported(_)
             | PolicyError::InvalidTenant
+            | PolicyError::TenantParameter(_)
             | PolicyError::Verification(_) => "policy_denied",
         }
     }
@@ -70,6 +79,7 @@ impl PolicyError {
     pub fn reason(&self) -> &'static str {
         match self {
             PolicyError::Parse(_) => "parse_error",
+            PolicyError::Parameter(_) => "parameter",
             PolicyError::TooComplex(_) => "too_complex",
             PolicyError::Empty => "empty",
             PolicyError::MultipleStatements(_) => "multiple_statements",
@@ -80,6 +90,7 @@ impl PolicyError {
             PolicyError::FunctionNotAllowed(_) => "function_not_allowed",
             PolicyError::Unsupported(_) => "unsupported_syntax",
             PolicyError::InvalidTenant => "invalid_tenant",
+            PolicyError::TenantParameter(_) => "tenant_parameter",
             PolicyError::Verification(_) => "verification_failed",
         }
     }

@@ -11,6 +11,7 @@ mod functions;
 mod limits;
 mod mask;
 mod metered;
+mod params;
 mod pgverify;
 mod print;
 mod pushdown;
@@ -76,9 +77,13 @@ pub struct RewrittenQuery {
     pub manifest: AccessManifest,
 }
 
-/// How the tenant appears in rewritten SQL.
+/// How the tenant appears in rewritten SQL, beside the caller's own parameters.
 pub(crate) enum TenantBinding {
-    Placeholder { text: String, param: BindParam },
+    Placeholder {
+        text: String,
+        param: BindParam,
+        caller: params::CallerParams,
+    },
     Literal(String),
 }
 
@@ -89,6 +94,23 @@ impl TenantBinding {
             TenantBinding::Placeholder { text, .. } => Some(text),
             TenantBinding::Literal(_) => None,
         }
+    }
+
+    /// The caller's parameters (none when the tenant is an inline literal).
+    pub(crate) fn caller(&self) -> params::CallerParams {
+        match self {
+            TenantBinding::Placeholder { caller, .. } => *caller,
+            TenantBinding::Literal(_) => params::CallerParams {
+                count: 0,
+                style: ParamStyle::InlineLiteral,
+            },
+        }
+    }
+
+    /// Whether `text` is a placeholder the rewritten SQL may carry: the tenant's or a caller
+    /// parameter sent.
+    pub(crate) fn allows(&self, text: &str) -> bool {
+        self.placeholder() == Some(text) || self.caller().index(text).is_some()
     }
 }
 
@@ -119,9 +141,30 @@ pub fn rewrite(
     catalog: &Catalog,
     caller: &Caller<'_>,
 ) -> Result<RewrittenQuery, PolicyError> {
+    rewrite_with_params(sql, catalog, caller, 0)
+}
+
+/// [`rewrite`] of a query that carries `params` caller parameters, positional, in the
+/// dialect's placeholder syntax (`$1` … in PostgreSQL; see the `params` module for each
+/// dialect). The query must use each of them; the tenant's placeholder follows them (numbered
+/// styles) or keeps its reserved name, and the caller can never write it. The returned
+/// [`RewrittenQuery::params`] holds the tenant only: the caller's values are bound by the
+/// caller of this function, under [`caller_param_name`]s.
+pub fn rewrite_with_params(
+    sql: &str,
+    catalog: &Catalog,
+    caller: &Caller<'_>,
+    params: usize,
+) -> Result<RewrittenQuery, PolicyError> {
     check_tenant(caller.tenant, catalog.param_style())?;
     let tokens = limits::scan(sql, catalog.dialect())?;
-    with_stack(|| rewrite_bounded(sql, tokens, catalog, caller))
+    with_stack(|| rewrite_bounded(sql, tokens, catalog, caller, params))
+}
+
+/// The name a named parameter style gives caller parameter `i` (1-based: `p1`, `p2` …), or
+/// `None` for positional styles.
+pub fn caller_param_name(style: ParamStyle, i: usize) -> Option<String> {
+    matches!(style, ParamStyle::AtNamed | ParamStyle::ColonNamed).then(|| format!("p{i}"))
 }
 
 fn rewrite_bounded(
@@ -129,6 +172,7 @@ fn rewrite_bounded(
     tokens: usize,
     catalog: &Catalog,
     caller: &Caller<'_>,
+    params: usize,
 ) -> Result<RewrittenQuery, PolicyError> {
     let style = catalog.param_style();
     let dialect = catalog.dialect().parser_dialect();
@@ -139,7 +183,11 @@ fn rewrite_bounded(
         n => return Err(PolicyError::MultipleStatements(n)),
     };
 
-    let binding = match style.placeholder() {
+    let caller_params = params::CallerParams {
+        count: params,
+        style,
+    };
+    let binding = match caller_params.tenant() {
         Some(text) => TenantBinding::Placeholder {
             param: BindParam {
                 name: matches!(style, ParamStyle::AtNamed | ParamStyle::ColonNamed)
@@ -147,7 +195,13 @@ fn rewrite_bounded(
                 value: caller.tenant.to_string(),
             },
             text,
+            caller: caller_params,
         },
+        None if params > 0 => {
+            return Err(PolicyError::Parameter(
+                "this connection binds the tenant inline and takes no parameters".into(),
+            ));
+        }
         None => TenantBinding::Literal(caller.tenant.to_string()),
     };
     let tenant_expr = match &binding {
@@ -159,13 +213,15 @@ fn rewrite_bounded(
         TenantBinding::Literal(t) => Expr::value(Value::SingleQuotedString(t.clone())),
     };
 
-    let mut rewriter = rewrite::Rewriter::new(catalog, caller.groups, tenant_expr);
+    let mut rewriter =
+        rewrite::Rewriter::new(catalog, caller.groups, tenant_expr, binding.caller());
     rewriter.statement(&mut statement)?;
+    binding.caller().all_used(&rewriter.params_used)?;
     check_column_grants(&rewriter, catalog, caller.groups)?;
     if let (Some(limit), Statement::Query(q)) = (caller.row_limit, &mut statement) {
         apply_row_limit(q, limit)?;
     }
-    let sql = print::statement(&statement, catalog.dialect(), binding.placeholder())?;
+    let sql = print::statement(&statement, catalog.dialect(), &binding)?;
     drop(statement);
     verify::verify(&sql, catalog, &binding, caller)?;
 
@@ -238,6 +294,17 @@ fn apply_row_limit(q: &mut Query, limit: u64) -> Result<(), PolicyError> {
     let cap = || Expr::value(rewrite::number(&limit.to_string()));
     let computed =
         || PolicyError::Unsupported("a computed LIMIT or FETCH count under a row limit".into());
+    // A parameter's value is not known here, so the cap cannot be checked against it.
+    let param_count = |e: &Expr| {
+        matches!(e, Expr::Value(v) if matches!(v.value, Value::Placeholder(_)))
+            || matches!(e, Expr::Identifier(i) if i.quote_style.is_none() && i.value.starts_with('@'))
+    };
+    let counted = |e: Option<&Expr>| match e {
+        Some(e) if param_count(e) => PolicyError::Parameter(
+            "a parameter cannot be the LIMIT or FETCH count of a query under a row limit".into(),
+        ),
+        _ => computed(),
+    };
     if let Some(fetch) = &mut q.fetch {
         if fetch.with_ties {
             // Every row tying with the last one counts: no number of rows is capped.
@@ -247,7 +314,7 @@ fn apply_row_limit(q: &mut Query, limit: u64) -> Result<(), PolicyError> {
         }
         match fetch.quantity.as_ref().map(literal_u64) {
             Some(Some(n)) if n <= limit && !fetch.percent => {}
-            Some(None) => return Err(computed()),
+            Some(None) => return Err(counted(fetch.quantity.as_ref())),
             _ => {
                 fetch.quantity = Some(cap());
                 fetch.percent = false;
@@ -265,13 +332,13 @@ fn apply_row_limit(q: &mut Query, limit: u64) -> Result<(), PolicyError> {
         }
         Some(LimitClause::LimitOffset { limit: l, .. }) => match l.as_ref().map(literal_u64) {
             Some(Some(n)) if n <= limit => {}
-            Some(None) => return Err(computed()),
+            Some(None) => return Err(counted(l.as_ref())),
             _ => *l = Some(cap()),
         },
         Some(LimitClause::OffsetCommaLimit { limit: l, .. }) => match literal_u64(l) {
             Some(n) if n <= limit => {}
             Some(_) => *l = cap(),
-            None => return Err(computed()),
+            None => return Err(counted(Some(l))),
         },
     }
     Ok(())

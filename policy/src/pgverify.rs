@@ -719,7 +719,7 @@ impl<'a> PgVerifier<'a> {
             if names(&c.fields).as_deref() == Some(&[tenant_column]));
         let value_ok = match (node(&a.rexpr), self.binding) {
             (Some(N::ParamRef(p)), TenantBinding::Placeholder { text, .. }) => {
-                p.number == 1 && text == "$1"
+                format!("${}", p.number) == *text
             }
             (Some(N::AConst(c)), TenantBinding::Literal(t)) => {
                 matches!(&c.val, Some(pb::a_const::Val::Sval(s)) if &s.sval == t)
@@ -873,7 +873,19 @@ impl<'a> PgVerifier<'a> {
                 Some(pb::a_const::Val::Bsval(_)) => Err("a bit-string literal".into()),
                 _ => Ok(()),
             },
-            N::ParamRef(_) => Err("a bind parameter outside a tenant wrapper".into()),
+            // Outside the tenant wrappers, only the caller's own parameters (never the tenant's).
+            N::ParamRef(p) => {
+                if self
+                    .binding
+                    .caller()
+                    .index(&format!("${}", p.number))
+                    .is_some()
+                {
+                    Ok(())
+                } else {
+                    Err("a bind parameter outside a tenant wrapper".into())
+                }
+            }
             N::TypeCast(t) => {
                 match &t.type_name {
                     Some(tn) => self.type_name(tn)?,

@@ -29,6 +29,7 @@ use sqlparser::ast::{
     UnaryOperator, Value, WildcardAdditionalOptions, WindowFrameBound, WindowSpec, WindowType,
 };
 
+use crate::TenantBinding;
 use crate::dialect::Dialect;
 use crate::error::PolicyError;
 
@@ -46,19 +47,20 @@ pub const MAX_PRINTED_BYTES: usize = 4 << 20;
 /// the server, so two names sluice tells apart could resolve to one.
 const PG_MAX_IDENT_BYTES: usize = 63;
 
-/// Prints `statement` canonically for `dialect`. `placeholder` is the tenant parameter's text
-/// (`$1`, `:1`, `:sluice_tenant`, `@sluice_tenant`), the only parameter that may appear.
+/// Prints `statement` canonically for `dialect`. `binding` says which placeholders may appear:
+/// the tenant parameter's (`$1`, `:1`, `:sluice_tenant`, `@sluice_tenant`) and the caller's
+/// parameters sent.
 pub(crate) fn statement(
     statement: &Statement,
     dialect: Dialect,
-    placeholder: Option<&str>,
+    binding: &TenantBinding,
 ) -> Result<String, PolicyError> {
     let Statement::Query(q) = statement else {
         return Err(PolicyError::StatementNotAllowed("this".into()));
     };
     let mut p = Printer {
         d: dialect,
-        placeholder,
+        binding: Some(binding),
         out: String::with_capacity(256),
         glue: true,
     };
@@ -75,7 +77,7 @@ pub(crate) fn statement(
 pub(crate) fn select_items(items: &[SelectItem], dialect: Dialect) -> Result<String, PolicyError> {
     let mut p = Printer {
         d: dialect,
-        placeholder: None,
+        binding: None,
         out: String::new(),
         glue: true,
     };
@@ -85,7 +87,7 @@ pub(crate) fn select_items(items: &[SelectItem], dialect: Dialect) -> Result<Str
 
 struct Printer<'a> {
     d: Dialect,
-    placeholder: Option<&'a str>,
+    binding: Option<&'a TenantBinding>,
     out: String,
     /// The next token follows the previous one without a space (after `(`, `.`, a function
     /// name, and at the start).
@@ -188,9 +190,10 @@ impl Printer<'_> {
     fn ident(&mut self, i: &Ident) -> R {
         if i.quote_style.is_none() && i.value.starts_with('@') {
             // BigQuery's `@name` parameter, which sqlparser reads as an identifier.
-            return match self.placeholder {
-                Some(p) if p == i.value && self.d == Dialect::BigQuery => {
-                    self.t(p);
+            return match self.binding {
+                Some(b) if b.allows(&i.value) && self.d == Dialect::BigQuery => {
+                    let text = i.value.clone();
+                    self.t(&text);
                     Ok(())
                 }
                 _ => Err(refuse("query parameters and system variables (@name)")),
@@ -281,8 +284,8 @@ impl Printer<'_> {
             Value::Boolean(true) => self.word("TRUE"),
             Value::Boolean(false) => self.word("FALSE"),
             Value::Null => self.word("NULL"),
-            Value::Placeholder(p) => match self.placeholder {
-                Some(ours) if ours == p => {
+            Value::Placeholder(p) => match self.binding {
+                Some(b) if b.allows(p) => {
                     self.t(p);
                     Ok(())
                 }

@@ -132,6 +132,10 @@ mod tests {
                 name: None,
                 value: "A".into(),
             },
+            caller: crate::params::CallerParams {
+                count: 0,
+                style: ParamStyle::DollarNumbered,
+            },
         };
         let caller = Caller {
             tenant: "A",

@@ -22,6 +22,7 @@ use sqlparser::ast::{
 use crate::catalog::{Access, Catalog, ColumnView, Resolved, TableName, TableRule};
 use crate::dialect::Dialect;
 use crate::error::PolicyError;
+use crate::params::CallerParams;
 use crate::{functions, mask};
 
 type R = Result<(), PolicyError>;
@@ -71,10 +72,18 @@ pub(crate) struct Rewriter<'a> {
     /// [`MAX_TABLE_REFERENCES`]).
     ctes: usize,
     table_refs: usize,
+    /// The caller's parameters, and which of them the query uses.
+    params: CallerParams,
+    pub(crate) params_used: BTreeSet<usize>,
 }
 
 impl<'a> Rewriter<'a> {
-    pub(crate) fn new(catalog: &'a Catalog, groups: &'a [String], tenant_expr: Expr) -> Self {
+    pub(crate) fn new(
+        catalog: &'a Catalog,
+        groups: &'a [String],
+        tenant_expr: Expr,
+        params: CallerParams,
+    ) -> Self {
         Rewriter {
             catalog,
             groups,
@@ -88,6 +97,8 @@ impl<'a> Rewriter<'a> {
             wrapped: 0,
             ctes: 0,
             table_refs: 0,
+            params,
+            params_used: BTreeSet::new(),
         }
     }
 
@@ -810,6 +821,16 @@ impl<'a> Rewriter<'a> {
 
     fn expr(&mut self, e: &mut Expr) -> R {
         match e {
+            Expr::Identifier(i)
+                if self.dialect() == Dialect::BigQuery
+                    && i.quote_style.is_none()
+                    && i.value.starts_with("@p") =>
+            {
+                // BigQuery's `@p1` parameters parse as identifiers.
+                let n = self.params.check(&i.value)?;
+                self.params_used.insert(n);
+                Ok(())
+            }
             Expr::Identifier(i) => {
                 check_not_variable(i)?;
                 self.check_not_system_column(i)?;
@@ -975,9 +996,11 @@ impl<'a> Rewriter<'a> {
                 Ok(())
             }
             Expr::Value(v) => match &v.value {
-                Value::Placeholder(_) => Err(unsupported(
-                    "bind parameters in the query text (sluice binds only the tenant)",
-                )),
+                Value::Placeholder(p) => {
+                    let n = self.params.check(p)?;
+                    self.params_used.insert(n);
+                    Ok(())
+                }
                 _ => Ok(()),
             },
             Expr::TypedString(ts) => check_data_type(&ts.data_type),

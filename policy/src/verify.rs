@@ -12,6 +12,7 @@ use sqlparser::ast::{
 };
 
 use crate::catalog::{Access, Catalog, TableRule};
+use crate::dialect::Dialect;
 use crate::error::PolicyError;
 use crate::rewrite::fence;
 use crate::{Caller, MAX_PARSE_DEPTH, TenantBinding, functions, mask, outer_limit};
@@ -38,7 +39,7 @@ pub(crate) fn verify(
     };
     // The printed form is a fixed point: what sqlparser reads back prints as the same text, so
     // the tree checked below is the tree that was printed.
-    match crate::print::statement(statement, d, binding.placeholder()) {
+    match crate::print::statement(statement, d, binding) {
         Ok(again) if again == sql => {}
         _ => {
             return Err(PolicyError::Verification(
@@ -431,15 +432,20 @@ impl Visitor for Verifier<'_> {
 
     fn pre_visit_expr(&mut self, e: &Expr) -> ControlFlow<String> {
         match e {
+            // Outside the tenant wrappers, only the caller's own parameters (never the tenant's).
             Expr::Value(v)
-                if matches!(v.value, Value::Placeholder(_)) && self.wrapper.is_none() =>
+                if matches!(&v.value, Value::Placeholder(p)
+                    if self.binding.caller().index(p).is_none())
+                    && self.wrapper.is_none() =>
             {
                 ControlFlow::Break("a bind parameter outside a tenant wrapper".into())
             }
             Expr::Identifier(i)
                 if i.quote_style.is_none()
                     && i.value.starts_with('@')
-                    && self.wrapper.is_none() =>
+                    && self.wrapper.is_none()
+                    && !(self.catalog.dialect() == Dialect::BigQuery
+                        && self.binding.caller().index(&i.value).is_some()) =>
             {
                 ControlFlow::Break("a query parameter or system variable".into())
             }

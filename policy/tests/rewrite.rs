@@ -538,3 +538,100 @@ fn literals_are_redacted_for_the_audit_log() {
         !sluice_policy::redact_literals("SELEC 'secret'", Dialect::Postgres).contains("secret")
     );
 }
+
+fn with_params(
+    sql: &str,
+    catalog: &Catalog,
+    n: usize,
+    row_limit: Option<u64>,
+) -> Result<RewrittenQuery, PolicyError> {
+    let groups: Vec<String> = ANALYST.iter().map(|g| g.to_string()).collect();
+    sluice_policy::rewrite_with_params(
+        sql,
+        catalog,
+        &Caller {
+            tenant: "A",
+            groups: &groups,
+            row_limit,
+        },
+        n,
+    )
+}
+
+#[test]
+fn caller_parameters_keep_their_placeholders_and_the_tenant_follows_them() {
+    let c = world(ParamStyle::DollarNumbered);
+    let r = with_params(
+        "SELECT id FROM orders WHERE status = $2 AND id > $1 AND $2 <> 'x'",
+        &c,
+        2,
+        None,
+    )
+    .unwrap();
+    assert!(r.sql.contains(r#""tenant_id" = $3"#), "{}", r.sql);
+    assert!(
+        r.sql.contains(r#""status" = $2"#) && r.sql.contains(r#""id" > $1"#),
+        "{}",
+        r.sql
+    );
+    assert!(!r.sql.contains("$1 OFFSET"), "{}", r.sql);
+    // The tenant only, in `params`: the caller binds its own values.
+    assert_eq!(r.params.len(), 1);
+    assert_eq!(r.params[0].value, "A");
+    // Not copied inside the fence (parameters are not constants the verifier knows).
+    assert!(
+        !r.sql.contains(r#"WHERE "tenant_id" = $3 AND"#),
+        "{}",
+        r.sql
+    );
+}
+
+#[test]
+fn caller_parameters_must_match_what_was_sent() {
+    let c = world(ParamStyle::DollarNumbered);
+    let code = |sql: &str, n: usize, limit: Option<u64>| {
+        let e = with_params(sql, &c, n, limit).unwrap_err();
+        (e.code(), e.to_string())
+    };
+    // Too few sent (the query uses $2), too many sent ($2 unused), none sent.
+    let (c1, m1) = code("SELECT id FROM orders WHERE id = $1 OR id = $3", 1, None);
+    assert_eq!(c1, "invalid_parameters");
+    assert!(m1.contains("use $1"), "{m1}");
+    // $2 is the tenant's when one is sent: a policy refusal.
+    let (c5, m5) = code(
+        "SELECT id FROM orders WHERE id = $1 OR tenant_id = $2",
+        1,
+        None,
+    );
+    assert_eq!(c5, "policy_denied");
+    assert!(m5.contains("tenant"), "{m5}");
+    let (c2, m2) = code("SELECT id FROM orders WHERE id = $1", 2, None);
+    assert_eq!(c2, "invalid_parameters");
+    assert!(m2.contains("does not use $2"), "{m2}");
+    let (c3, m3) = code("SELECT id FROM orders WHERE id = $2", 0, None);
+    assert_eq!(c3, "invalid_parameters");
+    assert!(m3.contains("no parameters were sent"), "{m3}");
+    // Another style's placeholder, a leading zero: not one of the parameters sent.
+    assert_eq!(
+        code("SELECT id FROM orders WHERE id = :1", 1, None).0,
+        "invalid_parameters"
+    );
+    assert_eq!(
+        code("SELECT id FROM orders WHERE id = $01", 1, None).0,
+        "invalid_parameters"
+    );
+    // A position the policy cannot check: the LIMIT of a query under a row limit.
+    let (c4, m4) = code("SELECT id FROM orders LIMIT $1", 1, Some(10));
+    assert_eq!(c4, "invalid_parameters");
+    assert!(m4.contains("LIMIT"), "{m4}");
+    // Without a row limit, a parameter LIMIT is the caller's business.
+    assert!(with_params("SELECT id FROM orders LIMIT $1", &c, 1, None).is_ok());
+    // A catalog that binds the tenant inline takes no parameters.
+    let inline = world(ParamStyle::InlineLiteral);
+    assert_eq!(
+        with_params("SELECT id FROM orders WHERE id = $1", &inline, 1, None)
+            .unwrap_err()
+            .code(),
+        "invalid_parameters"
+    );
+}

@@ -996,3 +996,161 @@ async fn the_daemon_refuses_a_privileged_service_login_unless_allowed() {
         "{body}"
     );
 }
+
+/// `POST <path>` on the world daemon as alice of tenant A, with caller parameters.
+async fn post_params(d: &Daemon, path: &str, sql: &str, params: Value) -> (u16, Value) {
+    let r = reqwest::Client::new()
+        .post(format!("{}{path}", d.url))
+        .bearer_auth(token())
+        .json(&json!({"sql": sql, "connection": "world", "params": params}))
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap())
+}
+
+#[tokio::test]
+async fn caller_parameters_are_bound_at_the_warehouse_never_spliced_into_the_sql() {
+    let db = TestDb::create("params", WORLD_SQL).await;
+    let dir = tempfile::tempdir().unwrap();
+    let d = daemon(&db, dir.path(), 30_000, 30_000).await;
+    let q = |sql: &'static str, params: Value| post_params(&d, "/v1/query", sql, params);
+
+    // Typed values, bound as the types PostgreSQL infers; the tenant's `$4` after them.
+    let (s, b) = q(
+        "SELECT id, status FROM orders WHERE id BETWEEN $1 AND $2 AND status = $3 ORDER BY id",
+        json!([1, 10, "open"]),
+    )
+    .await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(
+        b["rows"],
+        json!([[1, "open"], [4, "open"], [7, "open"], [10, "open"]])
+    );
+    // Text that would be an injection if spliced is a value; another tenant's id filters
+    // within the caller's rows; NULL, timestamps and numerics as PostgreSQL reads them.
+    for (sql, params, n) in [
+        (
+            "SELECT count(*) AS n FROM orders WHERE status = $1",
+            json!(["x' OR '1'='1"]),
+            0,
+        ),
+        (
+            "SELECT count(*) AS n FROM orders WHERE tenant_id = $1",
+            json!(["B"]),
+            0,
+        ),
+        (
+            "SELECT count(*) AS n FROM orders WHERE $1::text IS NULL",
+            json!([null]),
+            200,
+        ),
+        (
+            "SELECT count(*) AS n FROM orders WHERE created_at < $1 AND amount > $2",
+            json!(["2100-01-01T00:00:00Z", "10.5"]),
+            200,
+        ),
+        (
+            "SELECT count(*) AS n FROM orders WHERE amount > $1",
+            json!([10.5]),
+            200,
+        ),
+    ] {
+        let (s, b) = q(sql, params).await;
+        assert_eq!((s, b["rows"][0][0].clone()), (200, json!(n)), "{sql}: {b}");
+    }
+
+    // Refused, each with its own precise 400: too few, too many, the tenant's placeholder,
+    // a value of the wrong type, a non-scalar.
+    for (sql, params, code) in [
+        (
+            "SELECT id FROM orders WHERE id = $1 OR id = $3",
+            json!([1]),
+            "invalid_parameters",
+        ),
+        (
+            "SELECT id FROM orders WHERE id = $1",
+            json!([1, 2]),
+            "invalid_parameters",
+        ),
+        (
+            "SELECT id FROM orders WHERE id = $1",
+            json!(["abc"]),
+            "invalid_parameter",
+        ),
+        (
+            "SELECT id FROM orders WHERE id = $1",
+            json!([true]),
+            "invalid_parameter",
+        ),
+        (
+            "SELECT id FROM orders WHERE id = $1",
+            json!([[1]]),
+            "invalid_parameter",
+        ),
+        // PostgreSQL has no `?` placeholder: its grammar refuses it.
+        (
+            "SELECT id FROM orders WHERE id = ?",
+            json!([1]),
+            "sql_parse_error",
+        ),
+    ] {
+        let (s, b) = q(sql, params.clone()).await;
+        assert_eq!(
+            (s, b["code"].as_str()),
+            (400, Some(code)),
+            "{sql} {params}: {b}"
+        );
+    }
+
+    // The tenant's own placeholder (`$2` with one parameter sent, `$1` with none) is a policy
+    // refusal: only sluice binds it.
+    for (sql, params) in [
+        ("SELECT id FROM orders WHERE tenant_id = $2", json!(["B"])),
+        (
+            "SELECT id FROM orders WHERE id = $1 AND status = $2",
+            json!([1]),
+        ),
+        ("SELECT id FROM orders WHERE tenant_id = $1", json!([])),
+    ] {
+        let (s, b) = q(sql, params).await;
+        assert_eq!(
+            (s, b["code"].as_str()),
+            (403, Some("policy_denied")),
+            "{sql}: {b}"
+        );
+        assert!(b["detail"].as_str().unwrap().contains("sent"), "{b}");
+    }
+
+    // Explain shows the parameters and the SQL as sent, the tenant's placeholder after them.
+    let (s, b) = post_params(
+        &d,
+        "/v1/policy/explain",
+        "SELECT id FROM orders WHERE id = $1",
+        json!([7]),
+    )
+    .await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(b["caller_params"], json!([7]));
+    assert_eq!(b["params"], json!(["A"]));
+    let sql = b["sql"].as_str().unwrap();
+    assert!(
+        sql.contains("\"tenant_id\" = $2") && sql.contains("\"id\" = $1"),
+        "{sql}"
+    );
+
+    // The audit record stores them, beside the tenant.
+    let audit = sluice_audit::open_read_only(&dir.path().join("data/audit.sqlite")).unwrap();
+    let records = sluice_audit::read_all(&audit).unwrap();
+    let attempt = records
+        .iter()
+        .find(|r| {
+            r.event == sluice_audit::Event::QueryAttempt
+                && r.sql
+                    .as_deref()
+                    .is_some_and(|s| s.contains("BETWEEN $1 AND $2"))
+        })
+        .unwrap();
+    assert_eq!(attempt.params, ["1", "10", "\"open\"", "A"]);
+}

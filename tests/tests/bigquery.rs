@@ -335,6 +335,50 @@ columns = ["tenant_id", "id"]
         .unwrap();
     assert!(done.warehouse_query_id.is_some());
 
+    // 1b. Caller parameters: BigQuery's own named syntax, `@p1`, `@p2` for the first and second
+    // values, typed; the tenant keeps its reserved name, which the caller cannot write.
+    let (status, body) = sluice
+        .query_params(
+            &alice,
+            "SELECT id, tenant_id FROM orders WHERE id >= @p1 AND id < @p2 ORDER BY id",
+            json!([1, 3]),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["rows"], json!([[1, "A"], [2, "A"]]));
+    let sent = layer.last_body.lock().unwrap().clone();
+    assert_eq!(
+        sent["queryParameters"],
+        json!([{"name": "p1", "parameterType": {"type": "INT64"}, "parameterValue": {"value": "1"}},
+               {"name": "p2", "parameterType": {"type": "INT64"}, "parameterValue": {"value": "3"}},
+               {"name": "sluice_tenant", "parameterType": {"type": "STRING"},
+                "parameterValue": {"value": "A"}}])
+    );
+    let (status, body) = sluice
+        .query_params(
+            &alice,
+            "SELECT id FROM orders WHERE tenant_id = @sluice_tenant",
+            json!([]),
+        )
+        .await;
+    assert_eq!(
+        (status, body["code"].clone()),
+        (403, json!("policy_denied")),
+        "{body}"
+    );
+    let (status, body) = sluice
+        .query_params(
+            &alice,
+            "SELECT id FROM orders WHERE id = @p1",
+            json!([1, 2]),
+        )
+        .await;
+    assert_eq!(
+        (status, body["code"].clone()),
+        (400, json!("invalid_parameters")),
+        "{body}"
+    );
+
     // 2. Paging: 25,000 rows of tenant A in pages of 10,000, fetched as read.
     let r = sluice
         .query(&alice, "SELECT tenant_id, id FROM orders")

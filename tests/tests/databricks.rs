@@ -97,9 +97,19 @@ async fn submit(State(layer): State<Arc<Layer>>, headers: HeaderMap, body: Bytes
     // Documented named parameters, which minilake lacks: bind them here.
     if let Some(params) = body.as_object_mut().unwrap().remove("parameters") {
         let mut statement = body["statement"].as_str().unwrap().to_string();
-        for p in params.as_array().unwrap() {
+        // Longest names first, so `:p1` never replaces the start of `:p10`.
+        let mut params = params.as_array().unwrap().clone();
+        params.sort_by_key(|p| std::cmp::Reverse(p["name"].as_str().unwrap().len()));
+        for p in &params {
             let marker = format!(":{}", p["name"].as_str().unwrap());
-            statement = statement.replace(&marker, &sql_literal(p["value"].as_str().unwrap()));
+            // A parameter without a value is NULL; typed values as the type says.
+            let value = match (p["type"].as_str().unwrap(), &p["value"]) {
+                (_, Value::Null) => "NULL".to_string(),
+                ("STRING", v) => sql_literal(v.as_str().unwrap()),
+                ("BIGINT" | "DOUBLE" | "BOOLEAN", v) => v.as_str().unwrap().to_string(),
+                (other, _) => panic!("parameter type {other}"),
+            };
+            statement = statement.replace(&marker, &value);
         }
         body["statement"] = json!(statement);
     }
@@ -348,6 +358,50 @@ columns = ["tenant_id", "id"]
         done.warehouse_query_id
             .as_deref()
             .is_some_and(|id| id.len() >= 32)
+    );
+
+    // Caller parameters: Databricks' own named syntax, `:p1`, `:p2`, typed; the tenant keeps
+    // its reserved name.
+    let (status, body) = sluice
+        .query_params(
+            &alice,
+            "SELECT id, tenant_id FROM orders WHERE id >= :p1 AND tenant_id = :p2 ORDER BY id LIMIT 2",
+            json!([1, "A"]),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["rows"].as_array().map(Vec::len), Some(2), "{body}");
+    let sent = layer.last_body.lock().unwrap().clone();
+    assert_eq!(
+        sent["parameters"],
+        json!([{"name": "p1", "value": "1", "type": "BIGINT"},
+               {"name": "p2", "value": "A", "type": "STRING"},
+               {"name": "sluice_tenant", "value": "A", "type": "STRING"}])
+    );
+    // Another tenant's id as a parameter: filtered within the caller's rows.
+    let (status, body) = sluice
+        .query_params(
+            &alice,
+            "SELECT id FROM orders WHERE tenant_id = :p1",
+            json!(["B"]),
+        )
+        .await;
+    assert_eq!(
+        (status, body["row_count"].clone()),
+        (200, json!(0)),
+        "{body}"
+    );
+    let (status, body) = sluice
+        .query_params(
+            &alice,
+            "SELECT id FROM orders WHERE tenant_id = :sluice_tenant",
+            json!([]),
+        )
+        .await;
+    assert_eq!(
+        (status, body["code"].clone()),
+        (403, json!("policy_denied")),
+        "{body}"
     );
 
     // 2. Chunks: 130,000 rows of tenant A in two chunks, the second fetched as read.

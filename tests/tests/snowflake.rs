@@ -257,6 +257,53 @@ columns = ["TENANT_ID", "ID"]
     })
     .await;
 
+    // 1b. Caller parameters (`:1`, `:2`), bound by position; the tenant's placeholder comes
+    // after them and is bound by sluice alone. Each `?` gets its own binding, in text order.
+    let (status, body) = sluice
+        .query_params(
+            &alice,
+            "SELECT ID, TENANT_ID FROM ORDERS WHERE ID >= :1 AND ID < :2 ORDER BY ID",
+            json!([3, 5]),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["rows"], json!([["3", "A"], ["4", "A"]]));
+    let sent = layer.last_body.lock().unwrap().clone();
+    assert_eq!(
+        sent["bindings"],
+        json!({"1": {"type": "TEXT", "value": "A"},
+               "2": {"type": "FIXED", "value": "3"},
+               "3": {"type": "FIXED", "value": "5"}}),
+        "{}",
+        sent["statement"]
+    );
+    // A parameter naming another tenant filters within the caller's rows, never beside them.
+    let (status, body) = sluice
+        .query_params(
+            &alice,
+            "SELECT ID FROM ORDERS WHERE TENANT_ID = :1",
+            json!(["B"]),
+        )
+        .await;
+    assert_eq!(
+        (status, body["row_count"].clone()),
+        (200, json!(0)),
+        "{body}"
+    );
+    // The tenant's own placeholder (`:2` with one parameter) is not the caller's to write.
+    let (status, body) = sluice
+        .query_params(
+            &alice,
+            "SELECT ID FROM ORDERS WHERE TENANT_ID = :2",
+            json!(["B"]),
+        )
+        .await;
+    assert_eq!(
+        (status, body["code"].clone()),
+        (403, json!("policy_denied")),
+        "{body}"
+    );
+
     // 2. 202, then polling the statement's status URL.
     layer.force_202.store(true, Ordering::SeqCst);
     let r = query("SELECT ID FROM ORDERS WHERE ID < 5 ORDER BY ID").await;

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use sluice_audit::AuditLog;
-use sluice_connectors::{Connector, ConnectorError, Param, UserCredential};
+use sluice_connectors::{Connector, ConnectorError, Param, ParamValue, UserCredential};
 use sluice_policy::BindParam;
 
 use crate::auth::principal::Principal;
@@ -136,7 +136,7 @@ pub fn bind(params: &[BindParam]) -> Vec<Param> {
         .iter()
         .map(|p| Param {
             name: p.name.clone(),
-            value: p.value.clone(),
+            value: ParamValue::Text(p.value.clone()),
         })
         .collect()
 }
@@ -146,6 +146,7 @@ pub fn warehouse_error(e: &ConnectorError) -> Error {
     tracing::warn!(kind = e.kind(), error = %e.log_message(), "warehouse error");
     match e {
         ConnectorError::Plan(_) => Error::request("invalid_query", e.client_message()),
+        ConnectorError::Parameter(_) => Error::request("invalid_parameter", e.client_message()),
         ConnectorError::Unavailable(_) => {
             Error::new(Kind::Warehouse, "warehouse_unavailable", e.client_message())
         }

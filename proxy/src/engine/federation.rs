@@ -547,6 +547,7 @@ fn clone_connector_error(c: &ConnectorError) -> ConnectorError {
         },
         ConnectorError::Unauthorized(m) => ConnectorError::Unauthorized(m.clone()),
         ConnectorError::ResourceExhausted(m) => ConnectorError::ResourceExhausted(m.clone()),
+        ConnectorError::Parameter(m) => ConnectorError::Parameter(m.clone()),
     }
 }
 

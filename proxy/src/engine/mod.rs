@@ -45,7 +45,7 @@ use crate::vault::Vault;
 pub use answer::Answer;
 use audit::QueryAudit;
 use cancel::unless_cancelled;
-use connection::{RunAs, bind, warehouse_error};
+use connection::{RunAs, warehouse_error};
 pub use params::ParamValue;
 use policy::Policy;
 use route::{Connections, Route, SourceRef};
@@ -250,14 +250,29 @@ impl Request<'_> {
         if let Some(d) = redact {
             self.audit.record.sql = Some(sluice_policy::redact_literals(&query.sql, d));
         }
-        let rewritten = params::rewrite(&sql, catalog, &caller, &query.params)?;
-        self.audit.rewritten(&rewritten, redact);
+        let bound = params::rewrite(&sql, catalog, &caller, &query.params)?;
+        let rewritten = &bound.rewritten;
+        self.audit.rewritten(rewritten, redact);
+        // The caller's values, then the tenant's, as bound (caller values are literals of
+        // the query: redacted with them).
+        let shown: Vec<String> = query.params.iter().map(params::shown).collect();
+        self.audit.record.params = match redact {
+            Some(_) => vec!["?".to_string(); shown.len()],
+            None => shown.clone(),
+        }
+        .into_iter()
+        .chain(rewritten.params.iter().map(|p| p.value.clone()))
+        .collect();
 
         if query.mode == Mode::Explain {
             // No warehouse is contacted: the attempt, then the document.
             self.attempt().await?;
-            let mut doc = explain::allowed(&rewritten);
+            let mut doc = explain::allowed(rewritten);
             doc["connection"] = json!(conn.id);
+            if !shown.is_empty() {
+                doc["caller_params"] =
+                    json!(query.params.iter().map(param_json).collect::<Vec<_>>());
+            }
             return Ok(self.explained(doc).await);
         }
 
@@ -265,7 +280,7 @@ impl Request<'_> {
         let vault = engine.vault.as_deref();
         let mut run_as = RunAs::choose(vault, &engine.audit, &conn, &principal).await?;
         self.attempt().await?;
-        let params = bind(&rewritten.params);
+        let params = &bound.params;
         let request_id = self.ctx.request_id.clone();
         let start_by = self.start_by;
         // A warehouse that refuses the user's token gets one refresh and one retry.
@@ -273,7 +288,7 @@ impl Request<'_> {
         let mut stream = loop {
             let execute = conn.connector.execute(QueryRequest {
                 sql: &rewritten.sql,
-                params: &params,
+                params,
                 request_id: &request_id,
                 credential: run_as.credential()?,
             });
@@ -443,6 +458,17 @@ fn explains(e: &Error) -> bool {
         e.kind,
         Kind::Audit | Kind::Internal | Kind::Timeout | Kind::ClientGone
     ) && e.code != "unknown_connection"
+}
+
+/// A caller parameter as JSON.
+fn param_json(v: &ParamValue) -> Value {
+    match v {
+        ParamValue::Null => Value::Null,
+        ParamValue::Bool(b) => json!(b),
+        ParamValue::Int(i) => json!(i),
+        ParamValue::Float(f) => json!(f),
+        ParamValue::Text(s) => json!(s),
+    }
 }
 
 /// The explain document of a refusal.

@@ -1,6 +1,7 @@
 //! Caller parameters: positional values a caller sends beside the SQL, bound as parameters all
 //! the way to the warehouse, never spliced into SQL text.
 
+use sluice_connectors::Param;
 use sluice_policy::{Caller, Catalog, RewrittenQuery};
 
 use crate::error::Error;
@@ -11,61 +12,47 @@ pub const MAX_PARAMS: usize = 1_000;
 pub const MAX_PARAM_BYTES: usize = 64 * 1024;
 
 /// One caller parameter: a JSON scalar.
-#[derive(Debug, Clone, PartialEq)]
-pub enum ParamValue {
-    /// SQL `NULL`.
-    Null,
-    /// A boolean.
-    Bool(bool),
-    /// An integer (fits `i64`).
-    Int(i64),
-    /// A finite floating-point number.
-    Float(f64),
-    /// Text.
-    Text(String),
-}
+pub use sluice_connectors::ParamValue;
 
-impl ParamValue {
-    /// A JSON value as a parameter: scalars only.
-    pub fn from_json(i: usize, v: &serde_json::Value) -> Result<ParamValue, Error> {
-        use serde_json::Value as J;
-        Ok(match v {
-            J::Null => ParamValue::Null,
-            J::Bool(b) => ParamValue::Bool(*b),
-            J::Number(n) => match (n.as_i64(), n.as_f64()) {
-                (Some(i), _) => ParamValue::Int(i),
-                (None, Some(f)) if f.is_finite() && n.as_u64().is_none() => ParamValue::Float(f),
-                _ => {
-                    return Err(Error::request(
-                        "invalid_parameter",
-                        format!(
-                            "parameter ${}: the number does not fit a 64-bit integer",
-                            i + 1
-                        ),
-                    ));
-                }
-            },
-            J::String(s) if s.len() > MAX_PARAM_BYTES => {
+/// A JSON value as a parameter: scalars only.
+fn one(i: usize, v: &serde_json::Value) -> Result<ParamValue, Error> {
+    use serde_json::Value as J;
+    Ok(match v {
+        J::Null => ParamValue::Null,
+        J::Bool(b) => ParamValue::Bool(*b),
+        J::Number(n) => match (n.as_i64(), n.as_f64()) {
+            (Some(i), _) => ParamValue::Int(i),
+            (None, Some(f)) if f.is_finite() && n.as_u64().is_none() => ParamValue::Float(f),
+            _ => {
                 return Err(Error::request(
                     "invalid_parameter",
                     format!(
-                        "parameter ${} is longer than {MAX_PARAM_BYTES} bytes",
+                        "parameter ${}: the number does not fit a 64-bit integer",
                         i + 1
                     ),
                 ));
             }
-            J::String(s) => ParamValue::Text(s.clone()),
-            J::Array(_) | J::Object(_) => {
-                return Err(Error::request(
-                    "invalid_parameter",
-                    format!(
-                        "parameter ${} must be a string, number, boolean or null",
-                        i + 1
-                    ),
-                ));
-            }
-        })
-    }
+        },
+        J::String(s) if s.len() > MAX_PARAM_BYTES => {
+            return Err(Error::request(
+                "invalid_parameter",
+                format!(
+                    "parameter ${} is longer than {MAX_PARAM_BYTES} bytes",
+                    i + 1
+                ),
+            ));
+        }
+        J::String(s) => ParamValue::Text(s.clone()),
+        J::Array(_) | J::Object(_) => {
+            return Err(Error::request(
+                "invalid_parameter",
+                format!(
+                    "parameter ${} must be a string, number, boolean or null",
+                    i + 1
+                ),
+            ));
+        }
+    })
 }
 
 /// A caller's parameters from JSON.
@@ -76,27 +63,50 @@ pub fn from_json(values: &[serde_json::Value]) -> Result<Vec<ParamValue>, Error>
             format!("a query may carry at most {MAX_PARAMS} parameters"),
         ));
     }
-    values
-        .iter()
-        .enumerate()
-        .map(|(i, v)| ParamValue::from_json(i, v))
-        .collect()
+    values.iter().enumerate().map(|(i, v)| one(i, v)).collect()
 }
 
-/// The policy's rewrite, with the caller's parameters bound.
+/// A rewritten query and every parameter it binds, as the connector takes them.
+pub(crate) struct Bound {
+    pub(crate) rewritten: RewrittenQuery,
+    /// The caller's parameters (`$1` … or `p1` … by name), then the tenant's.
+    pub(crate) params: Vec<Param>,
+}
+
+/// The policy's rewrite, with the caller's parameters bound: positional ones first, the
+/// tenant's after them (numbered styles), or each under its name (named styles).
 pub(crate) fn rewrite(
     sql: &str,
     catalog: &Catalog,
     caller: &Caller<'_>,
     params: &[ParamValue],
-) -> Result<RewrittenQuery, Error> {
-    if params.is_empty() {
-        return Ok(sluice_policy::rewrite(sql, catalog, caller)?);
+) -> Result<Bound, Error> {
+    let rewritten = sluice_policy::rewrite_with_params(sql, catalog, caller, params.len())?;
+    let style = catalog.param_style();
+    let mut bound: Vec<Param> = params
+        .iter()
+        .enumerate()
+        .map(|(i, v)| Param {
+            name: sluice_policy::caller_param_name(style, i + 1),
+            value: v.clone(),
+        })
+        .collect();
+    bound.extend(crate::engine::connection::bind(&rewritten.params));
+    Ok(Bound {
+        rewritten,
+        params: bound,
+    })
+}
+
+/// A parameter as the audit log and explain show it: JSON text (`"text"`, `5`, `null`).
+pub(crate) fn shown(v: &ParamValue) -> String {
+    match v {
+        ParamValue::Null => "null".into(),
+        ParamValue::Bool(b) => b.to_string(),
+        ParamValue::Int(i) => i.to_string(),
+        ParamValue::Float(f) => format!("{f:?}"),
+        ParamValue::Text(s) => serde_json::Value::String(s.clone()).to_string(),
     }
-    Err(Error::request(
-        "parameters_not_supported",
-        "caller parameters are not supported yet",
-    ))
 }
 
 /// Parameters in a federated query are refused: the workspace plans the query itself.

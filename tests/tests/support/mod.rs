@@ -180,6 +180,25 @@ impl OauthSluice {
             .unwrap()
     }
 
+    /// `POST /v1/query` with caller parameters; returns the status and the JSON body.
+    pub async fn query_params(
+        &self,
+        token: &str,
+        sql: &str,
+        params: serde_json::Value,
+    ) -> (u16, serde_json::Value) {
+        let r = self
+            .http
+            .post(format!("{}/v1/query", self.base))
+            .bearer_auth(token)
+            .json(&json!({ "sql": sql, "params": params }))
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap())
+    }
+
     /// The access token the vault holds for a user and connection.
     pub fn held_token(&self, tenant: &str, user: &str, connection: &str) -> String {
         let keys = sluice::vault::keyring(&self.vault).unwrap();
