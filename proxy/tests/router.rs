@@ -1,0 +1,233 @@
+//! The HTTP front door through the router without a socket (`router(state).oneshot(..)`): the
+//! handlers translate requests into engine calls and errors into problem+json; the engine
+//! (embedded demo data) audits every way out.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode, header};
+use http_body_util::BodyExt;
+use serde_json::{Value, json};
+use sluice::app::AppState;
+use sluice_audit::{AuditRecord, Event};
+use tower::ServiceExt;
+
+struct Demo {
+    state: Arc<AppState>,
+    data_dir: std::path::PathBuf,
+    _writer: sluice_audit::AuditWriter,
+    _dir: tempfile::TempDir,
+}
+
+async fn demo() -> Demo {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    let config = sluice::demo::config(&data_dir, "127.0.0.1:0").unwrap();
+    let app = sluice::app::build(config).await.unwrap();
+    Demo {
+        state: app.state,
+        data_dir,
+        _writer: app.audit_writer,
+        _dir: dir,
+    }
+}
+
+impl Demo {
+    fn token(&self, tenant: &str) -> String {
+        sluice::demo::token(&self.data_dir, "alice", tenant, &["analyst".into()]).unwrap()
+    }
+
+    async fn call(&self, req: Request<Body>) -> (StatusCode, String, Value) {
+        let resp = sluice::http::router(Arc::clone(&self.state))
+            .oneshot(req)
+            .await
+            .unwrap();
+        let status = resp.status();
+        let content_type = resp
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .map(|v| v.to_str().unwrap().to_string())
+            .unwrap_or_default();
+        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+        let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        (status, content_type, body)
+    }
+
+    fn post(&self, path: &str, tenant: Option<&str>, body: Value) -> Request<Body> {
+        let mut r = Request::post(path).header(header::CONTENT_TYPE, "application/json");
+        if let Some(t) = tenant {
+            r = r.header(header::AUTHORIZATION, format!("Bearer {}", self.token(t)));
+        }
+        r.body(Body::from(body.to_string())).unwrap()
+    }
+
+    fn audit(&self) -> Vec<AuditRecord> {
+        let conn =
+            sluice_audit::open_read_only(&self.data_dir.join(sluice::app::AUDIT_FILE)).unwrap();
+        sluice_audit::read_all(&conn).unwrap()
+    }
+}
+
+#[tokio::test]
+async fn a_query_answers_through_the_router_and_is_audited() {
+    let d = demo().await;
+    let (status, ct, body) = d
+        .call(d.post(
+            "/v1/query",
+            Some("acme"),
+            json!({"sql": "SELECT DISTINCT tenant_id FROM orders"}),
+        ))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(ct, "application/json");
+    assert_eq!(body["rows"], json!([["acme"]]));
+    let records = d.audit();
+    let kinds: Vec<Event> = records.iter().map(|r| r.event).collect();
+    assert_eq!(kinds, [Event::QueryAttempt, Event::QueryCompletion]);
+    assert_eq!(records[1].outcome.as_deref(), Some("ok"));
+    assert_eq!(records[1].rows, Some(1));
+}
+
+#[tokio::test]
+async fn caller_parameters_on_the_embedded_engine() {
+    let d = demo().await;
+    let sql = "SELECT order_id, tenant_id FROM orders WHERE order_id BETWEEN $1 AND $2 \
+               ORDER BY order_id";
+    let (status, _, body) = d
+        .call(d.post(
+            "/v1/query",
+            Some("acme"),
+            json!({"sql": sql, "params": [1, 5]}),
+        ))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let rows = body["rows"].as_array().unwrap();
+    assert!(!rows.is_empty() && rows.len() <= 5, "{body}");
+    assert!(rows.iter().all(|r| r[1] == "acme"
+        && (1..=5).contains(&r[0].as_i64().unwrap())));
+    // Text as a parameter is a value: another tenant's id filters within the caller's rows.
+    let (status, _, body) = d
+        .call(d.post(
+            "/v1/query",
+            Some("acme"),
+            json!({"sql": "SELECT count(*) FROM orders WHERE tenant_id = $1", "params": ["globex"]}),
+        ))
+        .await;
+    assert_eq!((status, body["rows"].clone()), (StatusCode::OK, json!([[0]])), "{body}");
+    // Refusals: too many, the tenant's placeholder, a non-scalar, a wrong type.
+    for (sql, params, status, code) in [
+        ("SELECT 1 FROM orders WHERE order_id = $1", json!([1, 2]), 400, "invalid_parameters"),
+        ("SELECT 1 FROM orders WHERE tenant_id = $2", json!(["x"]), 403, "policy_denied"),
+        ("SELECT 1 FROM orders WHERE order_id = $1", json!([{"a": 1}]), 400, "invalid_parameter"),
+        ("SELECT 1 FROM orders WHERE order_id = $1", json!(["abc"]), 400, "invalid_parameter"),
+    ] {
+        let (s, _, body) = d
+            .call(d.post("/v1/query", Some("acme"), json!({"sql": sql, "params": params})))
+            .await;
+        assert_eq!((s.as_u16(), body["code"].as_str()), (status, Some(code)), "{sql}: {body}");
+    }
+    // Every one audited: the policy's refusals as denials (no attempt); the value of the wrong
+    // type is found by the engine that infers the types, so it was attempted and failed.
+    let records = d.audit();
+    let denied = records
+        .iter()
+        .filter(|r| r.event == Event::QueryDenied)
+        .count();
+    assert_eq!(denied, 3);
+    assert!(records.iter().any(|r| r.event == Event::QueryCompletion
+        && r.code.as_deref() == Some("invalid_parameter")));
+    let attempt = records
+        .iter()
+        .find(|r| r.event == Event::QueryAttempt)
+        .unwrap();
+    assert_eq!(attempt.params, ["1", "5", "acme"]);
+}
+
+#[tokio::test]
+async fn explain_is_audited_like_a_query_and_refusals_are_documents() {
+    let d = demo().await;
+    let (status, _, body) = d
+        .call(d.post(
+            "/v1/policy/explain",
+            Some("acme"),
+            json!({"sql": "SELECT order_id FROM orders WHERE order_id = $1", "params": [3]}),
+        ))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["decision"], "allow");
+    assert_eq!(body["caller_params"], json!([3]));
+    assert_eq!(body["params"], json!(["acme"]));
+    let (status, _, body) = d
+        .call(d.post(
+            "/v1/policy/explain",
+            Some("acme"),
+            json!({"sql": "DELETE FROM orders"}),
+        ))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        (body["decision"].as_str(), body["code"].as_str()),
+        (Some("reject"), Some("statement_not_allowed"))
+    );
+    let records = d.audit();
+    let kinds: Vec<(Event, Option<&str>)> = records
+        .iter()
+        .map(|r| (r.event, r.outcome.as_deref()))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            (Event::QueryAttempt, None),
+            (Event::QueryCompletion, Some("explained")),
+            (Event::QueryDenied, None),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn errors_are_problem_documents_with_their_status() {
+    let d = demo().await;
+    // No credential.
+    let (status, ct, body) = d
+        .call(d.post("/v1/query", None, json!({"sql": "SELECT 1"})))
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(ct, "application/problem+json");
+    assert_eq!(body["code"], "unauthenticated");
+    // Not JSON.
+    let req = Request::post("/v1/query")
+        .header(header::AUTHORIZATION, format!("Bearer {}", d.token("acme")))
+        .header(header::CONTENT_TYPE, "text/plain")
+        .body(Body::from("SELECT 1"))
+        .unwrap();
+    let (status, _, body) = d.call(req).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::UNSUPPORTED_MEDIA_TYPE, Some("unsupported_media_type"))
+    );
+    // Unknown connection; a policy refusal.
+    let (status, _, body) = d
+        .call(d.post(
+            "/v1/query",
+            Some("acme"),
+            json!({"sql": "SELECT 1", "connection": "nope"}),
+        ))
+        .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::NOT_FOUND, Some("unknown_connection"))
+    );
+    let (status, _, body) = d
+        .call(d.post("/v1/query", Some("acme"), json!({"sql": "DROP TABLE orders"})))
+        .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::FORBIDDEN, Some("statement_not_allowed"))
+    );
+    // Each refusal is one denied record.
+    let records = d.audit();
+    assert_eq!(records.len(), 4);
+    assert!(records.iter().all(|r| r.event == Event::QueryDenied));
+    assert_eq!(records[0].auth_method.as_deref(), Some("none"));
+}
