@@ -1,0 +1,262 @@
+//! No statement reaches a warehouse without its attempt record committed first — run and
+//! explain, single-connection and federated, allowed and refused.
+//!
+//! sluice reaches the real PostgreSQL through a thin layer of this test that reads the
+//! frontend protocol: each `Parse` or simple `Query` carrying a statement that reads a declared
+//! table is held while the layer reads the audit log, which must already hold the current
+//! request's `query_attempt` as its newest record. Per request, the statements the warehouse
+//! received are counted against the request's audit records.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use common::TestDb;
+use serde_json::{Value, json};
+use sluice_audit::{AuditRecord, Event};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+const SECRET: &str = "audit-first-secret-for-tests-only-0123";
+
+/// What the layer saw.
+#[derive(Default)]
+struct Seen {
+    /// The request the test is sending now.
+    request: String,
+    /// Statements that read a declared table, with the request they arrived during.
+    statements: Vec<(String, String)>,
+    /// Statements that arrived before the current request's attempt record was committed.
+    early: Vec<String>,
+}
+
+/// A statement that reads a declared table (sluice qualifies every one it sends), as opposed
+/// to session management (`BEGIN READ ONLY`, `ROLLBACK`, `DISCARD ALL`, the login check).
+fn reads_data(sql: &str) -> bool {
+    sql.contains("\"public\".")
+}
+
+fn cstr(b: &[u8]) -> String {
+    let end = b.iter().position(|c| *c == 0).unwrap_or(b.len());
+    String::from_utf8_lossy(&b[..end]).into_owned()
+}
+
+fn newest(audit: &Path) -> Option<AuditRecord> {
+    let conn = sluice_audit::open_read_only(audit).ok()?;
+    sluice_audit::read_all(&conn).ok()?.pop()
+}
+
+/// Forwards one client connection to PostgreSQL, reading the client's messages.
+async fn relay(mut client: TcpStream, seen: Arc<Mutex<Seen>>, audit: PathBuf) {
+    let mut server = TcpStream::connect("127.0.0.1:5432").await.unwrap();
+    let (mut sr, mut sw) = server.split();
+    let (mut cr, mut cw) = client.split();
+    let down = tokio::io::copy(&mut sr, &mut cw);
+    let up = async {
+        // Startup (and an SSL request, refused by the server with 'N'): length-prefixed.
+        loop {
+            let mut len = [0u8; 4];
+            if cr.read_exact(&mut len).await.is_err() {
+                return;
+            }
+            let n = u32::from_be_bytes(len) as usize;
+            let mut rest = vec![0u8; n - 4];
+            cr.read_exact(&mut rest).await.unwrap();
+            sw.write_all(&len).await.unwrap();
+            sw.write_all(&rest).await.unwrap();
+            if rest[..4] != [0x04, 0xd2, 0x16, 0x2f] {
+                break;
+            }
+        }
+        loop {
+            let mut head = [0u8; 5];
+            if cr.read_exact(&mut head).await.is_err() {
+                return;
+            }
+            let n = u32::from_be_bytes([head[1], head[2], head[3], head[4]]) as usize;
+            let mut body = vec![0u8; n - 4];
+            cr.read_exact(&mut body).await.unwrap();
+            let sql = match head[0] {
+                b'Q' => Some(cstr(&body)),
+                b'P' => {
+                    let name_end = body.iter().position(|c| *c == 0).unwrap();
+                    Some(cstr(&body[name_end + 1..]))
+                }
+                _ => None,
+            };
+            if let Some(sql) = sql.filter(|s| reads_data(s)) {
+                let request = seen.lock().unwrap().request.clone();
+                let covered = newest(&audit).is_some_and(|r| {
+                    r.event == Event::QueryAttempt && r.request_id == request
+                });
+                let mut s = seen.lock().unwrap();
+                if !covered {
+                    s.early.push(sql.clone());
+                }
+                s.statements.push((request, sql));
+            }
+            if sw.write_all(&head).await.is_err() || sw.write_all(&body).await.is_err() {
+                return;
+            }
+        }
+    };
+    tokio::select! {
+        _ = down => {}
+        _ = up => {}
+    }
+}
+
+async fn layer(seen: Arc<Mutex<Seen>>, audit: PathBuf) -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        loop {
+            let (c, _) = listener.accept().await.unwrap();
+            tokio::spawn(relay(c, Arc::clone(&seen), audit.clone()));
+        }
+    });
+    port
+}
+
+fn config() -> String {
+    let tables = r#"
+[[connections.tables]]
+name = "public.countries"
+access = "public"
+columns = ["code", "name"]
+
+[[connections.tables]]
+name = "public.orders"
+access = "protected"
+tenant_column = "tenant_id"
+columns = ["id", "tenant_id", "customer_id", "amount", "status"]
+"#;
+    format!(
+        r#"
+[auth.jwt]
+algorithm = "HS256"
+secret_env = "AUDIT_FIRST_JWT_SECRET"
+issuer = "world-idp"
+audience = "sluice-world"
+
+[auth.jwt.claims]
+user = "sub"
+tenant = "tenant"
+groups = "groups"
+
+[[connections]]
+id = "a"
+kind = "postgres"
+url_env = "AUDIT_FIRST_PG_URL"
+default_schema = "public"
+{tables}
+[[connections]]
+id = "b"
+kind = "postgres"
+url_env = "AUDIT_FIRST_PG_URL"
+default_schema = "public"
+{tables}"#
+    )
+}
+
+fn token() -> String {
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 600;
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &json!({"sub": "alice", "tenant": "A", "groups": ["analyst"], "aud": "sluice-world",
+                "iss": "world-idp", "exp": exp}),
+        &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
+    )
+    .unwrap()
+}
+
+#[tokio::test]
+async fn no_statement_reaches_the_warehouse_before_its_attempt_record() {
+    let db = TestDb::create("audit_first", include_str!("../../../shared/security/world.sql")).await;
+    db.grant_reader().await;
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    let audit = data_dir.join(sluice::app::AUDIT_FILE);
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let port = layer(Arc::clone(&seen), audit.clone()).await;
+    let url = format!(
+        "postgres://{}@127.0.0.1:{port}/{}",
+        common::READER,
+        db.name
+    );
+    let config_file = dir.path().join("sluice.toml");
+    std::fs::write(&config_file, config()).unwrap();
+    let daemon = common::Daemon::start(
+        &config_file,
+        &data_dir,
+        &[
+            ("AUDIT_FIRST_PG_URL", url.as_str()),
+            ("AUDIT_FIRST_JWT_SECRET", SECRET),
+        ],
+    );
+    let base = daemon.url.clone();
+    let http = reqwest::Client::new();
+    let token = token();
+
+    // (path, body, status, statements the warehouse gets, the request's audit events)
+    use Event::{QueryAttempt as A, QueryCompletion as C, QueryDenied as D};
+    let single = "SELECT id FROM a.public.orders WHERE id < 3";
+    let federated = "SELECT o.id, c.name FROM a.public.orders o JOIN b.public.countries c \
+                     ON c.code = o.status WHERE o.id < 3";
+    let cases: Vec<(&str, Value, u16, usize, Vec<Event>)> = vec![
+        ("/v1/query", json!({"sql": single}), 200, 1, vec![A, C]),
+        ("/v1/query", json!({"sql": "SELECT id FROM orders", "connection": "a"}), 200, 1, vec![A, C]),
+        ("/v1/query", json!({"sql": "SELECT * FROM a.public.secrets"}), 403, 0, vec![D]),
+        ("/v1/query", json!({"sql": "DELETE FROM orders", "connection": "a"}), 403, 0, vec![D]),
+        // Federated: two schema probes, then one scan per source.
+        ("/v1/query", json!({"sql": federated}), 200, 4, vec![A, C]),
+        ("/v1/query", json!({"sql": "SELECT x FROM a.public.orders o JOIN b.public.nope n ON true"}), 403, 0, vec![D]),
+        // Explain: no statement for one connection; the probes (only) for a federated query.
+        ("/v1/policy/explain", json!({"sql": single}), 200, 0, vec![A, C]),
+        ("/v1/policy/explain", json!({"sql": federated}), 200, 2, vec![A, C]),
+        ("/v1/policy/explain", json!({"sql": "DELETE FROM orders", "connection": "a"}), 200, 0, vec![D]),
+    ];
+    for (i, (path, body, status, statements, events)) in cases.into_iter().enumerate() {
+        let request = format!("audit-first-{i}");
+        seen.lock().unwrap().request = request.clone();
+        let r = http
+            .post(format!("{base}{path}"))
+            .bearer_auth(&token)
+            .header("x-request-id", &request)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), status, "{body}");
+        let answer: Value = r.json().await.unwrap();
+        let got = seen
+            .lock()
+            .unwrap()
+            .statements
+            .iter()
+            .filter(|(r, _)| *r == request)
+            .count();
+        assert_eq!(got, statements, "{body}: {answer}");
+        let records: Vec<Event> = {
+            let conn = sluice_audit::open_read_only(&audit).unwrap();
+            sluice_audit::read_all(&conn)
+                .unwrap()
+                .into_iter()
+                .filter(|r| r.request_id == request)
+                .map(|r| r.event)
+                .collect()
+        };
+        assert_eq!(records, events, "{body}: {answer}");
+    }
+    let s = seen.lock().unwrap();
+    assert!(s.early.is_empty(), "statements before their attempt: {:?}", s.early);
+    assert!(s.statements.len() >= 8);
+    drop(s);
+    drop(daemon);
+}
