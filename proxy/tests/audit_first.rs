@@ -88,9 +88,8 @@ async fn relay(mut client: TcpStream, seen: Arc<Mutex<Seen>>, audit: PathBuf) {
             };
             if let Some(sql) = sql.filter(|s| reads_data(s)) {
                 let request = seen.lock().unwrap().request.clone();
-                let covered = newest(&audit).is_some_and(|r| {
-                    r.event == Event::QueryAttempt && r.request_id == request
-                });
+                let covered = newest(&audit)
+                    .is_some_and(|r| r.event == Event::QueryAttempt && r.request_id == request);
                 let mut s = seen.lock().unwrap();
                 if !covered {
                     s.early.push(sql.clone());
@@ -178,18 +177,18 @@ fn token() -> String {
 
 #[tokio::test]
 async fn no_statement_reaches_the_warehouse_before_its_attempt_record() {
-    let db = TestDb::create("audit_first", include_str!("../../../shared/security/world.sql")).await;
+    let db = TestDb::create(
+        "audit_first",
+        include_str!("../../../shared/security/world.sql"),
+    )
+    .await;
     db.grant_reader().await;
     let dir = tempfile::tempdir().unwrap();
     let data_dir = dir.path().join("data");
     let audit = data_dir.join(sluice::app::AUDIT_FILE);
     let seen = Arc::new(Mutex::new(Seen::default()));
     let port = layer(Arc::clone(&seen), audit.clone()).await;
-    let url = format!(
-        "postgres://{}@127.0.0.1:{port}/{}",
-        common::READER,
-        db.name
-    );
+    let url = format!("postgres://{}@127.0.0.1:{port}/{}", common::READER, db.name);
     let config_file = dir.path().join("sluice.toml");
     std::fs::write(&config_file, config()).unwrap();
     let daemon = common::Daemon::start(
@@ -211,16 +210,58 @@ async fn no_statement_reaches_the_warehouse_before_its_attempt_record() {
                      ON c.code = o.status WHERE o.id < 3";
     let cases: Vec<(&str, Value, u16, usize, Vec<Event>)> = vec![
         ("/v1/query", json!({"sql": single}), 200, 1, vec![A, C]),
-        ("/v1/query", json!({"sql": "SELECT id FROM orders", "connection": "a"}), 200, 1, vec![A, C]),
-        ("/v1/query", json!({"sql": "SELECT * FROM a.public.secrets"}), 403, 0, vec![D]),
-        ("/v1/query", json!({"sql": "DELETE FROM orders", "connection": "a"}), 403, 0, vec![D]),
+        (
+            "/v1/query",
+            json!({"sql": "SELECT id FROM orders", "connection": "a"}),
+            200,
+            1,
+            vec![A, C],
+        ),
+        (
+            "/v1/query",
+            json!({"sql": "SELECT * FROM a.public.secrets"}),
+            403,
+            0,
+            vec![D],
+        ),
+        (
+            "/v1/query",
+            json!({"sql": "DELETE FROM orders", "connection": "a"}),
+            403,
+            0,
+            vec![D],
+        ),
         // Federated: two schema probes, then one scan per source.
         ("/v1/query", json!({"sql": federated}), 200, 4, vec![A, C]),
-        ("/v1/query", json!({"sql": "SELECT x FROM a.public.orders o JOIN b.public.nope n ON true"}), 403, 0, vec![D]),
+        (
+            "/v1/query",
+            json!({"sql": "SELECT x FROM a.public.orders o JOIN b.public.nope n ON true"}),
+            403,
+            0,
+            vec![D],
+        ),
         // Explain: no statement for one connection; the probes (only) for a federated query.
-        ("/v1/policy/explain", json!({"sql": single}), 200, 0, vec![A, C]),
-        ("/v1/policy/explain", json!({"sql": federated}), 200, 2, vec![A, C]),
-        ("/v1/policy/explain", json!({"sql": "DELETE FROM orders", "connection": "a"}), 200, 0, vec![D]),
+        (
+            "/v1/policy/explain",
+            json!({"sql": single}),
+            200,
+            0,
+            vec![A, C],
+        ),
+        (
+            "/v1/policy/explain",
+            json!({"sql": federated}),
+            200,
+            2,
+            vec![A, C],
+        ),
+        (
+            "/v1/policy/explain",
+            json!({"sql": "DELETE FROM orders", "connection": "a"}),
+            200,
+            0,
+            vec![D],
+        ),
     ];
     for (i, (path, body, status, statements, events)) in cases.into_iter().enumerate() {
         let request = format!("audit-first-{i}");
@@ -255,7 +296,11 @@ async fn no_statement_reaches_the_warehouse_before_its_attempt_record() {
         assert_eq!(records, events, "{body}: {answer}");
     }
     let s = seen.lock().unwrap();
-    assert!(s.early.is_empty(), "statements before their attempt: {:?}", s.early);
+    assert!(
+        s.early.is_empty(),
+        "statements before their attempt: {:?}",
+        s.early
+    );
     assert!(s.statements.len() >= 8);
     drop(s);
     drop(daemon);

@@ -104,8 +104,10 @@ async fn caller_parameters_on_the_embedded_engine() {
     assert_eq!(status, StatusCode::OK, "{body}");
     let rows = body["rows"].as_array().unwrap();
     assert!(!rows.is_empty() && rows.len() <= 5, "{body}");
-    assert!(rows.iter().all(|r| r[1] == "acme"
-        && (1..=5).contains(&r[0].as_i64().unwrap())));
+    assert!(
+        rows.iter()
+            .all(|r| r[1] == "acme" && (1..=5).contains(&r[0].as_i64().unwrap()))
+    );
     // Text as a parameter is a value: another tenant's id filters within the caller's rows.
     let (status, _, body) = d
         .call(d.post(
@@ -114,18 +116,50 @@ async fn caller_parameters_on_the_embedded_engine() {
             json!({"sql": "SELECT count(*) FROM orders WHERE tenant_id = $1", "params": ["globex"]}),
         ))
         .await;
-    assert_eq!((status, body["rows"].clone()), (StatusCode::OK, json!([[0]])), "{body}");
+    assert_eq!(
+        (status, body["rows"].clone()),
+        (StatusCode::OK, json!([[0]])),
+        "{body}"
+    );
     // Refusals: too many, the tenant's placeholder, a non-scalar, a wrong type.
     for (sql, params, status, code) in [
-        ("SELECT 1 FROM orders WHERE order_id = $1", json!([1, 2]), 400, "invalid_parameters"),
-        ("SELECT 1 FROM orders WHERE tenant_id = $2", json!(["x"]), 403, "policy_denied"),
-        ("SELECT 1 FROM orders WHERE order_id = $1", json!([{"a": 1}]), 400, "invalid_parameter"),
-        ("SELECT 1 FROM orders WHERE order_id = $1", json!(["abc"]), 400, "invalid_parameter"),
+        (
+            "SELECT 1 FROM orders WHERE order_id = $1",
+            json!([1, 2]),
+            400,
+            "invalid_parameters",
+        ),
+        (
+            "SELECT 1 FROM orders WHERE tenant_id = $2",
+            json!(["x"]),
+            403,
+            "policy_denied",
+        ),
+        (
+            "SELECT 1 FROM orders WHERE order_id = $1",
+            json!([{"a": 1}]),
+            400,
+            "invalid_parameter",
+        ),
+        (
+            "SELECT 1 FROM orders WHERE order_id = $1",
+            json!(["abc"]),
+            400,
+            "invalid_parameter",
+        ),
     ] {
         let (s, _, body) = d
-            .call(d.post("/v1/query", Some("acme"), json!({"sql": sql, "params": params})))
+            .call(d.post(
+                "/v1/query",
+                Some("acme"),
+                json!({"sql": sql, "params": params}),
+            ))
             .await;
-        assert_eq!((s.as_u16(), body["code"].as_str()), (status, Some(code)), "{sql}: {body}");
+        assert_eq!(
+            (s.as_u16(), body["code"].as_str()),
+            (status, Some(code)),
+            "{sql}: {body}"
+        );
     }
     // Every one audited: the policy's refusals as denials (no attempt); the value of the wrong
     // type is found by the engine that infers the types, so it was attempted and failed.
@@ -135,8 +169,9 @@ async fn caller_parameters_on_the_embedded_engine() {
         .filter(|r| r.event == Event::QueryDenied)
         .count();
     assert_eq!(denied, 3);
-    assert!(records.iter().any(|r| r.event == Event::QueryCompletion
-        && r.code.as_deref() == Some("invalid_parameter")));
+    assert!(records.iter().any(
+        |r| r.event == Event::QueryCompletion && r.code.as_deref() == Some("invalid_parameter")
+    ));
     let attempt = records
         .iter()
         .find(|r| r.event == Event::QueryAttempt)
@@ -204,7 +239,10 @@ async fn errors_are_problem_documents_with_their_status() {
     let (status, _, body) = d.call(req).await;
     assert_eq!(
         (status, body["code"].as_str()),
-        (StatusCode::UNSUPPORTED_MEDIA_TYPE, Some("unsupported_media_type"))
+        (
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Some("unsupported_media_type")
+        )
     );
     // Unknown connection; a policy refusal.
     let (status, _, body) = d
@@ -219,7 +257,11 @@ async fn errors_are_problem_documents_with_their_status() {
         (StatusCode::NOT_FOUND, Some("unknown_connection"))
     );
     let (status, _, body) = d
-        .call(d.post("/v1/query", Some("acme"), json!({"sql": "DROP TABLE orders"})))
+        .call(d.post(
+            "/v1/query",
+            Some("acme"),
+            json!({"sql": "DROP TABLE orders"}),
+        ))
         .await;
     assert_eq!(
         (status, body["code"].as_str()),

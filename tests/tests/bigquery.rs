@@ -49,6 +49,12 @@ struct Layer {
     last_body: Mutex<Value>,
     /// Each `jobs.query`: the token's subject at the OAuth server and the tenant parameter.
     callers: Mutex<Vec<(String, Value)>>,
+    /// sluice's audit log, once known: each `jobs.query` is checked against it.
+    audit: OnceLock<std::path::PathBuf>,
+    /// `jobs.query` calls per request (the `sluice_request` label).
+    by_request: Mutex<HashMap<String, usize>>,
+    /// Statements that arrived before their request's attempt record was the newest record.
+    early: Mutex<Vec<String>>,
 }
 
 fn google_error(status: StatusCode, reason: &str, message: &str) -> Response {
@@ -94,6 +100,30 @@ async fn query(
         .lock()
         .unwrap()
         .push((subject, sent["queryParameters"].clone()));
+    if let Some(audit) = layer.audit.get() {
+        let request = sent["labels"]["sluice_request"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        use sluice_audit::Event;
+        // The newest query record (a credential refreshed for a retry does not count).
+        let newest = sluice_audit::read_all(&sluice_audit::open_read_only(audit).unwrap())
+            .unwrap()
+            .into_iter()
+            .rev()
+            .find(|r| {
+                matches!(
+                    r.event,
+                    Event::QueryAttempt | Event::QueryCompletion | Event::QueryDenied
+                )
+            });
+        let covered =
+            newest.is_some_and(|r| r.event == Event::QueryAttempt && r.request_id == request);
+        if !covered {
+            layer.early.lock().unwrap().push(sent["query"].to_string());
+        }
+        *layer.by_request.lock().unwrap().entry(request).or_default() += 1;
+    }
     *layer.last_body.lock().unwrap() = sent;
     let resp = reqwest::Client::new()
         .post(format!(
@@ -483,6 +513,10 @@ columns = ["tenant_id", "product_id", "qty"]
         .userinfo
         .set(format!("{}/me", sluice.idp.issuer))
         .unwrap();
+    layer
+        .audit
+        .set(sluice.data_dir.join(sluice::app::AUDIT_FILE))
+        .unwrap();
     let federated = "SELECT o.product_id, count(*) AS n, max(s.qty) AS qty \
                      FROM demo.public.orders o JOIN bq.ds.stock s ON s.product_id = o.product_id \
                      WHERE o.product_id <= 3 GROUP BY o.product_id ORDER BY o.product_id";
@@ -541,5 +575,74 @@ columns = ["tenant_id", "product_id", "qty"]
         assert!(bq_sub.rows.is_some_and(|n| n <= 60), "{bq_sub:?}");
         assert!(done.sub_queries.iter().any(|s| s.connection == "demo"));
     }
+
+    // What BigQuery received, per request, against the request's audit records: explain and
+    // run, federated and single, allowed and refused. (The layer also checked, on each
+    // statement, that the request's attempt record was already the newest record.)
+    use sluice_audit::Event::{QueryAttempt as A, QueryCompletion as C, QueryDenied as D};
+    let alice = sluice.token("alice", "acme");
+    let cases = [
+        // The schema probe only: planning reads no rows.
+        ("/v1/policy/explain", federated, 200, 1, vec![A, C]),
+        // The probe and the scan.
+        ("/v1/query", federated, 200, 2, vec![A, C]),
+        (
+            "/v1/query",
+            "SELECT o.id FROM demo.public.orders o JOIN bq.ds.nope n ON true",
+            403,
+            0,
+            vec![D],
+        ),
+        (
+            "/v1/policy/explain",
+            "SELECT qty FROM bq.ds.stock",
+            200,
+            0,
+            vec![A, C],
+        ),
+        (
+            "/v1/query",
+            "SELECT qty FROM bq.ds.stock WHERE product_id = 1",
+            200,
+            1,
+            vec![A, C],
+        ),
+        ("/v1/query", "DELETE FROM bq.ds.stock", 403, 0, vec![D]),
+    ];
+    for (i, (path, sql, status, statements, events)) in cases.into_iter().enumerate() {
+        let request = format!("bq-audit-{i}");
+        let r = sluice
+            .http
+            .post(format!("{}{path}", sluice.base))
+            .bearer_auth(&alice)
+            .header("x-request-id", &request)
+            .json(&json!({ "sql": sql }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), status, "{sql}");
+        let _ = r.bytes().await.unwrap();
+        let got = layer
+            .by_request
+            .lock()
+            .unwrap()
+            .get(&request)
+            .copied()
+            .unwrap_or(0);
+        assert_eq!(got, statements, "{path} {sql}");
+        let records: Vec<_> = sluice
+            .audit_records()
+            .into_iter()
+            .filter(|r| r.request_id == request)
+            .map(|r| r.event)
+            .collect();
+        assert_eq!(records, events, "{path} {sql}");
+    }
+    assert!(
+        layer.early.lock().unwrap().is_empty(),
+        "{:?}",
+        layer.early.lock().unwrap()
+    );
+    assert!(layer.by_request.lock().unwrap().values().sum::<usize>() >= 8);
     sluice.stop().await;
 }

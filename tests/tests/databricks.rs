@@ -49,6 +49,12 @@ struct Layer {
     held: Mutex<HashMap<String, (usize, Value)>>,
     total_chunks: Mutex<HashMap<String, u64>>,
     last_body: Mutex<Value>,
+    /// sluice's audit log, once known: each statement is checked against it.
+    audit: std::sync::OnceLock<std::path::PathBuf>,
+    /// Statements received (authorized).
+    statements: AtomicUsize,
+    /// Statements that arrived while the newest audit record was not a query attempt.
+    early: Mutex<Vec<String>>,
 }
 
 async fn authorized(layer: &Layer, headers: &HeaderMap) -> Result<(), Response> {
@@ -94,6 +100,12 @@ async fn submit(State(layer): State<Arc<Layer>>, headers: HeaderMap, body: Bytes
     }
     let mut body: Value = serde_json::from_slice(&body).unwrap();
     *layer.last_body.lock().unwrap() = body.clone();
+    if let Some(audit) = layer.audit.get() {
+        layer.statements.fetch_add(1, Ordering::SeqCst);
+        if !support::attempt_is_newest(audit) {
+            layer.early.lock().unwrap().push(body.to_string());
+        }
+    }
     // Documented named parameters, which minilake lacks: bind them here.
     if let Some(params) = body.as_object_mut().unwrap().remove("parameters") {
         let mut statement = body["statement"].as_str().unwrap().to_string();
@@ -293,6 +305,10 @@ columns = ["tenant_id", "id"]
         .userinfo
         .set(format!("{}/me", sluice.idp.issuer))
         .unwrap();
+    layer
+        .audit
+        .set(sluice.data_dir.join(sluice::app::AUDIT_FILE))
+        .unwrap();
     let alice = sluice.token("alice", "A");
 
     // Without a connected account: where to connect.
@@ -474,5 +490,19 @@ columns = ["tenant_id", "id"]
         last.error
     );
 
+    // Every statement the warehouse received came after an attempt record (checked by the
+    // layer as each arrived); every attempt reached it.
+    assert!(
+        layer.early.lock().unwrap().is_empty(),
+        "{:?}",
+        layer.early.lock().unwrap()
+    );
+    let attempts = sluice
+        .audit_records()
+        .iter()
+        .filter(|r| r.event == sluice_audit::Event::QueryAttempt)
+        .count();
+    assert!(attempts > 0);
+    assert!(layer.statements.load(Ordering::SeqCst) >= attempts);
     sluice.stop().await;
 }

@@ -36,6 +36,12 @@ struct Layer {
     partitions: AtomicUsize,
     held: Mutex<HashMap<String, (usize, Value)>>,
     last_body: Mutex<Value>,
+    /// sluice's audit log, once known: each statement is checked against it.
+    audit: std::sync::OnceLock<std::path::PathBuf>,
+    /// Statements received (authorized).
+    statements: AtomicUsize,
+    /// Statements that arrived while the newest audit record was not a query attempt.
+    early: Mutex<Vec<String>>,
 }
 
 async fn token_ok(layer: &Layer, headers: &HeaderMap) -> bool {
@@ -77,6 +83,16 @@ async fn submit(
         return unauthorized(&layer);
     }
     *layer.last_body.lock().unwrap() = serde_json::from_slice(&body).unwrap();
+    if let Some(audit) = layer.audit.get() {
+        layer.statements.fetch_add(1, Ordering::SeqCst);
+        if !support::attempt_is_newest(audit) {
+            layer
+                .early
+                .lock()
+                .unwrap()
+                .push(String::from_utf8_lossy(&body).into_owned());
+        }
+    }
     let resp = reqwest::Client::new()
         .post(format!(
             "{}/api/v2/statements?{}",
@@ -222,6 +238,10 @@ columns = ["TENANT_ID", "ID"]
         .userinfo
         .set(format!("{}/me", sluice.idp.issuer))
         .unwrap();
+    layer
+        .audit
+        .set(sluice.data_dir.join(sluice::app::AUDIT_FILE))
+        .unwrap();
     let alice = sluice.token("alice", "A");
     let query = |sql: &'static str| sluice.query(&alice, sql);
 
@@ -331,5 +351,19 @@ columns = ["TENANT_ID", "ID"]
     // The table name is quoted in snowduck's message: redacted for the caller.
     assert!(!body.to_string().contains("MISSING"), "{body}");
 
+    // Every statement the warehouse received came after an attempt record (checked by the
+    // layer as each arrived); every attempt reached it.
+    assert!(
+        layer.early.lock().unwrap().is_empty(),
+        "{:?}",
+        layer.early.lock().unwrap()
+    );
+    let attempts = sluice
+        .audit_records()
+        .iter()
+        .filter(|r| r.event == sluice_audit::Event::QueryAttempt)
+        .count();
+    assert!(attempts > 0);
+    assert!(layer.statements.load(Ordering::SeqCst) >= attempts);
     sluice.stop().await;
 }

@@ -15,6 +15,26 @@ use sluice::http::server::RunningServer;
 pub const CLIENT: &str = "sluice-wh";
 const SECRET: &str = "wh-secret";
 
+/// Whether the newest query record of sluice's audit log is an attempt (credential and
+/// authentication events in between, such as a token refreshed for a retry, do not count):
+/// what a warehouse layer checks as each statement arrives, since the attempt is committed
+/// before the warehouse sees anything.
+pub fn attempt_is_newest(audit: &std::path::Path) -> bool {
+    use sluice_audit::Event;
+    sluice_audit::open_read_only(audit)
+        .ok()
+        .and_then(|c| sluice_audit::read_all(&c).ok())
+        .and_then(|r| {
+            r.into_iter().rev().find(|r| {
+                matches!(
+                    r.event,
+                    Event::QueryAttempt | Event::QueryCompletion | Event::QueryDenied
+                )
+            })
+        })
+        .is_some_and(|r| r.event == Event::QueryAttempt)
+}
+
 /// A running sluice with one per-user OAuth connection.
 pub struct OauthSluice {
     /// `http://127.0.0.1:<port>`.
