@@ -298,3 +298,136 @@ impl Authenticator {
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+    use crate::auth::store::NewToken;
+
+    fn authenticator(dir: &std::path::Path) -> (Authenticator, String, String) {
+        let store = Arc::new(AuthStore::open(&dir.join("auth.sqlite")).unwrap());
+        let principal = Principal {
+            user: "alice".into(),
+            tenant: "acme".into(),
+            groups: vec!["analyst".into()],
+            attributes: Default::default(),
+            method: AuthMethod::TicketSession,
+            session_id: Some("s1".into()),
+        };
+        let now = unix_now();
+        let session = random_token(SESSION_PREFIX).unwrap();
+        store
+            .insert(&NewToken {
+                kind: TokenKind::Session,
+                token: &session,
+                id: "s1",
+                principal: &principal,
+                client_id: None,
+                now,
+                expires: now + 600,
+                max_expires: now + 3600,
+            })
+            .unwrap();
+        let (_, key) = store.create_api_key("k", &principal, now, None).unwrap();
+        let config: crate::config::Config =
+            crate::config::Config::parse("[auth.api_keys]\nenabled = true\n").unwrap();
+        (Authenticator::new(None, store, &config.auth), session, key)
+    }
+
+    #[tokio::test]
+    async fn every_credential_form_ends_in_the_same_principal() {
+        let dir = tempfile::tempdir().unwrap();
+        let (auth, session, key) = authenticator(dir.path());
+        let client = ClientInfo::default();
+        let by_bearer = auth
+            .authenticate(Credential::Bearer(&session), &client)
+            .await
+            .unwrap();
+        let by_cookie = auth
+            .authenticate(
+                Credential::Cookie {
+                    token: &session,
+                    changes_state: true,
+                    origin_checked: true,
+                },
+                &client,
+            )
+            .await
+            .unwrap();
+        let by_password = auth
+            .authenticate(
+                Credential::Password {
+                    user: "alice",
+                    password: &session,
+                },
+                &client,
+            )
+            .await
+            .unwrap();
+        assert_eq!(by_bearer, by_cookie);
+        assert_eq!(by_bearer, by_password);
+        // An API key as a wire client's password, with or without the user name.
+        for user in ["alice", ""] {
+            let p = auth
+                .authenticate(
+                    Credential::Password {
+                        user,
+                        password: &key,
+                    },
+                    &client,
+                )
+                .await
+                .unwrap();
+            assert_eq!((p.user.as_str(), p.method), ("alice", AuthMethod::ApiKey));
+        }
+    }
+
+    #[tokio::test]
+    async fn a_cookie_needs_the_origin_check_and_a_user_name_must_match() {
+        let dir = tempfile::tempdir().unwrap();
+        let (auth, session, key) = authenticator(dir.path());
+        let client = ClientInfo::default();
+        let cookie = |changes_state, origin_checked| Credential::Cookie {
+            token: &session,
+            changes_state,
+            origin_checked,
+        };
+        assert_eq!(
+            auth.authenticate(cookie(true, false), &client).await,
+            Err(AuthError::OriginRequired)
+        );
+        assert!(
+            auth.authenticate(cookie(false, false), &client)
+                .await
+                .is_ok()
+        );
+        assert_eq!(
+            auth.authenticate(
+                Credential::Cookie {
+                    token: "not-a-session",
+                    changes_state: false,
+                    origin_checked: true
+                },
+                &client
+            )
+            .await,
+            Err(AuthError::SessionInvalid)
+        );
+        assert_eq!(
+            auth.authenticate(
+                Credential::Password {
+                    user: "mallory",
+                    password: &key
+                },
+                &client
+            )
+            .await,
+            Err(AuthError::UserMismatch)
+        );
+        assert_eq!(
+            auth.authenticate(Credential::Bearer("  "), &client).await,
+            Err(AuthError::Malformed)
+        );
+    }
+}

@@ -20,6 +20,8 @@ pub fn status(e: &Error) -> StatusCode {
         // The policy's refusals of what the caller may do, as opposed to malformed SQL.
         "statement_not_allowed" | "policy_denied" => Some(StatusCode::FORBIDDEN),
         "resource_exhausted" => Some(StatusCode::UNPROCESSABLE_ENTITY),
+        // An identity provider or authorization server answered wrongly.
+        "sso_provider_error" | "authorization_server_error" => Some(StatusCode::BAD_GATEWAY),
         "warehouse_unavailable" => Some(StatusCode::SERVICE_UNAVAILABLE),
         // A refused or expired warehouse credential: the user must (re)authorize it.
         "reauth_required" => Some(StatusCode::UNAUTHORIZED),
