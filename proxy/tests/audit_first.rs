@@ -161,18 +161,11 @@ default_schema = "public"
 }
 
 fn token() -> String {
-    let exp = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-        + 600;
-    jsonwebtoken::encode(
-        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
-        &json!({"sub": "alice", "tenant": "A", "groups": ["analyst"], "aud": "sluice-world",
-                "iss": "world-idp", "exp": exp}),
-        &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
+    common::sign_hs256(
+        SECRET,
+        json!({"sub": "alice", "tenant": "A", "groups": ["analyst"], "aud": "sluice-world",
+               "iss": "world-idp"}),
     )
-    .unwrap()
 }
 
 #[tokio::test]

@@ -21,17 +21,10 @@ fn token() -> String {
 
 /// A world token for a user of a tenant.
 fn token_as(user: &str, tenant: &str) -> String {
-    let exp = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-        + 600;
-    jsonwebtoken::encode(
-        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
-        &json!({"sub": user, "tenant": tenant, "groups": ["analyst"], "aud": "sluice-world", "iss": "world-idp", "exp": exp}),
-        &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
+    common::sign_hs256(
+        SECRET,
+        json!({"sub": user, "tenant": tenant, "groups": ["analyst"], "aud": "sluice-world", "iss": "world-idp"}),
     )
-    .unwrap()
 }
 
 /// Starts the world daemon with the given statement timeout and request (header) deadline,

@@ -315,14 +315,12 @@ impl Request<'_> {
             .first_batch(&mut stream, |e| warehouse_error(&e))
             .await?;
         let completion = self.audit.completion();
-        let max_rows = engine.config.limits.max_result_rows;
-        Ok(Outcome::Rows(Box::new(Answer::new(
+        Ok(self.rows(
             stream,
             first,
             completion,
-            max_rows,
-            self.deadline,
-        ))))
+            engine.config.limits.max_result_rows,
+        ))
     }
 
     /// A query over several connections: credentials, the attempt record, the workspace (schema
@@ -401,13 +399,24 @@ impl Request<'_> {
         let max_rows = policy
             .row_limit(&principal.groups)
             .map_or(limits.max_result_rows, |g| g.min(limits.max_result_rows));
-        Ok(Outcome::Rows(Box::new(Answer::new(
+        Ok(self.rows(stream, first, completion, max_rows))
+    }
+
+    /// The answer: the stream from its first batch on, capped, with its completion record.
+    fn rows(
+        &self,
+        stream: sluice_connectors::QueryStream,
+        first: Option<arrow::array::RecordBatch>,
+        completion: audit::Completion,
+        max_rows: u64,
+    ) -> Outcome {
+        Outcome::Rows(Box::new(Answer::new(
             stream,
             first,
             completion,
             max_rows,
             self.deadline,
-        ))))
+        )))
     }
 
     /// Commits the attempt record by the start deadline; refuses the query if it cannot be.

@@ -237,3 +237,19 @@ impl Drop for Daemon {
         let _ = self.child.wait();
     }
 }
+
+/// An HS256 JWT of `claims` signed with `secret`, `exp` ten minutes from now.
+pub fn sign_hs256(secret: &str, mut claims: serde_json::Value) -> String {
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 600;
+    claims["exp"] = exp.into();
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .unwrap()
+}
