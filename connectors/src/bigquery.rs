@@ -401,7 +401,7 @@ impl Connector for BigQueryConnector {
         let parameters = crate::named_params(&request, "BigQuery", |name, value| {
             use crate::ParamValue as V;
             let kind = match value {
-                V::Null | V::Text(_) => "STRING",
+                V::Null | V::Text(_) | V::Tenant(_) => "STRING",
                 V::Bool(_) => "BOOL",
                 V::Int(_) => "INT64",
                 V::Float(_) => "FLOAT64",

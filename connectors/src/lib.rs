@@ -109,6 +109,10 @@ pub enum ParamValue {
     Float(f64),
     /// Text (also how dates, timestamps, decimals and UUIDs are sent).
     Text(String),
+    /// The session's tenant, bound strictly so that the mapping from tenant ids to the rows
+    /// they select stays one-to-one: to text types as it is, or to integer types only when
+    /// written canonically (`5`, never ` 5` or `05`).
+    Tenant(String),
 }
 
 impl ParamValue {
@@ -120,6 +124,7 @@ impl ParamValue {
             ParamValue::Int(_) => "an integer",
             ParamValue::Float(_) => "a number",
             ParamValue::Text(_) => "text",
+            ParamValue::Tenant(_) => "the tenant",
         }
     }
 
@@ -131,7 +136,7 @@ impl ParamValue {
             ParamValue::Bool(b) => Some(b.to_string()),
             ParamValue::Int(i) => Some(i.to_string()),
             ParamValue::Float(f) => Some(format!("{f:?}")),
-            ParamValue::Text(s) => Some(s.clone()),
+            ParamValue::Text(s) | ParamValue::Tenant(s) => Some(s.clone()),
         }
     }
 }

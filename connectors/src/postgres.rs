@@ -843,7 +843,26 @@ fn bind(
             "parameter ${n}: the integer does not fit the type {t}"
         ))
     };
+    let canonical = |s: &str, i: i64| i.to_string() == s;
     let value: Box<dyn ToSql + Send + Sync> = match (v, t.clone()) {
+        // The tenant: as it is into text, canonical integers into integer columns, nothing
+        // else (one tenant id, one set of rows).
+        (V::Tenant(s), Type::TEXT | Type::VARCHAR | Type::BPCHAR | Type::NAME) => {
+            Box::new(s.clone())
+        }
+        (V::Tenant(s), Type::INT4) => match s.parse::<i32>() {
+            Ok(i) if canonical(s, i64::from(i)) => Box::new(i),
+            _ => return Err(unreadable()),
+        },
+        (V::Tenant(s), Type::INT8) => match s.parse::<i64>() {
+            Ok(i) if canonical(s, i) => Box::new(i),
+            _ => return Err(unreadable()),
+        },
+        (V::Tenant(_), _) => {
+            return Err(ConnectorError::Plan(format!(
+                "unsupported tenant column type {t}"
+            )));
+        }
         (V::Null, _) => Box::new(Null),
         (V::Bool(b), Type::BOOL) => Box::new(*b),
         (V::Int(i), Type::INT2) => Box::new(i16::try_from(*i).map_err(|_| range())?),
@@ -892,4 +911,42 @@ fn bind(
         _ => return Err(wrong()),
     };
     Ok(value)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::ParamValue as V;
+
+    #[test]
+    fn the_tenant_binds_strictly_and_caller_values_as_postgres_reads_them() {
+        // One tenant id, one set of rows: no other spelling of the same integer.
+        assert!(bind(3, &V::Tenant("5".into()), &Type::INT4).is_ok());
+        for other in [" 5", "05", "+5", "5.0"] {
+            assert!(
+                bind(3, &V::Tenant(other.into()), &Type::INT4).is_err(),
+                "{other}"
+            );
+        }
+        assert!(bind(3, &V::Tenant("A".into()), &Type::TEXT).is_ok());
+        assert!(
+            bind(
+                3,
+                &V::Tenant("a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11".into()),
+                &Type::UUID
+            )
+            .is_err()
+        );
+        // Caller values: typed, or text read as the inferred type; refusals name the types.
+        assert!(bind(1, &V::Int(5), &Type::INT2).is_ok());
+        assert!(bind(1, &V::Int(70_000), &Type::INT2).is_err());
+        assert!(bind(1, &V::Text("2024-02-29".into()), &Type::DATE).is_ok());
+        assert!(bind(1, &V::Null, &Type::JSONB).is_ok());
+        let e = bind(2, &V::Bool(true), &Type::INT4).err().unwrap();
+        assert_eq!(
+            e.to_string(),
+            "parameter $2: a boolean does not fit the type int4 the query gives it"
+        );
+    }
 }

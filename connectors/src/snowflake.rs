@@ -90,7 +90,7 @@ impl SnowflakeConnector {
 /// never be bound to another placeholder's position (the tenant's least of all).
 pub fn positional(sql: &str) -> Result<(String, Vec<usize>), ConnectorError> {
     use sqlparser::ast::{Expr, Value as SqlValue, Visit, Visitor};
-    use sqlparser::tokenizer::{Location, Token, Tokenizer};
+    use sqlparser::tokenizer::{Token, Tokenizer};
     use std::ops::ControlFlow;
     let lost = || ConnectorError::Plan("the statement's parameters could not be located".into());
     struct Numbers(Vec<usize>, bool);
@@ -121,13 +121,12 @@ pub fn positional(sql: &str) -> Result<(String, Vec<usize>), ConnectorError> {
     let tokens = Tokenizer::new(&dialect, sql)
         .tokenize_with_location()
         .map_err(|e| ConnectorError::Plan(format!("cannot re-read the statement: {e}")))?;
-    let line_starts: Vec<usize> = std::iter::once(0)
-        .chain(sql.match_indices('\n').map(|(i, _)| i + 1))
-        .collect();
-    let offset = |l: Location| -> Option<usize> {
-        let start = *line_starts.get(usize::try_from(l.line).ok()?.checked_sub(1)?)?;
-        let col = usize::try_from(l.column).ok()?.checked_sub(1)?;
-        sql[start..].char_indices().nth(col).map(|(i, _)| start + i)
+    // Byte offsets of token locations, in one forward pass (tokens come in text order).
+    let mut cursor = Cursor {
+        sql,
+        byte: 0,
+        line: 1,
+        column: 1,
     };
     // (start, end, k) of each `:k`, in text order.
     let mut found: Vec<(usize, usize, usize)> = vec![];
@@ -136,8 +135,8 @@ pub fn positional(sql: &str) -> Result<(String, Vec<usize>), ConnectorError> {
             && w[0].span.end == w[1].span.start
         {
             let k: usize = n.parse().map_err(|_| lost())?;
-            let start = offset(w[0].span.start).ok_or_else(lost)?;
-            let digits = offset(w[1].span.start).ok_or_else(lost)?;
+            let start = cursor.seek(w[0].span.start).ok_or_else(lost)?;
+            let digits = cursor.seek(w[1].span.start).ok_or_else(lost)?;
             found.push((start, digits + n.len(), k));
         }
     }
@@ -159,11 +158,40 @@ pub fn positional(sql: &str) -> Result<(String, Vec<usize>), ConnectorError> {
     Ok((text, found.into_iter().map(|f| f.2).collect()))
 }
 
+/// Walks a text forward from line/column locations (1-based, in characters) to byte offsets.
+struct Cursor<'a> {
+    sql: &'a str,
+    byte: usize,
+    line: u64,
+    column: u64,
+}
+
+impl Cursor<'_> {
+    /// The byte offset of `to`, which must not be before the cursor.
+    fn seek(&mut self, to: sqlparser::tokenizer::Location) -> Option<usize> {
+        if (to.line, to.column) < (self.line, self.column) {
+            return None;
+        }
+        let mut chars = self.sql.get(self.byte..)?.chars();
+        while (self.line, self.column) < (to.line, to.column) {
+            let c = chars.next()?;
+            self.byte += c.len_utf8();
+            if c == '\n' {
+                self.line += 1;
+                self.column = 1;
+            } else {
+                self.column += 1;
+            }
+        }
+        Some(self.byte)
+    }
+}
+
 /// A parameter as a Snowflake SQL API binding.
 fn binding(v: &crate::ParamValue) -> Value {
     use crate::ParamValue as V;
     let kind = match v {
-        V::Null | V::Text(_) => "TEXT",
+        V::Null | V::Text(_) | V::Tenant(_) => "TEXT",
         V::Bool(_) => "BOOLEAN",
         V::Int(_) => "FIXED",
         V::Float(_) => "REAL",

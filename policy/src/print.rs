@@ -186,10 +186,20 @@ impl Printer<'_> {
         Ok(())
     }
 
-    /// An identifier as the warehouse resolves it (unquoted names folded), quoted.
+    /// An identifier as the warehouse resolves it (unquoted names folded), quoted. An unquoted
+    /// `@name` is never a name (aliases, tables, windows): parameters are expressions only.
     fn ident(&mut self, i: &Ident) -> R {
         if i.quote_style.is_none() && i.value.starts_with('@') {
-            // BigQuery's `@name` parameter, which sqlparser reads as an identifier.
+            return Err(refuse("query parameters and system variables (@name)"));
+        }
+        let n = self.d.normalize(i);
+        self.quoted(&n)
+    }
+
+    /// An identifier in expression position: a column, or BigQuery's `@name` parameter (which
+    /// sqlparser reads as an identifier) when it is the tenant's or a caller parameter sent.
+    fn expr_ident(&mut self, i: &Ident) -> R {
+        if i.quote_style.is_none() && i.value.starts_with('@') {
             return match self.binding {
                 Some(b) if b.allows(&i.value) && self.d == Dialect::BigQuery => {
                     let text = i.value.clone();
@@ -199,8 +209,7 @@ impl Printer<'_> {
                 _ => Err(refuse("query parameters and system variables (@name)")),
             };
         }
-        let n = self.d.normalize(i);
-        self.quoted(&n)
+        self.ident(i)
     }
 
     fn object_name(&mut self, name: &ObjectName) -> R {
@@ -795,7 +804,7 @@ impl Printer<'_> {
 
     fn expr(&mut self, e: &Expr) -> R {
         match e {
-            Expr::Identifier(i) => self.ident(i),
+            Expr::Identifier(i) => self.expr_ident(i),
             Expr::CompoundIdentifier(parts) => {
                 for (k, i) in parts.iter().enumerate() {
                     if k > 0 {

@@ -216,3 +216,62 @@ fn datafusion_folds_like_postgres_and_refuses_file_reads() {
         assert!(run(&c, sql).is_err(), "{sql} was allowed");
     }
 }
+
+fn run_params(c: &Catalog, sql: &str, n: usize) -> Result<String, PolicyError> {
+    let groups = vec!["analyst".to_string()];
+    sluice_policy::rewrite_with_params(
+        sql,
+        c,
+        &Caller {
+            tenant: "A",
+            groups: &groups,
+            row_limit: None,
+        },
+        n,
+    )
+    .map(|r| r.sql)
+}
+
+#[test]
+fn caller_parameters_in_each_dialects_own_syntax() {
+    // Snowflake: `:1` … numbered, the tenant's `:n+1` after them.
+    let out = run_params(&snowflake(), "SELECT ID FROM ORDERS WHERE ID > :1", 1).unwrap();
+    assert!(
+        out.contains("\"TENANT_ID\" = :2") && out.contains("\"ID\" > :1"),
+        "{out}"
+    );
+    // BigQuery: `@p1` …; the tenant keeps `@sluice_tenant`.
+    let out = run_params(&bigquery(), "SELECT id FROM orders WHERE id > @p1", 1).unwrap();
+    assert!(
+        out.contains("@sluice_tenant") && out.contains("`id` > @p1"),
+        "{out}"
+    );
+    // Databricks: `:p1` ….
+    let out = run_params(&databricks(), "SELECT id FROM orders WHERE id > :p1", 1).unwrap();
+    assert!(
+        out.contains(":sluice_tenant") && out.contains("`id` > :p1"),
+        "{out}"
+    );
+    // DataFusion: `$1` …, the tenant's `$n+1`.
+    let out = run_params(&datafusion(), "SELECT id FROM orders WHERE id > $1", 1).unwrap();
+    assert!(out.contains("\"tenant_id\" = $2"), "{out}");
+    // A parameter is an expression, never a name: not an alias, a table alias or a window.
+    for sql in [
+        "SELECT id AS @p1 FROM orders WHERE id > @p1",
+        "SELECT @p1.id FROM orders AS @p1",
+        "SELECT id FROM orders WHERE tenant_id = @sluice_tenant",
+    ] {
+        assert!(
+            run_params(&bigquery(), sql, 1).is_err(),
+            "{sql} was allowed"
+        );
+    }
+    // Another style's placeholder, or the other dialect's, is refused.
+    for (c, sql) in [
+        (bigquery(), "SELECT id FROM orders WHERE id > :p1"),
+        (databricks(), "SELECT id FROM orders WHERE id > :1"),
+        (snowflake(), "SELECT ID FROM ORDERS WHERE ID > :P1"),
+    ] {
+        assert!(run_params(&c, sql, 1).is_err(), "{sql} was allowed");
+    }
+}

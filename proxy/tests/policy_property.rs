@@ -179,7 +179,7 @@ fn generated_queries_verify_and_never_return_tenant_b_data() {
                 .iter()
                 .map(|p| Param {
                     name: None,
-                    value: sluice_connectors::ParamValue::Text(p.value.clone()),
+                    value: sluice_connectors::ParamValue::Tenant(p.value.clone()),
                 })
                 .collect();
             let rows = rt.block_on(async {

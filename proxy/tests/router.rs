@@ -21,9 +21,14 @@ struct Demo {
 }
 
 async fn demo() -> Demo {
+    demo_with(|_| {}).await
+}
+
+async fn demo_with(edit: impl FnOnce(&mut sluice::config::Config)) -> Demo {
     let dir = tempfile::tempdir().unwrap();
     let data_dir = dir.path().join("data");
-    let config = sluice::demo::config(&data_dir, "127.0.0.1:0").unwrap();
+    let mut config = sluice::demo::config(&data_dir, "127.0.0.1:0").unwrap();
+    edit(&mut config);
     let app = sluice::app::build(config).await.unwrap();
     Demo {
         state: app.state,
@@ -272,4 +277,31 @@ async fn errors_are_problem_documents_with_their_status() {
     assert_eq!(records.len(), 4);
     assert!(records.iter().all(|r| r.event == Event::QueryDenied));
     assert_eq!(records[0].auth_method.as_deref(), Some("none"));
+}
+
+#[tokio::test]
+async fn redacted_audit_records_carry_no_literals_or_parameter_values_on_any_path() {
+    let d = demo_with(|c| c.audit.redact_literals = true).await;
+    for params in [json!([7]), json!([[7]])] {
+        let (status, _, body) = d
+            .call(d.post(
+                "/v1/query",
+                Some("acme"),
+                json!({"sql": "SELECT 'secret-literal' AS s FROM orders WHERE order_id = $1",
+                       "params": params}),
+            ))
+            .await;
+        assert!(
+            status == StatusCode::OK || status == StatusCode::BAD_REQUEST,
+            "{body}"
+        );
+    }
+    let records = d.audit();
+    assert_eq!(records.len(), 3, "an attempt, a completion, a denial");
+    for r in &records {
+        let text = serde_json::to_string(r).unwrap();
+        assert!(!text.contains("secret-literal"), "{text}");
+        assert!(!r.params.iter().any(|p| p == "7"), "{text}");
+        assert!(r.sql.as_deref().is_some_and(|s| s.contains('?')), "{text}");
+    }
 }

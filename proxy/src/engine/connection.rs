@@ -136,7 +136,7 @@ pub fn bind(params: &[BindParam]) -> Vec<Param> {
         .iter()
         .map(|p| Param {
             name: p.name.clone(),
-            value: ParamValue::Text(p.value.clone()),
+            value: ParamValue::Tenant(p.value.clone()),
         })
         .collect()
 }

@@ -200,6 +200,28 @@ impl Request<'_> {
         e
     }
 
+    /// Refuses a query whose SQL was read but which cannot run as sent (its parameters):
+    /// records the SQL with the denial.
+    pub async fn refuse_query(mut self, sql: &str, connection: Option<&str>, e: Error) -> Error {
+        self.record_sql(sql, connection);
+        self.refuse(e).await
+    }
+
+    /// Records the caller's SQL, literals redacted when `audit.redact_literals` says so (in
+    /// the named connection's dialect; PostgreSQL's, which federated SQL is written in,
+    /// until a route is known).
+    fn record_sql(&mut self, sql: &str, connection: Option<&str>) {
+        let engine = self.engine;
+        self.audit.record.sql = Some(if engine.config.audit.redact_literals {
+            let dialect = connection
+                .and_then(|id| engine.policy().catalogs.get(id).map(|c| c.dialect()))
+                .unwrap_or(sluice_policy::Dialect::Postgres);
+            sluice_policy::redact_literals(sql, dialect)
+        } else {
+            sql.to_string()
+        });
+    }
+
     /// Runs (or explains) the query. Every error has been audited when this returns.
     pub async fn run(mut self, query: Query) -> Result<Outcome, Error> {
         match self.steps(&query).await {
@@ -217,7 +239,7 @@ impl Request<'_> {
 
     async fn steps(&mut self, query: &Query) -> Result<Outcome, Error> {
         let principal = Arc::clone(self.principal.as_ref().ok_or_else(Error::internal)?);
-        self.audit.record.sql = Some(query.sql.clone());
+        self.record_sql(&query.sql, query.connection.as_deref());
         let engine = self.engine;
         // The policy snapshot in force now decides the whole query.
         let policy = engine.policy();
@@ -476,7 +498,7 @@ fn param_json(v: &ParamValue) -> Value {
         ParamValue::Bool(b) => json!(b),
         ParamValue::Int(i) => json!(i),
         ParamValue::Float(f) => json!(f),
-        ParamValue::Text(s) => json!(s),
+        ParamValue::Text(s) | ParamValue::Tenant(s) => json!(s),
     }
 }
 

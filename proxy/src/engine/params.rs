@@ -26,30 +26,21 @@ fn one(i: usize, v: &serde_json::Value) -> Result<ParamValue, Error> {
             _ => {
                 return Err(Error::request(
                     "invalid_parameter",
-                    format!(
-                        "parameter ${}: the number does not fit a 64-bit integer",
-                        i + 1
-                    ),
+                    format!("params[{i}]: the number does not fit a 64-bit integer"),
                 ));
             }
         },
         J::String(s) if s.len() > MAX_PARAM_BYTES => {
             return Err(Error::request(
                 "invalid_parameter",
-                format!(
-                    "parameter ${} is longer than {MAX_PARAM_BYTES} bytes",
-                    i + 1
-                ),
+                format!("params[{i}] is longer than {MAX_PARAM_BYTES} bytes"),
             ));
         }
         J::String(s) => ParamValue::Text(s.clone()),
         J::Array(_) | J::Object(_) => {
             return Err(Error::request(
                 "invalid_parameter",
-                format!(
-                    "parameter ${} must be a string, number, boolean or null",
-                    i + 1
-                ),
+                format!("params[{i}] must be a string, number, boolean or null"),
             ));
         }
     })
@@ -105,7 +96,9 @@ pub(crate) fn shown(v: &ParamValue) -> String {
         ParamValue::Bool(b) => b.to_string(),
         ParamValue::Int(i) => i.to_string(),
         ParamValue::Float(f) => format!("{f:?}"),
-        ParamValue::Text(s) => serde_json::Value::String(s.clone()).to_string(),
+        ParamValue::Text(s) | ParamValue::Tenant(s) => {
+            serde_json::Value::String(s.clone()).to_string()
+        }
     }
 }
 

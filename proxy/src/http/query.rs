@@ -102,7 +102,10 @@ async fn query(state: &AppState, req: Request, mode: Mode) -> Result<(Outcome, F
     };
     let params = match params::from_json(&body.params) {
         Ok(p) => p,
-        Err(e) => return Err(request.refuse(e).await),
+        Err(e) => {
+            let connection = body.connection.as_deref();
+            return Err(request.refuse_query(&body.sql, connection, e).await);
+        }
     };
     let outcome = request
         .run(Query {

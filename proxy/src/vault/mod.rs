@@ -253,12 +253,12 @@ impl Vault {
             .map_err(|e| VaultError::Store(e.to_string()))?
     }
 
-    /// Stores a freshly granted OAuth token for its owner.
     /// The HTTP client token requests use.
     pub fn http(&self) -> &reqwest::Client {
         &self.http
     }
 
+    /// Stores a freshly granted OAuth token for its owner.
     pub async fn store_grant(
         &self,
         owner: &Owner,
