@@ -305,3 +305,38 @@ async fn redacted_audit_records_carry_no_literals_or_parameter_values_on_any_pat
         assert!(r.sql.as_deref().is_some_and(|s| s.contains('?')), "{text}");
     }
 }
+
+#[tokio::test]
+async fn no_answer_is_kept_by_a_shared_cache() {
+    let d = demo().await;
+    let requests = [
+        d.post(
+            "/v1/policy/explain",
+            Some("acme"),
+            json!({"sql": "SELECT 1"}),
+        ),
+        d.post("/v1/query", None, json!({"sql": "SELECT 1"})),
+        Request::get("/v1/connections")
+            .header(header::AUTHORIZATION, format!("Bearer {}", d.token("acme")))
+            .body(Body::empty())
+            .unwrap(),
+        Request::get("/v1/audit/records")
+            .body(Body::empty())
+            .unwrap(),
+        Request::get("/healthz").body(Body::empty()).unwrap(),
+    ];
+    for req in requests {
+        let path = req.uri().path().to_string();
+        let resp = sluice::http::router(Arc::clone(&d.state))
+            .oneshot(req)
+            .await
+            .unwrap();
+        assert_eq!(
+            resp.headers()
+                .get(header::CACHE_CONTROL)
+                .map(|v| v.to_str().unwrap()),
+            Some("no-store"),
+            "{path}"
+        );
+    }
+}

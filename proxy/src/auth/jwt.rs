@@ -250,6 +250,11 @@ pub fn header_alg(token: &str) -> Result<(String, Option<String>), AuthError> {
         .decode(header)
         .map_err(|_| AuthError::Malformed)?;
     let value: Value = serde_json::from_slice(&raw).map_err(|_| AuthError::Malformed)?;
+    // RFC 7515 §4.1.11: a `crit` header names extensions the recipient must understand;
+    // sluice understands none, so such a token is refused.
+    if value.get("crit").is_some() {
+        return Err(AuthError::Malformed);
+    }
     let kid = match value.get("kid") {
         None | Some(Value::Null) => None,
         Some(Value::String(k)) if k.len() <= 256 => Some(k.clone()),
@@ -267,5 +272,34 @@ fn string_claim(claims: &Map<String, Value>, name: &str) -> Result<String, AuthE
         Some(Value::String(_)) => Err(AuthError::BadClaims(format!("{name} is empty or too long"))),
         Some(_) => Err(AuthError::BadClaims(format!("{name} must be a string"))),
         None => Err(AuthError::BadClaims(format!("missing {name}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn token(header: Value) -> String {
+        use base64::Engine;
+        let b64 = |v: &Value| {
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string().as_bytes())
+        };
+        format!(
+            "{}.{}.sig",
+            b64(&header),
+            b64(&serde_json::json!({"sub": "a"}))
+        )
+    }
+
+    #[test]
+    fn a_critical_header_extension_is_refused() {
+        let ok = token(serde_json::json!({"alg": "HS256", "kid": "k"}));
+        assert_eq!(
+            header_alg(&ok).unwrap(),
+            ("HS256".to_string(), Some("k".to_string()))
+        );
+        let crit = token(serde_json::json!({"alg": "HS256", "crit": ["exp"], "exp": 1}));
+        assert_eq!(header_alg(&crit), Err(AuthError::Malformed));
     }
 }

@@ -84,7 +84,17 @@ pub fn router(state: Arc<AppState>) -> Router {
             crate::http::embed::origins,
         ))
         .with_state(state)
+        .layer(middleware::map_response(no_store))
         .layer(middleware::from_fn(request_context))
+}
+
+/// Every answer is for one caller: never kept by a shared cache (answers, audit records,
+/// connections, explain documents, errors alike).
+async fn no_store(mut resp: Response) -> Response {
+    resp.headers_mut()
+        .entry(axum::http::header::CACHE_CONTROL)
+        .or_insert(HeaderValue::from_static("no-store"));
+    resp
 }
 
 async fn healthz() -> impl IntoResponse {

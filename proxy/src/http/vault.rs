@@ -149,14 +149,25 @@ pub async fn authorize(
         }
         let (url, csrf) = request.url();
         let flow = csrf.secret().clone();
-        v.pending.put(
-            flow.clone(),
-            Pending {
-                owner: owner(&p, &id),
-                verifier: verifier.secret().clone(),
-                started: Instant::now(),
-            },
-        );
+        v.pending
+            .put(
+                flow.clone(),
+                Pending {
+                    owner: owner(&p, &id),
+                    verifier: verifier.secret().clone(),
+                    started: Instant::now(),
+                },
+            )
+            .map_err(|_| {
+                let mut e = Error::new(
+                    Kind::RateLimit,
+                    "too_many_connect_flows",
+                    "too many account connections are in progress; finish one or retry in a few \
+                     minutes",
+                );
+                e.extra_mut().retry_after = Some(60);
+                e
+            })?;
         let secure = if state.config.auth.sessions.cookie_secure {
             "; Secure"
         } else {
