@@ -445,7 +445,23 @@ const CSV_HEADER: [&str; 30] = [
     "sub_queries",
 ];
 
+/// A CSV cell a spreadsheet will not run: one that begins with `=`, `+`, `-`, `@`, a tab or a
+/// carriage return (OWASP's list for CSV injection) gets a leading `'`, which spreadsheets read
+/// as "text" and do not show. Audit fields carry caller-controlled text (SQL, `User-Agent`,
+/// refused requests' input), and exports are opened by compliance officers.
+fn spreadsheet_safe(cell: String) -> String {
+    if cell.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        format!("'{cell}")
+    } else {
+        cell
+    }
+}
+
 fn csv_row(r: &AuditRecord) -> Vec<String> {
+    csv_fields(r).into_iter().map(spreadsheet_safe).collect()
+}
+
+fn csv_fields(r: &AuditRecord) -> Vec<String> {
     let o = |v: &Option<String>| v.clone().unwrap_or_default();
     let n = |v: Option<u64>| v.map(|x| x.to_string()).unwrap_or_default();
     let j = |v: &Vec<String>| serde_json::to_string(v).unwrap_or_default();
@@ -519,5 +535,30 @@ pub fn export(
             w.flush().map_err(io)?;
             Ok(n)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn csv_cells_that_a_spreadsheet_would_run_are_neutralized() {
+        let mut r = AuditRecord::new(
+            crate::Event::QueryDenied,
+            "r".to_string(),
+            crate::Decision::Deny,
+        );
+        r.user_agent = Some("=HYPERLINK(\"http://evil\",\"x\")".into());
+        r.sql = Some("+cmd|' /C calc'!A0".into());
+        r.error = Some("@SUM(1+1)".into());
+        r.user = Some("-2+3".into());
+        r.code = Some("\tx".into());
+        let row = csv_row(&r);
+        for cell in [&row[10], &row[12], &row[25], &row[5], &row[19]] {
+            assert!(cell.starts_with('\''), "{cell}");
+        }
+        assert_eq!(row[2], "query_denied");
     }
 }
