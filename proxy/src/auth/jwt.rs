@@ -144,8 +144,7 @@ impl JwtVerifier {
                 Some(Value::String(j)) if valid_name(j) => j.clone(),
                 _ => return Err(AuthError::BadClaims("jti must be a string".into())),
             };
-            let exp = claims.get("exp").and_then(Value::as_i64).unwrap_or(now)
-                + self.validation.leeway as i64;
+            let exp = expiry(&claims, now) + self.validation.leeway as i64;
             let store = Arc::clone(store);
             let key = format!("{}|{jti}", principal.user);
             let fresh = tokio::task::spawn_blocking(move || store.remember_jti(&key, exp))
@@ -266,6 +265,23 @@ pub fn header_alg(token: &str) -> Result<(String, Option<String>), AuthError> {
     }
 }
 
+/// When a token stops being valid, for remembering its `jti` that long: `exp` as an integer or
+/// as a (finite) number of seconds with a fraction, rounded up — a fractional `exp` must not
+/// make the replay record lapse early.
+fn expiry(claims: &Map<String, Value>, now: i64) -> i64 {
+    match claims.get("exp") {
+        Some(v) => v
+            .as_i64()
+            .or_else(|| {
+                v.as_f64()
+                    .filter(|f| f.is_finite() && *f < i64::MAX as f64)
+                    .map(|f| f.ceil() as i64)
+            })
+            .unwrap_or(now),
+        None => now,
+    }
+}
+
 fn string_claim(claims: &Map<String, Value>, name: &str) -> Result<String, AuthError> {
     match claims.get(name) {
         Some(Value::String(s)) if valid_name(s) => Ok(s.clone()),
@@ -290,6 +306,25 @@ mod tests {
             b64(&header),
             b64(&serde_json::json!({"sub": "a"}))
         )
+    }
+
+    #[test]
+    fn a_fractional_exp_keeps_the_replay_record_as_long_as_the_token() {
+        let claims = |v: Value| {
+            let mut m = Map::new();
+            m.insert("exp".into(), v);
+            m
+        };
+        assert_eq!(
+            expiry(&claims(serde_json::json!(2_000_000_000)), 5),
+            2_000_000_000
+        );
+        assert_eq!(
+            expiry(&claims(serde_json::json!(2_000_000_000.25)), 5),
+            2_000_000_001
+        );
+        assert_eq!(expiry(&claims(serde_json::json!("x")), 5), 5);
+        assert_eq!(expiry(&Map::new(), 5), 5);
     }
 
     #[test]
