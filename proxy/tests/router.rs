@@ -340,3 +340,42 @@ async fn no_answer_is_kept_by_a_shared_cache() {
         );
     }
 }
+
+/// A log writer the test can read.
+#[derive(Clone, Default)]
+struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_header_value_cannot_forge_fields_of_a_text_log_line() {
+    let d = demo().await;
+    let logs = Captured::default();
+    let writer = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let req = Request::post("/v1/query")
+        .header(header::ORIGIN, "https://evil.example code=ok user=admin")
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(json!({"sql": "SELECT 1"}).to_string()))
+        .unwrap();
+    let (status, _, _) = d.call(req).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    assert!(
+        text.contains(r#"origin="https://evil.example code=ok user=admin""#),
+        "{text}"
+    );
+    assert!(!text.contains("origin=https://evil.example"), "{text}");
+}

@@ -186,7 +186,8 @@ pub async fn callback(State(state): State<Arc<AppState>>, req: Request) -> Respo
         }
         Err(e) => {
             if let SsoError::Provider(m) | SsoError::IdToken(m) = &e {
-                tracing::warn!(error = %m, "SSO login failed");
+                // Debug-quoted: the provider's text cannot forge fields of a text log line.
+                tracing::warn!(error = ?m, "SSO login failed");
             }
             if !matches!(e, SsoError::Provider(_)) {
                 state.auth.limiter.fail_addr(client.addr);
