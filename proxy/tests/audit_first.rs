@@ -233,6 +233,14 @@ async fn no_statement_reaches_the_warehouse_before_its_attempt_record() {
             0,
             vec![D],
         ),
+        // Parameters with a federated query: refused before any source is asked anything.
+        (
+            "/v1/query",
+            json!({"sql": federated, "params": [1]}),
+            400,
+            0,
+            vec![D],
+        ),
         // Explain: no statement for one connection; the probes (only) for a federated query.
         (
             "/v1/policy/explain",

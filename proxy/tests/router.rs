@@ -148,6 +148,18 @@ async fn caller_parameters_on_the_embedded_engine() {
         ),
         (
             "SELECT 1 FROM orders WHERE order_id = $1",
+            json!([u64::MAX]),
+            400,
+            "invalid_parameter",
+        ),
+        (
+            "SELECT 1 FROM orders WHERE order_id = $1",
+            json!(vec![1; 1_001]),
+            400,
+            "too_many_parameters",
+        ),
+        (
+            "SELECT 1 FROM orders WHERE order_id = $1",
             json!(["abc"]),
             400,
             "invalid_parameter",
@@ -173,7 +185,7 @@ async fn caller_parameters_on_the_embedded_engine() {
         .iter()
         .filter(|r| r.event == Event::QueryDenied)
         .count();
-    assert_eq!(denied, 3);
+    assert_eq!(denied, 5);
     assert!(records.iter().any(
         |r| r.event == Event::QueryCompletion && r.code.as_deref() == Some("invalid_parameter")
     ));

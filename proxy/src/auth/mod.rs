@@ -122,6 +122,18 @@ impl Authenticator {
         result
     }
 
+    /// A credential the front door could not even read (a malformed header): a guess like any
+    /// other, refused past the address's limit and counted against it.
+    pub fn unreadable(&self, e: AuthError, client: &ClientInfo) -> AuthError {
+        if let Err(limited) = self.limiter.check_addr(client.addr) {
+            return limited;
+        }
+        if e.counts_as_failure() {
+            self.limiter.fail_addr(client.addr);
+        }
+        e
+    }
+
     async fn authenticate_inner(&self, credential: Credential<'_>) -> Result<Principal, AuthError> {
         match credential {
             Credential::Bearer(token) => self.bearer(token).await,

@@ -98,7 +98,11 @@ impl QueryAudit {
                 .into(),
             );
         }
-        tracing::info!(code = err.code, "query refused or failed");
+        tracing::info!(
+            kind = err.kind.as_str(),
+            code = err.code,
+            "query refused or failed"
+        );
         if let Err(e) = self.log.append(record).await {
             tracing::error!(error = %e, "audit record for a failed request not written");
         }

@@ -805,14 +805,7 @@ pub async fn authenticate(
         &mut cookie_value,
     ) {
         Ok(c) => c,
-        Err(e) => {
-            // A malformed header is a guess like any other: counted, as the authenticator would.
-            state.auth.limiter.check_addr(client.addr)?;
-            if e.counts_as_failure() {
-                state.auth.limiter.fail_addr(client.addr);
-            }
-            return Err(e);
-        }
+        Err(e) => return Err(state.auth.unreadable(e, client)),
     };
     state.auth.authenticate(credential, client).await
 }
