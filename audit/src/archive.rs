@@ -160,12 +160,7 @@ pub fn verify_segments(
         Err(_) => vec![],
     };
     files.sort();
-    let mut report = VerifyReport {
-        records: 0,
-        checkpoints: 0,
-        first_bad_seq: None,
-        problem: None,
-    };
+    let mut report = VerifyReport::default();
     let mut prev: Option<(u64, String)> = None;
     for f in files {
         let conn = Connection::open_with_flags(&f, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
@@ -190,6 +185,7 @@ pub fn verify_segments(
         );
         report.records += r.records;
         report.checkpoints += 1;
+        report.unknown_outcomes += r.unknown_outcomes;
         if r.first_bad_seq.is_some() {
             return Ok((
                 VerifyReport {

@@ -160,7 +160,7 @@ pub fn read_checkpoints(path: &Path) -> Result<Vec<Checkpoint>, AuditError> {
 }
 
 /// The outcome of verifying a log.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct VerifyReport {
     /// Records checked.
     pub records: u64,
@@ -170,6 +170,12 @@ pub struct VerifyReport {
     pub first_bad_seq: Option<u64>,
     /// What is wrong there.
     pub problem: Option<String>,
+    /// Completions with outcome `unknown`: queries whose own completion was lost when the
+    /// process stopped (written by recovery when the log was next opened).
+    pub unknown_outcomes: u64,
+    /// Attempts with no completion in the log: queries running now, or lost with a process
+    /// that has not been restarted since (their outcome is unknown).
+    pub unanswered_attempts: u64,
 }
 
 impl VerifyReport {
@@ -191,9 +197,24 @@ pub fn verify_records(
     let mut report = VerifyReport {
         records: records.len() as u64,
         checkpoints: checkpoints.len() as u64,
-        first_bad_seq: None,
-        problem: None,
+        ..VerifyReport::default()
     };
+    let mut open: std::collections::HashMap<&str, u64> = std::collections::HashMap::new();
+    for r in records {
+        match r.event {
+            crate::Event::QueryAttempt => *open.entry(r.request_id.as_str()).or_default() += 1,
+            crate::Event::QueryCompletion => {
+                if r.outcome.as_deref() == Some(crate::OUTCOME_UNKNOWN) {
+                    report.unknown_outcomes += 1;
+                }
+                if let Some(n) = open.get_mut(r.request_id.as_str()) {
+                    *n = n.saturating_sub(1);
+                }
+            }
+            _ => {}
+        }
+    }
+    report.unanswered_attempts = open.values().sum();
     let mut first: Option<(u64, String)> = None;
     let mut bad = |seq: u64, why: String| {
         if first.as_ref().is_none_or(|(s, _)| seq < *s) {

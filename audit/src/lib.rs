@@ -15,7 +15,10 @@ mod writer;
 pub use chain::{Checkpoint, Signer, VerifyReport};
 pub use error::AuditError;
 pub use record::{AuditRecord, Decision, Event, SubQuery};
-pub use writer::{AuditLog, AuditOptions, AuditWriter, open_read_only, read_all};
+pub use writer::{
+    AuditLog, AuditOptions, AuditWriter, LOST_COMPLETION, OUTCOME_UNKNOWN, Pending, open_read_only,
+    read_all, read_settled,
+};
 
 /// Verifies the live log at `log` and its checkpoint file against `public_key`. If older records
 /// were archived, the chain starts from the anchor, which must carry a valid signed checkpoint.
@@ -40,6 +43,7 @@ pub fn verify(
                     problem: Some(format!(
                         "the archive anchor at {seq} is not signed: records may have been removed"
                     )),
+                    ..VerifyReport::default()
                 });
             }
             Some((seq, hash))
@@ -68,6 +72,7 @@ pub fn verify_all(
         live.problem = Some("the archive segments do not link to the live log".into());
     }
     live.records += segments.records;
+    live.unknown_outcomes += segments.unknown_outcomes;
     live.checkpoints += segments.checkpoints;
     Ok(live)
 }

@@ -153,6 +153,26 @@ pub struct SubQuery {
 }
 
 impl AuditRecord {
+    /// Turns a query's attempt record into the completion recovery writes when that query's
+    /// own completion was lost: outcome `unknown`, at `ts`.
+    pub(crate) fn attempt_to_completion(&mut self, ts: &str) {
+        self.seq = 0;
+        self.ts = ts.to_string();
+        self.event = Event::QueryCompletion;
+        self.outcome = Some(crate::writer::OUTCOME_UNKNOWN.into());
+        self.code = Some(crate::writer::LOST_COMPLETION.into());
+        self.error = Some(
+            "the process stopped before this query's completion was recorded: how it ended \
+             is unknown"
+                .into(),
+        );
+        self.rows = None;
+        self.bytes = None;
+        self.duration_ms = None;
+        self.prev_hash.clear();
+        self.hash.clear();
+    }
+
     /// A record with only the required fields set.
     pub fn new(event: Event, request_id: impl Into<String>, decision: Decision) -> Self {
         AuditRecord {

@@ -73,6 +73,30 @@ enum Job {
         ack: Option<Ack>,
     },
     Checkpoint(oneshot::Sender<Result<Option<Checkpoint>, AuditError>>),
+    /// Acknowledged once everything queued before it is committed.
+    Barrier(oneshot::Sender<()>),
+}
+
+/// The outcome of [`LOST_COMPLETION`] recovery, written at open for an attempt whose completion
+/// never became durable (the process stopped first).
+pub const OUTCOME_UNKNOWN: &str = "unknown";
+/// The code of a completion written by recovery.
+pub const LOST_COMPLETION: &str = "completion_lost";
+
+/// A record queued for commit: awaiting it waits until it is durable (its sequence number).
+pub struct Pending(oneshot::Receiver<Result<u64, AuditError>>);
+
+impl std::future::Future for Pending {
+    type Output = Result<u64, AuditError>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        std::pin::Pin::new(&mut self.0)
+            .poll(cx)
+            .map(|r| r.unwrap_or(Err(AuditError::Closed)))
+    }
 }
 
 /// How checkpoints are made.
@@ -178,6 +202,8 @@ impl AuditLog {
             Err(rusqlite::Error::QueryReturnedNoRows) => (0, GENESIS.to_string()),
             Err(e) => return Err(e.into()),
         };
+        let mut conn = conn;
+        let head = recover_lost_completions(&mut conn, head)?;
         let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
         let healthy = Arc::new(AtomicBool::new(true));
         let flag = Arc::clone(&healthy);
@@ -195,6 +221,12 @@ impl AuditLog {
 
     /// Appends a record and waits until it is durably committed; returns its sequence number.
     pub async fn append(&self, record: AuditRecord) -> Result<u64, AuditError> {
+        self.submit(record)?.await
+    }
+
+    /// Queues a record for the next group commit and returns at once; the [`Pending`] resolves
+    /// when it is durable. Records are committed in the order they were queued.
+    pub fn submit(&self, record: AuditRecord) -> Result<Pending, AuditError> {
         let (ack, done) = oneshot::channel();
         self.tx
             .try_send(Job::Append {
@@ -205,7 +237,18 @@ impl AuditLog {
                 mpsc::error::TrySendError::Full(_) => AuditError::Backpressure,
                 mpsc::error::TrySendError::Closed(_) => AuditError::Closed,
             })?;
-        done.await.map_err(|_| AuditError::Closed)?
+        Ok(Pending(done))
+    }
+
+    /// Waits until every record queued before this call is committed (readers of the log that
+    /// must see what this process has written so far: audit queries and exports).
+    pub async fn barrier(&self) -> Result<(), AuditError> {
+        let (ack, done) = oneshot::channel();
+        self.tx
+            .send(Job::Barrier(ack))
+            .await
+            .map_err(|_| AuditError::Closed)?;
+        done.await.map_err(|_| AuditError::Closed)
     }
 
     /// Queues a record without waiting (for paths that cannot await, such as a dropped
@@ -258,12 +301,14 @@ fn writer_loop(
     };
     let mut batch: Vec<(AuditRecord, Option<Ack>)> = Vec::with_capacity(MAX_BATCH);
     let mut checkpoint_requests = Vec::new();
+    let mut barriers = Vec::new();
     while let Some(first) = rx.blocking_recv() {
         let mut next = Some(first);
         while let Some(job) = next.take() {
             match job {
                 Job::Append { record, ack } => batch.push((*record, ack)),
                 Job::Checkpoint(ack) => checkpoint_requests.push(ack),
+                Job::Barrier(ack) => barriers.push(ack),
             }
             if batch.len() < MAX_BATCH {
                 next = rx.try_recv().ok();
@@ -294,6 +339,9 @@ fn writer_loop(
                     }
                 }
             }
+        }
+        for ack in barriers.drain(..) {
+            let _ = ack.send(());
         }
         let due = head.since_checkpoint >= options.checkpoint_every
             || (head.since_checkpoint > 0
@@ -326,6 +374,75 @@ fn make_checkpoint(
     head.since_checkpoint = 0;
     head.last_checkpoint = Instant::now();
     Ok(Some(cp))
+}
+
+/// Writes, for every query attempt whose completion is not in the log, a completion with
+/// outcome [`OUTCOME_UNKNOWN`]: the process stopped (crash, SIGKILL, power loss) before that
+/// completion was durable, and nobody can now say how the query ended. Runs when the writer
+/// opens the log, before anything else is appended, so nothing is in flight; the recovery
+/// records are chained like any other. Returns the new head.
+fn recover_lost_completions(
+    conn: &mut Connection,
+    (seq, hash): (u64, String),
+) -> Result<(u64, String), AuditError> {
+    // Request ids are the caller's to choose (`X-Request-Id`) and may repeat: per request id,
+    // each completion answers the earliest attempt before it still unanswered.
+    let open_ids: Vec<String> = conn
+        .prepare(
+            "SELECT request_id FROM audit_log \
+             WHERE event IN ('query_attempt', 'query_completion') GROUP BY request_id \
+             HAVING sum(event = 'query_attempt') > sum(event = 'query_completion')",
+        )?
+        .query_map([], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    let mut lost = Vec::new();
+    let mut stmt = conn.prepare(&format!(
+        "SELECT {SELECT_COLUMNS} FROM audit_log WHERE request_id = ?1 \
+         AND event IN ('query_attempt', 'query_completion') ORDER BY seq"
+    ))?;
+    for id in &open_ids {
+        let mut unanswered = std::collections::VecDeque::new();
+        for r in stmt.query_map([id], record_from_row)? {
+            let r = r?;
+            match r.event {
+                Event::QueryAttempt => unanswered.push_back(r),
+                _ => {
+                    unanswered.pop_front();
+                }
+            }
+        }
+        lost.extend(unanswered);
+    }
+    drop(stmt);
+    lost.sort_by_key(|r| r.seq);
+    if lost.is_empty() {
+        return Ok((seq, hash));
+    }
+    let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let mut batch: Vec<(AuditRecord, Option<Ack>)> = lost
+        .into_iter()
+        .map(|attempt| {
+            let mut r = attempt;
+            r.attempt_to_completion(&now);
+            (r, None)
+        })
+        .collect();
+    tracing::warn!(
+        queries = batch.len(),
+        "audit: queries whose completion was lost when the process stopped are recorded with \
+         outcome unknown"
+    );
+    let head = Head {
+        seq,
+        hash,
+        since_checkpoint: 0,
+        last_checkpoint: Instant::now(),
+    };
+    write_batch(conn, &mut batch, &head)?;
+    Ok(batch
+        .last()
+        .map(|(r, _)| (r.seq, r.hash.clone()))
+        .unwrap_or((head.seq, head.hash)))
 }
 
 /// Chains and writes the batch in one transaction. On success every record carries its
@@ -447,4 +564,26 @@ pub fn read_all(conn: &Connection) -> Result<Vec<AuditRecord>, AuditError> {
     let rows = stmt.query_map([], record_from_row)?;
     rows.collect::<Result<Vec<_>, _>>()
         .map_err(AuditError::from)
+}
+
+/// Reads every record once every query attempt has its completion, or after `within` (whatever
+/// the log holds then). Completions are group-committed behind the answers, so a reader that
+/// wants the records of queries whose answers it has seen end (tests, scripts) waits a moment.
+pub fn read_settled(conn: &Connection, within: Duration) -> Result<Vec<AuditRecord>, AuditError> {
+    let deadline = Instant::now() + within;
+    loop {
+        let records = read_all(conn)?;
+        let mut open: std::collections::HashMap<&str, i64> = std::collections::HashMap::new();
+        for r in &records {
+            match r.event {
+                Event::QueryAttempt => *open.entry(&r.request_id).or_default() += 1,
+                Event::QueryCompletion => *open.entry(&r.request_id).or_default() -= 1,
+                _ => {}
+            }
+        }
+        if open.values().all(|n| *n <= 0) || Instant::now() >= deadline {
+            return Ok(records);
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
 }

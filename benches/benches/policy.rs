@@ -1,5 +1,5 @@
 //! Policy cost on the 22 TPC-H queries: parse only, versus the whole policy (parse, rewrite,
-//! serialize, re-parse and verify). Guards the budget of issue "Tenant isolation that holds
+//! serialize, re-parse and verify), and versus a rewrite-cache hit. Guards the budget of issue "Tenant isolation that holds
 //! against any SQL": rewrite + verify at most 1.5x parse time (see benches/README.md).
 
 use criterion::{Criterion, criterion_group};
@@ -69,6 +69,22 @@ fn policy(c: &mut Criterion) {
         b.iter(|| {
             for (_, sql) in TPCH {
                 std::hint::black_box(sluice_policy::rewrite(sql, &catalog, &caller).is_ok());
+            }
+        })
+    });
+    // The same 22 from the rewrite cache (the daemon's path for a text seen before): a hash
+    // lookup and a copy of the verified rewrite, the caller's tenant as its parameter.
+    let cache = sluice_policy::RewriteCache::new(
+        sluice_policy::DEFAULT_REWRITE_CACHE_ENTRIES,
+        sluice_policy::DEFAULT_REWRITE_CACHE_BYTES,
+    );
+    for (_, sql) in TPCH {
+        let _ = cache.rewrite("tpch", sql, &catalog, &caller, 0);
+    }
+    g.bench_function("policy_cache_hit", |b| {
+        b.iter(|| {
+            for (_, sql) in TPCH {
+                std::hint::black_box(cache.rewrite("tpch", sql, &catalog, &caller, 0).is_ok());
             }
         })
     });

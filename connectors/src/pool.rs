@@ -41,9 +41,23 @@ impl PoolKey {
     }
 }
 
-/// An open connection: the client and the task driving its socket.
+/// Statements one connection keeps prepared; the least recently used is closed beyond this.
+pub(crate) const MAX_STATEMENTS_PER_CONN: usize = 256;
+
+/// What a prepared statement is cached under on its connection: the text, and the role the
+/// query ran as (passthrough switches the service login's role per query), so a statement is
+/// only ever reused by the identity that prepared it, on a connection of that identity.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) struct StatementKey {
+    pub(crate) role: Option<String>,
+    pub(crate) sql: String,
+}
+
+/// An open connection: the client, the task driving its socket, and its prepared statements
+/// (dropping a `Statement` closes it on the server).
 pub(crate) struct Conn {
     pub(crate) client: Client,
+    pub(crate) statements: hashlink::LruCache<StatementKey, tokio_postgres::Statement>,
     task: JoinHandle<()>,
     since: Instant,
 }
@@ -105,6 +119,7 @@ impl Pool {
         });
         Ok(Conn {
             client,
+            statements: hashlink::LruCache::new(MAX_STATEMENTS_PER_CONN),
             task,
             since: Instant::now(),
         })

@@ -11,8 +11,9 @@
 //! `BEGIN READ ONLY` transaction; every session starts `default_transaction_read_only`, with a
 //! `statement_timeout` and `standard_conforming_strings` (the policy's printed SQL assumes a
 //! backslash is no escape in `'...'`); a session goes back to the pool only after `ROLLBACK` and
-//! `DISCARD ALL` both succeeded (which reset it to those startup values), so nothing one query
-//! set reaches the next. [`PostgresConnector::require_unprivileged_login`] refuses a service login
+//! a reset (`DISCARD ALL` but for the prepared statements) both succeeded, which return it to
+//! those startup values, so nothing one query set reaches the next. A session keeps the
+//! statements it prepared (per role), so a repeated query is one round trip. [`PostgresConnector::require_unprivileged_login`] refuses a service login
 //! that is a superuser, has `BYPASSRLS` or can write a declared table. When the receiver of the
 //! batches goes away (client left, row cap reached, timeout), the query is cancelled on the
 //! server and its connection closed.
@@ -240,24 +241,27 @@ async fn login_verdict(
     })
 }
 
-/// Ends the session's transaction and resets it (`DISCARD ALL`: settings back to their startup
-/// values, role, prepared statements, advisory locks, temporary tables...), so nothing one query
-/// set reaches the next user of the session. `DISCARD ALL` cannot run in a transaction block,
-/// so it is a message of its own, sent right behind the `ROLLBACK` (one round trip). True when
-/// both succeeded; otherwise the session must be closed, not reused.
+/// What `DISCARD ALL` does, except deallocating prepared statements and plans (the session's
+/// statement cache, which only ever serves the identity that prepared it): cursors, the session
+/// user, every setting back to its startup value, listens, advisory locks, temporary tables,
+/// sequence state. Sent as one message behind the `ROLLBACK`.
+const RESET: &str = "CLOSE ALL; SET SESSION AUTHORIZATION DEFAULT; RESET ALL; UNLISTEN *; \
+                     SELECT pg_advisory_unlock_all(); DISCARD TEMP; DISCARD SEQUENCES";
+
+/// Ends the session's transaction and resets it ([`RESET`]: settings back to their startup
+/// values, role, cursors, advisory locks, temporary tables...), so nothing one query set
+/// reaches the next query of the session. The reset is a message of its own, sent right behind
+/// the `ROLLBACK`, both pipelined behind the query's `Execute` (no round trip of their own).
+/// True when both succeeded; otherwise the session must be closed, not reused.
 async fn reset_session(client: &tokio_postgres::Client) -> bool {
     // `join` polls in argument order: ROLLBACK goes out first.
-    let (rolled_back, discarded) = futures::future::join(
-        client.batch_execute("ROLLBACK"),
-        client.batch_execute("DISCARD ALL"),
-    )
-    .await;
-    if let Err(e) = rolled_back.as_ref().and(discarded.as_ref()) {
+    let (rolled_back, reset) =
+        futures::future::join(client.batch_execute("ROLLBACK"), client.batch_execute(RESET))
+            .await;
+    if let Err(e) = rolled_back.as_ref().and(reset.as_ref()) {
         tracing::debug!(error = %describe(e), "postgres session reset failed: closing it");
         return false;
     }
-    // DISCARD ALL deallocated the statements tokio-postgres caches for type lookups.
-    client.clear_type_cache();
     true
 }
 
@@ -582,7 +586,7 @@ impl Connector for PostgresConnector {
             self.pool.turn().await.ok_or_else(|| {
                 ConnectorError::Unavailable("the connection pool is closed".into())
             })?;
-        let conn = self
+        let mut conn = self
             .pool
             .checkout(&key, config)
             .await
@@ -608,105 +612,79 @@ impl Connector for PostgresConnector {
         }
         // Every query runs in a read-only transaction. Passthrough acts as the user's role, with
         // the tenant visible to RLS policies, for this transaction only.
-        let passthrough = matches!(
-            request.credential,
-            Some(crate::UserCredential::Passthrough { .. })
-        );
-        let (begin, tenant) = match request.credential {
+        let (begin, tenant, role) = match request.credential {
             Some(crate::UserCredential::Passthrough { role, tenant }) => (
                 format!("BEGIN READ ONLY; SET LOCAL ROLE {}", quote_ident(role)),
                 Some(tenant),
+                Some(role.to_string()),
             ),
-            _ => ("BEGIN READ ONLY".to_string(), None),
+            _ => ("BEGIN READ ONLY".to_string(), None, None),
         };
-        let set_tenant = async {
-            match tenant {
-                Some(tenant) => {
-                    let value: &(dyn ToSql + Sync) = &tenant;
-                    client
-                        .query_typed(
-                            "SELECT set_config('sluice.tenant', $1, true)",
-                            &[(value, Type::TEXT)],
-                        )
-                        .await
-                        .map(|_| ())
+        let statement_key = crate::pool::StatementKey {
+            role,
+            sql: request.sql.to_string(),
+        };
+        let opening = Opening {
+            client,
+            begin: &begin,
+            tenant,
+            passthrough: tenant.is_some(),
+        };
+        // A statement this connection prepared before (for this role) runs in one round trip:
+        // the transaction, the tenant, Bind and Execute are pipelined. A new text is prepared
+        // first (two round trips), then kept.
+        let cached = conn.statements.get(&statement_key).cloned();
+        let (statement, rows, fresh) = match cached {
+            Some(statement) => match opening.run_prepared(&statement, request.params).await {
+                Ok(rows) => (statement, rows, false),
+                // The table changed under a cached plan (PostgreSQL refuses a plan whose
+                // result columns changed): forget the statement, end the failed transaction,
+                // and prepare it again.
+                Err(Stale) => {
+                    if !opening.rollback().await {
+                        return Err(ConnectorError::Unavailable(
+                            "the PostgreSQL session could not be reset".into(),
+                        ));
+                    }
+                    let (statement, rows) = opening.prepare_and_run(request).await?;
+                    (statement, rows, true)
                 }
-                None => Ok(()),
+                Err(Failed(e)) => return Err(e),
+            },
+            None => {
+                let (statement, rows) = opening.prepare_and_run(request).await?;
+                (statement, rows, true)
             }
         };
-        // One round trip: tokio-postgres pipelines the requests in flight at once, and `join3`
-        // first polls them in argument order, so the transaction, the tenant and the statement
-        // reach the server in this order (each runs after the one before it).
-        let (begun, tenant_set, prepared) = futures::future::join3(
-            client.batch_execute(&begin),
-            set_tenant,
-            client.prepare(request.sql),
-        )
-        .await;
-        begun.map_err(|e| {
-            if passthrough {
-                ConnectorError::Unauthorized(describe(&e))
-            } else {
-                exec_error(&e)
-            }
-        })?;
-        tenant_set.map_err(|e| exec_error(&e))?;
-        // Planning reads no rows, so its message names only what the query itself says.
-        let statement = prepared.map_err(|e| ConnectorError::Plan(describe(&e)))?;
-        let mut fields = Vec::with_capacity(statement.columns().len());
-        for c in statement.columns() {
-            let t = arrow_type(c.type_(), c.type_modifier()).ok_or_else(|| {
-                ConnectorError::Plan(format!(
-                    "column {} has unsupported type {}",
-                    c.name(),
-                    c.type_()
-                ))
-            })?;
-            fields.push(Field::new(c.name(), t, true));
-        }
-        let schema: SchemaRef = Arc::new(Schema::new(fields));
-        if statement.params().len() != request.params.len() {
-            return Err(ConnectorError::Plan(format!(
-                "the statement takes {} parameters, {} given",
-                statement.params().len(),
-                request.params.len()
-            )));
-        }
-        let mut values: Vec<Box<dyn ToSql + Send + Sync>> =
-            Vec::with_capacity(request.params.len());
-        for (i, (p, t)) in request.params.iter().zip(statement.params()).enumerate() {
-            values.push(bind(i + 1, &p.value, t)?);
-        }
-        // PostgreSQL does not flush BindComplete while it runs the pipelined Execute, so this
-        // await can last as long as the query does. If it is abandoned (deadline, client gone),
-        // the guard cancels the query on the server; dropping the client alone would not.
-        let guard = CancelOnDrop(Some(client.cancel_token()));
-        let rows = client
-            .query_raw(
-                &statement,
-                values.iter().map(|v| v.as_ref() as &(dyn ToSql + Sync)),
-            )
-            .await
-            .map_err(|e| exec_error(&e))?;
-        let cancel = guard.disarm().unwrap_or_else(|| client.cancel_token());
+        let (rows, cancel) = rows;
+        let schema = schema_of(&statement)?;
         let builders: Vec<Column> = statement
             .columns()
             .iter()
             .map(|c| Column::new(c.type_(), c.type_modifier()))
             .collect::<Option<_>>()
             .ok_or_else(|| ConnectorError::Plan("unsupported column type".into()))?;
+        if fresh {
+            conn.statements.insert(statement_key, statement);
+        }
 
         let (tx, rx) = mpsc::channel(CHANNEL_BATCHES);
         let batch_schema = Arc::clone(&schema);
         let pool = Arc::clone(&self.pool);
         tokio::spawn(async move {
-            // Owns the connection (and the turn) while rows stream. The answer ends (the sender
-            // is dropped) as soon as the last row is sent; only then is the session reset, and
-            // it goes back to the pool only when the query ran to its end and the reset
+            // Owns the connection (and the turn) while rows stream. The session's reset is
+            // pipelined behind the statement (`join` polls the rows first, so the reset goes out
+            // right away): PostgreSQL runs it as soon as the statement ends, in the same round
+            // trip. The answer ends (the sender is dropped) as soon as the last row is sent; the
+            // session goes back to the pool only when the query ran to its end and the reset
             // succeeded. Otherwise it is closed.
             let _turn = turn;
-            let finished = stream_rows(rows, tx, batch_schema, builders, cancel).await;
-            if finished && reset_session(&conn.client).await {
+            let (finished, reset) = futures::future::join(
+                stream_rows(rows, tx, batch_schema, builders, cancel),
+                reset_session(&conn.client),
+            )
+            .await;
+            if finished && reset {
                 pool.checkin(key, conn);
             }
         });
@@ -787,6 +765,181 @@ impl Drop for CancelOnDrop {
             });
         }
     }
+}
+
+/// The rows of a running query, and the token that cancels it.
+type Running = (tokio_postgres::RowStream, tokio_postgres::CancelToken);
+
+/// Why running a cached statement failed.
+enum RunError {
+    /// Its plan is stale (the table's columns changed): prepare it again.
+    Stale,
+    /// Anything else: the query's error.
+    Failed(ConnectorError),
+}
+use RunError::{Failed, Stale};
+
+impl From<ConnectorError> for RunError {
+    fn from(e: ConnectorError) -> Self {
+        Failed(e)
+    }
+}
+
+/// Opens a query's transaction on a session: `BEGIN READ ONLY` (and, for passthrough, the role
+/// and the tenant), pipelined with the statement.
+struct Opening<'a> {
+    client: &'a tokio_postgres::Client,
+    begin: &'a str,
+    tenant: Option<&'a str>,
+    passthrough: bool,
+}
+
+impl Opening<'_> {
+    async fn set_tenant(&self) -> Result<(), tokio_postgres::Error> {
+        match self.tenant {
+            Some(tenant) => {
+                let value: &(dyn ToSql + Sync) = &tenant;
+                self.client
+                    .query_typed(
+                        "SELECT set_config('sluice.tenant', $1, true)",
+                        &[(value, Type::TEXT)],
+                    )
+                    .await
+                    .map(|_| ())
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// The transaction's opening failed: a refused role is the user's authorization failing.
+    fn opening_error(&self, e: &tokio_postgres::Error) -> ConnectorError {
+        if self.passthrough {
+            ConnectorError::Unauthorized(describe(e))
+        } else {
+            exec_error(e)
+        }
+    }
+
+    /// Runs a statement this session prepared before, in one round trip: tokio-postgres
+    /// pipelines the requests in flight at once, and `join3` first polls them in argument
+    /// order, so the transaction, the tenant, and Bind/Execute reach the server in that order.
+    /// If the opening fails, the transaction is aborted and the statement fails with it (and
+    /// every session is `default_transaction_read_only` besides); its error is the one
+    /// reported.
+    async fn run_prepared(
+        &self,
+        statement: &tokio_postgres::Statement,
+        params: &[crate::Param],
+    ) -> Result<Running, RunError> {
+        let values = values_for(statement, params)?;
+        // PostgreSQL does not flush BindComplete while it runs the pipelined Execute, so this
+        // await can last as long as the query does. If it is abandoned (deadline, client
+        // gone), the guard cancels the query on the server; dropping the client alone would
+        // not.
+        let guard = CancelOnDrop(Some(self.client.cancel_token()));
+        let (begun, tenant_set, rows) = futures::future::join3(
+            self.client.batch_execute(self.begin),
+            self.set_tenant(),
+            self.client.query_raw(
+                statement,
+                values.iter().map(|v| v.as_ref() as &(dyn ToSql + Sync)),
+            ),
+        )
+        .await;
+        begun.map_err(|e| self.opening_error(&e))?;
+        tenant_set.map_err(|e| exec_error(&e))?;
+        let rows = match rows {
+            Ok(rows) => rows,
+            Err(e) if stale_plan(&e) => {
+                guard.disarm();
+                return Err(Stale);
+            }
+            Err(e) => return Err(Failed(exec_error(&e))),
+        };
+        let cancel = guard.disarm().unwrap_or_else(|| self.client.cancel_token());
+        Ok((rows, cancel))
+    }
+
+    /// Prepares the query (pipelined behind the transaction's opening: one round trip), then
+    /// binds and executes it (a second).
+    async fn prepare_and_run(
+        &self,
+        request: QueryRequest<'_>,
+    ) -> Result<(tokio_postgres::Statement, Running), ConnectorError> {
+        let (begun, tenant_set, prepared) = futures::future::join3(
+            self.client.batch_execute(self.begin),
+            self.set_tenant(),
+            self.client.prepare(request.sql),
+        )
+        .await;
+        begun.map_err(|e| self.opening_error(&e))?;
+        tenant_set.map_err(|e| exec_error(&e))?;
+        // Planning reads no rows, so its message names only what the query itself says.
+        let statement = prepared.map_err(|e| ConnectorError::Plan(describe(&e)))?;
+        schema_of(&statement)?;
+        let values = values_for(&statement, request.params)?;
+        let guard = CancelOnDrop(Some(self.client.cancel_token()));
+        let rows = self
+            .client
+            .query_raw(
+                &statement,
+                values.iter().map(|v| v.as_ref() as &(dyn ToSql + Sync)),
+            )
+            .await
+            .map_err(|e| exec_error(&e))?;
+        let cancel = guard.disarm().unwrap_or_else(|| self.client.cancel_token());
+        Ok((statement, (rows, cancel)))
+    }
+
+    /// Ends a failed transaction so the session can run the next one.
+    async fn rollback(&self) -> bool {
+        self.client.batch_execute("ROLLBACK").await.is_ok()
+    }
+}
+
+/// PostgreSQL refused to run a cached plan whose result columns changed since it was prepared
+/// (`cached plan must not change result type`, SQLSTATE 0A000).
+fn stale_plan(e: &tokio_postgres::Error) -> bool {
+    e.as_db_error().is_some_and(|d| {
+        d.code() == &tokio_postgres::error::SqlState::FEATURE_NOT_SUPPORTED
+            && d.message().contains("cached plan must not change result type")
+    })
+}
+
+/// The Arrow schema of a prepared statement's answer; a column of a type not decoded is refused.
+fn schema_of(statement: &tokio_postgres::Statement) -> Result<SchemaRef, ConnectorError> {
+    let mut fields = Vec::with_capacity(statement.columns().len());
+    for c in statement.columns() {
+        let t = arrow_type(c.type_(), c.type_modifier()).ok_or_else(|| {
+            ConnectorError::Plan(format!(
+                "column {} has unsupported type {}",
+                c.name(),
+                c.type_()
+            ))
+        })?;
+        fields.push(Field::new(c.name(), t, true));
+    }
+    Ok(Arc::new(Schema::new(fields)))
+}
+
+/// Every parameter's value, as the type PostgreSQL inferred for it.
+fn values_for(
+    statement: &tokio_postgres::Statement,
+    params: &[crate::Param],
+) -> Result<Vec<Box<dyn ToSql + Send + Sync>>, ConnectorError> {
+    if statement.params().len() != params.len() {
+        return Err(ConnectorError::Plan(format!(
+            "the statement takes {} parameters, {} given",
+            statement.params().len(),
+            params.len()
+        )));
+    }
+    params
+        .iter()
+        .zip(statement.params())
+        .enumerate()
+        .map(|(i, (p, t))| bind(i + 1, &p.value, t))
+        .collect()
 }
 
 async fn send_batch(

@@ -3,6 +3,7 @@
 //!
 //! Pure: no I/O, no async, no clock. One entry point, [`rewrite`].
 
+mod cache;
 mod catalog;
 mod dialect;
 pub mod emit;
@@ -22,12 +23,15 @@ use std::collections::BTreeSet;
 
 use sqlparser::ast::{Expr, LimitClause, Query, Statement, Value};
 
+pub use cache::{
+    CacheStats, DEFAULT_REWRITE_CACHE_BYTES, DEFAULT_REWRITE_CACHE_ENTRIES, RewriteCache,
+};
 pub use catalog::{Access, Catalog, ColumnView, MaskKind, MaskRule, TableName, TableRule};
 pub use dialect::{Dialect, ParamStyle, TENANT_PARAM_NAME};
 pub use error::{CatalogError, PolicyError};
 pub use limits::{
     MAX_DEPTH_BOUND, MAX_SQL_BYTES, MAX_TOKENS, POLICY_STACK_BYTES, check_input, parse_statements,
-    with_stack,
+    parses_on_this_thread, with_stack,
 };
 
 /// Deepest nesting the parser accepts; deeper input is refused, never a stack overflow.

@@ -101,6 +101,16 @@ pub(crate) fn scan(sql: &str, dialect: Dialect) -> Result<usize, PolicyError> {
     Ok(count)
 }
 
+thread_local! {
+    static PARSES: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+/// How many times the policy has parsed SQL on this thread (tests prove a cache hit parses
+/// nothing).
+pub fn parses_on_this_thread() -> u64 {
+    PARSES.with(std::cell::Cell::get)
+}
+
 /// Parses `sql`, of about `tokens` tokens, with `dialect` under a budget of parse steps
 /// ([`crate::metered`]): sqlparser's backtracking cannot take exponential time. Over the budget
 /// the query is `query_too_complex`; a syntax error is `sql_parse_error`.
@@ -110,6 +120,7 @@ pub(crate) fn parse_metered(
     tokens: usize,
     recursion_limit: usize,
 ) -> Result<Vec<sqlparser::ast::Statement>, PolicyError> {
+    PARSES.with(|c| c.set(c.get() + 1));
     let metered = crate::metered::Metered::new(dialect, tokens);
     let parsed = sqlparser::parser::Parser::new(&metered)
         .with_recursion_limit(recursion_limit)

@@ -617,6 +617,25 @@ pub struct AuditConfig {
     /// Replace every literal of the recorded SQL (original and rewritten) by `?`. The tenant
     /// stays visible in the recorded parameters.
     pub redact_literals: bool,
+    /// When a query's attempt record must be durable (see [`Durability`]).
+    pub durability: Durability,
+}
+
+/// `audit.durability`: the order of a query's attempt record and its first steps.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Durability {
+    /// The default. The warehouse may start as soon as the attempt record is queued; no byte
+    /// of the answer leaves before the record is durable (if it cannot be made durable, the
+    /// warehouse query is cancelled and the caller gets `audit_unavailable`). The completion
+    /// record is group-committed without holding the answer's end; one lost in a crash is
+    /// recorded with outcome `unknown` when the log is next opened.
+    #[default]
+    BeforeAnswer,
+    /// Stricter: the attempt is durable before any warehouse or source sees the query, and the
+    /// completion is durable before the answer's last frame (one fsync-bound wait more on the
+    /// path of every query, and one at its end).
+    BeforeWarehouse,
 }
 
 impl Default for AuditConfig {
@@ -627,6 +646,7 @@ impl Default for AuditConfig {
             checkpoint_every: DEFAULT_CHECKPOINT_EVERY,
             checkpoint_interval_secs: DEFAULT_CHECKPOINT_INTERVAL_SECS,
             redact_literals: false,
+            durability: Durability::BeforeAnswer,
         }
     }
 }
@@ -642,6 +662,11 @@ pub struct LimitsConfig {
     /// Row limit per group, applied to the outermost query (`LIMIT`). A caller in several
     /// listed groups gets the largest; a caller in none gets no group limit.
     pub group_max_rows: BTreeMap<String, u64>,
+    /// Most verified rewrites the policy cache keeps (least recently used evicted first);
+    /// 0 turns the cache off.
+    pub rewrite_cache_entries: usize,
+    /// About how many bytes the policy cache keeps (SQL in and out, groups, manifests).
+    pub rewrite_cache_bytes: usize,
 }
 
 impl Default for LimitsConfig {
@@ -650,6 +675,8 @@ impl Default for LimitsConfig {
             max_result_rows: DEFAULT_MAX_RESULT_ROWS,
             query_timeout_ms: DEFAULT_QUERY_TIMEOUT_MS,
             group_max_rows: BTreeMap::new(),
+            rewrite_cache_entries: sluice_policy::DEFAULT_REWRITE_CACHE_ENTRIES,
+            rewrite_cache_bytes: sluice_policy::DEFAULT_REWRITE_CACHE_BYTES,
         }
     }
 }

@@ -1,5 +1,7 @@
-//! No statement reaches a warehouse without its attempt record committed first — run and
-//! explain, single-connection and federated, allowed and refused.
+//! With `audit.durability = "before_warehouse"`, no statement reaches a warehouse without its
+//! attempt record committed first — run and explain, single-connection and federated, allowed
+//! and refused. With either setting, no answer reaches the client unless its attempt record is
+//! durable: when it cannot be committed, the caller gets `audit_unavailable`.
 //!
 //! sluice reaches the real PostgreSQL through a thin layer of this test that reads the
 //! frontend protocol: each `Parse` or simple `Query` carrying a statement that reads a declared
@@ -70,6 +72,8 @@ async fn relay(mut client: TcpStream, seen: Arc<Mutex<Seen>>, audit: PathBuf) {
                 break;
             }
         }
+        let mut prepared = std::collections::HashMap::<String, String>::new();
+        let mut last_was_parse = false;
         loop {
             let mut head = [0u8; 5];
             if cr.read_exact(&mut head).await.is_err() {
@@ -78,14 +82,32 @@ async fn relay(mut client: TcpStream, seen: Arc<Mutex<Seen>>, audit: PathBuf) {
             let n = u32::from_be_bytes([head[1], head[2], head[3], head[4]]) as usize;
             let mut body = vec![0u8; n - 4];
             cr.read_exact(&mut body).await.unwrap();
+            // A statement prepared before runs again with a `Bind` naming it (sluice keeps
+            // each session's statements): that reaches the warehouse as much as a `Parse`.
             let sql = match head[0] {
                 b'Q' => Some(cstr(&body)),
                 b'P' => {
                     let name_end = body.iter().position(|c| *c == 0).unwrap();
-                    Some(cstr(&body[name_end + 1..]))
+                    let sql = cstr(&body[name_end + 1..]);
+                    let name = cstr(&body[..name_end]);
+                    if !name.is_empty() {
+                        prepared.insert(name, sql.clone());
+                    }
+                    Some(sql)
+                }
+                b'B' => {
+                    let portal_end = body.iter().position(|c| *c == 0).unwrap();
+                    let name = cstr(&body[portal_end + 1..]);
+                    // Right behind its own `Parse` it is the same statement, counted once.
+                    match (prepared.get(&name), last_was_parse) {
+                        (Some(sql), false) => Some(sql.clone()),
+                        _ => None,
+                    }
                 }
                 _ => None,
             };
+            last_was_parse = head[0] == b'P' || (head[0] == b'D' && last_was_parse)
+                || (head[0] == b'S' && last_was_parse);
             if let Some(sql) = sql.filter(|s| reads_data(s)) {
                 let request = seen.lock().unwrap().request.clone();
                 let covered = newest(&audit)
@@ -119,7 +141,7 @@ async fn layer(seen: Arc<Mutex<Seen>>, audit: PathBuf) -> u16 {
     port
 }
 
-fn config() -> String {
+fn config(durability: &str) -> String {
     let tables = r#"
 [[connections.tables]]
 name = "public.countries"
@@ -134,6 +156,9 @@ columns = ["id", "tenant_id", "customer_id", "amount", "status"]
 "#;
     format!(
         r#"
+[audit]
+durability = "{durability}"
+
 [auth.jwt]
 algorithm = "HS256"
 secret_env = "AUDIT_FIRST_JWT_SECRET"
@@ -183,7 +208,7 @@ async fn no_statement_reaches_the_warehouse_before_its_attempt_record() {
     let port = layer(Arc::clone(&seen), audit.clone()).await;
     let url = format!("postgres://{}@127.0.0.1:{port}/{}", common::READER, db.name);
     let config_file = dir.path().join("sluice.toml");
-    std::fs::write(&config_file, config()).unwrap();
+    std::fs::write(&config_file, config("before_warehouse")).unwrap();
     let daemon = common::Daemon::start(
         &config_file,
         &data_dir,
@@ -263,6 +288,9 @@ async fn no_statement_reaches_the_warehouse_before_its_attempt_record() {
             0,
             vec![D],
         ),
+        // The same text again: a session that prepared it runs it with `Bind` alone.
+        ("/v1/query", json!({"sql": single}), 200, 1, vec![A, C]),
+        ("/v1/query", json!({"sql": single}), 200, 1, vec![A, C]),
     ];
     for (i, (path, body, status, statements, events)) in cases.into_iter().enumerate() {
         let request = format!("audit-first-{i}");
@@ -287,7 +315,7 @@ async fn no_statement_reaches_the_warehouse_before_its_attempt_record() {
         assert_eq!(got, statements, "{body}: {answer}");
         let records: Vec<Event> = {
             let conn = sluice_audit::open_read_only(&audit).unwrap();
-            sluice_audit::read_all(&conn)
+            sluice_audit::read_settled(&conn, std::time::Duration::from_secs(5))
                 .unwrap()
                 .into_iter()
                 .filter(|r| r.request_id == request)
@@ -305,4 +333,222 @@ async fn no_statement_reaches_the_warehouse_before_its_attempt_record() {
     assert!(s.statements.len() >= 8);
     drop(s);
     drop(daemon);
+}
+
+/// The audit log cannot commit (another process holds its write lock past the writer's busy
+/// timeout): in both durability modes the caller gets `audit_unavailable` and no row; with
+/// `before_warehouse` the warehouse never saw the statement, with `before_answer` it may have
+/// (it started while the attempt was being committed) and its query was abandoned.
+#[tokio::test]
+async fn an_attempt_that_cannot_be_made_durable_means_no_answer() {
+    let db = TestDb::create(
+        "audit_locked",
+        include_str!("../../../shared/security/world.sql"),
+    )
+    .await;
+    db.grant_reader().await;
+    for durability in ["before_answer", "before_warehouse"] {
+        let dir = tempfile::tempdir().unwrap();
+        let data_dir = dir.path().join("data");
+        let audit = data_dir.join(sluice::app::AUDIT_FILE);
+        let seen = Arc::new(Mutex::new(Seen::default()));
+        let port = layer(Arc::clone(&seen), audit.clone()).await;
+        let url = format!("postgres://{}@127.0.0.1:{port}/{}", common::READER, db.name);
+        let config_file = dir.path().join("sluice.toml");
+        std::fs::write(&config_file, config(durability)).unwrap();
+        let daemon = common::Daemon::start(
+            &config_file,
+            &data_dir,
+            &[
+                ("AUDIT_FIRST_PG_URL", url.as_str()),
+                ("AUDIT_FIRST_JWT_SECRET", SECRET),
+            ],
+        );
+        let http = reqwest::Client::new();
+        let query = |request: &'static str| {
+            http.post(format!("{}/v1/query", daemon.url))
+                .bearer_auth(token())
+                .header("x-request-id", request)
+                .json(&json!({"sql": "SELECT id FROM orders WHERE id < 3", "connection": "a"}))
+                .send()
+        };
+        // Warm: the session exists and the statement is prepared.
+        let r = query("warm").await.unwrap();
+        assert_eq!(r.status().as_u16(), 200);
+        let _ = r.bytes().await;
+
+        let reader = sluice_audit::open_read_only(&audit).unwrap();
+        sluice_audit::read_settled(&reader, std::time::Duration::from_secs(5)).unwrap();
+        seen.lock().unwrap().request = "locked".into();
+        let locker = rusqlite::Connection::open(&audit).unwrap();
+        locker
+            .busy_timeout(std::time::Duration::from_secs(5))
+            .unwrap();
+        locker.execute_batch("BEGIN IMMEDIATE").unwrap();
+        let r = query("locked").await.unwrap();
+        let status = r.status().as_u16();
+        let body: Value = r.json().await.unwrap();
+        locker.execute_batch("ROLLBACK").unwrap();
+        drop(locker);
+        assert_eq!(status, 503, "{durability}: {body}");
+        assert_eq!(body["code"], "audit_unavailable", "{durability}: {body}");
+        assert!(body.get("rows").is_none(), "{durability}: {body}");
+        let reached = seen
+            .lock()
+            .unwrap()
+            .statements
+            .iter()
+            .filter(|(r, _)| r == "locked")
+            .count();
+        if durability == "before_warehouse" {
+            assert_eq!(reached, 0, "the warehouse saw a query whose attempt is not durable");
+        }
+        // The log is whole again: later queries are audited and the chain verifies.
+        seen.lock().unwrap().request = "after".into();
+        let r = query("after").await.unwrap();
+        assert_eq!(r.status().as_u16(), 200, "{durability}");
+        let _ = r.bytes().await;
+        let conn = sluice_audit::open_read_only(&audit).unwrap();
+        let records = sluice_audit::read_settled(&conn, std::time::Duration::from_secs(5)).unwrap();
+        let after: Vec<Event> = records
+            .iter()
+            .filter(|r| r.request_id == "after")
+            .map(|r| r.event)
+            .collect();
+        assert_eq!(after, vec![Event::QueryAttempt, Event::QueryCompletion]);
+        drop(daemon);
+    }
+}
+
+/// The daemon killed with SIGKILL under load, in both durability modes: every query whose
+/// answer reached the client has a durable attempt; with `before_warehouse` its completion too.
+/// Opening the log afterwards (as the next start does) records every attempt left without a
+/// completion as outcome `unknown`, so none is silently missing, and the chain verifies.
+#[tokio::test]
+async fn sigkill_under_load_every_answer_has_a_durable_attempt() {
+    let db = TestDb::create(
+        "audit_sigkill",
+        include_str!("../../../shared/security/world.sql"),
+    )
+    .await;
+    db.grant_reader().await;
+    for durability in ["before_answer", "before_warehouse"] {
+        let dir = tempfile::tempdir().unwrap();
+        let data_dir = dir.path().join("data");
+        let audit = data_dir.join(sluice::app::AUDIT_FILE);
+        let config_file = dir.path().join("sluice.toml");
+        std::fs::write(&config_file, config(durability)).unwrap();
+        let mut daemon = common::Daemon::start(
+            &config_file,
+            &data_dir,
+            &[
+                ("AUDIT_FIRST_PG_URL", db.reader_url().as_str()),
+                ("AUDIT_FIRST_JWT_SECRET", SECRET),
+            ],
+        );
+        let answered = Arc::new(Mutex::new(Vec::<(String, u16)>::new()));
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let mut workers = Vec::new();
+        for w in 0..8 {
+            let (url, answered, stop) = (daemon.url.clone(), answered.clone(), stop.clone());
+            workers.push(tokio::spawn(async move {
+                let client = reqwest::Client::new();
+                let mut i = 0;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    i += 1;
+                    let rid = format!("kill-{w}-{i}");
+                    let body = if i % 7 == 0 {
+                        json!({"sql": "SELECT * FROM secrets", "connection": "a"})
+                    } else {
+                        json!({"sql": "SELECT id, amount FROM orders WHERE id = $1",
+                               "params": [i % 5 + 1], "connection": "a"})
+                    };
+                    let Ok(resp) = client
+                        .post(format!("{url}/v1/query"))
+                        .bearer_auth(token())
+                        .header("x-request-id", &rid)
+                        .json(&body)
+                        .send()
+                        .await
+                    else {
+                        break;
+                    };
+                    let status = resp.status().as_u16();
+                    if resp.bytes().await.is_ok() {
+                        answered.lock().unwrap().push((rid, status));
+                    }
+                }
+            }));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+        daemon.child.kill().unwrap();
+        let _ = daemon.child.wait();
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for w in workers {
+            let _ = w.await;
+        }
+        let answered = answered.lock().unwrap().clone();
+        assert!(answered.len() > 20, "{durability}: too little load");
+
+        let events_of = |records: &[AuditRecord], rid: &str| -> Vec<(Event, Option<String>)> {
+            records
+                .iter()
+                .filter(|r| r.request_id == rid)
+                .map(|r| (r.event, r.outcome.clone()))
+                .collect()
+        };
+        let before = {
+            let conn = sluice_audit::open_read_only(&audit).unwrap();
+            sluice_audit::read_all(&conn).unwrap()
+        };
+        for (rid, status) in &answered {
+            let events = events_of(&before, rid);
+            if *status != 200 {
+                assert_eq!(events, vec![(Event::QueryDenied, None)], "{durability} {rid}");
+                continue;
+            }
+            assert_eq!(
+                events.first(),
+                Some(&(Event::QueryAttempt, None)),
+                "{durability} {rid}: an answered query without a durable attempt"
+            );
+            if durability == "before_warehouse" {
+                assert_eq!(
+                    events.get(1),
+                    Some(&(Event::QueryCompletion, Some("ok".into()))),
+                    "{durability} {rid}"
+                );
+            }
+        }
+        // What the next start does first.
+        let (log, writer) = sluice_audit::AuditLog::open(&audit).unwrap();
+        drop(log);
+        writer.join();
+        let after = {
+            let conn = sluice_audit::open_read_only(&audit).unwrap();
+            sluice_audit::read_all(&conn).unwrap()
+        };
+        let report = sluice_audit::chain::verify_records(&after, &[], &[], None);
+        assert!(report.ok(), "{durability}: {report:?}");
+        assert_eq!(report.unanswered_attempts, 0, "{durability}: {report:?}");
+        let mut unknown = 0;
+        for (rid, status) in answered.iter().filter(|(_, s)| *s == 200) {
+            let events = events_of(&after, rid);
+            assert_eq!(events.len(), 2, "{durability} {rid}: {events:?}");
+            assert_eq!(events[0], (Event::QueryAttempt, None));
+            let outcome = events[1].1.as_deref();
+            assert_eq!(events[1].0, Event::QueryCompletion);
+            assert!(
+                matches!(outcome, Some("ok" | "unknown")),
+                "{durability} {rid} ({status}): {outcome:?}"
+            );
+            unknown += usize::from(outcome == Some("unknown"));
+        }
+        println!(
+            "sigkill ({durability}): {} answered, {unknown} with a completion lost, {} unknown \
+             outcomes in the log",
+            answered.len(),
+            report.unknown_outcomes
+        );
+    }
 }

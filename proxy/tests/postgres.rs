@@ -133,7 +133,7 @@ async fn a_client_that_leaves_before_the_first_row_stops_the_query_on_the_server
     let audit = sluice_audit::open_read_only(&dir.path().join("data/audit.sqlite")).unwrap();
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
-        let records = sluice_audit::read_all(&audit).unwrap();
+        let records = sluice_audit::read_settled(&audit, std::time::Duration::from_secs(5)).unwrap();
         if let Some(r) = records
             .iter()
             .find(|r| r.event == sluice_audit::Event::QueryCompletion)
@@ -492,7 +492,7 @@ async fn per_user_passwords_log_in_as_that_user_so_the_warehouses_grants_apply()
     assert!(!body.to_string().contains("permission denied"), "{body}");
     // The whole text is in the audit log, for the compliance officer.
     let log = sluice_audit::open_read_only(&dir.path().join("data").join("audit.sqlite")).unwrap();
-    let records = sluice_audit::read_all(&log).unwrap();
+    let records = sluice_audit::read_settled(&log, std::time::Duration::from_secs(5)).unwrap();
     assert!(records.iter().any(|r| {
         r.code.as_deref() == Some("warehouse_error")
             && r.error
@@ -772,6 +772,44 @@ async fn a_pooled_session_is_reset_before_it_is_reused() {
         .await
         .unwrap_err();
     assert_eq!(e.warehouse_code(), Some("25006"), "{e}");
+}
+
+/// A pooled session keeps the statements it prepared, through its reset: the same text runs
+/// again without a new `Parse` (one round trip); a table whose columns changed under a cached
+/// plan is prepared again within the same query, which answers with the new columns.
+#[tokio::test]
+async fn a_session_keeps_its_prepared_statements_and_prepares_again_when_a_table_changes() {
+    let db = TestDb::create("stmt_cache", "CREATE TABLE t (id int); INSERT INTO t VALUES (1);")
+        .await;
+    db.grant_reader().await;
+    let conn = pg_connector(&db.reader_url());
+    let q1 = "SELECT pg_backend_pid() AS pid, \
+              (SELECT count(*) FROM pg_prepared_statements) AS n";
+    let first = raw_rows(&conn, q1).await.unwrap();
+    assert_eq!(first[0][1], 1, "{first}");
+    wait_idle(&conn, common::READER, 1).await;
+    let again = raw_rows(&conn, q1).await.unwrap();
+    assert_eq!(again[0][0], first[0][0], "the same pooled session");
+    assert_eq!(again[0][1], 1, "prepared again instead of reused: {again}");
+    wait_idle(&conn, common::READER, 1).await;
+    let q2 = "SELECT pg_backend_pid() AS pid, \
+              (SELECT count(*) FROM pg_prepared_statements) AS n2";
+    let other = raw_rows(&conn, q2).await.unwrap();
+    assert_eq!(other[0][0], first[0][0]);
+    assert_eq!(other[0][1], 2, "the session dropped its statements: {other}");
+    wait_idle(&conn, common::READER, 1).await;
+
+    let star = "SELECT * FROM t";
+    assert_eq!(raw_rows(&conn, star).await.unwrap(), json!([[1]]));
+    wait_idle(&conn, common::READER, 1).await;
+    common::connect(&db.conn_str())
+        .await
+        .batch_execute("ALTER TABLE t ADD COLUMN label text DEFAULT 'x'")
+        .await
+        .unwrap();
+    assert_eq!(raw_rows(&conn, star).await.unwrap(), json!([[1, "x"]]));
+    wait_idle(&conn, common::READER, 1).await;
+    assert_eq!(raw_rows(&conn, star).await.unwrap(), json!([[1, "x"]]));
 }
 
 #[tokio::test]
@@ -1135,7 +1173,7 @@ async fn caller_parameters_are_bound_at_the_warehouse_never_spliced_into_the_sql
 
     // The audit record stores them, beside the tenant.
     let audit = sluice_audit::open_read_only(&dir.path().join("data/audit.sqlite")).unwrap();
-    let records = sluice_audit::read_all(&audit).unwrap();
+    let records = sluice_audit::read_settled(&audit, std::time::Duration::from_secs(5)).unwrap();
     let attempt = records
         .iter()
         .find(|r| {

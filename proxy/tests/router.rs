@@ -70,7 +70,7 @@ impl Demo {
     fn audit(&self) -> Vec<AuditRecord> {
         let conn =
             sluice_audit::open_read_only(&self.data_dir.join(sluice::app::AUDIT_FILE)).unwrap();
-        sluice_audit::read_all(&conn).unwrap()
+        sluice_audit::read_settled(&conn, std::time::Duration::from_secs(5)).unwrap()
     }
 }
 
@@ -390,4 +390,43 @@ async fn a_header_value_cannot_forge_fields_of_a_text_log_line() {
         "{text}"
     );
     assert!(!text.contains("origin=https://evil.example"), "{text}");
+}
+
+/// The same text from two tenants and two roles: the second tenant's query is a rewrite-cache
+/// hit, and each caller still gets only their own tenant's rows (the tenant is the cached
+/// rewrite's parameter, never part of its text); a reload starts an empty cache.
+#[tokio::test]
+async fn a_cached_rewrite_serves_each_tenant_its_own_rows() {
+    let d = demo().await;
+    let sql = "SELECT DISTINCT tenant_id FROM orders";
+    for tenant in ["acme", "globex", "acme", "globex"] {
+        let (status, _, body) = d
+            .call(d.post("/v1/query", Some(tenant), json!({ "sql": sql })))
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(body["rows"], json!([[tenant]]), "{tenant}");
+    }
+    let stats = d.state.engine.policy().cache.stats();
+    assert_eq!((stats.misses, stats.hits), (1, 3), "{stats:?}");
+    let records = d.audit();
+    let attempts: Vec<&AuditRecord> = records
+        .iter()
+        .filter(|r| r.event == Event::QueryAttempt)
+        .collect();
+    assert_eq!(attempts.len(), 4);
+    for a in &attempts {
+        // Each attempt records its own caller's tenant as the bound parameter.
+        assert_eq!(a.params, vec![a.tenant.clone().unwrap()], "{a:?}");
+    }
+    // A reloaded policy is a new snapshot with an empty cache.
+    let config = sluice::demo::config(&d.data_dir, "127.0.0.1:0").unwrap();
+    d.state
+        .engine
+        .set_policy(sluice::engine::policy::Policy::from_config(&config).unwrap());
+    assert_eq!(d.state.engine.policy().cache.stats().entries, 0);
+    let (status, _, body) = d
+        .call(d.post("/v1/query", Some("globex"), json!({ "sql": sql })))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["rows"], json!([["globex"]]));
 }

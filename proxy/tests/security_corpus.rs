@@ -264,7 +264,7 @@ async fn the_public_corpus_is_refused_or_filtered() {
 
     // Refused queries never reached PostgreSQL: no attempt record exists for them.
     let audit = sluice_audit::open_read_only(&dir.path().join("audit.sqlite")).unwrap();
-    let records = sluice_audit::read_all(&audit).unwrap();
+    let records = sluice_audit::read_settled(&audit, std::time::Duration::from_secs(5)).unwrap();
     for rid in &rejected_ids {
         if records
             .iter()

@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 use sluice::auth::{AuthMethod, Principal};
 use sluice::config::{Config, JwtAlgorithm};
 use sluice::http::server::RunningServer;
-use sluice_audit::{AuditRecord, Event, open_read_only, read_all};
+use sluice_audit::{AuditRecord, Event, open_read_only, read_settled};
 
 const ALLOWED_ORIGIN: &str = "https://host.example";
 
@@ -93,7 +93,7 @@ impl Daemon {
     async fn stop_and_read_audit(self) -> Vec<AuditRecord> {
         self.server.stop().await.unwrap();
         let conn = open_read_only(&self.data_dir.join(sluice::app::AUDIT_FILE)).unwrap();
-        read_all(&conn).unwrap()
+        read_settled(&conn, std::time::Duration::from_secs(5)).unwrap()
     }
 }
 

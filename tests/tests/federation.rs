@@ -120,8 +120,9 @@ impl Env {
     }
 
     fn records(&self) -> Vec<sluice_audit::AuditRecord> {
-        sluice_audit::read_all(
+        sluice_audit::read_settled(
             &sluice_audit::open_read_only(&self.data_dir.join(sluice::app::AUDIT_FILE)).unwrap(),
+            std::time::Duration::from_secs(5),
         )
         .unwrap()
     }

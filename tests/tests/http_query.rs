@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use sluice::http::server::RunningServer;
-use sluice_audit::{AuditRecord, Event, open_read_only, read_all};
+use sluice_audit::{AuditRecord, Event, open_read_only, read_settled};
 
 struct Daemon {
     server: RunningServer,
@@ -74,7 +74,7 @@ impl Daemon {
     async fn stop_and_read_audit(self) -> Vec<AuditRecord> {
         self.server.stop().await.unwrap();
         let conn = open_read_only(&self.data_dir.join(sluice::app::AUDIT_FILE)).unwrap();
-        read_all(&conn).unwrap()
+        read_settled(&conn, std::time::Duration::from_secs(5)).unwrap()
     }
 }
 
@@ -632,7 +632,7 @@ async fn a_client_that_leaves_mid_answer_is_audited_as_cancelled() {
     let path = d.data_dir.join(sluice::app::AUDIT_FILE);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     loop {
-        let records = read_all(&open_read_only(&path).unwrap()).unwrap();
+        let records = read_settled(&open_read_only(&path).unwrap(), std::time::Duration::from_secs(5)).unwrap();
         if let Some(r) = records
             .iter()
             .find(|r| r.request_id == "req-leaves" && r.event == Event::QueryCompletion)

@@ -19,7 +19,7 @@ use serde_json::{Value, json};
 use sluice::config::{Config, CredentialMode, OAuthClientConfig, VaultConfig};
 use sluice::http::server::RunningServer;
 use sluice::vault::store::CredentialStore;
-use sluice_audit::{Event, open_read_only, read_all};
+use sluice_audit::{Event, open_read_only, read_settled};
 
 const CLIENT: &str = "sluice-wh";
 const SECRET: &str = "wh-secret";
@@ -391,7 +391,7 @@ async fn connect_query_refresh_before_expiry_then_revocation_means_reauth() {
     } = env;
     server.stop().await.unwrap();
     let records =
-        read_all(&open_read_only(&data_dir.join(sluice::app::AUDIT_FILE)).unwrap()).unwrap();
+        read_settled(&open_read_only(&data_dir.join(sluice::app::AUDIT_FILE)).unwrap(), std::time::Duration::from_secs(5)).unwrap();
     for code in [
         "credential_connected",
         "credential_refreshed",

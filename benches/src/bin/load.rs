@@ -49,6 +49,9 @@ struct Args {
     only: Option<String>,
 }
 
+/// `--durability`: the daemon's `audit.durability` (default `before_answer`).
+static DURABILITY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
 fn args() -> Args {
     let mut a = Args {
         sluice: PathBuf::from("target/release/sluice"),
@@ -66,6 +69,9 @@ fn args() -> Args {
             "--stream-rows" => a.stream_rows = v.parse().unwrap(),
             "--concurrency" => a.concurrency = v.split(',').map(|c| c.parse().unwrap()).collect(),
             "--only" => a.only = Some(v),
+            "--durability" => {
+                let _ = DURABILITY.set(v);
+            }
             other => panic!("unknown option {other}"),
         }
     }
@@ -237,6 +243,9 @@ request_timeout_ms = 600000
 [log]
 level = "warn"
 
+[audit]
+durability = "{durability}"
+
 [auth.jwt]
 algorithm = "HS256"
 secret_env = "SLUICE_BENCH_JWT"
@@ -274,7 +283,8 @@ tenant_column = "tenant_id"
 columns = ["k", "tenant_id", "v"]
 {extra_connections}
 "#,
-                data = dir.path().join("data").display()
+                data = dir.path().join("data").display(),
+                durability = DURABILITY.get().map_or("before_answer", String::as_str),
             ),
         )
         .unwrap();
@@ -349,7 +359,10 @@ enum Target {
     /// the proxy costs from what the rewritten SQL costs the database.
     DirectRewritten,
     Bouncer,
+    /// sluice, the caller's value as a parameter (`$1`): one text, cached rewrite and statement.
     Sluice,
+    /// sluice, the value written into the SQL: a new text every query (cache misses).
+    SluiceLiteral,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -398,6 +411,20 @@ fn const_format(from: &str, filter: &str) -> &'static str {
     Box::leak(format!("SELECT id, tenant_id, v, label {from} {filter}").into_boxed_str())
 }
 
+/// The body sluice gets: the SQL and, for [`Target::Sluice`], the parameter.
+fn sluice_body(target: Target, shape: Shape, id: i64) -> serde_json::Value {
+    if target == Target::SluiceLiteral {
+        return serde_json::json!({"sql": sluice_sql(shape, id)});
+    }
+    let sql = match shape {
+        Shape::Point => "SELECT id, tenant_id, v, label FROM points WHERE id = $1",
+        Shape::Rows10k => {
+            "SELECT id, tenant_id, v, label FROM points WHERE id BETWEEN $1 AND $1 + 9999"
+        }
+    };
+    serde_json::json!({"sql": sql, "params": [id]})
+}
+
 fn sluice_sql(shape: Shape, id: i64) -> String {
     match shape {
         Shape::Point => format!("SELECT id, tenant_id, v, label FROM points WHERE id = {id}"),
@@ -428,10 +455,10 @@ async fn run_load(
     let conn_str = match target {
         Target::Direct | Target::DirectRewritten => format!("{PG} dbname={DB}"),
         Target::Bouncer => format!("host=127.0.0.1 port={bouncer_port} user=postgres dbname={DB}"),
-        Target::Sluice => String::new(),
+        Target::Sluice | Target::SluiceLiteral => String::new(),
     };
     let mut clients = vec![];
-    if target != Target::Sluice {
+    if !matches!(target, Target::Sluice | Target::SluiceLiteral) {
         for _ in 0..c.min(32) {
             let (client, conn) = tokio_postgres::connect(&conn_str, tokio_postgres::NoTls)
                 .await
@@ -471,7 +498,7 @@ async fn run_load(
                             .post(&url)
                             .bearer_auth(&token)
                             .header("accept", accept)
-                            .json(&serde_json::json!({"sql": sluice_sql(shape, i)}))
+                            .json(&sluice_body(target, shape, i))
                             .send()
                             .await
                             .unwrap();
@@ -506,10 +533,10 @@ async fn load_section(a: &Args) {
     let token = token();
     println!("\n### Load (closed loop, {} s per cell)\n", a.seconds);
     println!(
-        "| query | c | direct qps | direct p50 / p99 µs | direct, sluice's SQL: qps | p50 / p99 µs | PgBouncer qps | PgBouncer p50 / p99 µs | sluice qps | sluice p50 / p99 µs | sluice/direct qps | sluice/PgBouncer qps | sluice − direct p50 µs | sluice − direct (sluice's SQL) p50 µs |"
+        "| query | c | direct qps | direct p50 / p99 µs | direct, sluice's SQL: qps | p50 / p99 µs | PgBouncer qps | PgBouncer p50 / p99 µs | sluice qps | sluice p50 / p99 µs | sluice, literal SQL: qps | p50 / p99 µs | sluice/direct qps | sluice/PgBouncer qps | sluice − direct p50 µs | literal: sluice/direct qps | literal: sluice − direct p50 µs |"
     );
     println!(
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
     );
     for shape in [Shape::Point, Shape::Rows10k] {
         for &c in &a.concurrency {
@@ -520,6 +547,7 @@ async fn load_section(a: &Args) {
                 Target::DirectRewritten,
                 Target::Bouncer,
                 Target::Sluice,
+                Target::SluiceLiteral,
             ] {
                 let _ = run_load(target, shape, c, 0.5, bouncer.port, &daemon.url, &token).await;
                 s.push(
@@ -535,9 +563,9 @@ async fn load_section(a: &Args) {
                     .await,
                 );
             }
-            let (d, r, b, x) = (&s[0], &s[1], &s[2], &s[3]);
+            let (d, r, b, x, l) = (&s[0], &s[1], &s[2], &s[3], &s[4]);
             println!(
-                "| {} | {c} | {:.0} | {:.0} / {:.0} | {:.0} | {:.0} / {:.0} | {:.0} | {:.0} / {:.0} | {:.0} | {:.0} / {:.0} | {:.2} | {:.2} | {:+.0} | {:+.0} |",
+                "| {} | {c} | {:.0} | {:.0} / {:.0} | {:.0} | {:.0} / {:.0} | {:.0} | {:.0} / {:.0} | {:.0} | {:.0} / {:.0} | {:.0} | {:.0} / {:.0} | {:.2} | {:.2} | {:+.0} | {:.2} | {:+.0} |",
                 match shape {
                     Shape::Point => "point",
                     Shape::Rows10k => "10k rows",
@@ -554,14 +582,18 @@ async fn load_section(a: &Args) {
                 x.qps,
                 x.p50_us,
                 x.p99_us,
+                l.qps,
+                l.p50_us,
+                l.p99_us,
                 x.qps / d.qps,
                 x.qps / b.qps,
                 x.p50_us - d.p50_us,
-                x.p50_us - r.p50_us,
+                l.qps / d.qps,
+                l.p50_us - d.p50_us,
             );
             eprintln!(
-                "  ({shape:?} c={c}: {} / {} / {} / {} queries)",
-                d.n, r.n, b.n, x.n
+                "  ({shape:?} c={c}: {} / {} / {} / {} / {} queries)",
+                d.n, r.n, b.n, x.n, l.n
             );
         }
     }

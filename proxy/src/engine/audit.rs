@@ -1,10 +1,11 @@
 //! The audit records of one query: exactly one `query_denied` record, or a `query_attempt`
-//! committed before any warehouse or source sees anything, then one `query_completion` — on
-//! every way out, including the caller going away (records are written on drop).
+//! then one `query_completion` — on every way out, including the caller going away (records
+//! are written on drop). The attempt is durable before any byte of the answer leaves (and, with
+//! `audit.durability = before_warehouse`, before any warehouse or source sees the query).
 
 use std::time::Instant;
 
-use sluice_audit::{AuditLog, AuditRecord, Decision, Event};
+use sluice_audit::{AuditLog, AuditRecord, Decision, Event, Pending};
 use sluice_policy::RewrittenQuery;
 
 use crate::auth::principal::{ClientInfo, Principal};
@@ -18,12 +19,21 @@ pub(crate) struct QueryAudit {
     pub(crate) record: AuditRecord,
     started: Instant,
     attempted: bool,
+    /// The attempt, queued but maybe not yet durable ([`QueryAudit::attempt_queued`]).
+    pending: Option<Pending>,
+    /// Whether completions are awaited until durable (`audit.durability = before_warehouse`).
+    wait_for_completion: bool,
     /// Set once the final record of this stage is handed over (to `failed` or `completion`).
     finished: bool,
 }
 
 impl QueryAudit {
-    pub(crate) fn new(log: &AuditLog, request_id: &str, client: &ClientInfo) -> Self {
+    pub(crate) fn new(
+        log: &AuditLog,
+        request_id: &str,
+        client: &ClientInfo,
+        wait_for_completion: bool,
+    ) -> Self {
         let mut record =
             AuditRecord::new(Event::QueryDenied, request_id.to_string(), Decision::Deny);
         record.client_addr = client.addr.map(|a| a.to_string());
@@ -33,6 +43,8 @@ impl QueryAudit {
             record,
             started: Instant::now(),
             attempted: false,
+            pending: None,
+            wait_for_completion,
             finished: false,
         }
     }
@@ -55,18 +67,50 @@ impl QueryAudit {
         self.record.tables = r.manifest.tables.iter().map(|t| t.to_string()).collect();
     }
 
-    /// Commits the attempt record; refuses the query if the log cannot be written.
-    pub(crate) async fn attempt(&mut self) -> Result<(), Error> {
+    fn attempt_record(&self) -> AuditRecord {
         let mut record = self.record.clone();
         record.event = Event::QueryAttempt;
         record.decision = Decision::Allow;
         record.ts = now();
-        self.log.append(record).await.map_err(|e| {
-            tracing::error!(error = %e, "audit attempt not recorded: refusing the query");
+        record
+    }
+
+    /// Commits the attempt record; refuses the query if the log cannot be written.
+    pub(crate) async fn attempt(&mut self) -> Result<(), Error> {
+        self.attempt_queued()?;
+        self.durable().await
+    }
+
+    /// Queues the attempt record for the next group commit, without waiting for it to be
+    /// durable ([`QueryAudit::durable`] waits); refuses the query if it cannot be queued.
+    pub(crate) fn attempt_queued(&mut self) -> Result<(), Error> {
+        let pending = self.log.submit(self.attempt_record()).map_err(|e| {
+            tracing::error!(error = %e, "audit attempt not queued: refusing the query");
             Error::audit_unavailable()
         })?;
+        self.pending = Some(pending);
         self.attempted = true;
         Ok(())
+    }
+
+    /// Waits until the queued attempt is durable; `audit_unavailable` if it cannot be made so.
+    pub(crate) async fn durable(&mut self) -> Result<(), Error> {
+        match self.pending.take() {
+            None => Ok(()),
+            Some(p) => p.await.map(|_| ()).map_err(|e| {
+                tracing::error!(error = %e, "audit attempt not durable: refusing the query");
+                Error::audit_unavailable()
+            }),
+        }
+    }
+
+    /// The error a failed query reports: its own, unless its attempt record could not be made
+    /// durable (then `audit_unavailable`, which says more).
+    pub(crate) async fn settle(&mut self, e: Error) -> Error {
+        match self.durable().await {
+            Ok(()) => e,
+            Err(audit) => audit,
+        }
     }
 
     /// Records a request that ended in an error before its answer started.
@@ -116,6 +160,7 @@ impl QueryAudit {
         Completion {
             log: self.log.clone(),
             record: Some(record),
+            wait: self.wait_for_completion,
             started: self.started,
             rows: 0,
             bytes: 0,
@@ -154,6 +199,8 @@ fn now() -> String {
 pub(crate) struct Completion {
     log: AuditLog,
     record: Option<AuditRecord>,
+    /// Wait until the record is durable (otherwise it is queued for the next group commit).
+    wait: bool,
     started: Instant,
     pub(crate) rows: u64,
     pub(crate) bytes: u64,
@@ -183,9 +230,17 @@ impl Completion {
     }
 
     pub(crate) async fn finish(&mut self, outcome: &str, error: Option<(&str, &str)>) {
-        if let Some(r) = self.fill(outcome, error)
-            && let Err(e) = self.log.append(r).await
-        {
+        let Some(r) = self.fill(outcome, error) else {
+            return;
+        };
+        let written = if self.wait {
+            self.log.append(r).await.map(|_| ())
+        } else {
+            // Group-committed behind the answer; the writer logs a commit that fails, and a
+            // completion lost in a crash is recorded as `unknown` when the log is next opened.
+            self.log.submit(r).map(|_| ())
+        };
+        if let Err(e) = written {
             tracing::error!(error = %e, "audit completion record not written");
         }
     }

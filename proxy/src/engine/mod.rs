@@ -9,12 +9,15 @@
 //! 3. the policy (parse, refuse, rewrite, verify) in the connection's dialect, caller
 //!    parameters bound ([`params`]);
 //! 4. the credential each warehouse is reached with ([`connection::RunAs`]);
-//! 5. the attempt record, committed before any warehouse or source sees anything — schema
-//!    probes included (fail closed: no record, no query);
+//! 5. the attempt record: queued, and durable before any byte of the answer leaves (fail
+//!    closed: no record, no answer, and the warehouse query is cancelled). With
+//!    `audit.durability = before_warehouse`, and always for explain and federated queries, it
+//!    is durable before any warehouse or source sees anything, schema probes included;
 //! 6. run: execute and wait for the first batch, so early failures are plain errors; the
-//!    [`Answer`] streams the rest and writes the completion record. Explain: the explain
-//!    document (federated: after planning, which probes each source's schema) and a completion
-//!    record with outcome `explained`.
+//!    [`Answer`] streams the rest and writes the completion record (group-committed, not
+//!    awaited, unless `before_warehouse`). Explain: the explain document (federated: after
+//!    planning, which probes each source's schema) and a completion record with outcome
+//!    `explained`.
 //!
 //! Every way out writes exactly one `query_denied` record, or an attempt and a completion.
 
@@ -39,7 +42,7 @@ use tokio::sync::watch;
 use tokio::time::timeout_at;
 
 use crate::auth::principal::{ClientInfo, Principal};
-use crate::config::Config;
+use crate::config::{Config, Durability};
 use crate::error::{Error, Kind};
 use crate::vault::Vault;
 pub use answer::Answer;
@@ -152,7 +155,12 @@ impl Engine {
         let deadline = started + Duration::from_millis(self.config.limits.query_timeout_ms);
         Request {
             engine: self,
-            audit: QueryAudit::new(&self.audit, &ctx.request_id, &ctx.client),
+            audit: QueryAudit::new(
+                &self.audit,
+                &ctx.request_id,
+                &ctx.client,
+                self.config.audit.durability == Durability::BeforeWarehouse,
+            ),
             start_by: deadline.min(started + ctx.start_within),
             deadline,
             ctx,
@@ -233,7 +241,10 @@ impl Request<'_> {
                 self.audit.failed(&e).await;
                 Ok(Outcome::Explained(doc))
             }
-            Err(e) => Err(self.refuse(e).await),
+            Err(e) => {
+                let e = self.audit.settle(e).await;
+                Err(self.refuse(e).await)
+            }
         }
     }
 
@@ -272,7 +283,7 @@ impl Request<'_> {
         if let Some(d) = redact {
             self.audit.record.sql = Some(sluice_policy::redact_literals(&query.sql, d));
         }
-        let bound = params::rewrite(&sql, catalog, &caller, &query.params)?;
+        let bound = params::rewrite(&policy.cache, &conn.id, &sql, catalog, &caller, &query.params)?;
         let rewritten = &bound.rewritten;
         self.audit.rewritten(rewritten, redact);
         // The caller's values, then the tenant's, as bound (caller values are literals of
@@ -301,7 +312,12 @@ impl Request<'_> {
         // The caller's own warehouse credential, then the attempt record, then the warehouse.
         let vault = engine.vault.as_deref();
         let mut run_as = RunAs::choose(vault, &engine.audit, &conn, &principal).await?;
-        self.attempt().await?;
+        match engine.config.audit.durability {
+            Durability::BeforeWarehouse => self.attempt().await?,
+            // The warehouse starts while the attempt is committed; it is durable before the
+            // first batch is handed to the front door (below).
+            Durability::BeforeAnswer => self.audit.attempt_queued()?,
+        }
         let params = &bound.params;
         let request_id = self.ctx.request_id.clone();
         let start_by = self.start_by;
@@ -336,6 +352,9 @@ impl Request<'_> {
         let first = self
             .first_batch(&mut stream, |e| warehouse_error(&e))
             .await?;
+        // No byte of the answer before its attempt is durable; if it cannot be, the stream is
+        // dropped here, which cancels the warehouse query.
+        self.durable().await?;
         let completion = self.audit.completion();
         Ok(self.rows(
             stream,
@@ -444,6 +463,13 @@ impl Request<'_> {
     /// Commits the attempt record by the start deadline; refuses the query if it cannot be.
     async fn attempt(&mut self) -> Result<(), Error> {
         timeout_at(self.start_by.into(), self.audit.attempt())
+            .await
+            .map_err(|_| Error::timeout())?
+    }
+
+    /// Waits (by the start deadline) until the queued attempt record is durable.
+    async fn durable(&mut self) -> Result<(), Error> {
+        timeout_at(self.start_by.into(), self.audit.durable())
             .await
             .map_err(|_| Error::timeout())?
     }

@@ -2,7 +2,7 @@
 //! the way to the warehouse, never spliced into SQL text.
 
 use sluice_connectors::Param;
-use sluice_policy::{Caller, Catalog, RewrittenQuery};
+use sluice_policy::{Caller, Catalog, RewriteCache, RewrittenQuery};
 
 use crate::error::Error;
 
@@ -64,15 +64,17 @@ pub(crate) struct Bound {
     pub(crate) params: Vec<Param>,
 }
 
-/// The policy's rewrite, with the caller's parameters bound: positional ones first, the
+/// The policy's rewrite (from the snapshot's cache when the text was seen before), with the caller's parameters bound: positional ones first, the
 /// tenant's after them (numbered styles), or each under its name (named styles).
 pub(crate) fn rewrite(
+    cache: &RewriteCache,
+    connection: &str,
     sql: &str,
     catalog: &Catalog,
     caller: &Caller<'_>,
     params: &[ParamValue],
 ) -> Result<Bound, Error> {
-    let rewritten = sluice_policy::rewrite_with_params(sql, catalog, caller, params.len())?;
+    let rewritten = cache.rewrite(connection, sql, catalog, caller, params.len())?;
     let style = catalog.param_style();
     let mut bound: Vec<Param> = params
         .iter()

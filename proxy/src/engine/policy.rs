@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use sluice_policy::Catalog;
+use sluice_policy::{Catalog, RewriteCache};
 
 use crate::auth::principal::Principal;
 use crate::config::{Config, catalog_for, parse_table_name};
@@ -19,6 +19,8 @@ pub struct Policy {
     /// A digest of everything that decides access (tables, grants, masks, limits), recorded
     /// with every query.
     pub version: String,
+    /// Verified rewrites of this snapshot (a reload starts a new, empty one).
+    pub cache: RewriteCache,
 }
 
 impl Policy {
@@ -50,6 +52,10 @@ impl Policy {
             group_max_rows: config.limits.group_max_rows.clone(),
             phi_tables,
             version: hex::encode(&digest.as_ref()[..8]),
+            cache: RewriteCache::new(
+                config.limits.rewrite_cache_entries,
+                config.limits.rewrite_cache_bytes,
+            ),
         })
     }
 

@@ -91,6 +91,9 @@ async fn read<T: Send + 'static>(
     f: impl FnOnce(&rusqlite::Connection) -> Result<T, sluice_audit::AuditError> + Send + 'static,
 ) -> Result<T, Error> {
     let path = AuditPaths::of(&state.config).log;
+    // What this process queued so far (completions are group-committed behind the answer) is
+    // committed before it is read.
+    let _ = state.audit.barrier().await;
     tokio::task::spawn_blocking(move || {
         let conn = sluice_audit::open_read_only(&path)?;
         f(&conn)
@@ -214,6 +217,7 @@ pub async fn verify(State(state): State<Arc<AppState>>, parts: Parts) -> Respons
     let run = async {
         compliance(&state, &parts).await?;
         let paths = AuditPaths::of(&state.config);
+        let _ = state.audit.barrier().await;
         let report = tokio::task::spawn_blocking(move || {
             let key = sluice_audit::Signer::load_or_create(&paths.signing_key)?.public_key();
             sluice_audit::verify_all(&paths.log, &paths.checkpoints, &paths.archive_dir, &key)

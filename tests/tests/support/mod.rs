@@ -108,6 +108,9 @@ impl OauthSluice {
         let mut config = sluice::demo::config(&data_dir, "127.0.0.1:0").unwrap();
         config.auth.sessions.cookie_secure = false;
         config.limits.max_result_rows = max_rows;
+        // The warehouse layers check that each statement arrives after its attempt record is
+        // committed: the strict order.
+        config.audit.durability = sluice::config::Durability::BeforeWarehouse;
         let vault = VaultConfig {
             key_env: None,
             key_file: Some(key),
@@ -242,8 +245,9 @@ impl OauthSluice {
 
     /// The audit records of the run (oldest first).
     pub fn audit_records(&self) -> Vec<sluice_audit::AuditRecord> {
-        sluice_audit::read_all(
+        sluice_audit::read_settled(
             &sluice_audit::open_read_only(&self.data_dir.join(sluice::app::AUDIT_FILE)).unwrap(),
+            std::time::Duration::from_secs(5),
         )
         .unwrap()
     }
