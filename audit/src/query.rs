@@ -103,7 +103,8 @@ impl Filter {
             params.push(SqlValue::Text(ts(u)));
         }
         if self.denied_or_failed {
-            clauses.push("(decision = 'deny' OR outcome IN ('error', 'timeout', 'unknown'))".into());
+            clauses
+                .push("(decision = 'deny' OR outcome IN ('error', 'timeout', 'unknown'))".into());
         }
         if let Some(m) = self.max_seq {
             clauses.push("seq <= ?".into());

@@ -9,8 +9,12 @@ use std::time::{Duration, Instant};
 use tokio::task::JoinHandle;
 use tokio_postgres::{Client, NoTls};
 
-/// Idle connections kept per identity.
-const MAX_IDLE_PER_KEY: usize = 16;
+/// Idle connections kept per identity: as many as may be in flight, so a steady load at the
+/// in-flight limit never closes and reopens sessions.
+const MAX_IDLE_PER_KEY: usize = MAX_IN_FLIGHT;
+/// Idle connections kept in all; beyond this the one idle longest (of any identity) is closed.
+/// In use plus idle, a connector holds at most `MAX_IN_FLIGHT + MAX_IDLE` sessions.
+const MAX_IDLE: usize = 2 * MAX_IN_FLIGHT;
 /// Queries one connector runs on PostgreSQL at once; more wait for a turn (in the order they
 /// came), so a burst of clients never exhausts the server's `max_connections`. Open
 /// connections are at most this many in use plus the idle ones.
@@ -136,8 +140,25 @@ impl Pool {
             idle.clear();
         }
         let list = idle.entry(key).or_default();
-        if list.len() < MAX_IDLE_PER_KEY {
-            list.push(conn);
+        if list.len() >= MAX_IDLE_PER_KEY {
+            return;
+        }
+        list.push(conn);
+        if idle.values().map(Vec::len).sum::<usize>() > MAX_IDLE {
+            // Close the connection idle longest (each list is oldest first).
+            let oldest = idle
+                .iter()
+                .filter_map(|(k, v)| v.first().map(|c| (c.since, k.clone())))
+                .min_by_key(|(since, _)| *since)
+                .map(|(_, k)| k);
+            if let Some(k) = oldest
+                && let Some(v) = idle.get_mut(&k)
+            {
+                v.remove(0);
+                if v.is_empty() {
+                    idle.remove(&k);
+                }
+            }
         }
     }
 

@@ -255,9 +255,11 @@ const RESET: &str = "CLOSE ALL; SET SESSION AUTHORIZATION DEFAULT; RESET ALL; UN
 /// True when both succeeded; otherwise the session must be closed, not reused.
 async fn reset_session(client: &tokio_postgres::Client) -> bool {
     // `join` polls in argument order: ROLLBACK goes out first.
-    let (rolled_back, reset) =
-        futures::future::join(client.batch_execute("ROLLBACK"), client.batch_execute(RESET))
-            .await;
+    let (rolled_back, reset) = futures::future::join(
+        client.batch_execute("ROLLBACK"),
+        client.batch_execute(RESET),
+    )
+    .await;
     if let Err(e) = rolled_back.as_ref().and(reset.as_ref()) {
         tracing::debug!(error = %describe(e), "postgres session reset failed: closing it");
         return false;
@@ -902,7 +904,8 @@ impl Opening<'_> {
 fn stale_plan(e: &tokio_postgres::Error) -> bool {
     e.as_db_error().is_some_and(|d| {
         d.code() == &tokio_postgres::error::SqlState::FEATURE_NOT_SUPPORTED
-            && d.message().contains("cached plan must not change result type")
+            && d.message()
+                .contains("cached plan must not change result type")
     })
 }
 

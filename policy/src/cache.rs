@@ -110,7 +110,11 @@ impl RewriteCache {
             inline_tenant: (style == ParamStyle::InlineLiteral).then(|| caller.tenant.to_string()),
         };
         let shard = &self.shards[shard_of(&key) % self.shards.len()];
-        if let Some(found) = lock(shard).entries.get(&key).map(|r| with_tenant(r, caller)) {
+        if let Some(found) = lock(shard)
+            .entries
+            .get(&key)
+            .map(|r| with_tenant(r, caller))
+        {
             self.hits.fetch_add(1, Ordering::Relaxed);
             return Ok(found);
         }
@@ -126,7 +130,9 @@ impl RewriteCache {
             let mut s = lock(shard);
             if let Some(old) = s.entries.insert(key, template) {
                 // Another thread filled it meanwhile (with the same value): count it once.
-                s.bytes = s.bytes.saturating_sub(size - value + entry_value_bytes(&old));
+                s.bytes = s
+                    .bytes
+                    .saturating_sub(size - value + entry_value_bytes(&old));
             }
             s.bytes += size;
             while s.entries.len() > self.max_entries_per_shard || s.bytes > self.max_bytes_per_shard
@@ -183,7 +189,11 @@ fn with_tenant(template: &RewrittenQuery, caller: &Caller<'_>) -> RewrittenQuery
 fn entry_value_bytes(r: &RewrittenQuery) -> usize {
     r.sql.len()
         + r.params.iter().map(|p| p.value.len() + 16).sum::<usize>()
-        + r.manifest.columns.iter().map(|c| c.len() + 24).sum::<usize>()
+        + r.manifest
+            .columns
+            .iter()
+            .map(|c| c.len() + 24)
+            .sum::<usize>()
         + r.manifest.tables.len() * 96
 }
 

@@ -729,8 +729,8 @@ impl<'a> PgVerifier<'a> {
         column_ok && value_ok
     }
 
-    /// `"<granted unmasked column>" <comparison> <constant>` or `… BETWEEN <constant> AND
-    /// <constant>` (see `pushdown`).
+    /// `"<granted unmasked column>" <comparison> <value>` or `… BETWEEN <value> AND <value>`,
+    /// a value being a constant or a caller parameter (see `pushdown`).
     fn is_copied(&self, e: &N, rule: &TableRule) -> bool {
         let N::AExpr(a) = e else {
             return false;
@@ -745,9 +745,22 @@ impl<'a> PgVerifier<'a> {
             },
             _ => false,
         };
-        let constant = |n: Option<&N>| {
-            matches!(n, Some(N::AConst(c)) if !c.isnull && matches!(c.val,
-                Some(pb::a_const::Val::Ival(_) | pb::a_const::Val::Fval(_) | pb::a_const::Val::Sval(_))))
+        // A constant, or one of the caller's own parameters (never the tenant's).
+        let caller = self.binding.caller();
+        let constant = |n: Option<&N>| match n {
+            Some(N::AConst(c)) => {
+                !c.isnull
+                    && matches!(
+                        c.val,
+                        Some(
+                            pb::a_const::Val::Ival(_)
+                                | pb::a_const::Val::Fval(_)
+                                | pb::a_const::Val::Sval(_)
+                        )
+                    )
+            }
+            Some(N::ParamRef(p)) => caller.index(&format!("${}", p.number)).is_some(),
+            _ => false,
         };
         let op = names(&a.name);
         if a.kind == pb::AExprKind::AexprOp as i32 {

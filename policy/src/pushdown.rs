@@ -5,7 +5,8 @@
 //! raise an error never sees another tenant's row. It also keeps the planner from using an index
 //! for `WHERE id = 5`, so a point lookup would read all the tenant's rows. What may safely run
 //! inside the fence is a *leakproof* conjunct: a granted, unmasked column of that table compared
-//! (`=`, `<>`, `<`, `<=`, `>`, `>=`, `BETWEEN`) with number or string constants. Such a comparison cannot
+//! (`=`, `<>`, `<`, `<=`, `>`, `>=`, `BETWEEN`) with number or string constants or the caller's
+//! own parameters (bound once per query: a prepared point lookup). Such a comparison cannot
 //! raise an error that depends on a row (a constant that does not fit the column's type fails
 //! while planning, whatever the data). The conjunct is copied, not moved: the outer `WHERE` still
 //! holds it, so the answer is unchanged for every join kind. A masked column is never compared
@@ -16,6 +17,7 @@ use sqlparser::ast::{BinaryOperator, Expr, Ident, Value};
 
 use crate::catalog::TableRule;
 use crate::dialect::Dialect;
+use crate::params::CallerParams;
 
 /// The comparisons that may be copied.
 pub(crate) fn comparison(op: &BinaryOperator) -> bool {
@@ -46,6 +48,16 @@ pub(crate) fn constant(e: &Expr) -> bool {
     matches!(e, Expr::Value(v) if matches!(v.value, Value::Number(..) | Value::SingleQuotedString(_)))
 }
 
+/// A constant, or one of the caller's own parameters: a value bound once for the whole query
+/// (converted to the column's type at bind time, whatever the rows), so comparing a column with
+/// it can no more raise a row-dependent error than comparing it with a constant. The tenant's
+/// placeholder is not one of them.
+pub(crate) fn value(e: &Expr, params: &CallerParams) -> bool {
+    constant(e)
+        || matches!(e, Expr::Value(v)
+            if matches!(&v.value, Value::Placeholder(p) if params.index(p).is_some()))
+}
+
 /// The declared name of the column `ident` names, if the caller sees it unmasked.
 pub(crate) fn unmasked_column<'a>(
     dialect: Dialect,
@@ -61,16 +73,23 @@ pub(crate) fn unmasked_column<'a>(
 }
 
 /// Whether `e` is a copied conjunct as the rewriter emits it: `"<unmasked column>" <op>
-/// <constant>` or `"<unmasked column>" BETWEEN <constant> AND <constant>`.
-pub(crate) fn is_copied(rule: &TableRule, groups: &[String], quote: char, e: &Expr) -> bool {
+/// <value>` or `"<unmasked column>" BETWEEN <value> AND <value>` (a constant or a caller
+/// parameter: [`value`]).
+pub(crate) fn is_copied(
+    rule: &TableRule,
+    groups: &[String],
+    quote: char,
+    params: &CallerParams,
+    e: &Expr,
+) -> bool {
     let column = match e {
-        Expr::BinaryOp { left, op, right } if comparison(op) && constant(right) => left,
+        Expr::BinaryOp { left, op, right } if comparison(op) && value(right, params) => left,
         Expr::Between {
             expr,
             negated: false,
             low,
             high,
-        } if constant(low) && constant(high) => expr,
+        } if value(low, params) && value(high, params) => expr,
         _ => return false,
     };
     let Expr::Identifier(i) = column.as_ref() else {
@@ -152,6 +171,30 @@ mod tests {
         assert_eq!(ok(r#""tenant_id" = $1"#), Ok(()));
         assert!(ok(r#"("tenant_id" = $1) AND ("id" = 5) AND ("amount" > 100)"#).is_ok());
         assert!(ok(r#"("tenant_id" = $1) AND ("id" BETWEEN 1 AND 9)"#).is_ok());
+        // With one caller parameter the tenant is `$2`: the caller's may be compared inside.
+        let with_param = TenantBinding::Placeholder {
+            text: "$2".into(),
+            param: BindParam {
+                name: None,
+                value: "A".into(),
+            },
+            caller: crate::params::CallerParams {
+                count: 1,
+                style: ParamStyle::DollarNumbered,
+            },
+        };
+        let ok1 =
+            |inside: &str| crate::verify::verify(&wrapped(inside), &catalog, &with_param, &caller);
+        assert_eq!(ok1(r#"("tenant_id" = $2) AND ("id" = $1)"#), Ok(()));
+        assert!(ok1(r#"("tenant_id" = $2) AND ("id" BETWEEN $1 AND 9)"#).is_ok());
+        for bad in [
+            // The tenant's placeholder is no caller value; nor is an expression of one.
+            r#"("tenant_id" = $2) AND ("id" = $2)"#,
+            r#"("tenant_id" = $2) AND ("id" = ($1 + 1))"#,
+            r#"("tenant_id" = $2) AND ("id" = $3)"#,
+        ] {
+            assert!(ok1(bad).is_err(), "{bad} passed");
+        }
         for bad in [
             // A predicate that can raise an error on another tenant's row.
             r#"("tenant_id" = $1) AND ((1 / ("amount" - 5)) = 1)"#,

@@ -575,7 +575,9 @@ impl<'a> Rewriter<'a> {
     /// Copies the leakproof conjuncts of the enclosing `WHERE` that name a granted, unmasked
     /// column of this wrapper into it (see `pushdown`); anything else stays outside.
     fn copy_into_wrapper(&self, tf: &mut TableFactor, conjuncts: &[&Expr], single: bool) {
-        use crate::pushdown::{comparison, constant, flipped, unmasked_column};
+        use crate::pushdown::{comparison, flipped, unmasked_column};
+        let params = self.params;
+        let constant = |e: &Expr| crate::pushdown::value(e, &params);
         let d = self.dialect();
         let TableFactor::Derived {
             subquery,

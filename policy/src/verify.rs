@@ -208,7 +208,13 @@ impl<'a> Verifier<'a> {
         }) = tenant_pred
         {
             if d != crate::Dialect::Postgres
-                || !crate::pushdown::is_copied(rule, self.groups, quote, strip(right))
+                || !crate::pushdown::is_copied(
+                    rule,
+                    self.groups,
+                    quote,
+                    &self.binding.caller(),
+                    strip(right),
+                )
             {
                 return bad("a predicate beside the tenant's");
             }

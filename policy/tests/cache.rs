@@ -166,7 +166,11 @@ fn never_shared_across_grants_row_limits_parameters_or_connections() {
     let o = cache
         .rewrite("b", sql, &other, &caller("A", &analyst, None), 1)
         .unwrap();
-    assert!(o.params.is_empty() && !o.sql.contains("tenant_id"), "{}", o.sql);
+    assert!(
+        o.params.is_empty() && !o.sql.contains("tenant_id"),
+        "{}",
+        o.sql
+    );
 }
 
 #[test]
@@ -175,17 +179,35 @@ fn an_inline_tenant_is_part_of_the_key() {
     let cache = RewriteCache::new(1000, 1 << 20);
     let analyst = vec!["analyst".to_string()];
     let a = cache
-        .rewrite("a", "SELECT id FROM orders", &catalog, &caller("A", &analyst, None), 0)
+        .rewrite(
+            "a",
+            "SELECT id FROM orders",
+            &catalog,
+            &caller("A", &analyst, None),
+            0,
+        )
         .unwrap();
     let b = cache
-        .rewrite("a", "SELECT id FROM orders", &catalog, &caller("B", &analyst, None), 0)
+        .rewrite(
+            "a",
+            "SELECT id FROM orders",
+            &catalog,
+            &caller("B", &analyst, None),
+            0,
+        )
         .unwrap();
     assert!(a.sql.contains("'A'") && !a.sql.contains("'B'"), "{}", a.sql);
     assert!(b.sql.contains("'B'") && !b.sql.contains("'A'"), "{}", b.sql);
     assert_eq!(cache.stats().misses, 2);
     // The tenant's form is checked on every call, hits included.
     assert!(matches!(
-        cache.rewrite("a", "SELECT id FROM orders", &catalog, &caller("A'--", &analyst, None), 0),
+        cache.rewrite(
+            "a",
+            "SELECT id FROM orders",
+            &catalog,
+            &caller("A'--", &analyst, None),
+            0
+        ),
         Err(PolicyError::InvalidTenant)
     ));
 }

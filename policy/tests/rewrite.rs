@@ -578,12 +578,34 @@ fn caller_parameters_keep_their_placeholders_and_the_tenant_follows_them() {
     // The tenant only, in `params`: the caller binds its own values.
     assert_eq!(r.params.len(), 1);
     assert_eq!(r.params[0].value, "A");
-    // Not copied inside the fence (parameters are not constants the verifier knows).
+    // Copied inside the fence like constants (a caller parameter is bound once per query), so
+    // a prepared point lookup uses the index; the outer WHERE keeps them.
+    let inside = &r.sql[r.sql.find("WHERE").unwrap()..r.sql.find("OFFSET 0").unwrap()];
     assert!(
-        !r.sql.contains(r#"WHERE "tenant_id" = $3 AND"#),
+        inside.contains(r#""status" = $2"#) && inside.contains(r#""id" > $1"#),
         "{}",
         r.sql
     );
+    assert!(!inside.contains("'x'"), "{}", r.sql);
+    // Not an expression of a parameter, nor a column against the tenant's placeholder.
+    let r = with_params(
+        "SELECT id FROM orders WHERE id = $1 + 1 AND id BETWEEN $1 AND $1 * 2",
+        &c,
+        1,
+        None,
+    )
+    .unwrap();
+    let inside = &r.sql[r.sql.find("WHERE").unwrap()..r.sql.find("OFFSET 0").unwrap()];
+    assert!(!inside.contains("$1"), "{}", r.sql);
+    let r = with_params(
+        "SELECT id FROM orders WHERE id BETWEEN $1 AND $2",
+        &c,
+        2,
+        None,
+    )
+    .unwrap();
+    let inside = &r.sql[r.sql.find("WHERE").unwrap()..r.sql.find("OFFSET 0").unwrap()];
+    assert!(inside.contains(r#""id" BETWEEN $1 AND $2"#), "{}", r.sql);
 }
 
 #[test]

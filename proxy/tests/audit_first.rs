@@ -106,7 +106,8 @@ async fn relay(mut client: TcpStream, seen: Arc<Mutex<Seen>>, audit: PathBuf) {
                 }
                 _ => None,
             };
-            last_was_parse = head[0] == b'P' || (head[0] == b'D' && last_was_parse)
+            last_was_parse = head[0] == b'P'
+                || (head[0] == b'D' && last_was_parse)
                 || (head[0] == b'S' && last_was_parse);
             if let Some(sql) = sql.filter(|s| reads_data(s)) {
                 let request = seen.lock().unwrap().request.clone();
@@ -401,7 +402,10 @@ async fn an_attempt_that_cannot_be_made_durable_means_no_answer() {
             .filter(|(r, _)| r == "locked")
             .count();
         if durability == "before_warehouse" {
-            assert_eq!(reached, 0, "the warehouse saw a query whose attempt is not durable");
+            assert_eq!(
+                reached, 0,
+                "the warehouse saw a query whose attempt is not durable"
+            );
         }
         // The log is whole again: later queries are audited and the chain verifies.
         seen.lock().unwrap().request = "after".into();
@@ -504,7 +508,11 @@ async fn sigkill_under_load_every_answer_has_a_durable_attempt() {
         for (rid, status) in &answered {
             let events = events_of(&before, rid);
             if *status != 200 {
-                assert_eq!(events, vec![(Event::QueryDenied, None)], "{durability} {rid}");
+                assert_eq!(
+                    events,
+                    vec![(Event::QueryDenied, None)],
+                    "{durability} {rid}"
+                );
                 continue;
             }
             assert_eq!(

@@ -133,7 +133,8 @@ async fn a_client_that_leaves_before_the_first_row_stops_the_query_on_the_server
     let audit = sluice_audit::open_read_only(&dir.path().join("data/audit.sqlite")).unwrap();
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
-        let records = sluice_audit::read_settled(&audit, std::time::Duration::from_secs(5)).unwrap();
+        let records =
+            sluice_audit::read_settled(&audit, std::time::Duration::from_secs(5)).unwrap();
         if let Some(r) = records
             .iter()
             .find(|r| r.event == sluice_audit::Event::QueryCompletion)
@@ -779,8 +780,11 @@ async fn a_pooled_session_is_reset_before_it_is_reused() {
 /// plan is prepared again within the same query, which answers with the new columns.
 #[tokio::test]
 async fn a_session_keeps_its_prepared_statements_and_prepares_again_when_a_table_changes() {
-    let db = TestDb::create("stmt_cache", "CREATE TABLE t (id int); INSERT INTO t VALUES (1);")
-        .await;
+    let db = TestDb::create(
+        "stmt_cache",
+        "CREATE TABLE t (id int); INSERT INTO t VALUES (1);",
+    )
+    .await;
     db.grant_reader().await;
     let conn = pg_connector(&db.reader_url());
     let q1 = "SELECT pg_backend_pid() AS pid, \
@@ -796,7 +800,10 @@ async fn a_session_keeps_its_prepared_statements_and_prepares_again_when_a_table
               (SELECT count(*) FROM pg_prepared_statements) AS n2";
     let other = raw_rows(&conn, q2).await.unwrap();
     assert_eq!(other[0][0], first[0][0]);
-    assert_eq!(other[0][1], 2, "the session dropped its statements: {other}");
+    assert_eq!(
+        other[0][1], 2,
+        "the session dropped its statements: {other}"
+    );
     wait_idle(&conn, common::READER, 1).await;
 
     let star = "SELECT * FROM t";

@@ -632,7 +632,11 @@ async fn a_client_that_leaves_mid_answer_is_audited_as_cancelled() {
     let path = d.data_dir.join(sluice::app::AUDIT_FILE);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     loop {
-        let records = read_settled(&open_read_only(&path).unwrap(), std::time::Duration::from_secs(5)).unwrap();
+        let records = read_settled(
+            &open_read_only(&path).unwrap(),
+            std::time::Duration::from_secs(5),
+        )
+        .unwrap();
         if let Some(r) = records
             .iter()
             .find(|r| r.request_id == "req-leaves" && r.event == Event::QueryCompletion)

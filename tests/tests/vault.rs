@@ -390,8 +390,11 @@ async fn connect_query_refresh_before_expiry_then_revocation_means_reauth() {
         server, data_dir, ..
     } = env;
     server.stop().await.unwrap();
-    let records =
-        read_settled(&open_read_only(&data_dir.join(sluice::app::AUDIT_FILE)).unwrap(), std::time::Duration::from_secs(5)).unwrap();
+    let records = read_settled(
+        &open_read_only(&data_dir.join(sluice::app::AUDIT_FILE)).unwrap(),
+        std::time::Duration::from_secs(5),
+    )
+    .unwrap();
     for code in [
         "credential_connected",
         "credential_refreshed",

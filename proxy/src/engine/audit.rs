@@ -236,9 +236,10 @@ impl Completion {
         let written = if self.wait {
             self.log.append(r).await.map(|_| ())
         } else {
-            // Group-committed behind the answer; the writer logs a commit that fails, and a
-            // completion lost in a crash is recorded as `unknown` when the log is next opened.
-            self.log.submit(r).map(|_| ())
+            // Group-committed behind the answer (with the next query's attempt, or within a
+            // few milliseconds); the writer logs a commit that fails, and a completion lost in
+            // a crash is recorded as `unknown` when the log is next opened.
+            self.log.append_lazy(r)
         };
         if let Err(e) = written {
             tracing::error!(error = %e, "audit completion record not written");

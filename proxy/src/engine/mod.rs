@@ -283,7 +283,14 @@ impl Request<'_> {
         if let Some(d) = redact {
             self.audit.record.sql = Some(sluice_policy::redact_literals(&query.sql, d));
         }
-        let bound = params::rewrite(&policy.cache, &conn.id, &sql, catalog, &caller, &query.params)?;
+        let bound = params::rewrite(
+            &policy.cache,
+            &conn.id,
+            &sql,
+            catalog,
+            &caller,
+            &query.params,
+        )?;
         let rewritten = &bound.rewritten;
         self.audit.rewritten(rewritten, redact);
         // The caller's values, then the tenant's, as bound (caller values are literals of
