@@ -179,15 +179,37 @@ async fn the_chain_continues_across_restarts() {
             ))
             .await
             .unwrap(),
-        51
+        // The 50 attempts of the first run never got their completions: reopening the log
+        // recorded them (51..=100, outcome `unknown`) before anything else.
+        101
     );
     let cp = audit.checkpoint().await.unwrap().unwrap();
-    assert_eq!(cp.seq, 51);
+    assert_eq!(cp.seq, 101);
     drop(audit);
     writer.join();
     let r = verify(&l);
     assert!(r.ok(), "{r:?}");
-    assert_eq!(r.records, 51);
+    assert_eq!(r.records, 101);
+    assert_eq!(
+        (r.unknown_outcomes, r.unanswered_attempts),
+        (50, 0),
+        "{r:?}"
+    );
+    let records = sluice_audit::read_all(&sluice_audit::open_read_only(&l.db).unwrap()).unwrap();
+    for (i, rec) in records[50..100].iter().enumerate() {
+        assert_eq!(rec.event, Event::QueryCompletion);
+        assert_eq!(rec.request_id, format!("req-{}", i + 1));
+        assert_eq!(rec.outcome.as_deref(), Some(sluice_audit::OUTCOME_UNKNOWN));
+        assert_eq!(rec.code.as_deref(), Some(sluice_audit::LOST_COMPLETION));
+        // What the attempt said stays: who, which tables.
+        assert_eq!(rec.user, records[i].user);
+        assert_eq!(rec.tables, records[i].tables);
+    }
+    // Opening again finds nothing more to recover.
+    let (audit, writer) = AuditLog::open(&l.db).unwrap();
+    drop(audit);
+    writer.join();
+    assert_eq!(verify(&l).records, 101);
 }
 
 #[tokio::test]
