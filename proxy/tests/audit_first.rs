@@ -186,6 +186,20 @@ default_schema = "public"
     )
 }
 
+/// Starts the daemon with `audit.durability = durability` in `dir`, its PostgreSQL at `pg_url`.
+fn start(dir: &Path, durability: &str, pg_url: &str) -> common::Daemon {
+    let config_file = dir.join("sluice.toml");
+    std::fs::write(&config_file, config(durability)).unwrap();
+    common::Daemon::start(
+        &config_file,
+        &dir.join("data"),
+        &[
+            ("AUDIT_FIRST_PG_URL", pg_url),
+            ("AUDIT_FIRST_JWT_SECRET", SECRET),
+        ],
+    )
+}
+
 fn token() -> String {
     common::sign_hs256(
         SECRET,
@@ -208,16 +222,7 @@ async fn no_statement_reaches_the_warehouse_before_its_attempt_record() {
     let seen = Arc::new(Mutex::new(Seen::default()));
     let port = layer(Arc::clone(&seen), audit.clone()).await;
     let url = format!("postgres://{}@127.0.0.1:{port}/{}", common::READER, db.name);
-    let config_file = dir.path().join("sluice.toml");
-    std::fs::write(&config_file, config("before_warehouse")).unwrap();
-    let daemon = common::Daemon::start(
-        &config_file,
-        &data_dir,
-        &[
-            ("AUDIT_FIRST_PG_URL", url.as_str()),
-            ("AUDIT_FIRST_JWT_SECRET", SECRET),
-        ],
-    );
+    let daemon = start(dir.path(), "before_warehouse", &url);
     let base = daemon.url.clone();
     let http = reqwest::Client::new();
     let token = token();
@@ -355,16 +360,7 @@ async fn an_attempt_that_cannot_be_made_durable_means_no_answer() {
         let seen = Arc::new(Mutex::new(Seen::default()));
         let port = layer(Arc::clone(&seen), audit.clone()).await;
         let url = format!("postgres://{}@127.0.0.1:{port}/{}", common::READER, db.name);
-        let config_file = dir.path().join("sluice.toml");
-        std::fs::write(&config_file, config(durability)).unwrap();
-        let daemon = common::Daemon::start(
-            &config_file,
-            &data_dir,
-            &[
-                ("AUDIT_FIRST_PG_URL", url.as_str()),
-                ("AUDIT_FIRST_JWT_SECRET", SECRET),
-            ],
-        );
+        let daemon = start(dir.path(), durability, &url);
         let http = reqwest::Client::new();
         let query = |request: &'static str| {
             http.post(format!("{}/v1/query", daemon.url))
@@ -440,16 +436,7 @@ async fn sigkill_under_load_every_answer_has_a_durable_attempt() {
         let dir = tempfile::tempdir().unwrap();
         let data_dir = dir.path().join("data");
         let audit = data_dir.join(sluice::app::AUDIT_FILE);
-        let config_file = dir.path().join("sluice.toml");
-        std::fs::write(&config_file, config(durability)).unwrap();
-        let mut daemon = common::Daemon::start(
-            &config_file,
-            &data_dir,
-            &[
-                ("AUDIT_FIRST_PG_URL", db.reader_url().as_str()),
-                ("AUDIT_FIRST_JWT_SECRET", SECRET),
-            ],
-        );
+        let mut daemon = start(dir.path(), durability, &db.reader_url());
         let answered = Arc::new(Mutex::new(Vec::<(String, u16)>::new()));
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let mut workers = Vec::new();
