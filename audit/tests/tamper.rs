@@ -212,6 +212,99 @@ async fn the_chain_continues_across_restarts() {
     assert_eq!(verify(&l).records, 101);
 }
 
+/// Recovery reads only the tail since the head it last settled, yet never misses a lost
+/// completion and never records one twice, across several stops and request ids that repeat.
+#[tokio::test]
+async fn recovery_resumes_from_the_settled_head_across_several_stops() {
+    let l = log().await; // 50 attempts, no completions
+    let open = || AuditLog::open(&l.db).unwrap();
+    let records = || sluice_audit::read_all(&sluice_audit::open_read_only(&l.db).unwrap()).unwrap();
+    // First reopen: 50 unknown completions (51..=100).
+    let (audit, writer) = open();
+    // Then queries whose request ids repeat old ones: req-1 answered, req-2 and req-60 not.
+    for (event, id) in [
+        (Event::QueryAttempt, "req-1"),
+        (Event::QueryAttempt, "req-2"),
+        (Event::QueryCompletion, "req-1"),
+        (Event::QueryAttempt, "req-60"),
+    ] {
+        audit
+            .append(AuditRecord::new(event, id, Decision::Allow))
+            .await
+            .unwrap();
+    }
+    drop(audit);
+    writer.join();
+    assert_eq!(records().len(), 104);
+    // Second reopen: exactly req-2 and req-60 are recovered, in attempt order.
+    let (audit, writer) = open();
+    drop(audit);
+    writer.join();
+    let all = records();
+    assert_eq!(all.len(), 106, "{:?}", &all[100..]);
+    let tail: Vec<(&str, Option<&str>)> = all[104..]
+        .iter()
+        .map(|r| (r.request_id.as_str(), r.outcome.as_deref()))
+        .collect();
+    assert_eq!(
+        tail,
+        [
+            ("req-2", Some(sluice_audit::OUTCOME_UNKNOWN)),
+            ("req-60", Some(sluice_audit::OUTCOME_UNKNOWN))
+        ]
+    );
+    // Third reopen: nothing more.
+    let (audit, writer) = open();
+    drop(audit);
+    writer.join();
+    let r = verify(&l);
+    assert!(r.ok(), "{r:?}");
+    assert_eq!(
+        (r.records, r.unknown_outcomes, r.unanswered_attempts),
+        (106, 52, 0),
+        "{r:?}"
+    );
+}
+
+/// A log written before recovery kept its settled head (and while the hot table still had a
+/// request-id index): it is recovered from the start once, the index is dropped (it is not part
+/// of the chain), and every record still verifies.
+#[tokio::test]
+async fn a_log_from_before_the_settled_head_is_recovered_once_and_still_verifies() {
+    let l = log().await;
+    {
+        let c = rusqlite::Connection::open(&l.db).unwrap();
+        c.execute_batch(
+            "DROP TABLE audit_settled; \
+             CREATE INDEX audit_log_request ON audit_log (request_id);",
+        )
+        .unwrap();
+    }
+    let (audit, writer) = AuditLog::open(&l.db).unwrap();
+    drop(audit);
+    writer.join();
+    let c = rusqlite::Connection::open(&l.db).unwrap();
+    let index: i64 = c
+        .query_row(
+            "SELECT count(*) FROM sqlite_master WHERE name = 'audit_log_request'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(index, 0);
+    let settled: i64 = c
+        .query_row("SELECT max(seq) FROM audit_settled", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(settled, 100);
+    assert!(
+        c.execute("DELETE FROM audit_settled", []).is_err(),
+        "the settled heads are append-only"
+    );
+    let r = verify(&l);
+    assert!(r.ok(), "{r:?}");
+    assert_eq!((r.records, r.unknown_outcomes), (100, 50));
+}
+
 #[tokio::test]
 async fn archiving_keeps_the_rest_verifiable_and_segments_verify_on_their_own() {
     let l = log().await;
