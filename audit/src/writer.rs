@@ -21,8 +21,15 @@ const MAX_BATCH: usize = 4_096;
 /// cache makes every commit dearer (measured: 4 % of the daemon's CPU at one query at a time
 /// with 64 MiB); appends touch only the B-trees' right edges, which a few MiB hold.
 const CACHE_KIB: i64 = 4 * 1024;
-/// WAL pages between automatic checkpoints (SQLite's default is 1,000).
-const WAL_AUTOCHECKPOINT_PAGES: i64 = 16_384;
+/// WAL pages after which the writer itself checkpoints: only a safety net, for when the
+/// checkpointer thread cannot keep up or could not start (SQLite's default is 1,000).
+const WAL_AUTOCHECKPOINT_PAGES: i64 = 65_536;
+/// How often the checkpointer copies what the writer committed back into the database file.
+/// A checkpoint run by the writer itself (SQLite's automatic one) stalls the commit that
+/// triggers it — and the queries waiting for that commit — for as long as it takes to copy up
+/// to 64 MiB and fsync the database; this thread does it beside the writer, passively (never
+/// blocking the writer or a reader), so the WAL stays small and no commit waits for a copy.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(200);
 /// How long a connection waits on a lock before failing.
 const BUSY_TIMEOUT_MS: u64 = 5_000;
 /// Longest a record nobody waits for (a query's completion) is held back so that it shares an
@@ -232,9 +239,14 @@ impl AuditLog {
         let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
         let healthy = Arc::new(AtomicBool::new(true));
         let flag = Arc::clone(&healthy);
+        let db = path.to_path_buf();
         let thread = std::thread::Builder::new()
             .name("sluice-audit".into())
-            .spawn(move || writer_loop(conn, rx, flag, head, options))
+            .spawn(move || {
+                let checkpointer = Checkpointer::start(&db);
+                writer_loop(conn, rx, flag, head, options);
+                drop(checkpointer);
+            })
             .map_err(|e| AuditError::Storage(format!("cannot start writer: {e}")))?;
         Ok((
             AuditLog { tx, healthy },
@@ -315,6 +327,70 @@ impl AuditLog {
     /// Whether the last commit succeeded. `/readyz` reports unready when it did not.
     pub fn is_healthy(&self) -> bool {
         self.healthy.load(Ordering::Relaxed) && !self.tx.is_closed()
+    }
+}
+
+/// The thread that checkpoints the WAL beside the writer (see [`CHECKPOINT_EVERY`]). Dropping
+/// it stops and joins the thread.
+struct Checkpointer {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Checkpointer {
+    /// Starts it; `None` (logged) if it cannot, in which case the writer's own automatic
+    /// checkpoint still bounds the WAL.
+    fn start(db: &Path) -> Option<Checkpointer> {
+        let conn = match Connection::open(db).and_then(|c| {
+            c.busy_timeout(Duration::from_millis(BUSY_TIMEOUT_MS))?;
+            Ok(c)
+        }) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "audit checkpointer not started");
+                return None;
+            }
+        };
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&stop);
+        let thread = std::thread::Builder::new()
+            .name("sluice-audit-ckpt".into())
+            .spawn(move || {
+                // A passive checkpoint with nothing new to copy only reads the WAL index.
+                let mut failing = false;
+                while !flag.load(Ordering::Relaxed) {
+                    std::thread::park_timeout(CHECKPOINT_EVERY);
+                    let ran = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
+                    match ran {
+                        Ok(()) => failing = false,
+                        Err(e) if !failing => {
+                            tracing::warn!(error = %e, "audit checkpoint failed");
+                            failing = true;
+                        }
+                        Err(_) => {}
+                    }
+                }
+            });
+        match thread {
+            Ok(t) => Some(Checkpointer {
+                stop,
+                thread: Some(t),
+            }),
+            Err(e) => {
+                tracing::warn!(error = %e, "audit checkpointer not started");
+                None
+            }
+        }
+    }
+}
+
+impl Drop for Checkpointer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            t.thread().unpark();
+            let _ = t.join();
+        }
     }
 }
 

@@ -112,3 +112,40 @@ async fn sub_queries_round_trip_and_logs_without_the_column_get_it() {
     assert!(!bytes(&records[0]).contains("sub_queries"));
     assert!(bytes(&records[1]).contains("\"sub_queries\":[{\"connection\":\"pg\""));
 }
+
+/// The WAL is checkpointed beside the writer while the log is open (not only by the commit that
+/// happens to cross SQLite's automatic threshold, which stalls every query waiting for it):
+/// the database file grows with what was committed, and every record is readable from it.
+#[tokio::test]
+async fn the_wal_is_checkpointed_beside_the_writer() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.sqlite");
+    let (log, writer) = AuditLog::open(&path).unwrap();
+    let empty = std::fs::metadata(&path).unwrap().len();
+    for i in 0..2_000 {
+        let mut r = AuditRecord::new(Event::QueryDenied, format!("req-{i}"), Decision::Deny);
+        r.sql = Some(format!("SELECT {i} FROM orders -- {}", "x".repeat(200)));
+        log.append_lazy(r).unwrap();
+    }
+    log.barrier().await.unwrap();
+    // ~0.5 MB committed, far below the automatic checkpoint (65,536 pages): only the
+    // checkpointer moves it into the database file, within a few of its periods.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let grown = loop {
+        let size = std::fs::metadata(&path).unwrap().len();
+        if size > empty + 256 * 1024 || std::time::Instant::now() > deadline {
+            break size;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert!(
+        grown > empty + 256 * 1024,
+        "database file {empty} -> {grown} bytes: the WAL was not checkpointed"
+    );
+    assert_eq!(
+        read_all(&open_read_only(&path).unwrap()).unwrap().len(),
+        2_000
+    );
+    drop(log);
+    writer.join();
+}
