@@ -128,7 +128,7 @@ async fn the_wal_is_checkpointed_beside_the_writer() {
         log.append_lazy(r).unwrap();
     }
     log.barrier().await.unwrap();
-    // ~0.5 MB committed, far below the automatic checkpoint (65,536 pages): only the
+    // ~0.6 MB committed, far below the writer's own checkpoint (16,384 pages): only the
     // checkpointer moves it into the database file, within a few of its periods.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     let grown = loop {

@@ -152,9 +152,14 @@ impl QueryAudit {
         }
     }
 
+    /// Hands the record over to the answer's completion: nothing records through this
+    /// `QueryAudit` afterwards (it is finished), so the record is moved, not copied.
     pub(crate) fn completion(&mut self) -> Completion {
         self.finished = true;
-        let mut record = self.record.clone();
+        let mut record = std::mem::replace(
+            &mut self.record,
+            AuditRecord::new(Event::QueryDenied, String::new(), Decision::Deny),
+        );
         record.event = Event::QueryCompletion;
         record.decision = Decision::Allow;
         Completion {
