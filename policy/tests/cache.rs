@@ -5,22 +5,10 @@
 
 use std::collections::BTreeMap;
 
-use sluice_policy::{
-    Caller, Catalog, Dialect, ParamStyle, PolicyError, RewriteCache, TableName, TableRule,
-};
+use sluice_policy::{Caller, Catalog, Dialect, ParamStyle, PolicyError, RewriteCache};
 
-fn table(name: &str, tenant: Option<&str>, cols: &[&str]) -> TableRule {
-    let name = TableName {
-        catalog: None,
-        schema: "public".into(),
-        table: name.into(),
-    };
-    let cols = cols.iter().map(|c| c.to_string()).collect();
-    match tenant {
-        Some(t) => TableRule::protected(name, t, cols),
-        None => TableRule::public(name, cols),
-    }
-}
+mod support;
+use support::table;
 
 fn world(style: ParamStyle) -> Catalog {
     let mut orders = table(

@@ -3,21 +3,10 @@
 
 use sluice_policy::{
     Caller, Catalog, Dialect, MaskKind, MaskRule, ParamStyle, PolicyError, RewrittenQuery,
-    TableName, TableRule,
 };
 
-fn table(name: &str, tenant: Option<&str>, cols: &[&str]) -> TableRule {
-    let name = TableName {
-        catalog: None,
-        schema: "public".into(),
-        table: name.into(),
-    };
-    let cols = cols.iter().map(|c| c.to_string()).collect();
-    match tenant {
-        Some(t) => TableRule::protected(name, t, cols),
-        None => TableRule::public(name, cols),
-    }
-}
+mod support;
+use support::table;
 
 const ANALYST: &[&str] = &["analyst"];
 

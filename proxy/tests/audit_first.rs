@@ -437,48 +437,19 @@ async fn sigkill_under_load_every_answer_has_a_durable_attempt() {
         let data_dir = dir.path().join("data");
         let audit = data_dir.join(sluice::app::AUDIT_FILE);
         let mut daemon = start(dir.path(), durability, &db.reader_url());
-        let answered = Arc::new(Mutex::new(Vec::<(String, u16)>::new()));
-        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let mut workers = Vec::new();
-        for w in 0..8 {
-            let (url, answered, stop) = (daemon.url.clone(), answered.clone(), stop.clone());
-            workers.push(tokio::spawn(async move {
-                let client = reqwest::Client::new();
-                let mut i = 0;
-                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                    i += 1;
-                    let rid = format!("kill-{w}-{i}");
-                    let body = if i % 7 == 0 {
-                        json!({"sql": "SELECT * FROM secrets", "connection": "a"})
-                    } else {
-                        json!({"sql": "SELECT id, amount FROM orders WHERE id = $1",
-                               "params": [i % 5 + 1], "connection": "a"})
-                    };
-                    let Ok(resp) = client
-                        .post(format!("{url}/v1/query"))
-                        .bearer_auth(token())
-                        .header("x-request-id", &rid)
-                        .json(&body)
-                        .send()
-                        .await
-                    else {
-                        break;
-                    };
-                    let status = resp.status().as_u16();
-                    if resp.bytes().await.is_ok() {
-                        answered.lock().unwrap().push((rid, status));
-                    }
-                }
-            }));
-        }
+        let load = common::Load::start(&daemon.url, &token(), 8, |w, i| {
+            let body = if i % 7 == 0 {
+                json!({"sql": "SELECT * FROM secrets", "connection": "a"})
+            } else {
+                json!({"sql": "SELECT id, amount FROM orders WHERE id = $1",
+                       "params": [i % 5 + 1], "connection": "a"})
+            };
+            (format!("kill-{w}-{i}"), body)
+        });
         tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
         daemon.child.kill().unwrap();
         let _ = daemon.child.wait();
-        stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        for w in workers {
-            let _ = w.await;
-        }
-        let answered = answered.lock().unwrap().clone();
+        let answered = load.stop().await;
         assert!(answered.len() > 20, "{durability}: too little load");
 
         let events_of = |records: &[AuditRecord], rid: &str| -> Vec<(Event, Option<String>)> {

@@ -211,41 +211,14 @@ async fn sigkill_under_load_loses_no_record_of_an_answered_query() {
     let (mut child, rx) = common::spawn(&["--demo"], &data_dir, &[]);
     let url = common::line_after(&rx, "sluice listening on ");
     let token = sluice::demo::token(&data_dir, "loader", "acme", &["analyst".into()]).unwrap();
-    let answered = std::sync::Arc::new(std::sync::Mutex::new(Vec::<(String, u16)>::new()));
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let mut workers = Vec::new();
-    for w in 0..8 {
-        let (url, token, answered, stop) =
-            (url.clone(), token.clone(), answered.clone(), stop.clone());
-        workers.push(tokio::spawn(async move {
-            let client = reqwest::Client::new();
-            let mut i = 0;
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                i += 1;
-                let rid = format!("load-{w}-{i}");
-                let sql = if i % 5 == 0 {
-                    "SELECT * FROM secrets"
-                } else {
-                    "SELECT count(*) FROM orders"
-                };
-                let Ok(resp) = client
-                    .post(format!("{url}/v1/query"))
-                    .bearer_auth(&token)
-                    .header("X-Request-Id", &rid)
-                    .json(&json!({ "sql": sql }))
-                    .send()
-                    .await
-                else {
-                    break;
-                };
-                let status = resp.status().as_u16();
-                // Only a fully received answer counts as having reached the client.
-                if resp.bytes().await.is_ok() {
-                    answered.lock().unwrap().push((rid, status));
-                }
-            }
-        }));
-    }
+    let load = common::Load::start(&url, &token, 8, |w, i| {
+        let sql = if i % 5 == 0 {
+            "SELECT * FROM secrets"
+        } else {
+            "SELECT count(*) FROM orders"
+        };
+        (format!("load-{w}-{i}"), json!({ "sql": sql }))
+    });
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let kill = Command::new("kill")
         .args(["-KILL", &child.id().to_string()])
@@ -253,11 +226,7 @@ async fn sigkill_under_load_loses_no_record_of_an_answered_query() {
         .unwrap();
     assert!(kill.success());
     let _ = child.wait();
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    for w in workers {
-        let _ = w.await;
-    }
-    let answered = answered.lock().unwrap().clone();
+    let answered = load.stop().await;
     assert!(answered.len() > 20, "too little load: {}", answered.len());
 
     let log = data_dir.join("audit.sqlite");

@@ -253,3 +253,67 @@ pub fn sign_hs256(secret: &str, mut claims: serde_json::Value) -> String {
     )
     .unwrap()
 }
+
+/// Closed-loop load on `{url}/v1/query` from `workers` tasks until [`Load::stop`]: request `i`
+/// of worker `w` is `body(w, i)` = (request id, JSON body). Records `(request id, status)` of
+/// every answer received *whole* (only those reached the client), for tests that kill the
+/// daemon mid-load.
+pub struct Load {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    answered: std::sync::Arc<std::sync::Mutex<Vec<(String, u16)>>>,
+    workers: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Load {
+    pub fn start(
+        url: &str,
+        token: &str,
+        workers: usize,
+        body: fn(usize, u64) -> (String, serde_json::Value),
+    ) -> Load {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let answered = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let workers = (0..workers)
+            .map(|w| {
+                let (url, token) = (url.to_string(), token.to_string());
+                let (stop, answered) = (stop.clone(), answered.clone());
+                tokio::spawn(async move {
+                    let client = reqwest::Client::new();
+                    let mut i = 0;
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        i += 1;
+                        let (rid, json) = body(w, i);
+                        let Ok(resp) = client
+                            .post(format!("{url}/v1/query"))
+                            .bearer_auth(&token)
+                            .header("x-request-id", &rid)
+                            .json(&json)
+                            .send()
+                            .await
+                        else {
+                            break;
+                        };
+                        let status = resp.status().as_u16();
+                        if resp.bytes().await.is_ok() {
+                            answered.lock().unwrap().push((rid, status));
+                        }
+                    }
+                })
+            })
+            .collect();
+        Load {
+            stop,
+            answered,
+            workers,
+        }
+    }
+
+    /// Stops the workers and returns what was answered whole.
+    pub async fn stop(self) -> Vec<(String, u16)> {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for w in self.workers {
+            let _ = w.await;
+        }
+        self.answered.lock().unwrap().clone()
+    }
+}
