@@ -420,6 +420,14 @@ fn writer_loop(
     let mut batch: Vec<(AuditRecord, Option<Ack>)> = Vec::with_capacity(MAX_BATCH);
     let mut checkpoint_requests = Vec::new();
     let mut barriers = Vec::new();
+    // Only for waiting on the queue with a deadline (the lazy window).
+    let timer = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .inspect_err(
+            |e| tracing::warn!(error = %e, "audit writer: no timer, lazy records commit at once"),
+        )
+        .ok();
     while let Some(first) = rx.blocking_recv() {
         let mut next = Some(first);
         // Whether someone waits for this batch (else it may wait for company).
@@ -452,13 +460,13 @@ fn writer_loop(
             if urgent || batch.len() >= MAX_BATCH || waited >= LAZY_COMMIT_WINDOW {
                 break;
             }
-            // Only records nobody waits for: hold them briefly for the next one someone does.
-            match rx.try_recv() {
-                Ok(job) => next = Some(job),
-                Err(mpsc::error::TryRecvError::Empty) => {
-                    std::thread::sleep(Duration::from_micros(50));
-                }
-                Err(mpsc::error::TryRecvError::Disconnected) => break,
+            // Only records nobody waits for: hold them briefly for the next one someone does,
+            // asleep until it comes or the window ends (without a timer, commit them now).
+            let Some(timer) = &timer else { break };
+            let rest = LAZY_COMMIT_WINDOW.saturating_sub(waited);
+            match timer.block_on(async { tokio::time::timeout(rest, rx.recv()).await }) {
+                Ok(Some(job)) => next = Some(job),
+                Ok(None) | Err(_) => break,
             }
         }
         if !batch.is_empty() {

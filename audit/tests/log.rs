@@ -149,3 +149,53 @@ async fn the_wal_is_checkpointed_beside_the_writer() {
     drop(log);
     writer.join();
 }
+
+/// A record nobody waits for is committed on its own within the lazy window (never held until
+/// some other record comes), and one queued before a waited-for record is durable when that
+/// one's append resolves (it rides the same commit, in queue order).
+#[tokio::test]
+async fn lazy_records_commit_alone_within_the_window_or_with_the_next_waited_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.sqlite");
+    let (log, writer) = AuditLog::open(&path).unwrap();
+    log.append_lazy(AuditRecord::new(
+        Event::QueryCompletion,
+        "alone",
+        Decision::Allow,
+    ))
+    .unwrap();
+    let reader = open_read_only(&path).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    while read_all(&reader).unwrap().is_empty() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    assert_eq!(
+        read_all(&reader).unwrap().len(),
+        1,
+        "a lazy record was held back"
+    );
+
+    log.append_lazy(AuditRecord::new(
+        Event::QueryCompletion,
+        "lazy",
+        Decision::Allow,
+    ))
+    .unwrap();
+    let seq = log
+        .append(AuditRecord::new(
+            Event::QueryAttempt,
+            "waited",
+            Decision::Allow,
+        ))
+        .await
+        .unwrap();
+    assert_eq!(seq, 3);
+    let ids: Vec<String> = read_all(&reader)
+        .unwrap()
+        .into_iter()
+        .map(|r| r.request_id)
+        .collect();
+    assert_eq!(ids, ["alone", "lazy", "waited"]);
+    drop(log);
+    writer.join();
+}
