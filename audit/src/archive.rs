@@ -78,6 +78,38 @@ pub fn archive(
     }
     let conn = Connection::open(log)?;
     conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    // Never seal an attempt whose completion is not in the log yet (a query running now, or
+    // one lost with a process not restarted since, which the next start records as `unknown`):
+    // sealed, it would stay unanswered for good.
+    let mut open = crate::chain::Unanswered::default();
+    {
+        let mut stmt = conn.prepare(
+            "SELECT seq, event, request_id FROM audit_log \
+             WHERE event IN ('query_attempt', 'query_completion') ORDER BY seq",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, i64>(0)? as u64,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+            ))
+        })?;
+        for row in rows {
+            let (seq, event, id) = row?;
+            if let Some(event) = crate::Event::parse(&event) {
+                open.see(event, &id, || seq);
+            }
+        }
+    }
+    if let Some(first) = open.into_items().min()
+        && first <= upto_seq
+    {
+        return Err(AuditError::Storage(format!(
+            "record {first} is a query attempt without its completion yet (running, or lost \
+             with a process that has not been restarted since): archive up to {} at most",
+            first - 1
+        )));
+    }
     conn.execute_batch(ARCHIVE_SCHEMA)?;
     let (first, last_hash): (Option<i64>, Option<String>) = conn.query_row(
         "SELECT (SELECT MIN(seq) FROM audit_log), (SELECT hash FROM audit_log WHERE seq = ?1)",

@@ -159,6 +159,61 @@ pub fn read_checkpoints(path: &Path) -> Result<Vec<Checkpoint>, AuditError> {
         .collect()
 }
 
+/// Pairs query attempts with their completions, records in sequence order: request ids are the
+/// caller's to choose and may repeat, so per request id each completion answers the earliest
+/// attempt before it still unanswered (a completion with none is ignored). What is left are the
+/// attempts without a completion. The one rule for recovery, verification, archiving and
+/// readers that wait for completions.
+pub(crate) struct Unanswered<T> {
+    open: std::collections::HashMap<String, std::collections::VecDeque<T>>,
+    len: usize,
+}
+
+impl<T> Default for Unanswered<T> {
+    fn default() -> Self {
+        Unanswered {
+            open: std::collections::HashMap::new(),
+            len: 0,
+        }
+    }
+}
+
+impl<T> Unanswered<T> {
+    /// Takes the next record: an attempt keeps `item()`, a completion answers one.
+    pub(crate) fn see(&mut self, event: crate::Event, request_id: &str, item: impl FnOnce() -> T) {
+        match event {
+            crate::Event::QueryAttempt => {
+                self.open
+                    .entry(request_id.to_string())
+                    .or_default()
+                    .push_back(item());
+                self.len += 1;
+            }
+            crate::Event::QueryCompletion => {
+                if let Some(q) = self.open.get_mut(request_id) {
+                    if q.pop_front().is_some() {
+                        self.len -= 1;
+                    }
+                    if q.is_empty() {
+                        self.open.remove(request_id);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Attempts without a completion so far.
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Their items, in no particular order.
+    pub(crate) fn into_items(self) -> impl Iterator<Item = T> {
+        self.open.into_values().flatten()
+    }
+}
+
 /// The outcome of verifying a log.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct VerifyReport {
@@ -199,22 +254,16 @@ pub fn verify_records(
         checkpoints: checkpoints.len() as u64,
         ..VerifyReport::default()
     };
-    let mut open: std::collections::HashMap<&str, u64> = std::collections::HashMap::new();
+    let mut open = Unanswered::default();
     for r in records {
-        match r.event {
-            crate::Event::QueryAttempt => *open.entry(r.request_id.as_str()).or_default() += 1,
-            crate::Event::QueryCompletion => {
-                if r.outcome.as_deref() == Some(crate::OUTCOME_UNKNOWN) {
-                    report.unknown_outcomes += 1;
-                }
-                if let Some(n) = open.get_mut(r.request_id.as_str()) {
-                    *n = n.saturating_sub(1);
-                }
-            }
-            _ => {}
+        if r.event == crate::Event::QueryCompletion
+            && r.outcome.as_deref() == Some(crate::OUTCOME_UNKNOWN)
+        {
+            report.unknown_outcomes += 1;
         }
+        open.see(r.event, &r.request_id, || ());
     }
-    report.unanswered_attempts = open.values().sum();
+    report.unanswered_attempts = open.len() as u64;
     let mut first: Option<(u64, String)> = None;
     let mut bad = |seq: u64, why: String| {
         if first.as_ref().is_none_or(|(s, _)| seq < *s) {

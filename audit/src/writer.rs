@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use rusqlite::{Connection, OpenFlags, params};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::chain::{Checkpoint, GENESIS, Signer, append_checkpoint, record_hash};
+use crate::chain::{Checkpoint, GENESIS, Signer, Unanswered, append_checkpoint, record_hash};
 use crate::{AuditError, AuditRecord, Decision, Event};
 
 /// Records waiting for the writer before appends fail with [`AuditError::Backpressure`].
@@ -201,6 +201,33 @@ fn open_writer(path: &Path) -> Result<Connection, AuditError> {
     Ok(conn)
 }
 
+/// Takes the exclusive lock `<log>.lock` (an advisory `flock`, released by the kernel when the
+/// process ends, however it ends), held for the writer's lifetime. Readers never take it.
+fn lock_writer(path: &Path) -> Result<std::fs::File, AuditError> {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(".lock");
+    let lock_path = path.with_file_name(name);
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|e| AuditError::Storage(format!("{}: {e}", lock_path.display())))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(AuditError::Storage(format!(
+            "the audit log {} is already open for writing by another process or writer \
+             (lock {} held): one writer per log",
+            path.display(),
+            lock_path.display()
+        ))),
+        Err(std::fs::TryLockError::Error(e)) => Err(AuditError::Storage(format!(
+            "{}: cannot lock: {e}",
+            lock_path.display()
+        ))),
+    }
+}
+
 /// Opens the log read-only (for queries, exports and verification).
 pub fn open_read_only(path: &Path) -> Result<Connection, AuditError> {
     let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
@@ -227,6 +254,9 @@ impl AuditLog {
         path: &Path,
         options: AuditOptions,
     ) -> Result<(AuditLog, AuditWriter), AuditError> {
+        // One writer per log: a second one (an overlapping restart, two daemons on one data
+        // directory) would fork the chain and take the first one's running queries for lost.
+        let lock = lock_writer(path)?;
         let conn = open_writer(path)?;
         let head: (u64, String) = match conn.query_row(
             "SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1",
@@ -234,11 +264,14 @@ impl AuditLog {
             |r| Ok((r.get::<_, i64>(0)? as u64, r.get(1)?)),
         ) {
             Ok(h) => h,
-            Err(rusqlite::Error::QueryReturnedNoRows) => (0, GENESIS.to_string()),
+            // Empty: new, or every record archived (the chain goes on from the anchor).
+            Err(rusqlite::Error::QueryReturnedNoRows) => crate::archive::anchor(&conn)?
+                .map(|(seq, hash, _)| (seq, hash))
+                .unwrap_or((0, GENESIS.to_string())),
             Err(e) => return Err(e.into()),
         };
         let mut conn = conn;
-        let head = recover_lost_completions(&mut conn, head)?;
+        let (head, recovered) = recover_lost_completions(&mut conn, head)?;
         let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
         let healthy = Arc::new(AtomicBool::new(true));
         let flag = Arc::clone(&healthy);
@@ -247,8 +280,9 @@ impl AuditLog {
             .name("sluice-audit".into())
             .spawn(move || {
                 let checkpointer = Checkpointer::start(&db);
-                writer_loop(conn, rx, flag, head, options);
+                writer_loop(conn, rx, flag, head, recovered, options);
                 drop(checkpointer);
+                drop(lock);
             })
             .map_err(|e| AuditError::Storage(format!("cannot start writer: {e}")))?;
         Ok((
@@ -363,6 +397,9 @@ impl Checkpointer {
                 let mut failing = false;
                 while !flag.load(Ordering::Relaxed) {
                     std::thread::park_timeout(CHECKPOINT_EVERY);
+                    if flag.load(Ordering::Relaxed) {
+                        break;
+                    }
                     let ran = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
                     match ran {
                         Ok(()) => failing = false,
@@ -409,12 +446,14 @@ fn writer_loop(
     mut rx: mpsc::Receiver<Job>,
     healthy: Arc<AtomicBool>,
     (seq, hash): (u64, String),
+    recovered: u64,
     options: AuditOptions,
 ) {
     let mut head = Head {
         seq,
         hash,
-        since_checkpoint: 0,
+        // What recovery wrote is covered by the next checkpoint like anything else.
+        since_checkpoint: recovered,
         last_checkpoint: Instant::now(),
     };
     let mut batch: Vec<(AuditRecord, Option<Ack>)> = Vec::with_capacity(MAX_BATCH);
@@ -545,15 +584,14 @@ fn make_checkpoint(
 fn recover_lost_completions(
     conn: &mut Connection,
     (seq, hash): (u64, String),
-) -> Result<(u64, String), AuditError> {
-    let settled: i64 =
-        conn.query_row("SELECT coalesce(max(seq), 0) FROM audit_settled", [], |r| {
-            r.get(0)
-        })?;
-    // Request ids are the caller's to choose (`X-Request-Id`) and may repeat: per request id,
-    // each completion answers the earliest attempt before it still unanswered.
-    let mut open: std::collections::HashMap<String, std::collections::VecDeque<AuditRecord>> =
-        std::collections::HashMap::new();
+) -> Result<((u64, String), u64), AuditError> {
+    // A mark past the head is no record's position (a row inserted by hand): ignored.
+    let settled: i64 = conn.query_row(
+        "SELECT coalesce(max(seq), 0) FROM audit_settled WHERE seq <= ?1",
+        [seq as i64],
+        |r| r.get(0),
+    )?;
+    let mut open = Unanswered::default();
     {
         let mut stmt = conn.prepare(&format!(
             "SELECT {SELECT_COLUMNS} FROM audit_log WHERE seq > ?1 \
@@ -561,22 +599,14 @@ fn recover_lost_completions(
         ))?;
         for r in stmt.query_map([settled], record_from_row)? {
             let r = r?;
-            match r.event {
-                Event::QueryAttempt => open.entry(r.request_id.clone()).or_default().push_back(r),
-                _ => {
-                    if let Some(q) = open.get_mut(&r.request_id) {
-                        q.pop_front();
-                        if q.is_empty() {
-                            open.remove(&r.request_id);
-                        }
-                    }
-                }
-            }
+            let (event, id) = (r.event, r.request_id.clone());
+            open.see(event, &id, || r);
         }
     }
-    let mut lost: Vec<AuditRecord> = open.into_values().flatten().collect();
+    let mut lost: Vec<AuditRecord> = open.into_items().collect();
     lost.sort_by_key(|r| r.seq);
     let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let recovered = lost.len() as u64;
     let head = if lost.is_empty() {
         (seq, hash)
     } else {
@@ -611,7 +641,7 @@ fn recover_lost_completions(
             params![head.0 as i64, now],
         )?;
     }
-    Ok(head)
+    Ok((head, recovered))
 }
 
 /// Chains and writes the batch in one transaction. On success every record carries its
@@ -742,15 +772,11 @@ pub fn read_settled(conn: &Connection, within: Duration) -> Result<Vec<AuditReco
     let deadline = Instant::now() + within;
     loop {
         let records = read_all(conn)?;
-        let mut open: std::collections::HashMap<&str, i64> = std::collections::HashMap::new();
+        let mut open = Unanswered::default();
         for r in &records {
-            match r.event {
-                Event::QueryAttempt => *open.entry(&r.request_id).or_default() += 1,
-                Event::QueryCompletion => *open.entry(&r.request_id).or_default() -= 1,
-                _ => {}
-            }
+            open.see(r.event, &r.request_id, || ());
         }
-        if open.values().all(|n| *n <= 0) || Instant::now() >= deadline {
+        if open.len() == 0 || Instant::now() >= deadline {
             return Ok(records);
         }
         std::thread::sleep(Duration::from_millis(5));

@@ -199,3 +199,28 @@ async fn lazy_records_commit_alone_within_the_window_or_with_the_next_waited_one
     drop(log);
     writer.join();
 }
+
+/// One writer per log: a second one (another process, an overlapping restart) is refused with
+/// a clear error while the first is open, and may open once it has stopped.
+#[tokio::test]
+async fn a_second_writer_on_the_same_log_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.sqlite");
+    let (log, writer) = AuditLog::open(&path).unwrap();
+    let second = AuditLog::open(&path)
+        .err()
+        .expect("a second writer opened")
+        .to_string();
+    assert!(second.contains("already open for writing"), "{second}");
+    // Readers are not writers.
+    assert!(
+        read_all(&open_read_only(&path).unwrap())
+            .unwrap()
+            .is_empty()
+    );
+    drop(log);
+    writer.join();
+    let (log, writer) = AuditLog::open(&path).unwrap();
+    drop(log);
+    writer.join();
+}

@@ -305,12 +305,70 @@ async fn a_log_from_before_the_settled_head_is_recovered_once_and_still_verifies
     assert_eq!((r.records, r.unknown_outcomes), (100, 50));
 }
 
+/// A settled mark past the head (a row inserted behind the triggers' back) does not hide the
+/// attempts after the head from recovery.
+#[tokio::test]
+async fn a_settled_mark_past_the_head_does_not_hide_lost_completions() {
+    let l = log().await; // 50 unanswered attempts
+    rusqlite::Connection::open(&l.db)
+        .unwrap()
+        .execute_batch("INSERT INTO audit_settled (seq, ts) VALUES (1000000, 'x')")
+        .unwrap();
+    let (audit, writer) = AuditLog::open(&l.db).unwrap();
+    drop(audit);
+    writer.join();
+    let r = verify(&l);
+    assert_eq!(
+        (r.records, r.unknown_outcomes, r.unanswered_attempts),
+        (100, 50, 0),
+        "{r:?}"
+    );
+}
+
+/// When every record was archived, the next writer continues the chain from the anchor (not
+/// from sequence 1), and the segments and the live log still link.
+#[tokio::test]
+async fn after_everything_is_archived_the_chain_continues_from_the_anchor() {
+    let l = log().await;
+    let dir = l.db.parent().unwrap().to_path_buf();
+    let signer = Signer::load_or_create(&dir.join("keys/signing.key")).unwrap();
+    let archive_dir = dir.join("archive");
+    let (audit, writer) = AuditLog::open(&l.db).unwrap(); // recovery: 51..=100
+    drop(audit);
+    writer.join();
+    sluice_audit::archive::archive(&l.db, &l.checkpoints, &archive_dir, &signer, 100).unwrap();
+    let (audit, writer) = AuditLog::open(&l.db).unwrap();
+    let seq = audit
+        .append(AuditRecord::new(Event::QueryDenied, "next", Decision::Deny))
+        .await
+        .unwrap();
+    drop(audit);
+    writer.join();
+    assert_eq!(seq, 101);
+    let all = sluice_audit::verify_all(&l.db, &l.checkpoints, &archive_dir, &l.public_key).unwrap();
+    assert!(all.ok(), "{all:?}");
+    assert_eq!(all.records, 101);
+}
+
 #[tokio::test]
 async fn archiving_keeps_the_rest_verifiable_and_segments_verify_on_their_own() {
     let l = log().await;
     let dir = l.db.parent().unwrap().to_path_buf();
     let signer = Signer::load_or_create(&dir.join("keys/signing.key")).unwrap();
     let archive_dir = dir.join("archive");
+    // The 50 attempts have no completion yet (the writer stopped without a restart since):
+    // sealing them would leave them unanswered for good.
+    let refused = sluice_audit::archive::archive(&l.db, &l.checkpoints, &archive_dir, &signer, 20)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        refused.contains("record 1 is a query attempt without its completion"),
+        "{refused}"
+    );
+    // The next start records them as outcome `unknown` (51..=100); then they may be sealed.
+    let (audit, writer) = AuditLog::open(&l.db).unwrap();
+    drop(audit);
+    writer.join();
     let seg =
         sluice_audit::archive::archive(&l.db, &l.checkpoints, &archive_dir, &signer, 20).unwrap();
     assert_eq!((seg.first, seg.last), (1, 20));
@@ -319,7 +377,7 @@ async fn archiving_keeps_the_rest_verifiable_and_segments_verify_on_their_own() 
     assert_eq!((seg2.first, seg2.last), (21, 35));
     let all = sluice_audit::verify_all(&l.db, &l.checkpoints, &archive_dir, &l.public_key).unwrap();
     assert!(all.ok(), "{all:?}");
-    assert_eq!(all.records, 50);
+    assert_eq!(all.records, 100);
     assert!(verify(&l).ok());
     let live = sluice_audit::read_all(&sluice_audit::open_read_only(&l.db).unwrap()).unwrap();
     assert_eq!(live.first().unwrap().seq, 36);

@@ -47,6 +47,11 @@ impl PoolKey {
 
 /// Statements one connection keeps prepared; the least recently used is closed beyond this.
 pub(crate) const MAX_STATEMENTS_PER_CONN: usize = 256;
+/// Longest SQL text a connection keeps prepared. The cache is bounded in entries, so without
+/// this a caller sending many distinct large texts (up to the 1 MiB input limit, rewritten
+/// larger) would pin 256 of them per session here and their plans in every backend; dashboards'
+/// repeated queries are far shorter. A longer text is prepared for its one run and closed.
+pub(crate) const MAX_CACHED_STATEMENT_BYTES: usize = 16 * 1024;
 
 /// What a prepared statement is cached under on its connection: the text, and the role the
 /// query ran as (passthrough switches the service login's role per query), so a statement is

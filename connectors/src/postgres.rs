@@ -666,7 +666,7 @@ impl Connector for PostgresConnector {
             .map(|c| Column::new(c.type_(), c.type_modifier()))
             .collect::<Option<_>>()
             .ok_or_else(|| ConnectorError::Plan("unsupported column type".into()))?;
-        if fresh {
+        if fresh && statement_key.sql.len() <= crate::pool::MAX_CACHED_STATEMENT_BYTES {
             conn.statements.insert(statement_key, statement);
         }
 

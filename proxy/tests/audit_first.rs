@@ -382,11 +382,16 @@ async fn an_attempt_that_cannot_be_made_durable_means_no_answer() {
             .busy_timeout(std::time::Duration::from_secs(5))
             .unwrap();
         locker.execute_batch("BEGIN IMMEDIATE").unwrap();
+        // Held past the attempt's commit (which gives up after the writer's 5 s lock wait),
+        // then released, so the refusal's own record can be written.
+        let release = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(6500));
+            locker.execute_batch("ROLLBACK").unwrap();
+        });
         let r = query("locked").await.unwrap();
         let status = r.status().as_u16();
         let body: Value = r.json().await.unwrap();
-        locker.execute_batch("ROLLBACK").unwrap();
-        drop(locker);
+        release.join().unwrap();
         assert_eq!(status, 503, "{durability}: {body}");
         assert_eq!(body["code"], "audit_unavailable", "{durability}: {body}");
         assert!(body.get("rows").is_none(), "{durability}: {body}");
@@ -416,6 +421,17 @@ async fn an_attempt_that_cannot_be_made_durable_means_no_answer() {
             .map(|r| r.event)
             .collect();
         assert_eq!(after, vec![Event::QueryAttempt, Event::QueryCompletion]);
+        // The refused query is a refusal: no completion of an attempt the log never held.
+        let locked: Vec<(Event, Option<&str>)> = records
+            .iter()
+            .filter(|r| r.request_id == "locked")
+            .map(|r| (r.event, r.code.as_deref()))
+            .collect();
+        assert_eq!(
+            locked,
+            vec![(Event::QueryDenied, Some("audit_unavailable"))],
+            "{durability}"
+        );
         drop(daemon);
     }
 }

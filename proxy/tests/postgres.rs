@@ -805,6 +805,21 @@ async fn a_session_keeps_its_prepared_statements_and_prepares_again_when_a_table
         "the session dropped its statements: {other}"
     );
     wait_idle(&conn, common::READER, 1).await;
+    // A text longer than the cache keeps (16 KiB) runs, and is not kept: the next query on
+    // the session still sees two statements, not three.
+    let long = format!(
+        "SELECT pg_backend_pid() AS pid, (SELECT count(*) FROM pg_prepared_statements) AS n3 \
+         /* {} */",
+        "x".repeat(17 * 1024)
+    );
+    let ran = raw_rows(&conn, &long).await.unwrap();
+    assert_eq!(ran[0][0], first[0][0]);
+    assert_eq!(ran[0][1], 3, "{ran}");
+    wait_idle(&conn, common::READER, 1).await;
+    let kept = raw_rows(&conn, q2).await.unwrap();
+    assert_eq!(kept[0][0], first[0][0]);
+    assert_eq!(kept[0][1], 2, "a 17 KiB text stayed prepared: {kept}");
+    wait_idle(&conn, common::READER, 1).await;
 
     let star = "SELECT * FROM t";
     assert_eq!(raw_rows(&conn, star).await.unwrap(), json!([[1]]));

@@ -12,6 +12,11 @@ use crate::auth::principal::{ClientInfo, Principal};
 use crate::engine::federation::SubQueryLog;
 use crate::error::Error;
 
+/// Longest a refusal waits for the audit log (its attempt's commit, then its own record): a
+/// stalled disk must not hold the caller forever. Above the writer's lock wait (5 s), so a
+/// log that is merely busy still answers.
+const SETTLE_WITHIN: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Collects what the audit log records about one request, so that every way out of
 /// the engine writes exactly one denied record, or an attempt and a completion.
 pub(crate) struct QueryAudit {
@@ -99,17 +104,25 @@ impl QueryAudit {
             None => Ok(()),
             Some(p) => p.await.map(|_| ()).map_err(|e| {
                 tracing::error!(error = %e, "audit attempt not durable: refusing the query");
+                // Its commit failed: the log holds no attempt, so what it gets is a refusal
+                // (`query_denied`), not a completion of an attempt it never saw.
+                self.attempted = false;
                 Error::audit_unavailable()
             }),
         }
     }
 
     /// The error a failed query reports: its own, unless its attempt record could not be made
-    /// durable (then `audit_unavailable`, which says more).
+    /// durable (then `audit_unavailable`, which says more). Waits at most [`SETTLE_WITHIN`]: a
+    /// log that cannot answer by then is unavailable.
     pub(crate) async fn settle(&mut self, e: Error) -> Error {
-        match self.durable().await {
-            Ok(()) => e,
-            Err(audit) => audit,
+        match tokio::time::timeout(SETTLE_WITHIN, self.durable()).await {
+            Ok(Ok(())) => e,
+            Ok(Err(audit)) => audit,
+            Err(_) => {
+                tracing::error!("audit attempt not durable in time: refusing the query");
+                Error::audit_unavailable()
+            }
         }
     }
 
@@ -147,8 +160,13 @@ impl QueryAudit {
             code = err.code,
             "query refused or failed"
         );
-        if let Err(e) = self.log.append(record).await {
-            tracing::error!(error = %e, "audit record for a failed request not written");
+        match tokio::time::timeout(SETTLE_WITHIN, self.log.append(record)).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "audit record for a failed request not written")
+            }
+            // Still queued: the writer commits it when it can (or logs that it could not).
+            Err(_) => tracing::error!("audit record for a failed request not durable in time"),
         }
     }
 
