@@ -217,8 +217,13 @@ fn rewrite_bounded(
         TenantBinding::Literal(t) => Expr::value(Value::SingleQuotedString(t.clone())),
     };
 
-    let mut rewriter =
-        rewrite::Rewriter::new(catalog, caller.groups, tenant_expr, binding.caller());
+    let mut rewriter = rewrite::Rewriter::new(
+        catalog,
+        caller.groups,
+        tenant_expr,
+        binding.caller(),
+        &statement,
+    );
     rewriter.statement(&mut statement)?;
     binding.caller().all_used(&rewriter.params_used)?;
     check_column_grants(&rewriter, catalog, caller.groups)?;

@@ -99,6 +99,25 @@ impl CallerParams {
     }
 
     /// Every parameter sent is used.
+    /// How many times each caller parameter occurs in `statement` (index 1..=count).
+    pub(crate) fn occurrences(&self, statement: &sqlparser::ast::Statement) -> Vec<u32> {
+        use sqlparser::ast::{Expr, Value};
+        let mut n = vec![0u32; self.count + 1];
+        if self.count > 0 {
+            let _ = sqlparser::ast::visit_expressions(statement, |e| {
+                if let Expr::Value(v) = e
+                    && let Value::Placeholder(p) = &v.value
+                    && let Some(i) = self.index(p)
+                    && let Some(c) = n.get_mut(i)
+                {
+                    *c += 1;
+                }
+                std::ops::ControlFlow::<()>::Continue(())
+            });
+        }
+        n
+    }
+
     pub(crate) fn all_used(
         &self,
         used: &std::collections::BTreeSet<usize>,

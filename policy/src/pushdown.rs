@@ -6,7 +6,9 @@
 //! for `WHERE id = 5`, so a point lookup would read all the tenant's rows. What may safely run
 //! inside the fence is a *leakproof* conjunct: a granted, unmasked column of that table compared
 //! (`=`, `<>`, `<`, `<=`, `>`, `>=`, `BETWEEN`) with number or string constants or the caller's
-//! own parameters (bound once per query: a prepared point lookup). Such a comparison cannot
+//! own parameters (bound once per query: a prepared point lookup) — a parameter only when it
+//! occurs once in the caller's statement, so that PostgreSQL types it from that column (another
+//! occurrence analyzed first, `CAST($1 AS float8)` in a CTE, would cast the column instead). Such a comparison cannot
 //! raise an error that depends on a row (a constant that does not fit the column's type fails
 //! while planning, whatever the data). The conjunct is copied, not moved: the outer `WHERE` still
 //! holds it, so the answer is unchanged for every join kind. A masked column is never compared

@@ -75,6 +75,9 @@ pub(crate) struct Rewriter<'a> {
     /// The caller's parameters, and which of them the query uses.
     params: CallerParams,
     pub(crate) params_used: BTreeSet<usize>,
+    /// How often each caller parameter occurs in the caller's statement ([`Rewriter::new`]
+    /// counts them): only one that occurs once is copied inside a fence (`copy_into_wrapper`).
+    param_occurrences: Vec<u32>,
 }
 
 impl<'a> Rewriter<'a> {
@@ -83,8 +86,11 @@ impl<'a> Rewriter<'a> {
         groups: &'a [String],
         tenant_expr: Expr,
         params: CallerParams,
+        statement: &Statement,
     ) -> Self {
+        let param_occurrences = params.occurrences(statement);
         Rewriter {
+            param_occurrences,
             catalog,
             groups,
             tenant_expr,
@@ -577,7 +583,23 @@ impl<'a> Rewriter<'a> {
     fn copy_into_wrapper(&self, tf: &mut TableFactor, conjuncts: &[&Expr], single: bool) {
         use crate::pushdown::{comparison, flipped, unmasked_column};
         let params = self.params;
-        let constant = |e: &Expr| crate::pushdown::value(e, &params);
+        // A caller parameter takes its type where PostgreSQL first analyzes it. Inside the
+        // fence (analyzed with its FROM item) that is the compared column's type only if the
+        // caller's statement has no other occurrence — one in a CTE, an earlier FROM item or
+        // an outer select list (`CAST($1 AS float8)`) would be analyzed first, and the column
+        // would then be cast to that type, a conversion that can fail on another tenant's row.
+        // So a parameter is copied only when it occurs once.
+        let once = |e: &Expr| match e {
+            Expr::Value(v) => match &v.value {
+                Value::Placeholder(p) => params
+                    .index(p)
+                    .and_then(|i| self.param_occurrences.get(i))
+                    .is_some_and(|n| *n == 1),
+                _ => true,
+            },
+            _ => true,
+        };
+        let constant = |e: &Expr| crate::pushdown::value(e, &params) && once(e);
         let d = self.dialect();
         let TableFactor::Derived {
             subquery,
