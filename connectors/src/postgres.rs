@@ -675,18 +675,24 @@ impl Connector for PostgresConnector {
         let pool = Arc::clone(&self.pool);
         tokio::spawn(async move {
             // Owns the connection (and the turn) while rows stream. The session's reset is
-            // pipelined behind the statement (`join` polls the rows first, so the reset goes out
-            // right away): PostgreSQL runs it as soon as the statement ends, in the same round
+            // pipelined behind the statement (its first poll queues its messages, before any
+            // row is read): PostgreSQL runs it as soon as the statement ends, in the same round
             // trip. The answer ends (the sender is dropped) as soon as the last row is sent; the
             // session goes back to the pool only when the query ran to its end and the reset
-            // succeeded. Otherwise it is closed.
+            // succeeded. A query that failed or was abandoned (cancelled on the server) does not
+            // wait for its reset: the session is closed at once, and the turn freed.
             let _turn = turn;
-            let (finished, reset) = futures::future::join(
-                stream_rows(rows, tx, batch_schema, builders, cancel),
-                reset_session(&conn.client),
-            )
-            .await;
-            if finished && reset {
+            let reset = {
+                let mut reset = std::pin::pin!(reset_session(&conn.client));
+                let early = futures::poll!(reset.as_mut());
+                let finished = stream_rows(rows, tx, batch_schema, builders, cancel).await;
+                match early {
+                    _ if !finished => false,
+                    std::task::Poll::Ready(ok) => ok,
+                    std::task::Poll::Pending => reset.await,
+                }
+            };
+            if reset {
                 pool.checkin(key, conn);
             }
         });
@@ -724,6 +730,8 @@ async fn stream_rows(
                 for (i, b) in builders.iter_mut().enumerate() {
                     if let Err(e) = b.push(&row, i) {
                         let _ = tx.send(Err(ConnectorError::Execution(e.to_string()))).await;
+                        // The rest of the answer is of no use: stop it on the server.
+                        let _ = cancel.cancel_query(NoTls).await;
                         return false;
                     }
                 }
