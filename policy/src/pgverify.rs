@@ -260,7 +260,21 @@ pub(crate) fn verify(
     let Some(N::SelectStmt(select)) = node(&raw.stmt) else {
         return Err(bad("not a SELECT".into()));
     };
+    let caller_params = binding.caller();
+    let mut param_occurrences = vec![0u32; caller_params.count + 1];
+    if caller_params.count > 0 {
+        for (n, ..) in parsed.protobuf.nodes() {
+            if let pg_query::NodeRef::ParamRef(p) = n
+                && let Some(c) = usize::try_from(p.number)
+                    .ok()
+                    .and_then(|i| param_occurrences.get_mut(i))
+            {
+                *c += 1;
+            }
+        }
+    }
     let v = PgVerifier {
+        param_occurrences,
         catalog,
         binding,
         groups: caller.groups,
@@ -292,6 +306,8 @@ pub(crate) fn verify(
 }
 
 struct PgVerifier<'a> {
+    /// How often each parameter number occurs in the statement (`is_copied`).
+    param_occurrences: Vec<u32>,
     catalog: &'a Catalog,
     binding: &'a TenantBinding,
     groups: &'a [String],
@@ -759,7 +775,14 @@ impl<'a> PgVerifier<'a> {
                         )
                     )
             }
-            Some(N::ParamRef(p)) => caller.index(&format!("${}", p.number)).is_some(),
+            // Occurring once in the caller's statement, plus this copy (see `pushdown`).
+            Some(N::ParamRef(p)) => {
+                caller.index(&format!("${}", p.number)).is_some()
+                    && usize::try_from(p.number)
+                        .ok()
+                        .and_then(|i| self.param_occurrences.get(i))
+                        .is_some_and(|n| *n == crate::pushdown::COPIED_PARAM_OCCURRENCES)
+            }
             _ => false,
         };
         let op = names(&a.name);

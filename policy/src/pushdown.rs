@@ -74,24 +74,43 @@ pub(crate) fn unmasked_column<'a>(
         .map(|c| c.name)
 }
 
+/// How often a caller parameter copied inside a fence occurs in the whole rewritten
+/// statement: its one occurrence in the caller's statement, and the copy (see the module).
+pub(crate) const COPIED_PARAM_OCCURRENCES: u32 = 2;
+
 /// Whether `e` is a copied conjunct as the rewriter emits it: `"<unmasked column>" <op>
 /// <value>` or `"<unmasked column>" BETWEEN <value> AND <value>` (a constant or a caller
-/// parameter: [`value`]).
+/// parameter: [`value`]; a parameter only if it occurs [`COPIED_PARAM_OCCURRENCES`] times in
+/// the statement, `occurrences` by parameter index).
 pub(crate) fn is_copied(
     rule: &TableRule,
     groups: &[String],
     quote: char,
     params: &CallerParams,
+    occurrences: &[u32],
     e: &Expr,
 ) -> bool {
+    let ok = |v: &Expr| {
+        value(v, params)
+            && match v {
+                Expr::Value(x) => match &x.value {
+                    Value::Placeholder(p) => params
+                        .index(p)
+                        .and_then(|i| occurrences.get(i))
+                        .is_some_and(|n| *n == COPIED_PARAM_OCCURRENCES),
+                    _ => true,
+                },
+                _ => true,
+            }
+    };
     let column = match e {
-        Expr::BinaryOp { left, op, right } if comparison(op) && value(right, params) => left,
+        Expr::BinaryOp { left, op, right } if comparison(op) && ok(right) => left,
         Expr::Between {
             expr,
             negated: false,
             low,
             high,
-        } if value(low, params) && value(high, params) => expr,
+        } if ok(low) && ok(high) => expr,
         _ => return false,
     };
     let Expr::Identifier(i) = column.as_ref() else {
@@ -185,18 +204,49 @@ mod tests {
                 style: ParamStyle::DollarNumbered,
             },
         };
-        let ok1 =
-            |inside: &str| crate::verify::verify(&wrapped(inside), &catalog, &with_param, &caller);
-        assert_eq!(ok1(r#"("tenant_id" = $2) AND ("id" = $1)"#), Ok(()));
-        assert!(ok1(r#"("tenant_id" = $2) AND ("id" BETWEEN $1 AND 9)"#).is_ok());
+        // A copied parameter occurs twice: in the caller's (outer) predicate and in the copy.
+        let outer = |inside: &str, outer: &str| format!("{} WHERE {outer}", wrapped(inside));
+        let ok1 = |inside: &str, o: &str| {
+            crate::verify::verify(&outer(inside, o), &catalog, &with_param, &caller)
+        };
+        assert_eq!(
+            ok1(r#"("tenant_id" = $2) AND ("id" = $1)"#, r#""id" = $1"#),
+            Ok(())
+        );
+        assert!(
+            ok1(
+                r#"("tenant_id" = $2) AND ("id" BETWEEN $1 AND 9)"#,
+                r#""id" BETWEEN $1 AND 9"#
+            )
+            .is_ok()
+        );
         for bad in [
             // The tenant's placeholder is no caller value; nor is an expression of one.
             r#"("tenant_id" = $2) AND ("id" = $2)"#,
             r#"("tenant_id" = $2) AND ("id" = ($1 + 1))"#,
             r#"("tenant_id" = $2) AND ("id" = $3)"#,
         ] {
-            assert!(ok1(bad).is_err(), "{bad} passed");
+            assert!(ok1(bad, r#""id" = $1"#).is_err(), "{bad} passed");
         }
+        // A parameter that occurs elsewhere too (whose type another occurrence may fix before
+        // the fence is analyzed) is refused inside, by both verifiers.
+        let inside = r#"("tenant_id" = $2) AND ("amount" > $1)"#;
+        let twice = r#"("amount" > $1) AND ("id" = $1)"#;
+        assert!(ok1(inside, r#""amount" > $1"#).is_ok());
+        assert!(ok1(inside, twice).is_err(), "a parameter used twice passed");
+        assert!(
+            crate::pgverify::verify(
+                &outer(inside, r#""amount" > $1"#),
+                &catalog,
+                &with_param,
+                &caller
+            )
+            .is_ok()
+        );
+        assert!(
+            crate::pgverify::verify(&outer(inside, twice), &catalog, &with_param, &caller).is_err(),
+            "pgverify: a parameter used twice passed"
+        );
         for bad in [
             // A predicate that can raise an error on another tenant's row.
             r#"("tenant_id" = $1) AND ((1 / ("amount" - 5)) = 1)"#,

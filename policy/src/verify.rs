@@ -55,6 +55,7 @@ pub(crate) fn verify(
         ));
     }
     let mut v = Verifier {
+        param_occurrences: binding.caller().occurrences(statement),
         catalog,
         binding,
         groups: caller.groups,
@@ -73,6 +74,8 @@ pub(crate) fn verify(
 }
 
 struct Verifier<'a> {
+    /// How often each caller parameter occurs in the statement (`pushdown::is_copied`).
+    param_occurrences: Vec<u32>,
     catalog: &'a Catalog,
     binding: &'a TenantBinding,
     groups: &'a [String],
@@ -213,6 +216,7 @@ impl<'a> Verifier<'a> {
                     self.groups,
                     quote,
                     &self.binding.caller(),
+                    &self.param_occurrences,
                     strip(right),
                 )
             {
