@@ -84,20 +84,26 @@ pub fn archive(
     let mut open = crate::chain::Unanswered::default();
     {
         let mut stmt = conn.prepare(
-            "SELECT seq, event, request_id FROM audit_log \
+            "SELECT seq, event, request_id, user, tenant, session_id FROM audit_log \
              WHERE event IN ('query_attempt', 'query_completion') ORDER BY seq",
         )?;
-        let rows = stmt.query_map([], |r| {
-            Ok((
-                r.get::<_, i64>(0)? as u64,
-                r.get::<_, String>(1)?,
-                r.get::<_, String>(2)?,
-            ))
-        })?;
-        for row in rows {
-            let (seq, event, id) = row?;
+        let mut rows = stmt.query([])?;
+        while let Some(r) = rows.next()? {
+            let (seq, event): (i64, String) = (r.get(0)?, r.get(1)?);
+            let (id, user, tenant, session): (
+                String,
+                Option<String>,
+                Option<String>,
+                Option<String>,
+            ) = (r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?);
             if let Some(event) = crate::Event::parse(&event) {
-                open.see(event, &id, || seq);
+                let who = crate::chain::PairKey {
+                    request_id: &id,
+                    user: user.as_deref(),
+                    tenant: tenant.as_deref(),
+                    session_id: session.as_deref(),
+                };
+                open.see(event, who, || seq as u64);
             }
         }
     }

@@ -159,14 +159,36 @@ pub fn read_checkpoints(path: &Path) -> Result<Vec<Checkpoint>, AuditError> {
         .collect()
 }
 
-/// Pairs query attempts with their completions, records in sequence order: request ids are the
-/// caller's to choose and may repeat, so per request id each completion answers the earliest
-/// attempt before it still unanswered (a completion with none is ignored). What is left are the
+/// Pairs query attempts with their completions, records in sequence order. A completion is
+/// built from its attempt, so both carry the same request id, user, tenant and session; request
+/// ids are the caller's to choose and may repeat (another caller may even send someone else's),
+/// so per (request id, user, tenant, session) each completion answers the earliest attempt
+/// before it still unanswered (a completion with none is ignored). What is left are the
 /// attempts without a completion. The one rule for recovery, verification, archiving and
 /// readers that wait for completions.
 pub(crate) struct Unanswered<T> {
     open: std::collections::HashMap<String, std::collections::VecDeque<T>>,
     len: usize,
+}
+
+/// Who a query record is about, for [`Unanswered`].
+#[derive(Clone, Copy)]
+pub(crate) struct PairKey<'a> {
+    pub(crate) request_id: &'a str,
+    pub(crate) user: Option<&'a str>,
+    pub(crate) tenant: Option<&'a str>,
+    pub(crate) session_id: Option<&'a str>,
+}
+
+impl<'a> PairKey<'a> {
+    pub(crate) fn of(r: &'a AuditRecord) -> Self {
+        PairKey {
+            request_id: &r.request_id,
+            user: r.user.as_deref(),
+            tenant: r.tenant.as_deref(),
+            session_id: r.session_id.as_deref(),
+        }
+    }
 }
 
 impl<T> Default for Unanswered<T> {
@@ -180,22 +202,30 @@ impl<T> Default for Unanswered<T> {
 
 impl<T> Unanswered<T> {
     /// Takes the next record: an attempt keeps `item()`, a completion answers one.
-    pub(crate) fn see(&mut self, event: crate::Event, request_id: &str, item: impl FnOnce() -> T) {
+    pub(crate) fn see(&mut self, event: crate::Event, who: PairKey<'_>, item: impl FnOnce() -> T) {
+        let key = || {
+            let part = |s: Option<&str>| s.unwrap_or("\u{1}").to_string();
+            [
+                who.request_id.to_string(),
+                part(who.user),
+                part(who.tenant),
+                part(who.session_id),
+            ]
+            .join("\u{0}")
+        };
         match event {
             crate::Event::QueryAttempt => {
-                self.open
-                    .entry(request_id.to_string())
-                    .or_default()
-                    .push_back(item());
+                self.open.entry(key()).or_default().push_back(item());
                 self.len += 1;
             }
             crate::Event::QueryCompletion => {
-                if let Some(q) = self.open.get_mut(request_id) {
+                let key = key();
+                if let Some(q) = self.open.get_mut(&key) {
                     if q.pop_front().is_some() {
                         self.len -= 1;
                     }
                     if q.is_empty() {
-                        self.open.remove(request_id);
+                        self.open.remove(&key);
                     }
                 }
             }
@@ -261,7 +291,7 @@ pub fn verify_records(
         {
             report.unknown_outcomes += 1;
         }
-        open.see(r.event, &r.request_id, || ());
+        open.see(r.event, PairKey::of(r), || ());
     }
     report.unanswered_attempts = open.len() as u64;
     let mut first: Option<(u64, String)> = None;

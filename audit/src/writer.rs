@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 use rusqlite::{Connection, OpenFlags, params};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::chain::{Checkpoint, GENESIS, Signer, Unanswered, append_checkpoint, record_hash};
+use crate::chain::{
+    Checkpoint, GENESIS, PairKey, Signer, Unanswered, append_checkpoint, record_hash,
+};
 use crate::{AuditError, AuditRecord, Decision, Event};
 
 /// Records waiting for the writer before appends fail with [`AuditError::Backpressure`].
@@ -599,8 +601,20 @@ fn recover_lost_completions(
         ))?;
         for r in stmt.query_map([settled], record_from_row)? {
             let r = r?;
-            let (event, id) = (r.event, r.request_id.clone());
-            open.see(event, &id, || r);
+            // The key borrows the record the attempt keeps: copy the few fields it needs.
+            let (id, user, tenant, session) = (
+                r.request_id.clone(),
+                r.user.clone(),
+                r.tenant.clone(),
+                r.session_id.clone(),
+            );
+            let who = PairKey {
+                request_id: &id,
+                user: user.as_deref(),
+                tenant: tenant.as_deref(),
+                session_id: session.as_deref(),
+            };
+            open.see(r.event, who, || r);
         }
     }
     let mut lost: Vec<AuditRecord> = open.into_items().collect();
@@ -774,7 +788,7 @@ pub fn read_settled(conn: &Connection, within: Duration) -> Result<Vec<AuditReco
         let records = read_all(conn)?;
         let mut open = Unanswered::default();
         for r in &records {
-            open.see(r.event, &r.request_id, || ());
+            open.see(r.event, PairKey::of(r), || ());
         }
         if open.len() == 0 || Instant::now() >= deadline {
             return Ok(records);

@@ -266,6 +266,46 @@ async fn recovery_resumes_from_the_settled_head_across_several_stops() {
     );
 }
 
+/// Request ids are the caller's to choose: another caller sending someone's in-flight id does
+/// not make its completion answer that someone's attempt. After a stop, the attempt left
+/// without a completion is the victim's, recorded as `unknown` under the victim's name.
+#[tokio::test]
+async fn a_reused_request_id_does_not_answer_another_callers_attempt() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("audit.sqlite");
+    let record = |event, user: &str| {
+        let mut r = AuditRecord::new(event, "shared-id", Decision::Allow);
+        r.user = Some(user.into());
+        r.tenant = Some("A".into());
+        r
+    };
+    let (audit, writer) = AuditLog::open(&db).unwrap();
+    audit
+        .append(record(Event::QueryAttempt, "alice"))
+        .await
+        .unwrap();
+    audit
+        .append(record(Event::QueryAttempt, "mallory"))
+        .await
+        .unwrap();
+    audit
+        .append(record(Event::QueryCompletion, "mallory"))
+        .await
+        .unwrap();
+    drop(audit);
+    writer.join();
+    let (audit, writer) = AuditLog::open(&db).unwrap();
+    drop(audit);
+    writer.join();
+    let all = sluice_audit::read_all(&sluice_audit::open_read_only(&db).unwrap()).unwrap();
+    let last = all.last().unwrap();
+    assert_eq!(all.len(), 4);
+    assert_eq!(
+        (last.user.as_deref(), last.outcome.as_deref()),
+        (Some("alice"), Some(sluice_audit::OUTCOME_UNKNOWN))
+    );
+}
+
 /// A log written before recovery kept its settled head (and while the hot table still had a
 /// request-id index): it is recovered from the start once, the index is dropped (it is not part
 /// of the chain), and every record still verifies.
