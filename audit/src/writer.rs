@@ -352,6 +352,20 @@ impl AuditLog {
             })
     }
 
+    /// [`AuditLog::append_lazy`], but when the queue is full it waits for room instead of
+    /// failing (a query's completion must not be dropped because the writer is behind; the
+    /// caller bounds the wait).
+    pub async fn queue_lazy(&self, record: AuditRecord) -> Result<(), AuditError> {
+        self.tx
+            .send(Job::Append {
+                record: Box::new(record),
+                ack: None,
+                lazy: true,
+            })
+            .await
+            .map_err(|_| AuditError::Closed)
+    }
+
     /// Makes a signed checkpoint of the current head now (`None` without a signing key or
     /// records). Exports carry it, so a reader can verify what they were given.
     pub async fn checkpoint(&self) -> Result<Option<Checkpoint>, AuditError> {

@@ -224,3 +224,42 @@ async fn a_second_writer_on_the_same_log_is_refused() {
     drop(log);
     writer.join();
 }
+
+/// When the writer is behind and the queue is full, `append_lazy` fails at once
+/// (backpressure) but `queue_lazy` waits for room and gets in once the writer moves again.
+#[tokio::test]
+async fn queue_lazy_waits_for_room_where_append_lazy_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.sqlite");
+    let (log, writer) = AuditLog::open(&path).unwrap();
+    // Another connection holds the write lock: the writer's commit waits (up to its 5 s busy
+    // timeout) and the queue fills up behind it.
+    let locker = rusqlite::Connection::open(&path).unwrap();
+    locker.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let record =
+        |i: u64| AuditRecord::new(Event::QueryCompletion, format!("r-{i}"), Decision::Allow);
+    let mut i = 0;
+    loop {
+        i += 1;
+        match log.append_lazy(record(i)) {
+            Ok(()) => {}
+            Err(sluice_audit::AuditError::Backpressure) => break,
+            Err(e) => panic!("{e}"),
+        }
+        assert!(i < 1_000_000, "the queue never filled");
+    }
+    let waiting = tokio::spawn({
+        let log = log.clone();
+        async move { log.queue_lazy(record(0)).await }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert!(!waiting.is_finished(), "queued into a full queue");
+    locker.execute_batch("ROLLBACK").unwrap();
+    tokio::time::timeout(std::time::Duration::from_secs(30), waiting)
+        .await
+        .expect("still waiting after the writer moved")
+        .unwrap()
+        .unwrap();
+    drop(log);
+    writer.join();
+}

@@ -257,15 +257,20 @@ impl Completion {
             return;
         };
         let written = if self.wait {
-            self.log.append(r).await.map(|_| ())
+            tokio::time::timeout(SETTLE_WITHIN, self.log.append(r))
+                .await
+                .map(|r| r.map(|_| ()))
         } else {
             // Group-committed behind the answer (with the next query's attempt, or within a
-            // few milliseconds); the writer logs a commit that fails, and a completion lost in
-            // a crash is recorded as `unknown` when the log is next opened.
-            self.log.append_lazy(r)
+            // few milliseconds); waits for room if the writer is behind. The writer logs a
+            // commit that fails, and a completion lost in a crash is recorded as `unknown` when
+            // the log is next opened.
+            tokio::time::timeout(SETTLE_WITHIN, self.log.queue_lazy(r)).await
         };
-        if let Err(e) = written {
-            tracing::error!(error = %e, "audit completion record not written");
+        match written {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "audit completion record not written"),
+            Err(_) => tracing::error!("audit completion record not queued in time"),
         }
     }
 }
