@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::chain::{Checkpoint, GENESIS, Signer, append_checkpoint, verify_records};
-use crate::writer::{SCHEMA, SELECT_COLUMNS, record_from_row};
+use crate::writer::{SCHEMA, SELECT_COLUMNS, record_from_row, select_columns};
 use crate::{AuditError, VerifyReport};
 
 /// The anchor table in the live log and the seal table in a segment.
@@ -140,9 +140,10 @@ pub fn archive(
             serde_json::to_string(&checkpoint).map_err(|e| AuditError::Storage(e.to_string()))?;
         seg.execute("INSERT INTO audit_seal (checkpoint) VALUES (?1)", [json])?;
     }
+    let columns = select_columns(&conn)?;
     conn.execute("ATTACH DATABASE ?1 AS seg", [path.to_string_lossy()])?;
     conn.execute(
-        &format!("INSERT INTO seg.audit_log ({SELECT_COLUMNS}) SELECT {SELECT_COLUMNS} FROM main.audit_log WHERE seq <= ?1"),
+        &format!("INSERT INTO seg.audit_log ({SELECT_COLUMNS}) SELECT {columns} FROM main.audit_log WHERE seq <= ?1"),
         [upto_seq as i64],
     )?;
     conn.execute("DETACH DATABASE seg", [])?;
@@ -202,9 +203,8 @@ pub fn verify_segments(
     let mut prev: Option<(u64, String)> = None;
     for f in files {
         let conn = Connection::open_with_flags(&f, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
-        let mut stmt = conn.prepare(&format!(
-            "SELECT {SELECT_COLUMNS} FROM audit_log ORDER BY seq"
-        ))?;
+        let columns = select_columns(&conn)?;
+        let mut stmt = conn.prepare(&format!("SELECT {columns} FROM audit_log ORDER BY seq"))?;
         let records = stmt
             .query_map([], record_from_row)?
             .collect::<Result<Vec<_>, _>>()?;

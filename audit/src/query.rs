@@ -11,7 +11,7 @@ use rusqlite::types::Value as SqlValue;
 use serde::Serialize;
 
 use crate::chain::Checkpoint;
-use crate::writer::{SELECT_COLUMNS, record_from_row};
+use crate::writer::record_from_row;
 use crate::{AuditError, AuditRecord};
 
 /// Most records one search returns unless the caller asks for fewer.
@@ -56,7 +56,7 @@ fn ts(t: &DateTime<Utc>) -> String {
 const NAME_MATCH: &str = "(value = ? OR value LIKE '%.' || ?)";
 
 impl Filter {
-    fn sql(&self) -> (String, Vec<SqlValue>) {
+    fn sql(&self, columns: &str) -> (String, Vec<SqlValue>) {
         let mut clauses: Vec<String> = Vec::new();
         let mut params: Vec<SqlValue> = Vec::new();
         let mut eq = |col: &str, v: &Option<String>, clauses: &mut Vec<String>| {
@@ -110,7 +110,7 @@ impl Filter {
             clauses.push("seq <= ?".into());
             params.push(SqlValue::Integer(m as i64));
         }
-        let mut sql = format!("SELECT {SELECT_COLUMNS} FROM audit_log");
+        let mut sql = format!("SELECT {columns} FROM audit_log");
         if !clauses.is_empty() {
             sql.push_str(" WHERE ");
             sql.push_str(&clauses.join(" AND "));
@@ -129,7 +129,8 @@ pub fn for_each(
     filter: &Filter,
     mut f: impl FnMut(AuditRecord) -> Result<(), AuditError>,
 ) -> Result<u64, AuditError> {
-    let (sql, params) = filter.sql();
+    let columns = crate::writer::select_columns(conn)?;
+    let (sql, params) = filter.sql(&columns);
     let mut stmt = conn.prepare(&sql)?;
     let mut rows = stmt.query(rusqlite::params_from_iter(params))?;
     let mut n = 0;
@@ -413,7 +414,7 @@ pub struct ExportHeader {
     pub checkpoint: Option<Checkpoint>,
 }
 
-const CSV_HEADER: [&str; 30] = [
+const CSV_HEADER: [&str; 31] = [
     "seq",
     "ts",
     "event",
@@ -444,6 +445,7 @@ const CSV_HEADER: [&str; 30] = [
     "prev_hash",
     "hash",
     "sub_queries",
+    "front_door",
 ];
 
 /// A CSV cell a spreadsheet will not run: one that begins with `=`, `+`, `-`, `@`, a tab or a
@@ -501,6 +503,7 @@ fn csv_fields(r: &AuditRecord) -> Vec<String> {
         } else {
             serde_json::to_string(&r.sub_queries).unwrap_or_default()
         },
+        o(&r.front_door),
     ]
 }
 

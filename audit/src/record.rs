@@ -131,6 +131,10 @@ pub struct AuditRecord {
     /// bytes when empty, so records written before the field existed verify unchanged).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub sub_queries: Vec<SubQuery>,
+    /// The front door the request came in by (`http`, `pgwire`); absent from the hashed bytes
+    /// when `None`, so records written before the field existed verify unchanged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub front_door: Option<String>,
     /// Hash of the previous record (hex SHA-256; 64 zeros for the first). Set by the log.
     pub prev_hash: String,
     /// `SHA-256(prev_hash || canonical bytes of this record)`, hex. Set by the log.
@@ -204,6 +208,7 @@ impl AuditRecord {
             error: None,
             warehouse_query_id: None,
             sub_queries: vec![],
+            front_door: None,
             prev_hash: String::new(),
             hash: String::new(),
         }
@@ -241,6 +246,7 @@ impl AuditRecord {
             error: self.error.as_deref(),
             warehouse_query_id: self.warehouse_query_id.as_deref(),
             sub_queries: &self.sub_queries,
+            front_door: self.front_door.as_deref(),
             prev_hash: "",
             hash: "",
         };
@@ -281,6 +287,8 @@ struct Canonical<'a> {
     warehouse_query_id: Option<&'a str>,
     #[serde(skip_serializing_if = "<[SubQuery]>::is_empty")]
     sub_queries: &'a [SubQuery],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    front_door: Option<&'a str>,
     prev_hash: &'a str,
     hash: &'a str,
 }
@@ -298,6 +306,7 @@ mod tests {
         r.duration_ms = Some(1.25);
         r.rows = Some(7);
         r.sql = Some("SELECT 'x'".into());
+        r.front_door = Some("pgwire".into());
         let mut plain = r.clone();
         r.prev_hash = "ab".into();
         r.hash = "cd".into();

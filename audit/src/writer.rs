@@ -73,7 +73,8 @@ CREATE TABLE IF NOT EXISTS audit_log (
     warehouse_query_id TEXT,
     prev_hash          TEXT NOT NULL,
     hash               TEXT NOT NULL,
-    sub_queries        TEXT NOT NULL DEFAULT '[]'
+    sub_queries        TEXT NOT NULL DEFAULT '[]',
+    front_door         TEXT
 );
 CREATE INDEX IF NOT EXISTS audit_log_user ON audit_log (user, seq);
 CREATE INDEX IF NOT EXISTS audit_log_ts ON audit_log (ts);
@@ -199,6 +200,11 @@ fn open_writer(path: &Path) -> Result<Connection, AuditError> {
         conn.execute_batch(
             "ALTER TABLE audit_log ADD COLUMN sub_queries TEXT NOT NULL DEFAULT '[]'",
         )?;
+    }
+    // Logs created before the PostgreSQL-wire front door lack its column (existing rows get
+    // NULL, which they hashed as: absent).
+    if !has_front_door(&conn)? {
+        conn.execute_batch("ALTER TABLE audit_log ADD COLUMN front_door TEXT")?;
     }
     Ok(conn)
 }
@@ -685,9 +691,9 @@ fn write_batch(
             "INSERT INTO audit_log (seq, ts, event, request_id, session_id, user, tenant, groups,
                 auth_method, client_addr, user_agent, connection, sql, rewritten_sql, params,
                 tables, columns, policy_version, decision, code, reason, outcome, rows, bytes,
-                duration_ms, error, warehouse_query_id, prev_hash, hash, sub_queries)
+                duration_ms, error, warehouse_query_id, prev_hash, hash, sub_queries, front_door)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17,
-                ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30)",
+                ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30, ?31)",
         )?;
         let mut prev = head.hash.clone();
         for (i, (r, _)) in batch.iter_mut().enumerate() {
@@ -727,6 +733,7 @@ fn write_batch(
                 r.prev_hash,
                 r.hash,
                 serde_json::to_string(&r.sub_queries).unwrap_or_else(|_| "[]".into()),
+                r.front_door,
             ])?;
         }
     }
@@ -738,7 +745,25 @@ fn write_batch(
 pub(crate) const SELECT_COLUMNS: &str = "seq, ts, event, request_id, session_id, user, tenant, \
     groups, auth_method, client_addr, user_agent, connection, sql, rewritten_sql, params, tables, \
     columns, policy_version, decision, code, reason, outcome, rows, bytes, duration_ms, error, \
-    warehouse_query_id, prev_hash, hash, sub_queries";
+    warehouse_query_id, prev_hash, hash, sub_queries, front_door";
+
+/// [`SELECT_COLUMNS`] for a table that may predate the `front_door` column (a sealed archive
+/// segment is read-only: it is not migrated).
+pub(crate) fn select_columns(conn: &Connection) -> Result<String, AuditError> {
+    Ok(if has_front_door(conn)? {
+        SELECT_COLUMNS.to_string()
+    } else {
+        SELECT_COLUMNS.replace(", front_door", ", NULL AS front_door")
+    })
+}
+
+fn has_front_door(conn: &Connection) -> Result<bool, AuditError> {
+    Ok(conn.query_row(
+        "SELECT count(*) > 0 FROM pragma_table_info('audit_log') WHERE name = 'front_door'",
+        [],
+        |r| r.get(0),
+    )?)
+}
 
 /// Maps a row selected with [`SELECT_COLUMNS`].
 pub(crate) fn record_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<AuditRecord> {
@@ -780,14 +805,14 @@ pub(crate) fn record_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Audit
         prev_hash: row.get(27)?,
         hash: row.get(28)?,
         sub_queries: serde_json::from_str(&row.get::<_, String>(29)?).unwrap_or_default(),
+        front_door: row.get(30)?,
     })
 }
 
 /// Reads every record in sequence order.
 pub fn read_all(conn: &Connection) -> Result<Vec<AuditRecord>, AuditError> {
-    let mut stmt = conn.prepare(&format!(
-        "SELECT {SELECT_COLUMNS} FROM audit_log ORDER BY seq"
-    ))?;
+    let columns = select_columns(conn)?;
+    let mut stmt = conn.prepare(&format!("SELECT {columns} FROM audit_log ORDER BY seq"))?;
     let rows = stmt.query_map([], record_from_row)?;
     rows.collect::<Result<Vec<_>, _>>()
         .map_err(AuditError::from)

@@ -141,6 +141,7 @@ fn auth(c: &mut Criterion) {
     let client = ClientInfo {
         addr: Some("127.0.0.1".parse().expect("addr")),
         user_agent: None,
+        front_door: None,
     };
 
     let mut g = c.benchmark_group("auth");

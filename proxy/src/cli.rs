@@ -276,6 +276,12 @@ async fn serve(cfg: Config, path: Option<PathBuf>, is_demo: bool) -> Result<(), 
         .map_err(|e| StartupError(e.to_string()))?;
     tracing::info!(%addr, data_dir = %data_dir.display(), "sluice listening");
     println!("sluice listening on http://{addr}");
+    let wire = crate::wire::WireListener::bind(&app.state.config.pgwire)?;
+    if let Some(w) = &wire {
+        let wire_addr = w.local_addr()?;
+        tracing::info!(%wire_addr, "pgwire listening");
+        println!("sluice PostgreSQL wire protocol on {wire_addr}");
+    }
     if is_demo {
         let tenant = demo::TENANTS[0];
         let token = demo::token(&data_dir, "demo-user", tenant, &["analyst".to_string()])
@@ -291,7 +297,7 @@ async fn serve(cfg: Config, path: Option<PathBuf>, is_demo: bool) -> Result<(), 
             data_dir.display()
         );
     }
-    server::serve(app, listener, shutdown_signal()).await
+    server::serve(app, listener, wire, shutdown_signal()).await
 }
 
 /// SIGHUP re-reads the configuration and swaps the policy in; queries in flight keep theirs.

@@ -101,6 +101,39 @@ pub struct Config {
     /// Queries that join tables of several connections.
     #[serde(default)]
     pub federation: FederationConfig,
+    /// The PostgreSQL-wire front door (off unless `listen` is set).
+    #[serde(default)]
+    pub pgwire: PgWireConfig,
+}
+
+/// `[pgwire]`: BI tools and drivers connect to sluice as if it were PostgreSQL. The password is
+/// a data credential (a signed JWT, a session token or an API key); the database name selects
+/// the connection.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PgWireConfig {
+    /// Address to listen on, `host:port`; no listener when absent.
+    pub listen: Option<String>,
+    /// PEM certificate chain for TLS (`sslmode=require`).
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1) of the certificate.
+    pub tls_key_file: Option<PathBuf>,
+    /// Refuse a password sent without TLS. Default: on, unless `listen` is a loopback address
+    /// (a credential crossing a network in cleartext is refused before it is read).
+    pub require_tls: Option<bool>,
+}
+
+impl PgWireConfig {
+    /// Whether a password must arrive over TLS.
+    pub fn requires_tls(&self) -> bool {
+        self.require_tls.unwrap_or_else(|| {
+            !self
+                .listen
+                .as_deref()
+                .and_then(|l| l.parse::<SocketAddr>().ok())
+                .is_some_and(|a| a.ip().is_loopback())
+        })
+    }
 }
 
 /// `[federation]`: the per-query DataFusion workspace that joins several connections' tables.
@@ -1071,6 +1104,25 @@ impl Config {
         }
         if self.limits.max_result_rows == 0 {
             return Err(invalid("limits.max_result_rows", "must be positive"));
+        }
+        if let Some(listen) = &self.pgwire.listen {
+            listen
+                .parse::<SocketAddr>()
+                .map_err(|e| invalid("pgwire.listen", format!("{listen:?}: {e}")))?;
+            let p = &self.pgwire;
+            if p.tls_cert_file.is_some() != p.tls_key_file.is_some() {
+                return Err(invalid(
+                    "pgwire",
+                    "set both tls_cert_file and tls_key_file, or neither",
+                ));
+            }
+            if p.requires_tls() && p.tls_cert_file.is_none() {
+                return Err(invalid(
+                    "pgwire.require_tls",
+                    "TLS is required (listen is not a loopback address, or require_tls = true) \
+                     but no tls_cert_file/tls_key_file is set",
+                ));
+            }
         }
         self.validate_auth()?;
         for (i, o) in self.server.allowed_origins.iter().enumerate() {

@@ -317,6 +317,7 @@ pub fn config(data_dir: &Path, listen: &str) -> Result<Config, String> {
         },
         limits: LimitsConfig::default(),
         federation: Default::default(),
+        pgwire: Default::default(),
         audit: Default::default(),
         connections: vec![ConnectionConfig {
             id: "demo".into(),

@@ -4,8 +4,8 @@
 //! one way (checked by `proxy/tests/module_graph.rs`):
 //!
 //! ```text
-//! cli, demo ──▶ http (front door) ──▶ app (built state) ──▶ engine ──▶ auth, vault ──▶ config,
-//!                                                                             error, context
+//! cli, demo ──▶ http, wire (front doors) ──▶ app (built state) ──▶ engine ──▶ auth, vault ──▶
+//!                                                                      config, error, context
 //! ```
 //!
 //! The life of a query reads top to bottom in [`engine`]; the crates it calls own each step:
@@ -25,3 +25,4 @@ pub mod error;
 pub mod http;
 pub mod logging;
 pub mod vault;
+pub mod wire;

@@ -258,8 +258,10 @@ impl From<AuthError> for Error {
 pub struct ClientInfo {
     /// Peer address.
     pub addr: Option<IpAddr>,
-    /// `User-Agent`, truncated.
+    /// `User-Agent` (HTTP) or `application_name` (PostgreSQL wire), truncated.
     pub user_agent: Option<String>,
+    /// The front door the client came in by (`http`, `pgwire`), for the audit log.
+    pub front_door: Option<&'static str>,
 }
 
 /// A fresh random secret: 32 bytes from the OS, base64url, behind `prefix`.

@@ -131,6 +131,8 @@ impl Answer {
         self.pending = None;
         let outcome = match (error, self.truncated) {
             (Some(e), _) if e.code == "timeout" => "timeout",
+            // The caller cancelled (a wire CancelRequest) or left mid-answer.
+            (Some(e), _) if e.kind == crate::error::Kind::ClientGone => "cancelled",
             (Some(_), _) => "error",
             (None, true) => "truncated",
             (None, false) => "ok",

@@ -43,6 +43,7 @@ impl QueryAudit {
             AuditRecord::new(Event::QueryDenied, request_id.to_string(), Decision::Deny);
         record.client_addr = client.addr.map(|a| a.to_string());
         record.user_agent = client.user_agent.clone();
+        record.front_door = client.front_door.map(str::to_string);
         QueryAudit {
             log: log.clone(),
             record,
@@ -149,7 +150,7 @@ impl QueryAudit {
             record.outcome = Some(
                 match err.code {
                     "timeout" => "timeout",
-                    "client_disconnected" => "cancelled",
+                    "client_disconnected" | "query_cancelled" => "cancelled",
                     _ => "error",
                 }
                 .into(),

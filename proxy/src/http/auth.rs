@@ -33,6 +33,9 @@ use crate::context::current_request_id;
 use crate::error::{Error, Kind};
 use crate::http::body::read_json_body_as;
 
+/// How the audit log names this front door.
+pub const FRONT_DOOR: &str = "http";
+
 /// Largest body of the auth endpoints.
 const MAX_AUTH_BODY_BYTES: usize = 16 * 1024;
 
@@ -53,6 +56,7 @@ pub async fn audit_auth(
     r.code = Some(code.to_string());
     r.client_addr = client.addr.map(|a| a.to_string());
     r.user_agent = client.user_agent.clone();
+    r.front_door = client.front_door.map(str::to_string);
     match who {
         Who::Principal(p, method) => {
             r.user = Some(p.user.clone());
@@ -242,6 +246,7 @@ async fn issue_service_token(
     r.auth_method = Some("service_client".into());
     r.client_addr = client.addr.map(|a| a.to_string());
     r.user_agent = client.user_agent.clone();
+    r.front_door = client.front_door.map(str::to_string);
     if let Err(e) = state.audit.append(r).await {
         tracing::error!(error = %e, "audit record not written");
     }
@@ -839,5 +844,9 @@ pub fn client_info(parts: &axum::http::request::Parts) -> ClientInfo {
             }
             s[..end].to_string()
         });
-    ClientInfo { addr, user_agent }
+    ClientInfo {
+        addr,
+        user_agent,
+        front_door: Some(FRONT_DOOR),
+    }
 }

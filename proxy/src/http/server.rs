@@ -186,6 +186,7 @@ async fn timeout(State(limit): State<Duration>, req: Request, next: Next) -> Res
 pub async fn serve(
     app: App,
     listener: TcpListener,
+    wire: Option<crate::wire::WireListener>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), StartupError> {
     let App {
@@ -193,6 +194,16 @@ pub async fn serve(
         audit_writer,
     } = app;
     let grace = Duration::from_millis(state.config.server.shutdown_grace_ms);
+    // The PostgreSQL-wire door, when configured: the same state, stopped with this server.
+    let (wire_stop, wire_stopped) = tokio::sync::watch::channel(false);
+    let wire = wire.map(|w| {
+        tokio::spawn(crate::wire::serve(
+            Arc::clone(&state),
+            w,
+            wire_stopped,
+            grace,
+        ))
+    });
     let purge = tokio::spawn(purge_auth_store(Arc::clone(&state)));
     let refresher = state
         .vault
@@ -258,11 +269,15 @@ pub async fn serve(
     drop(listener);
     state.shutting_down.store(true, Ordering::Relaxed);
     tracing::info!("shutting down: draining in-flight requests");
+    let _ = wire_stop.send(true);
     tokio::select! {
         () = graceful.shutdown() => {}
         () = tokio::time::sleep(grace) => {
             tracing::warn!("grace period over: closing remaining connections");
         }
+    }
+    if let Some(w) = wire {
+        let _ = w.await;
     }
     purge.abort();
     if let Some(r) = refresher {
@@ -327,6 +342,8 @@ async fn purge_auth_store(state: Arc<AppState>) {
 pub struct RunningServer {
     /// The bound address.
     pub addr: SocketAddr,
+    /// The PostgreSQL-wire door's address, when `[pgwire] listen` is set.
+    pub wire_addr: Option<SocketAddr>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     handle: tokio::task::JoinHandle<Result<(), StartupError>>,
 }
@@ -346,12 +363,15 @@ impl RunningServer {
         let addr = listener
             .local_addr()
             .map_err(|e| StartupError(format!("cannot read the bound address: {e}")))?;
+        let wire = crate::wire::WireListener::bind(&app.state.config.pgwire)?;
+        let wire_addr = wire.as_ref().map(|w| w.local_addr()).transpose()?;
         let (tx, rx) = tokio::sync::oneshot::channel();
-        let handle = tokio::spawn(serve(app, listener, async move {
+        let handle = tokio::spawn(serve(app, listener, wire, async move {
             let _ = rx.await;
         }));
         Ok(RunningServer {
             addr,
+            wire_addr,
             shutdown: Some(tx),
             handle,
         })

@@ -1,0 +1,1085 @@
+//! The simple and extended query protocols over the engine.
+//!
+//! Every statement that is not answered locally ([`crate::wire::local`]) is one engine request:
+//! the connection's credential is verified again (expiry and revocation hold as on HTTP), the
+//! policy rewrites the SQL, the attempt is audited, the warehouse runs it with the user's own
+//! credential, and the Arrow answer streams out as DataRows — batch by batch, never collected.
+//!
+//! Extended protocol:
+//! - Parse stores the text (and counts its `$n` parameters); nothing runs.
+//! - Bind binds the client's values (text or binary) as engine parameters, bound all the way to
+//!   the warehouse — never spliced into SQL.
+//! - Describe of a portal starts its query (the RowDescription needs the answer's Arrow
+//!   schema); Execute streams from it, at most `max_rows` rows, then `PortalSuspended`. A
+//!   portal is closed by Close, by the next Bind of its name, and, outside a transaction block,
+//!   by Sync; a dropped answer cancels the warehouse query and is recorded as `cancelled`.
+//! - Describe of a statement answers its parameter types and `NoData`: its columns are known
+//!   only when it runs (drivers describe the portal, which does run it).
+//!
+//! Transactions are read-only and local: `BEGIN` … `COMMIT` only keep portals open across
+//! Syncs; each statement is its own warehouse transaction.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Debug;
+use std::sync::Mutex;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arrow_pg::datatypes::arrow_schema_to_pg_fields;
+use arrow_pg::row_encoder::RowEncoder;
+use async_trait::async_trait;
+use futures::{Sink, SinkExt};
+use pgwire::api::portal::{Format, Portal};
+use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
+use pgwire::api::results::{
+    DescribePortalResponse, DescribeStatementResponse, FieldFormat, FieldInfo, Response, Tag,
+};
+use pgwire::api::stmt::{QueryParser, StoredStatement};
+use pgwire::api::store::{Entry, PortalStore};
+use pgwire::api::{ClientInfo, ClientPortalStore, DEFAULT_NAME, PgWireConnectionState, Type};
+use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
+use pgwire::messages::PgWireBackendMessage;
+use pgwire::messages::data::{NoData, ParameterDescription, RowDescription};
+use pgwire::messages::extendedquery::{
+    Close, CloseComplete, Describe, Execute, PortalSuspended, Sync as PgSync,
+    TARGET_TYPE_BYTE_PORTAL, TARGET_TYPE_BYTE_STATEMENT,
+};
+use pgwire::messages::response::{
+    CommandComplete, EmptyQueryResponse, NoticeResponse, ReadyForQuery, TransactionStatus,
+};
+use pgwire::messages::simplequery::Query as SimpleQuery;
+use tokio::sync::watch;
+use uuid::Uuid;
+
+use crate::app::AppState;
+use crate::auth::Credential;
+use crate::context::REQUEST_ID;
+use crate::engine::{Answer, Context, Mode, Outcome, ParamValue, Query, params};
+use crate::error::{Error, Kind};
+use crate::wire::local::{self, Local, SessionFacts};
+use crate::auth::principal::ClientInfo as Client;
+use crate::wire::session::{CancelSlot, Registration};
+use crate::wire::sqlstate;
+
+/// A parsed statement: its text, how many `$n` parameters it has, and, when it is answered
+/// locally, what it is (or why it is refused).
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    sql: String,
+    params: usize,
+    local: Option<Result<Vec<Local>, Error>>,
+}
+
+impl Prepared {
+    fn new(sql: &str) -> Prepared {
+        Prepared {
+            sql: sql.to_string(),
+            params: placeholders(sql),
+            local: local::classify(sql).transpose(),
+        }
+    }
+}
+
+/// The highest `$n` in a statement (parameters are numbered from 1), from sqlparser's
+/// tokenizer (so `'$1'` in a string or comment is not one).
+fn placeholders(sql: &str) -> usize {
+    use sqlparser::tokenizer::{Token, Tokenizer};
+    let dialect = sqlparser::dialect::PostgreSqlDialect {};
+    let Ok(tokens) = Tokenizer::new(&dialect, sql).tokenize() else {
+        return 0;
+    };
+    tokens
+        .iter()
+        .filter_map(|t| match t {
+            Token::Placeholder(p) => p.strip_prefix('$').and_then(|n| n.parse::<usize>().ok()),
+            _ => None,
+        })
+        .max()
+        .unwrap_or(0)
+        .min(params::MAX_PARAMS)
+}
+
+/// Parse: stores the text; the engine parses it (with the policy) when it runs.
+#[derive(Debug, Default)]
+pub struct Parser;
+
+#[async_trait]
+impl QueryParser for Parser {
+    type Statement = Prepared;
+
+    async fn parse_sql<C>(
+        &self,
+        _client: &C,
+        sql: &str,
+        _types: &[Option<Type>],
+    ) -> PgWireResult<Option<Prepared>>
+    where
+        C: ClientInfo + Unpin + Send + Sync,
+    {
+        Ok(Some(Prepared::new(sql)))
+    }
+
+    fn get_parameter_types(&self, stmt: &Prepared) -> PgWireResult<Vec<Type>> {
+        Ok(vec![Type::TEXT; stmt.params])
+    }
+
+    fn get_result_schema(
+        &self,
+        _stmt: &Prepared,
+        _column_format: Option<&Format>,
+    ) -> PgWireResult<Vec<FieldInfo>> {
+        Ok(vec![])
+    }
+}
+
+/// A portal whose query has started: its answer, encoded row by row.
+pub(crate) struct Running {
+    /// Which Bind made it (a new Bind of the same name makes a new portal).
+    portal: usize,
+    answer: Answer,
+    fields: Arc<Vec<FieldInfo>>,
+    current: Option<RowEncoder>,
+    cancel: watch::Receiver<bool>,
+}
+
+/// The state of one authenticated wire connection.
+pub struct Session {
+    /// The password the client authenticated with (a data credential), re-verified for every
+    /// statement so expiry and revocation hold as on HTTP.
+    pub(crate) credential: zeroize::Zeroizing<String>,
+    /// The user name the client sent (empty or the principal's user).
+    pub(crate) claimed_user: String,
+    /// The verified user at startup.
+    pub user: String,
+    /// The database name the client connected to.
+    pub database: String,
+    /// The connection it selects (`None`: the engine routes).
+    pub connection: Option<String>,
+    /// Address and application name, for the audit log and rate limits.
+    pub client: Client,
+    /// The process id told to the client.
+    pub pid: i32,
+    /// Cancellation of the running statement.
+    pub cancel: Arc<CancelSlot>,
+    pub(crate) _registration: Registration,
+    /// `SET` values, by lower-cased name.
+    pub settings: Mutex<BTreeMap<String, String>>,
+    /// Portals whose query has started (named by the client; `""` is the unnamed one).
+    pub(crate) running: Mutex<HashMap<String, Running>>,
+}
+
+impl Session {
+    /// Takes a started portal out (to stream from it without holding the lock).
+    pub(crate) fn take_running(&self, portal: &str) -> Option<Running> {
+        self.running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(portal)
+    }
+
+    /// Keeps a started portal for the next Execute.
+    pub(crate) fn keep_running(&self, portal: &str, r: Running) {
+        self.running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(portal.to_string(), r);
+    }
+
+    /// Closes started portals: every one (`None`, transaction end) or one by name. Their answers
+    /// are dropped, which cancels the warehouse query and records the completion (`cancelled`).
+    pub(crate) fn close_running(&self, portal: Option<&str>) {
+        let dropped: Vec<Running> = {
+            let mut map = self.running.lock().unwrap_or_else(|p| p.into_inner());
+            match portal {
+                None => map.drain().map(|(_, r)| r).collect(),
+                Some(p) => map.remove(p).into_iter().collect(),
+            }
+        };
+        drop(dropped);
+    }
+
+    /// A setting's value (`SET` by the client, else the server's default).
+    pub fn setting(&self, name: &str) -> Option<String> {
+        let set = self.settings.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(v) = set.get(name) {
+            return Some(v.clone());
+        }
+        drop(set);
+        let fixed = match name {
+            "transaction_isolation" | "default_transaction_isolation" => Some("read committed"),
+            "transaction_read_only" => Some("on"),
+            "max_identifier_length" => Some("63"),
+            "application_name" => None,
+            _ => None,
+        };
+        if let Some(v) = fixed {
+            return Some(v.to_string());
+        }
+        if name == "application_name" {
+            return Some(self.client.user_agent.clone().unwrap_or_default());
+        }
+        local::defaults()
+            .into_iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v)
+    }
+}
+
+/// Where an Execute stopped.
+enum Stopped {
+    /// At `max_rows`: the portal stays open.
+    Suspended,
+    /// At the end of the answer (CommandComplete sent).
+    Finished,
+}
+
+/// The query handlers (shared by every connection).
+pub struct Queries {
+    state: Arc<AppState>,
+    parser: Arc<Parser>,
+}
+
+fn session<C: ClientInfo>(client: &C) -> Result<Arc<Session>, PgWireError> {
+    client
+        .session_extensions()
+        .get::<Session>()
+        .ok_or_else(|| sqlstate::fatal(&Error::internal()))
+}
+
+fn portal_id<S>(p: &Arc<Portal<S>>) -> usize {
+    Arc::as_ptr(p) as usize
+}
+
+/// The statement was cancelled (CancelRequest) or the client left.
+fn cancelled(session: &Session) -> Error {
+    if session.cancel.is_gone() {
+        Error::client_gone()
+    } else {
+        Error::new(
+            Kind::ClientGone,
+            "query_cancelled",
+            "canceling statement due to user request",
+        )
+    }
+}
+
+/// An engine error for the client: fatal when the connection's credential no longer holds.
+fn wire_error(e: &Error) -> PgWireError {
+    if e.kind == Kind::Auth {
+        sqlstate::fatal(e)
+    } else {
+        sqlstate::error(e)
+    }
+}
+
+/// The method a password credential tries (for the audit log of a failure).
+fn method_tried(password: &str) -> &'static str {
+    use crate::auth::principal::{API_KEY_PREFIX, SESSION_PREFIX};
+    if password.starts_with(SESSION_PREFIX) {
+        "session"
+    } else if password.starts_with(API_KEY_PREFIX) {
+        "api_key"
+    } else {
+        "jwt"
+    }
+}
+
+fn text_field(name: &str) -> FieldInfo {
+    FieldInfo::new(name.to_string(), None, None, Type::TEXT, FieldFormat::Text)
+}
+
+fn row_description(fields: &[FieldInfo]) -> PgWireBackendMessage {
+    PgWireBackendMessage::RowDescription(RowDescription::new(
+        fields.iter().map(Into::into).collect(),
+    ))
+}
+
+fn complete(tag: Tag) -> PgWireBackendMessage {
+    PgWireBackendMessage::CommandComplete(CommandComplete::from(tag))
+}
+
+impl Queries {
+    /// The handlers over the daemon's state.
+    pub fn new(state: Arc<AppState>) -> Queries {
+        Queries {
+            state,
+            parser: Arc::new(Parser),
+        }
+    }
+
+    /// Starts a statement in the engine: the credential verified again, then the engine's
+    /// whole pipeline up to the answer's first batch.
+    async fn start(
+        &self,
+        session: &Session,
+        sql: &str,
+        params: Vec<ParamValue>,
+        format: &Format,
+    ) -> Result<Running, Error> {
+        let request_id = Uuid::new_v4().to_string();
+        REQUEST_ID
+            .scope(request_id.clone(), async {
+                let cancel = session.cancel.begin();
+                let ctx = Context {
+                    request_id,
+                    client: session.client.clone(),
+                    cancel: Some(cancel.clone()),
+                    start_within: Duration::from_millis(
+                        self.state.config.server.request_timeout_ms,
+                    ),
+                };
+                let mut request = self.state.engine.begin(ctx);
+                let credential = Credential::Password {
+                    user: &session.claimed_user,
+                    password: &session.credential,
+                };
+                let principal = match self
+                    .state
+                    .auth
+                    .authenticate(credential, &session.client)
+                    .await
+                {
+                    // The credential cannot change hands within a session.
+                    Ok(p) if p.user == session.user => p,
+                    Ok(_) => {
+                        let e = Error::new(
+                            Kind::Auth,
+                            "user_mismatch",
+                            "the credential no longer names this session's user",
+                        );
+                        return Err(request.refuse(e).await);
+                    }
+                    Err(e) => {
+                        let tried = method_tried(&session.credential);
+                        return Err(request.auth_failed(tried, e.into()).await);
+                    }
+                };
+                if let Err(e) = request.authenticated(principal) {
+                    return Err(request.refuse(e).await);
+                }
+                let outcome = request
+                    .run(Query {
+                        sql: sql.to_string(),
+                        params,
+                        connection: session.connection.clone(),
+                        mode: Mode::Run,
+                    })
+                    .await;
+                let mut answer = match outcome {
+                    Ok(Outcome::Rows(a)) => *a,
+                    Ok(Outcome::Explained(_)) => return Err(Error::internal()),
+                    // The engine reports a CancelRequest as the client leaving.
+                    Err(e) if e.kind == Kind::ClientGone => return Err(cancelled(session)),
+                    Err(e) => return Err(e),
+                };
+                let fields = match arrow_schema_to_pg_fields(answer.schema(), format, None) {
+                    Ok(f) => f,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "pgwire: an answer column has no PostgreSQL type");
+                        let err = Error::new(
+                            Kind::Request,
+                            "not_supported",
+                            "a column of the answer has a type the PostgreSQL protocol cannot carry",
+                        );
+                        answer.finish(Some(&err)).await;
+                        return Err(err);
+                    }
+                };
+                Ok(Running {
+                    portal: 0,
+                    answer,
+                    fields: Arc::new(fields),
+                    current: None,
+                    cancel,
+                })
+            })
+            .await
+    }
+
+    /// Streams rows of a started answer: at most `max_rows` (0: all), then stops.
+    async fn stream<C>(
+        &self,
+        client: &mut C,
+        session: &Session,
+        running: &mut Running,
+        max_rows: usize,
+    ) -> PgWireResult<Stopped>
+    where
+        C: Sink<PgWireBackendMessage> + Unpin + Send,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let mut sent = 0usize;
+        loop {
+            if max_rows > 0 && sent >= max_rows {
+                return Ok(Stopped::Suspended);
+            }
+            if let Some(encoder) = running.current.as_mut() {
+                match encoder.next_row() {
+                    Some(Ok(row)) => {
+                        running.answer.sent(row.data.len() as u64);
+                        client.feed(PgWireBackendMessage::DataRow(row)).await?;
+                        sent += 1;
+                        continue;
+                    }
+                    Some(Err(e)) => {
+                        tracing::warn!(error = %e, "pgwire: a value could not be encoded");
+                        let err = Error::new(
+                            Kind::Internal,
+                            "internal",
+                            "the answer could not be encoded",
+                        );
+                        running.answer.finish(Some(&err)).await;
+                        return Err(sqlstate::error(&err));
+                    }
+                    None => running.current = None,
+                }
+            }
+            let next = if *running.cancel.borrow() {
+                Err(cancelled(session))
+            } else {
+                tokio::select! {
+                    b = running.answer.next() => b,
+                    _ = running.cancel.wait_for(|c| *c) => Err(cancelled(session)),
+                }
+            };
+            match next {
+                Ok(Some(batch)) => {
+                    running.current = Some(RowEncoder::new(batch, Arc::clone(&running.fields)));
+                }
+                Ok(None) => {
+                    if running.answer.truncated() {
+                        let notice = ErrorInfo::new(
+                            "WARNING".into(),
+                            "01000".into(),
+                            format!(
+                                "the answer was truncated at {} rows (limits.max_result_rows)",
+                                running.answer.max_rows()
+                            ),
+                        );
+                        client
+                            .feed(PgWireBackendMessage::NoticeResponse(NoticeResponse::from(
+                                notice,
+                            )))
+                            .await?;
+                    }
+                    running.answer.finish(None).await;
+                    client
+                        .feed(complete(Tag::new("SELECT").with_rows(sent)))
+                        .await?;
+                    return Ok(Stopped::Finished);
+                }
+                Err(e) => {
+                    running.answer.finish(Some(&e)).await;
+                    return Err(sqlstate::error(&e));
+                }
+            }
+        }
+    }
+
+    /// Runs a locally answered statement; `describe`: send its RowDescription first.
+    async fn local<C>(
+        &self,
+        client: &mut C,
+        session: &Session,
+        statement: &Local,
+        describe: bool,
+    ) -> PgWireResult<()>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send,
+        C::PortalStore: PortalStore,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        match statement {
+            Local::Set(name, value) => {
+                session
+                    .settings
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(name.clone(), value.clone());
+            }
+            Local::SetNothing => {}
+            Local::Reset(name) => {
+                let mut s = session.settings.lock().unwrap_or_else(|p| p.into_inner());
+                match name {
+                    Some(n) => {
+                        s.remove(n);
+                    }
+                    None => s.clear(),
+                }
+            }
+            Local::Show(name) => {
+                let Some(value) = session.setting(name) else {
+                    return Err(sqlstate::error(&Error::new(
+                        Kind::Request,
+                        "unknown_setting",
+                        format!("unrecognized configuration parameter \"{name}\""),
+                    )));
+                };
+                let fields = Arc::new(vec![text_field(name)]);
+                if describe {
+                    client.feed(row_description(&fields)).await?;
+                }
+                let mut enc = pgwire::api::results::DataRowEncoder::new(Arc::clone(&fields));
+                enc.encode_field(&Some(value))?;
+                client
+                    .feed(PgWireBackendMessage::DataRow(enc.take_row()))
+                    .await?;
+                client.feed(complete(Tag::new("SHOW"))).await?;
+                return Ok(());
+            }
+            Local::Begin => {
+                if client.transaction_status() != TransactionStatus::Idle {
+                    let warn = ErrorInfo::new(
+                        "WARNING".into(),
+                        "25001".into(),
+                        "there is already a transaction in progress".into(),
+                    );
+                    client
+                        .feed(PgWireBackendMessage::NoticeResponse(NoticeResponse::from(
+                            warn,
+                        )))
+                        .await?;
+                }
+                client.set_transaction_status(TransactionStatus::Transaction);
+            }
+            Local::Commit | Local::Rollback => {
+                session.close_running(None);
+                client.portal_store().clear_portals();
+                client.set_transaction_status(TransactionStatus::Idle);
+            }
+            Local::Discard(_) => {
+                session.close_running(None);
+                session
+                    .settings
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .clear();
+            }
+            Local::Functions(cols) => {
+                let fields = Arc::new(cols.iter().map(|(n, _)| text_field(n)).collect::<Vec<_>>());
+                if describe {
+                    client.feed(row_description(&fields)).await?;
+                }
+                let facts = SessionFacts {
+                    user: &session.user,
+                    database: &session.database,
+                    pid: session.pid,
+                };
+                let mut enc = pgwire::api::results::DataRowEncoder::new(Arc::clone(&fields));
+                for (_, f) in cols {
+                    let v = f.as_deref().and_then(|f| local::function_value(f, &facts));
+                    enc.encode_field(&v)?;
+                }
+                client
+                    .feed(PgWireBackendMessage::DataRow(enc.take_row()))
+                    .await?;
+                client
+                    .feed(complete(Tag::new("SELECT").with_rows(1)))
+                    .await?;
+                return Ok(());
+            }
+        }
+        client.feed(complete(Tag::new(&statement.tag()))).await?;
+        Ok(())
+    }
+
+    /// A failed transaction block accepts only its end.
+    fn check_failed<C: ClientInfo>(client: &C, locals: Option<&[Local]>) -> PgWireResult<()> {
+        let ends = locals.is_some_and(|l| {
+            l.first()
+                .is_some_and(|s| matches!(s, Local::Commit | Local::Rollback))
+        });
+        if client.transaction_status() == TransactionStatus::Error && !ends {
+            return Err(sqlstate::error(&Error::new(
+                Kind::Request,
+                "in_failed_transaction",
+                "current transaction is aborted, commands ignored until end of transaction block",
+            )));
+        }
+        Ok(())
+    }
+
+    async fn simple<C>(&self, client: &mut C, sql: &str) -> PgWireResult<()>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let session = session(client)?;
+        if sql.chars().all(|c| c == ';' || c.is_whitespace()) {
+            client
+                .feed(PgWireBackendMessage::EmptyQueryResponse(EmptyQueryResponse::new()))
+                .await?;
+            return Ok(());
+        }
+        match local::classify(sql).map_err(|e| sqlstate::error(&e))? {
+            Some(locals) => {
+                Self::check_failed(client, Some(&locals))?;
+                for l in &locals {
+                    self.local(client, &session, l, true).await?;
+                }
+                Ok(())
+            }
+            None => {
+                Self::check_failed(client, None)?;
+                let mut running = self
+                    .start(&session, sql, vec![], &Format::UnifiedText)
+                    .await
+                    .map_err(|e| wire_error(&e))?;
+                client.feed(row_description(&running.fields)).await?;
+                self.stream(client, &session, &mut running, 0).await?;
+                Ok(())
+            }
+        }
+    }
+
+    /// Starts a bound portal's query.
+    async fn start_portal(
+        &self,
+        session: &Session,
+        portal: &Arc<Portal<Prepared>>,
+    ) -> Result<Running, Error> {
+        let prepared = &portal.statement.statement;
+        if portal.parameter_len() != prepared.params {
+            return Err(Error::request(
+                "invalid_parameters",
+                format!(
+                    "bind message supplies {} parameters, but the statement requires {}",
+                    portal.parameter_len(),
+                    prepared.params
+                ),
+            ));
+        }
+        let values = (0..portal.parameter_len())
+            .map(|i| bound(portal, i))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut running = self
+            .start(session, &prepared.sql, values, &portal.result_column_format)
+            .await?;
+        running.portal = portal_id(portal);
+        Ok(running)
+    }
+
+    /// The started query of a portal: the one kept for it, or a new one.
+    async fn running_for(
+        &self,
+        session: &Session,
+        name: &str,
+        portal: &Arc<Portal<Prepared>>,
+    ) -> Result<Running, Error> {
+        match session.take_running(name) {
+            Some(r) if r.portal == portal_id(portal) => Ok(r),
+            stale => {
+                drop(stale);
+                self.start_portal(session, portal).await
+            }
+        }
+    }
+}
+
+/// A bound parameter as an engine value: the client's declared type (or text) read in the
+/// client's format. Text values of types the engine has no value for are passed as text (the
+/// warehouse reads them as the type it infers, as PostgreSQL reads a text parameter).
+fn bound(portal: &Portal<Prepared>, i: usize) -> Result<ParamValue, Error> {
+    let ty = portal
+        .statement
+        .parameter_types
+        .get(i)
+        .cloned()
+        .flatten()
+        .unwrap_or(Type::UNKNOWN);
+    let bad = |e: &dyn std::fmt::Display| {
+        Error::request(
+            "invalid_parameter",
+            format!("parameter ${}: not a valid {} value: {e}", i + 1, ty.name()),
+        )
+    };
+    if matches!(portal.parameters.get(i), Some(None)) {
+        return Ok(ParamValue::Null);
+    }
+    let value = match ty {
+        Type::BOOL => portal.parameter::<bool>(i, &ty).map(|v| v.map(ParamValue::Bool)),
+        Type::INT2 => portal
+            .parameter::<i16>(i, &ty)
+            .map(|v| v.map(|x| ParamValue::Int(x.into()))),
+        Type::INT4 => portal
+            .parameter::<i32>(i, &ty)
+            .map(|v| v.map(|x| ParamValue::Int(x.into()))),
+        Type::INT8 => portal.parameter::<i64>(i, &ty).map(|v| v.map(ParamValue::Int)),
+        Type::FLOAT4 => portal
+            .parameter::<f32>(i, &ty)
+            .map(|v| v.map(|x| ParamValue::Float(x.into()))),
+        Type::FLOAT8 => portal
+            .parameter::<f64>(i, &ty)
+            .map(|v| v.map(ParamValue::Float)),
+        _ if portal.parameter_format.is_binary(i) => match ty {
+            Type::TEXT | Type::VARCHAR | Type::BPCHAR | Type::NAME | Type::UNKNOWN => portal
+                .parameter::<String>(i, &ty)
+                .map(|v| v.map(ParamValue::Text)),
+            Type::NUMERIC => portal
+                .parameter::<rust_decimal::Decimal>(i, &ty)
+                .map(|v| v.map(|d| ParamValue::Text(d.to_string()))),
+            Type::DATE => portal
+                .parameter::<chrono::NaiveDate>(i, &ty)
+                .map(|v| v.map(|d| ParamValue::Text(d.to_string()))),
+            Type::TIMESTAMP => portal
+                .parameter::<chrono::NaiveDateTime>(i, &ty)
+                .map(|v| v.map(|d| ParamValue::Text(d.format("%Y-%m-%d %H:%M:%S%.f").to_string()))),
+            Type::TIMESTAMPTZ => portal
+                .parameter::<chrono::DateTime<chrono::FixedOffset>>(i, &ty)
+                .map(|v| v.map(|d| ParamValue::Text(d.to_rfc3339()))),
+            _ => {
+                return Err(Error::request(
+                    "not_supported",
+                    format!(
+                        "parameter ${}: binary values of type {} are not supported; send it as text",
+                        i + 1,
+                        ty.name()
+                    ),
+                ));
+            }
+        },
+        // Text format: the text itself.
+        _ => match portal.parameters.get(i) {
+            Some(Some(b)) => match std::str::from_utf8(b) {
+                Ok(s) => Ok(Some(ParamValue::Text(s.to_string()))),
+                Err(e) => return Err(bad(&e)),
+            },
+            _ => Ok(None),
+        },
+    };
+    let value = value.map_err(|e| bad(&e))?;
+    match value {
+        Some(ParamValue::Text(s)) if s.len() > params::MAX_PARAM_BYTES => Err(Error::request(
+            "invalid_parameter",
+            format!("parameter ${} is longer than {} bytes", i + 1, params::MAX_PARAM_BYTES),
+        )),
+        Some(v) => Ok(v),
+        None => Ok(ParamValue::Null),
+    }
+}
+
+#[async_trait]
+impl SimpleQueryHandler for Queries {
+    async fn on_query<C>(&self, client: &mut C, query: SimpleQuery) -> PgWireResult<()>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        if !matches!(client.state(), PgWireConnectionState::ReadyForQuery) {
+            return Err(PgWireError::NotReadyForQuery);
+        }
+        client.set_state(PgWireConnectionState::QueryInProgress);
+        let result = self.simple(client, &query.query).await;
+        client.set_state(PgWireConnectionState::ReadyForQuery);
+        // On an error, pgwire sends it, then ReadyForQuery (in the failed state inside a
+        // transaction block).
+        result?;
+        let status = client.transaction_status();
+        client
+            .send(PgWireBackendMessage::ReadyForQuery(ReadyForQuery::new(status)))
+            .await?;
+        Ok(())
+    }
+
+    async fn do_query<C>(&self, _client: &mut C, _query: &str) -> PgWireResult<Vec<Response>>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        // `on_query` is overridden: the answer streams without being collected.
+        Err(sqlstate::error(&Error::internal()))
+    }
+}
+
+#[async_trait]
+impl ExtendedQueryHandler for Queries {
+    type Statement = Prepared;
+    type QueryParser = Parser;
+
+    fn query_parser(&self) -> Arc<Parser> {
+        Arc::clone(&self.parser)
+    }
+
+    async fn on_execute<C>(&self, client: &mut C, message: Execute) -> PgWireResult<()>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Self::Statement>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        if !matches!(client.state(), PgWireConnectionState::ReadyForQuery) {
+            return Err(PgWireError::NotReadyForQuery);
+        }
+        let name = message.name.as_deref().unwrap_or(DEFAULT_NAME).to_string();
+        let portal = match client.portal_store().get_portal(&name) {
+            Some(Entry::Value(p)) => p,
+            Some(Entry::Empty) => {
+                client
+                    .feed(PgWireBackendMessage::EmptyQueryResponse(EmptyQueryResponse::new()))
+                    .await?;
+                return Ok(());
+            }
+            None => return Err(PgWireError::PortalNotFound(name)),
+        };
+        let session = session(client)?;
+        client.set_state(PgWireConnectionState::QueryInProgress);
+        let result = self
+            .execute(
+                client,
+                &session,
+                &name,
+                &portal,
+                // 0 (or a negative count) is "all rows".
+                usize::try_from(message.max_rows).unwrap_or(0),
+            )
+            .await;
+        client.set_state(PgWireConnectionState::ReadyForQuery);
+        result
+    }
+
+    async fn on_describe<C>(&self, client: &mut C, message: Describe) -> PgWireResult<()>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Self::Statement>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let name = message.name.as_deref().unwrap_or(DEFAULT_NAME).to_string();
+        match message.target_type {
+            TARGET_TYPE_BYTE_STATEMENT => {
+                let stmt = match client.portal_store().get_statement(&name) {
+                    Some(Entry::Value(s)) => s,
+                    Some(Entry::Empty) => {
+                        client.send(PgWireBackendMessage::NoData(NoData::new())).await?;
+                        return Ok(());
+                    }
+                    None => return Err(PgWireError::StatementNotFound(name)),
+                };
+                let types = parameter_types(&stmt);
+                client
+                    .feed(PgWireBackendMessage::ParameterDescription(
+                        ParameterDescription::new(types.iter().map(Type::oid).collect()),
+                    ))
+                    .await?;
+                let fields = local_fields(&stmt.statement);
+                if fields.is_empty() {
+                    client.send(PgWireBackendMessage::NoData(NoData::new())).await?;
+                } else {
+                    client.send(row_description(&fields)).await?;
+                }
+                Ok(())
+            }
+            TARGET_TYPE_BYTE_PORTAL => {
+                let portal = match client.portal_store().get_portal(&name) {
+                    Some(Entry::Value(p)) => p,
+                    Some(Entry::Empty) => {
+                        client.send(PgWireBackendMessage::NoData(NoData::new())).await?;
+                        return Ok(());
+                    }
+                    None => return Err(PgWireError::PortalNotFound(name)),
+                };
+                if portal.statement.statement.local.is_some() {
+                    let fields = local_fields(&portal.statement.statement);
+                    if fields.is_empty() {
+                        client.send(PgWireBackendMessage::NoData(NoData::new())).await?;
+                    } else {
+                        client.send(row_description(&fields)).await?;
+                    }
+                    return Ok(());
+                }
+                let session = session(client)?;
+                Self::check_failed(client, None)?;
+                let running = self
+                    .running_for(&session, &name, &portal)
+                    .await
+                    .map_err(|e| wire_error(&e))?;
+                client.send(row_description(&running.fields)).await?;
+                session.keep_running(&name, running);
+                Ok(())
+            }
+            other => Err(PgWireError::InvalidTargetType(other)),
+        }
+    }
+
+    async fn on_sync<C>(&self, client: &mut C, _message: PgSync) -> PgWireResult<()>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Self::Statement>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        if let Ok(session) = session(client) {
+            // Outside a transaction block Sync ends the implicit transaction: every portal.
+            if client.transaction_status() == TransactionStatus::Idle {
+                session.close_running(None);
+                client.portal_store().clear_portals();
+            } else {
+                session.close_running(Some(DEFAULT_NAME));
+            }
+        }
+        client.portal_store().rm_portal(DEFAULT_NAME);
+        let status = client.transaction_status();
+        client
+            .send(PgWireBackendMessage::ReadyForQuery(ReadyForQuery::new(status)))
+            .await?;
+        Ok(())
+    }
+
+    async fn on_close<C>(&self, client: &mut C, message: Close) -> PgWireResult<()>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Self::Statement>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let name = message.name.as_deref().unwrap_or(DEFAULT_NAME);
+        match message.target_type {
+            TARGET_TYPE_BYTE_STATEMENT => client.portal_store().rm_statement(name),
+            TARGET_TYPE_BYTE_PORTAL => {
+                if let Ok(session) = session(client) {
+                    session.close_running(Some(name));
+                }
+                client.portal_store().rm_portal(name);
+            }
+            _ => {}
+        }
+        client
+            .send(PgWireBackendMessage::CloseComplete(CloseComplete::new()))
+            .await?;
+        Ok(())
+    }
+
+    async fn do_describe_statement<C>(
+        &self,
+        _client: &mut C,
+        _target: &StoredStatement<Prepared>,
+    ) -> PgWireResult<DescribeStatementResponse>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Self::Statement>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        Err(sqlstate::error(&Error::internal()))
+    }
+
+    async fn do_describe_portal<C>(
+        &self,
+        _client: &mut C,
+        _target: &Portal<Prepared>,
+    ) -> PgWireResult<DescribePortalResponse>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Self::Statement>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        Err(sqlstate::error(&Error::internal()))
+    }
+
+    async fn do_query<C>(
+        &self,
+        _client: &mut C,
+        _portal: &Portal<Prepared>,
+        _max_rows: usize,
+    ) -> PgWireResult<Response>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Self::Statement>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        // `on_execute` is overridden: the answer streams without being collected.
+        Err(sqlstate::error(&Error::internal()))
+    }
+}
+
+impl Queries {
+    async fn execute<C>(
+        &self,
+        client: &mut C,
+        session: &Session,
+        name: &str,
+        portal: &Arc<Portal<Prepared>>,
+        max_rows: usize,
+    ) -> PgWireResult<()>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Prepared>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        match &portal.statement.statement.local {
+            Some(Err(e)) => Err(sqlstate::error(e)),
+            Some(Ok(locals)) => {
+                Self::check_failed(client, Some(locals))?;
+                for l in locals {
+                    self.local(client, session, l, false).await?;
+                }
+                Ok(())
+            }
+            None => {
+                Self::check_failed(client, None)?;
+                let mut running = self
+                    .running_for(session, name, portal)
+                    .await
+                    .map_err(|e| wire_error(&e))?;
+                match self.stream(client, session, &mut running, max_rows).await? {
+                    Stopped::Suspended => {
+                        client
+                            .feed(PgWireBackendMessage::PortalSuspended(PortalSuspended::new()))
+                            .await?;
+                        session.keep_running(name, running);
+                    }
+                    Stopped::Finished => {}
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// A statement's parameter types: the client's, else `text`.
+fn parameter_types(stmt: &StoredStatement<Prepared>) -> Vec<Type> {
+    (0..stmt.statement.params.max(stmt.parameter_types.len()))
+        .map(|i| {
+            stmt.parameter_types
+                .get(i)
+                .cloned()
+                .flatten()
+                .unwrap_or(Type::TEXT)
+        })
+        .collect()
+}
+
+/// The columns of a locally answered statement (`SHOW`, session functions); none otherwise.
+fn local_fields(p: &Prepared) -> Vec<FieldInfo> {
+    match &p.local {
+        Some(Ok(l)) => match l.last() {
+            Some(Local::Show(name)) => vec![text_field(name)],
+            Some(Local::Functions(cols)) => cols.iter().map(|(n, _)| text_field(n)).collect(),
+            _ => vec![],
+        },
+        _ => vec![],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn placeholders_are_counted_from_tokens() {
+        assert_eq!(placeholders("SELECT * FROM t WHERE a = $1 AND b = $3"), 3);
+        assert_eq!(placeholders("SELECT '$1', \"$2\" -- $9\n FROM t"), 0);
+        assert_eq!(placeholders("SELECT 1"), 0);
+    }
+}

@@ -1,0 +1,533 @@
+//! The PostgreSQL-wire front door with real clients (tokio-postgres, psql, pgbench) against the
+//! daemon binary in front of the security test world on the real PostgreSQL: the same
+//! authentication, policy, audit and tenant isolation as HTTP; SQLSTATEs; cancel requests and
+//! clients that leave stop the warehouse query; portals with row limits; TLS.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::{Daemon, TestDb};
+use serde_json::json;
+use sluice_audit::{AuditRecord, Event};
+use tokio_postgres::NoTls;
+use tokio_postgres::error::SqlState;
+
+const SECRET: &str = "world-secret-for-tests-only-0123456789";
+const WORLD_SQL: &str = include_str!("../../../shared/security/world.sql");
+const WORLD_TOML: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/security/world.toml");
+/// Long enough to still be running when the client gives up: 200^4 rows for tenant A.
+const SLOW_SQL: &str = "SELECT count(*) FROM orders a, orders b, orders c, orders d";
+/// Tenant A's orders: 200 of them, amounts 11..=210.
+const A_ORDERS: i64 = 200;
+const A_TOTAL: i64 = 22_100;
+
+fn token_as(user: &str, tenant: &str) -> String {
+    common::sign_hs256(
+        SECRET,
+        json!({"sub": user, "tenant": tenant, "groups": ["analyst"], "aud": "sluice-world", "iss": "world-idp"}),
+    )
+}
+
+struct World {
+    db: TestDb,
+    dir: tempfile::TempDir,
+    daemon: Daemon,
+    /// The wire door's `host:port`.
+    wire: String,
+}
+
+/// The world daemon with the wire door on an ephemeral loopback port; `pgwire_extra` is added
+/// to its `[pgwire]` section.
+async fn world(tag: &str, pgwire_extra: &str) -> World {
+    let db = TestDb::create(tag, WORLD_SQL).await;
+    let dir = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(WORLD_TOML).unwrap()
+        + &format!("\n[pgwire]\nlisten = \"127.0.0.1:0\"\n{pgwire_extra}\n");
+    let config = dir.path().join("world.toml");
+    std::fs::write(&config, text).unwrap();
+    db.grant_reader().await;
+    let url = db.reader_url();
+    let (daemon, wire) = Daemon::start_with_wire(
+        &config,
+        &dir.path().join("data"),
+        &[("WORLD_JWT_SECRET", SECRET), ("WORLD_PG_URL", url.as_str())],
+    );
+    World {
+        db,
+        dir,
+        daemon,
+        wire,
+    }
+}
+
+impl World {
+    fn port(&self) -> &str {
+        self.wire.rsplit(':').next().unwrap()
+    }
+
+    fn conn_str(&self, user: &str, password: &str, db: &str) -> String {
+        format!(
+            "host=127.0.0.1 port={} user={user} password={password} dbname={db}",
+            self.port()
+        )
+    }
+
+    async fn client(&self, user: &str, tenant: &str) -> tokio_postgres::Client {
+        let (client, conn) =
+            tokio_postgres::connect(&self.conn_str(user, &token_as(user, tenant), "world"), NoTls)
+                .await
+                .unwrap();
+        tokio::spawn(conn);
+        client
+    }
+
+    fn audit(&self) -> Vec<AuditRecord> {
+        let audit = sluice_audit::open_read_only(&self.dir.path().join("data/audit.sqlite")).unwrap();
+        sluice_audit::read_settled(&audit, Duration::from_secs(5)).unwrap()
+    }
+
+    async fn running_queries(&self) -> i64 {
+        let c = common::connect(common::PG_ADMIN).await;
+        c.query_one(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND application_name = 'sluice' AND state = 'active'",
+            &[&self.db.name],
+        )
+        .await
+        .unwrap()
+        .get(0)
+    }
+
+    async fn wait_until_running(&self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.running_queries().await == 0 {
+            assert!(Instant::now() < deadline, "the query never started");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    async fn wait_until_gone(&self, why: &str) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.running_queries().await > 0 {
+            assert!(Instant::now() < deadline, "the query kept running: {why}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+fn code(e: &tokio_postgres::Error) -> SqlState {
+    e.code().cloned().unwrap_or_else(|| panic!("no SQLSTATE: {e:?}"))
+}
+
+#[tokio::test]
+async fn queries_run_through_the_same_policy_and_audit_as_http() {
+    let w = world("wire_basic", "").await;
+    let alice = w.client("alice", "A").await;
+
+    // Simple protocol (text): tenant A's rows only.
+    let rows = alice
+        .simple_query("SELECT count(*), sum(amount) FROM orders")
+        .await
+        .unwrap();
+    let row = rows
+        .iter()
+        .find_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => Some(r),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(row.get(0), Some(A_ORDERS.to_string().as_str()));
+    assert_eq!(row.get(1), Some(A_TOTAL.to_string().as_str()));
+
+    // Extended protocol, binary results, a bound parameter: typed values.
+    let rows = alice
+        .query(
+            "SELECT id, amount::float8 AS amount, status, created_at FROM orders WHERE id <= $1 ORDER BY id",
+            &[&3i32],
+        )
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 3);
+    let ids: Vec<i32> = rows.iter().map(|r| r.get(0)).collect();
+    assert_eq!(ids, vec![1, 2, 3]);
+    let amount: f64 = rows[0].get(1);
+    assert_eq!(amount, 11.0);
+    let status: &str = rows[0].get(2);
+    assert_eq!(status, "open");
+    let created: chrono::DateTime<chrono::Utc> = rows[0].get(3);
+    assert_eq!(created.to_rfc3339(), "2024-01-01T01:00:00+00:00");
+
+    // A prepared statement reused with several values (one Parse, many Binds).
+    let stmt = alice
+        .prepare("SELECT note FROM orders WHERE id = $1")
+        .await
+        .unwrap();
+    for id in [5i32, 7, 9] {
+        let row = alice.query_one(&stmt, &[&id]).await.unwrap();
+        let note: &str = row.get(0);
+        assert_eq!(note, format!("note-{id}"), "tenant A's row, never B's");
+    }
+
+    // Tenant B sees its own rows through the same statement text; never A's, and A never B's.
+    let bob = w.client("bob", "B").await;
+    let row = bob
+        .query_one("SELECT note FROM orders WHERE id = $1", &[&5i32])
+        .await
+        .unwrap();
+    let note: &str = row.get(0);
+    assert_eq!(note, "LEAK-B-note-5");
+    let leaks = alice
+        .query("SELECT note FROM orders WHERE note LIKE 'LEAK%'", &[])
+        .await
+        .unwrap();
+    assert!(leaks.is_empty(), "tenant B's rows reached tenant A");
+
+    // Refusals carry SQLSTATEs and sluice's code in the detail.
+    let e = alice
+        .simple_query("SELECT card_number FROM orders")
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), SqlState::INSUFFICIENT_PRIVILEGE);
+    let db = e.as_db_error().unwrap();
+    assert!(
+        db.detail().unwrap().starts_with("sluice: policy_denied"),
+        "{db:?}"
+    );
+    let e = alice.simple_query("DELETE FROM orders").await.unwrap_err();
+    assert_eq!(code(&e), SqlState::INSUFFICIENT_PRIVILEGE);
+    let e = alice.simple_query("SELECT FROM WHERE").await.unwrap_err();
+    assert_eq!(code(&e), SqlState::SYNTAX_ERROR);
+    let e = alice
+        .simple_query("SELECT * FROM orders_2024")
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), SqlState::UNDEFINED_TABLE, "{e:?}");
+    let e = alice
+        .query("SELECT * FROM pg_catalog.pg_shadow", &[])
+        .await
+        .unwrap_err();
+    assert!(
+        [SqlState::UNDEFINED_TABLE, SqlState::INSUFFICIENT_PRIVILEGE].contains(&code(&e)),
+        "{e:?}"
+    );
+    // The session goes on after errors.
+    let n: i64 = alice
+        .query_one("SELECT count(*) FROM invoices", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 100);
+
+    // What drivers send on connect is answered locally.
+    alice
+        .batch_execute("SET extra_float_digits = 3; SET application_name = 'wire-test'")
+        .await
+        .unwrap();
+    let v: String = alice
+        .query_one("SHOW application_name", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(v, "wire-test");
+    let v: String = alice
+        .query_one("SELECT current_user", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(v, "alice");
+    let v: String = alice
+        .query_one("select pg_catalog.version()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(v.starts_with("PostgreSQL 16"), "{v}");
+    let e = alice
+        .simple_query("SET session_replication_role = replica")
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), SqlState::INSUFFICIENT_PRIVILEGE);
+    let e = alice.simple_query("BEGIN READ WRITE").await.unwrap_err();
+    assert_eq!(code(&e), SqlState::READ_ONLY_SQL_TRANSACTION);
+
+    drop(alice);
+    drop(bob);
+    // Every statement sent to the engine is audited, with its front door.
+    let records = w.audit();
+    let logins: Vec<_> = records
+        .iter()
+        .filter(|r| r.code.as_deref() == Some("pgwire_login"))
+        .collect();
+    assert_eq!(logins.len(), 2, "one login record per connection");
+    assert!(logins.iter().all(|r| r.front_door.as_deref() == Some("pgwire")));
+    let queries: Vec<_> = records
+        .iter()
+        .filter(|r| matches!(r.event, Event::QueryAttempt | Event::QueryDenied))
+        .collect();
+    assert!(queries.len() >= 12, "{}", queries.len());
+    assert!(
+        queries
+            .iter()
+            .all(|r| r.front_door.as_deref() == Some("pgwire")),
+        "every query record names its door"
+    );
+    let denied = records
+        .iter()
+        .find(|r| {
+            r.event == Event::QueryDenied && r.sql.as_deref() == Some("SELECT card_number FROM orders")
+        })
+        .expect("the refusal is audited");
+    assert_eq!(denied.user.as_deref(), Some("alice"));
+    assert_eq!(denied.tenant.as_deref(), Some("A"));
+    // Local statements never reach the engine (nor the audit's query records).
+    assert!(records.iter().all(|r| r.sql.as_deref() != Some("SHOW application_name")));
+    // The chain (with the new field) verifies.
+    let out = Command::new(common::BIN)
+        .args(["audit", "verify", "--data-dir"])
+        .arg(w.dir.path().join("data"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[tokio::test]
+async fn wrong_credentials_are_refused_counted_and_audited() {
+    let w = world("wire_auth", "").await;
+    for (user, password, db) in [
+        ("alice", "not-a-token", "world"),
+        ("mallory", token_as("alice", "A").as_str(), "world"),
+        ("alice", "slk_nothere_123", "world"),
+    ] {
+        let e = tokio_postgres::connect(&w.conn_str(user, password, db), NoTls)
+            .await
+            .err()
+            .unwrap();
+        assert_eq!(code(&e), SqlState::INVALID_PASSWORD, "{user}: {e:?}");
+    }
+    // An unknown database is not a connection.
+    let e = tokio_postgres::connect(
+        &w.conn_str("alice", &token_as("alice", "A"), "nosuchdb"),
+        NoTls,
+    )
+    .await
+    .err()
+    .unwrap();
+    assert_eq!(code(&e), SqlState::INVALID_CATALOG_NAME);
+    let denied = w
+        .audit()
+        .into_iter()
+        .filter(|r| r.event == Event::AuthDenied && r.front_door.as_deref() == Some("pgwire"))
+        .count();
+    assert!(denied >= 3, "{denied}");
+}
+
+#[tokio::test]
+async fn a_cancel_request_and_a_client_that_leaves_stop_the_warehouse_query() {
+    let w = world("wire_cancel", "").await;
+    // CancelRequest (BackendKeyData) on a new connection.
+    let alice = w.client("alice", "A").await;
+    let token = alice.cancel_token();
+    let slow = tokio::spawn(async move {
+        let r = alice.simple_query(SLOW_SQL).await;
+        (r, alice)
+    });
+    w.wait_until_running().await;
+    token.cancel_query(NoTls).await.unwrap();
+    let (r, alice) = slow.await.unwrap();
+    assert_eq!(code(&r.unwrap_err()), SqlState::QUERY_CANCELED);
+    w.wait_until_gone("after the cancel request").await;
+    // The connection is still usable.
+    let n: i64 = alice
+        .query_one("SELECT count(*) FROM orders", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, A_ORDERS);
+
+    // A client that goes away while its query waits for the warehouse.
+    let (client, conn) = tokio_postgres::connect(
+        &w.conn_str("alice", &token_as("alice", "A"), "world"),
+        NoTls,
+    )
+    .await
+    .unwrap();
+    let conn = tokio::spawn(conn);
+    let slow = tokio::spawn(async move { client.simple_query(SLOW_SQL).await });
+    w.wait_until_running().await;
+    conn.abort();
+    slow.abort();
+    w.wait_until_gone("after the client left").await;
+
+    let records = w.audit();
+    let cancelled = records
+        .iter()
+        .filter(|r| {
+            r.event == Event::QueryCompletion
+                && r.outcome.as_deref() == Some("cancelled")
+                && r.front_door.as_deref() == Some("pgwire")
+        })
+        .count();
+    assert_eq!(cancelled, 2, "both recorded as cancelled");
+}
+
+#[tokio::test]
+async fn portals_stream_with_row_limits_inside_a_transaction() {
+    let w = world("wire_portal", "").await;
+    let mut alice = w.client("alice", "A").await;
+    let tx = alice.transaction().await.unwrap();
+    let stmt = tx
+        .prepare("SELECT id FROM orders WHERE id > $1 ORDER BY id")
+        .await
+        .unwrap();
+    let portal = tx.bind(&stmt, &[&100i32]).await.unwrap();
+    let mut seen = Vec::new();
+    loop {
+        let rows = tx.query_portal(&portal, 30).await.unwrap();
+        if rows.is_empty() {
+            break;
+        }
+        assert!(rows.len() <= 30);
+        seen.extend(rows.iter().map(|r| r.get::<_, i32>(0)));
+    }
+    assert_eq!(seen, (101..=200).collect::<Vec<i32>>());
+    tx.commit().await.unwrap();
+    // One attempt and one completion for the portal, however many Executes.
+    let completions = w
+        .audit()
+        .into_iter()
+        .filter(|r| {
+            r.event == Event::QueryCompletion
+                && r.sql.as_deref() == Some("SELECT id FROM orders WHERE id > $1 ORDER BY id")
+        })
+        .collect::<Vec<_>>();
+    assert_eq!(completions.len(), 1, "{completions:?}");
+    assert_eq!(completions[0].rows, Some(100));
+    assert_eq!(completions[0].outcome.as_deref(), Some("ok"));
+}
+
+fn psql(w: &World, conninfo: &str, password: &str, args: &[&str]) -> std::process::Output {
+    let _ = w;
+    Command::new("psql")
+        .arg(conninfo)
+        .args(["-X", "-A", "-t", "-v", "ON_ERROR_STOP=1"])
+        .args(args)
+        .env("PGPASSWORD", password)
+        .env("PGCONNECT_TIMEOUT", "10")
+        .output()
+        .expect("psql (postgresql-client) is required")
+}
+
+fn self_signed(dir: &Path) -> (String, String) {
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let out = Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"])
+        .args(["-nodes", "-days", "1", "-subj", "/CN=localhost", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl is required");
+    assert!(out.status.success(), "{out:?}");
+    (
+        cert.to_string_lossy().into_owned(),
+        key.to_string_lossy().into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn psql_connects_over_tls_and_plaintext_passwords_are_refused() {
+    let certs = tempfile::tempdir().unwrap();
+    let (cert, key) = self_signed(certs.path());
+    let w = world(
+        "wire_tls",
+        &format!("require_tls = true\ntls_cert_file = \"{cert}\"\ntls_key_file = \"{key}\""),
+    )
+    .await;
+    let token = token_as("alice", "A");
+    let base = format!("host=127.0.0.1 port={} user=alice dbname=world", w.port());
+    let out = psql(
+        &w,
+        &format!("{base} sslmode=require"),
+        &token,
+        &["-c", "SELECT count(*) FROM orders"],
+    );
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), A_ORDERS.to_string());
+    // Without TLS the password is never asked for.
+    let out = psql(
+        &w,
+        &format!("{base} sslmode=disable"),
+        &token,
+        &["-c", "SELECT 1"],
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("requires TLS"), "{err}");
+    // psql's own introspection of the session.
+    let out = psql(
+        &w,
+        &format!("{base} sslmode=require"),
+        &token,
+        &["-c", "SHOW server_version", "-c", "SELECT current_database()"],
+    );
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("16.6") && text.contains("world"), "{text}");
+}
+
+#[tokio::test]
+async fn psql_ctrl_c_cancels_a_slow_query() {
+    let w = world("wire_sigint", "").await;
+    let token = token_as("alice", "A");
+    let mut child = Command::new("psql")
+        .arg(format!(
+            "host=127.0.0.1 port={} user=alice dbname=world sslmode=disable",
+            w.port()
+        ))
+        .args(["-X", "-c", SLOW_SQL])
+        .env("PGPASSWORD", &token)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    w.wait_until_running().await;
+    // psql sends a CancelRequest on SIGINT.
+    let pid = child.id().to_string();
+    assert!(Command::new("kill").args(["-INT", &pid]).status().unwrap().success());
+    w.wait_until_gone("after psql's Ctrl-C").await;
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("canceling statement"), "{err}");
+}
+
+#[tokio::test]
+async fn pgbench_runs_a_custom_script_in_both_protocols() {
+    let w = world("wire_pgbench", "").await;
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("point.sql");
+    std::fs::write(
+        &script,
+        "\\set id random(1, 200)\nSELECT id, amount FROM orders WHERE id = :id;\n",
+    )
+    .unwrap();
+    let token = token_as("alice", "A");
+    for mode in ["extended", "prepared", "simple"] {
+        let out = Command::new("pgbench")
+            .args(["-n", "-h", "127.0.0.1", "-p", w.port(), "-U", "alice"])
+            .args(["-M", mode, "-c", "2", "-t", "25", "-f"])
+            .arg(&script)
+            .arg("world")
+            .env("PGPASSWORD", &token)
+            .output()
+            .expect("pgbench is required");
+        assert!(out.status.success(), "{mode}: {out:?}");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            text.contains("number of transactions actually processed: 50/50"),
+            "{mode}: {text}"
+        );
+        assert!(text.contains("number of failed transactions: 0"), "{mode}: {text}");
+    }
+}
