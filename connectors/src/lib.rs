@@ -209,6 +209,15 @@ impl std::fmt::Debug for QueryStream {
     }
 }
 
+/// What a statement takes and returns, found without running it.
+#[derive(Debug, Clone)]
+pub struct Described {
+    /// The PostgreSQL type OID the warehouse gives each bind parameter, in order.
+    pub param_oids: Vec<u32>,
+    /// The schema of its answer.
+    pub schema: SchemaRef,
+}
+
 /// A warehouse. Small on purpose: execute a query and say what kind of warehouse this is.
 #[async_trait::async_trait]
 pub trait Connector: Send + Sync + 'static {
@@ -217,4 +226,13 @@ pub trait Connector: Send + Sync + 'static {
 
     /// Runs a query, returning once the schema is known and the first batch can be awaited.
     async fn execute(&self, request: QueryRequest<'_>) -> Result<QueryStream, ConnectorError>;
+
+    /// Plans a query without running it: its parameters' types and its answer's schema
+    /// (`None`: this warehouse cannot say without running it).
+    async fn describe(
+        &self,
+        _request: QueryRequest<'_>,
+    ) -> Result<Option<Described>, ConnectorError> {
+        Ok(None)
+    }
 }

@@ -16,7 +16,9 @@
 //! statements it prepared (per role), so a repeated query is one round trip. [`PostgresConnector::require_unprivileged_login`] refuses a service login
 //! that is a superuser, has `BYPASSRLS` or can write a declared table. When the receiver of the
 //! batches goes away (client left, row cap reached, timeout), the query is cancelled on the
-//! server and its connection closed.
+//! server and its connection closed; sessions start with `client_connection_check_interval`
+//! (PostgreSQL 14 or later is required), so a query whose session closed stops within a second
+//! even when the cancel request lost its race with the statement.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -102,9 +104,13 @@ impl PostgresConnector {
         config.application_name("sluice");
         // Startup values: `RESET ALL` / `DISCARD ALL` (run before a session is reused) return to
         // exactly these.
+        // `client_connection_check_interval` (PostgreSQL 14+): a backend whose client socket
+        // closed stops its query within a second. A cancel request races the statement it
+        // cancels (sent on another connection, it can reach the server before the abandoned
+        // Execute does, and is then ignored); closing the session is the backstop.
         config.options(format!(
             "-c default_transaction_read_only=on -c statement_timeout={} \
-             -c standard_conforming_strings=on",
+             -c standard_conforming_strings=on -c client_connection_check_interval=1000",
             options.statement_timeout.as_millis()
         ));
         Ok(PostgresConnector {
@@ -543,13 +549,20 @@ fn describe(e: &tokio_postgres::Error) -> String {
     }
 }
 
-#[async_trait::async_trait]
-impl Connector for PostgresConnector {
-    fn kind(&self) -> WarehouseKind {
-        WarehouseKind::Postgres
-    }
+/// A session ready for one statement: its turn, pool key, connection and transaction opening.
+struct Session<'r> {
+    turn: tokio::sync::OwnedSemaphorePermit,
+    key: crate::pool::PoolKey,
+    conn: crate::pool::Conn,
+    begin: String,
+    tenant: Option<&'r str>,
+    role: Option<String>,
+}
 
-    async fn execute(&self, request: QueryRequest<'_>) -> Result<QueryStream, ConnectorError> {
+impl PostgresConnector {
+    /// A pooled session of the request's identity (its turn taken, the service login checked),
+    /// and the opening of its transaction.
+    async fn session<'r>(&self, request: &QueryRequest<'r>) -> Result<Session<'r>, ConnectorError> {
         // Per-user passwords log in as that user, so the warehouse's own grants apply.
         let per_user;
         let service_user = self.service_user();
@@ -588,7 +601,7 @@ impl Connector for PostgresConnector {
             self.pool.turn().await.ok_or_else(|| {
                 ConnectorError::Unavailable("the connection pool is closed".into())
             })?;
-        let mut conn = self
+        let conn = self
             .pool
             .checkout(&key, config)
             .await
@@ -622,6 +635,86 @@ impl Connector for PostgresConnector {
             ),
             _ => ("BEGIN READ ONLY".to_string(), None, None),
         };
+        Ok(Session {
+            turn,
+            key,
+            conn,
+            begin,
+            tenant,
+            role,
+        })
+    }
+}
+
+#[async_trait::async_trait]
+impl Connector for PostgresConnector {
+    fn kind(&self) -> WarehouseKind {
+        WarehouseKind::Postgres
+    }
+
+    async fn describe(
+        &self,
+        request: QueryRequest<'_>,
+    ) -> Result<Option<crate::Described>, ConnectorError> {
+        let Session {
+            turn,
+            key,
+            mut conn,
+            begin,
+            tenant,
+            role,
+        } = self.session(&request).await?;
+        let _turn = turn;
+        let statement_key = crate::pool::StatementKey {
+            role,
+            sql: request.sql.to_string(),
+        };
+        let statement = match conn.statements.get(&statement_key).cloned() {
+            Some(s) => s,
+            None => {
+                // Prepared inside the query's opening (the role and tenant of passthrough), then
+                // the transaction is rolled back; the statement is kept for the Execute that
+                // usually follows (one round trip then).
+                let opening = Opening {
+                    client: &conn.client,
+                    begin: &begin,
+                    tenant,
+                    passthrough: tenant.is_some(),
+                };
+                let (begun, tenant_set, prepared) = futures::future::join3(
+                    conn.client.batch_execute(opening.begin),
+                    opening.set_tenant(),
+                    conn.client.prepare(request.sql),
+                )
+                .await;
+                begun.map_err(|e| opening.opening_error(&e))?;
+                tenant_set.map_err(|e| exec_error(&e))?;
+                let statement = prepared.map_err(|e| ConnectorError::Plan(describe(&e)))?;
+                if statement_key.sql.len() <= crate::pool::MAX_CACHED_STATEMENT_BYTES {
+                    conn.statements
+                        .insert(statement_key, statement.clone());
+                }
+                statement
+            }
+        };
+        let schema = schema_of(&statement)?;
+        let param_oids = statement.params().iter().map(Type::oid).collect();
+        if reset_session(&conn.client).await {
+            self.pool.checkin(key, conn);
+        }
+        Ok(Some(crate::Described { param_oids, schema }))
+    }
+
+    async fn execute(&self, request: QueryRequest<'_>) -> Result<QueryStream, ConnectorError> {
+        let Session {
+            turn,
+            key,
+            mut conn,
+            begin,
+            tenant,
+            role,
+        } = self.session(&request).await?;
+        let client = &conn.client;
         let statement_key = crate::pool::StatementKey {
             role,
             sql: request.sql.to_string(),

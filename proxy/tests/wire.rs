@@ -35,7 +35,7 @@ fn token_as(user: &str, tenant: &str) -> String {
 struct World {
     db: TestDb,
     dir: tempfile::TempDir,
-    daemon: Daemon,
+    _daemon: Daemon,
     /// The wire door's `host:port`.
     wire: String,
 }
@@ -59,7 +59,7 @@ async fn world(tag: &str, pgwire_extra: &str) -> World {
     World {
         db,
         dir,
-        daemon,
+        _daemon: daemon,
         wire,
     }
 }
@@ -198,7 +198,7 @@ async fn queries_run_through_the_same_policy_and_audit_as_http() {
     );
     let e = alice.simple_query("DELETE FROM orders").await.unwrap_err();
     assert_eq!(code(&e), SqlState::INSUFFICIENT_PRIVILEGE);
-    let e = alice.simple_query("SELECT FROM WHERE").await.unwrap_err();
+    let e = alice.simple_query("SELEC id FROM orders").await.unwrap_err();
     assert_eq!(code(&e), SqlState::SYNTAX_ERROR);
     let e = alice
         .simple_query("SELECT * FROM orders_2024")
@@ -393,15 +393,18 @@ async fn portals_stream_with_row_limits_inside_a_transaction() {
     }
     assert_eq!(seen, (101..=200).collect::<Vec<i32>>());
     tx.commit().await.unwrap();
-    // One attempt and one completion for the portal, however many Executes.
-    let completions = w
+    // The Describe (planned at the warehouse, audited) and one run for the portal, however
+    // many Executes.
+    let (described, completions): (Vec<_>, Vec<_>) = w
         .audit()
         .into_iter()
         .filter(|r| {
             r.event == Event::QueryCompletion
                 && r.sql.as_deref() == Some("SELECT id FROM orders WHERE id > $1 ORDER BY id")
         })
-        .collect::<Vec<_>>();
+        .partition(|r| r.outcome.as_deref() == Some("described"));
+    assert_eq!(described.len(), 1, "{described:?}");
+    assert_eq!(described[0].rows, Some(0));
     assert_eq!(completions.len(), 1, "{completions:?}");
     assert_eq!(completions[0].rows, Some(100));
     assert_eq!(completions[0].outcome.as_deref(), Some("ok"));
@@ -481,7 +484,7 @@ async fn psql_connects_over_tls_and_plaintext_passwords_are_refused() {
 async fn psql_ctrl_c_cancels_a_slow_query() {
     let w = world("wire_sigint", "").await;
     let token = token_as("alice", "A");
-    let mut child = Command::new("psql")
+    let child = Command::new("psql")
         .arg(format!(
             "host=127.0.0.1 port={} user=alice dbname=world sslmode=disable",
             w.port()

@@ -63,6 +63,10 @@ pub enum Mode {
     Run,
     /// Say what the policy would send, without reading rows.
     Explain,
+    /// Plan the rewritten query at the warehouse without running it: its parameters' types
+    /// and its answer's schema (the wire door's Describe of a statement). Audited like a run
+    /// (attempt durable before the warehouse sees it; completion outcome `described`).
+    Describe,
 }
 
 /// A query as a caller sent it.
@@ -99,6 +103,9 @@ pub enum Outcome {
     Rows(Box<Answer>),
     /// The explain document (`decision` is `allow` or `reject`).
     Explained(Value),
+    /// What the warehouse says the query takes and returns (`None`: it cannot say without
+    /// running it).
+    Described(Option<sluice_connectors::Described>),
 }
 
 /// The engine: connections, the policy in force, the vault, the audit log.
@@ -319,6 +326,35 @@ impl Request<'_> {
         // The caller's own warehouse credential, then the attempt record, then the warehouse.
         let vault = engine.vault.as_deref();
         let mut run_as = RunAs::choose(vault, &engine.audit, &conn, &principal).await?;
+        if query.mode == Mode::Describe {
+            // The attempt is durable before the warehouse plans anything.
+            self.attempt().await?;
+            let describe = conn.connector.describe(QueryRequest {
+                sql: &rewritten.sql,
+                params: &bound.params,
+                request_id: &self.ctx.request_id,
+                credential: run_as.credential()?,
+            });
+            let describe = async {
+                timeout_at(self.start_by.into(), describe)
+                    .await
+                    .map_err(|_| Error::timeout())
+            };
+            let described = match unless_cancelled(self.ctx.cancel.as_mut(), describe).await? {
+                Ok(d) => d.map(|mut d| {
+                    // The caller's parameters only (the tenant's follow them).
+                    d.param_oids.truncate(query.params.len());
+                    d
+                }),
+                Err(ConnectorError::Unauthorized(_)) if run_as.refreshable() => {
+                    return Err(crate::vault::reauth_required(&conn.id));
+                }
+                Err(e) => return Err(warehouse_error(&e)),
+            };
+            let mut completion = self.audit.completion();
+            completion.finish("described", None).await;
+            return Ok(Outcome::Described(described));
+        }
         match engine.config.audit.durability {
             Durability::BeforeWarehouse => self.attempt().await?,
             // The warehouse starts while the attempt is committed; it is durable before the
@@ -387,6 +423,7 @@ impl Request<'_> {
         if !query.params.is_empty() {
             return Err(params::not_in_federated());
         }
+
         let mut run_as = std::collections::BTreeMap::new();
         for conn in sources.iter().map(SourceRef::connection) {
             if !run_as.contains_key(&conn.id) {
@@ -397,6 +434,12 @@ impl Request<'_> {
         }
         // The attempt is durable before any source sees anything (schema probes included).
         self.attempt().await?;
+        if query.mode == Mode::Describe {
+            // The workspace plans with every source's schema probe: not done for a Describe.
+            let mut completion = self.audit.completion();
+            completion.finish("described", None).await;
+            return Ok(Outcome::Described(None));
+        }
         let planning = async {
             timeout_at(
                 self.start_by.into(),

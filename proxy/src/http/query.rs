@@ -47,6 +47,7 @@ pub async fn handle_query(State(state): State<Arc<AppState>>, req: Request) -> R
             Err(e) => e.into_response(),
         },
         Ok((Outcome::Explained(doc), _)) => axum::Json(doc).into_response(),
+        Ok((Outcome::Described(_), _)) => Error::internal().into_response(),
         Err(e) => e.into_response(),
     }
 }
@@ -55,7 +56,7 @@ pub async fn handle_query(State(state): State<Arc<AppState>>, req: Request) -> R
 pub async fn handle_explain(State(state): State<Arc<AppState>>, req: Request) -> Response {
     match query(&state, req, Mode::Explain).await {
         Ok((Outcome::Explained(doc), _)) => axum::Json(doc).into_response(),
-        Ok((Outcome::Rows(_), _)) => Error::internal().into_response(),
+        Ok((Outcome::Rows(_) | Outcome::Described(_), _)) => Error::internal().into_response(),
         Err(e) => e.into_response(),
     }
 }
@@ -65,7 +66,7 @@ async fn query(state: &AppState, req: Request, mode: Mode) -> Result<(Outcome, F
     let (parts, body) = req.into_parts();
     let format = match mode {
         Mode::Run => Some(encode::negotiate(&parts.headers)),
-        Mode::Explain => None,
+        Mode::Explain | Mode::Describe => None,
     };
     let client = client_info(&parts);
     let ctx = Context {

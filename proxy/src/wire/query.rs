@@ -68,6 +68,9 @@ pub struct Prepared {
     sql: String,
     params: usize,
     local: Option<Result<Vec<Local>, Error>>,
+    /// The parameter types the warehouse gave when the statement was described (what the
+    /// client was told, so what its binary values are encoded as).
+    described: Arc<Mutex<Option<Vec<Type>>>>,
 }
 
 impl Prepared {
@@ -76,7 +79,16 @@ impl Prepared {
             sql: sql.to_string(),
             params: placeholders(sql),
             local: local::classify(sql).transpose(),
+            described: Arc::default(),
         }
+    }
+
+    fn described_type(&self, i: usize) -> Option<Type> {
+        self.described
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .and_then(|t| t.get(i).cloned())
     }
 }
 
@@ -140,6 +152,9 @@ pub(crate) struct Running {
     fields: Arc<Vec<FieldInfo>>,
     current: Option<RowEncoder>,
     cancel: watch::Receiver<bool>,
+    /// The answer has ended (CommandComplete sent): a further Execute returns no rows, as
+    /// PostgreSQL's does for a completed portal.
+    done: bool,
 }
 
 /// The state of one authenticated wire connection.
@@ -284,6 +299,14 @@ fn method_tried(password: &str) -> &'static str {
     }
 }
 
+fn unsupported_column() -> Error {
+    Error::new(
+        Kind::Request,
+        "not_supported",
+        "a column of the answer has a type the PostgreSQL protocol cannot carry",
+    )
+}
+
 fn text_field(name: &str) -> FieldInfo {
     FieldInfo::new(name.to_string(), None, None, Type::TEXT, FieldFormat::Text)
 }
@@ -307,6 +330,22 @@ impl Queries {
         }
     }
 
+    /// Describes a statement at the warehouse (through the policy and the audit, like a run).
+    async fn describe(
+        &self,
+        session: &Session,
+        sql: &str,
+        params: usize,
+    ) -> Result<Option<sluice_connectors::Described>, Error> {
+        match self
+            .request(session, sql, vec![ParamValue::Null; params], Mode::Describe)
+            .await?
+        {
+            Outcome::Described(d) => Ok(d),
+            _ => Err(Error::internal()),
+        }
+    }
+
     /// Starts a statement in the engine: the credential verified again, then the engine's
     /// whole pipeline up to the answer's first batch.
     async fn start(
@@ -316,6 +355,38 @@ impl Queries {
         params: Vec<ParamValue>,
         format: &Format,
     ) -> Result<Running, Error> {
+        let mut answer = match self.request(session, sql, params, Mode::Run).await? {
+            Outcome::Rows(a) => *a,
+            _ => return Err(Error::internal()),
+        };
+        let fields = match arrow_schema_to_pg_fields(answer.schema(), format, None) {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::warn!(error = %e, "pgwire: an answer column has no PostgreSQL type");
+                let err = unsupported_column();
+                answer.finish(Some(&err)).await;
+                return Err(err);
+            }
+        };
+        Ok(Running {
+            portal: 0,
+            answer,
+            fields: Arc::new(fields),
+            current: None,
+            // Already `true` if a cancel came while the answer started.
+            cancel: session.cancel.subscribe(),
+            done: false,
+        })
+    }
+
+    /// One engine request for a statement of this session.
+    async fn request(
+        &self,
+        session: &Session,
+        sql: &str,
+        params: Vec<ParamValue>,
+        mode: Mode,
+    ) -> Result<Outcome, Error> {
         let request_id = Uuid::new_v4().to_string();
         REQUEST_ID
             .scope(request_id.clone(), async {
@@ -362,36 +433,14 @@ impl Queries {
                         sql: sql.to_string(),
                         params,
                         connection: session.connection.clone(),
-                        mode: Mode::Run,
+                        mode,
                     })
                     .await;
-                let mut answer = match outcome {
-                    Ok(Outcome::Rows(a)) => *a,
-                    Ok(Outcome::Explained(_)) => return Err(Error::internal()),
+                match outcome {
                     // The engine reports a CancelRequest as the client leaving.
-                    Err(e) if e.kind == Kind::ClientGone => return Err(cancelled(session)),
-                    Err(e) => return Err(e),
-                };
-                let fields = match arrow_schema_to_pg_fields(answer.schema(), format, None) {
-                    Ok(f) => f,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "pgwire: an answer column has no PostgreSQL type");
-                        let err = Error::new(
-                            Kind::Request,
-                            "not_supported",
-                            "a column of the answer has a type the PostgreSQL protocol cannot carry",
-                        );
-                        answer.finish(Some(&err)).await;
-                        return Err(err);
-                    }
-                };
-                Ok(Running {
-                    portal: 0,
-                    answer,
-                    fields: Arc::new(fields),
-                    current: None,
-                    cancel,
-                })
+                    Err(e) if e.kind == Kind::ClientGone => Err(cancelled(session)),
+                    other => other,
+                }
             })
             .await
     }
@@ -410,6 +459,10 @@ impl Queries {
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
         let mut sent = 0usize;
+        if running.done {
+            client.feed(complete(Tag::new("SELECT").with_rows(0))).await?;
+            return Ok(Stopped::Finished);
+        }
         loop {
             if max_rows > 0 && sent >= max_rows {
                 return Ok(Stopped::Suspended);
@@ -464,6 +517,7 @@ impl Queries {
                             .await?;
                     }
                     running.answer.finish(None).await;
+                    running.done = true;
                     client
                         .feed(complete(Tag::new("SELECT").with_rows(sent)))
                         .await?;
@@ -690,6 +744,7 @@ fn bound(portal: &Portal<Prepared>, i: usize) -> Result<ParamValue, Error> {
         .get(i)
         .cloned()
         .flatten()
+        .or_else(|| portal.statement.statement.described_type(i))
         .unwrap_or(Type::UNKNOWN);
     let bad = |e: &dyn std::fmt::Display| {
         Error::request(
@@ -863,13 +918,40 @@ impl ExtendedQueryHandler for Queries {
                     }
                     None => return Err(PgWireError::StatementNotFound(name)),
                 };
+                let prepared = &stmt.statement;
+                let fields = if prepared.local.is_some() {
+                    local_fields(prepared)
+                } else {
+                    let session = session(client)?;
+                    Self::check_failed(client, None)?;
+                    match self
+                        .describe(&session, &prepared.sql, prepared.params)
+                        .await
+                        .map_err(|e| wire_error(&e))?
+                    {
+                        Some(d) => {
+                            let types = d
+                                .param_oids
+                                .iter()
+                                .map(|o| Type::from_oid(*o).unwrap_or(Type::TEXT))
+                                .collect();
+                            *prepared
+                                .described
+                                .lock()
+                                .unwrap_or_else(|p| p.into_inner()) = Some(types);
+                            arrow_schema_to_pg_fields(&d.schema, &Format::UnifiedText, None)
+                                .map_err(|_| sqlstate::error(&unsupported_column()))?
+                        }
+                        // The warehouse cannot say without running it.
+                        None => vec![],
+                    }
+                };
                 let types = parameter_types(&stmt);
                 client
                     .feed(PgWireBackendMessage::ParameterDescription(
                         ParameterDescription::new(types.iter().map(Type::oid).collect()),
                     ))
                     .await?;
-                let fields = local_fields(&stmt.statement);
                 if fields.is_empty() {
                     client.send(PgWireBackendMessage::NoData(NoData::new())).await?;
                 } else {
@@ -1039,7 +1121,8 @@ impl Queries {
                             .await?;
                         session.keep_running(name, running);
                     }
-                    Stopped::Finished => {}
+                    // Kept (ended) until the portal closes: another Execute returns no rows.
+                    Stopped::Finished => session.keep_running(name, running),
                 }
                 Ok(())
             }
@@ -1047,7 +1130,8 @@ impl Queries {
     }
 }
 
-/// A statement's parameter types: the client's, else `text`.
+/// A statement's parameter types: the client's, else the warehouse's (when described), else
+/// `text`.
 fn parameter_types(stmt: &StoredStatement<Prepared>) -> Vec<Type> {
     (0..stmt.statement.params.max(stmt.parameter_types.len()))
         .map(|i| {
@@ -1055,6 +1139,7 @@ fn parameter_types(stmt: &StoredStatement<Prepared>) -> Vec<Type> {
                 .get(i)
                 .cloned()
                 .flatten()
+                .or_else(|| stmt.statement.described_type(i))
                 .unwrap_or(Type::TEXT)
         })
         .collect()

@@ -50,6 +50,11 @@ impl CancelSlot {
         self.tx.subscribe()
     }
 
+    /// A receiver of the current statement's signal (without resetting it).
+    pub fn subscribe(&self) -> watch::Receiver<bool> {
+        self.tx.subscribe()
+    }
+
     /// Cancels the running statement (a no-op between statements: the next one resets it).
     pub fn cancel(&self) {
         self.tx.send_replace(true);
