@@ -691,8 +691,7 @@ impl Connector for PostgresConnector {
                 tenant_set.map_err(|e| exec_error(&e))?;
                 let statement = prepared.map_err(|e| ConnectorError::Plan(describe(&e)))?;
                 if statement_key.sql.len() <= crate::pool::MAX_CACHED_STATEMENT_BYTES {
-                    conn.statements
-                        .insert(statement_key, statement.clone());
+                    conn.statements.insert(statement_key, statement.clone());
                 }
                 statement
             }

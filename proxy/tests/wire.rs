@@ -35,7 +35,7 @@ fn token_as(user: &str, tenant: &str) -> String {
 struct World {
     db: TestDb,
     dir: tempfile::TempDir,
-    _daemon: Daemon,
+    daemon: Daemon,
     /// The wire door's `host:port`.
     wire: String,
 }
@@ -59,7 +59,7 @@ async fn world(tag: &str, pgwire_extra: &str) -> World {
     World {
         db,
         dir,
-        _daemon: daemon,
+        daemon,
         wire,
     }
 }
@@ -77,16 +77,19 @@ impl World {
     }
 
     async fn client(&self, user: &str, tenant: &str) -> tokio_postgres::Client {
-        let (client, conn) =
-            tokio_postgres::connect(&self.conn_str(user, &token_as(user, tenant), "world"), NoTls)
-                .await
-                .unwrap();
+        let (client, conn) = tokio_postgres::connect(
+            &self.conn_str(user, &token_as(user, tenant), "world"),
+            NoTls,
+        )
+        .await
+        .unwrap();
         tokio::spawn(conn);
         client
     }
 
     fn audit(&self) -> Vec<AuditRecord> {
-        let audit = sluice_audit::open_read_only(&self.dir.path().join("data/audit.sqlite")).unwrap();
+        let audit =
+            sluice_audit::open_read_only(&self.dir.path().join("data/audit.sqlite")).unwrap();
         sluice_audit::read_settled(&audit, Duration::from_secs(5)).unwrap()
     }
 
@@ -119,7 +122,9 @@ impl World {
 }
 
 fn code(e: &tokio_postgres::Error) -> SqlState {
-    e.code().cloned().unwrap_or_else(|| panic!("no SQLSTATE: {e:?}"))
+    e.code()
+        .cloned()
+        .unwrap_or_else(|| panic!("no SQLSTATE: {e:?}"))
 }
 
 #[tokio::test]
@@ -198,7 +203,10 @@ async fn queries_run_through_the_same_policy_and_audit_as_http() {
     );
     let e = alice.simple_query("DELETE FROM orders").await.unwrap_err();
     assert_eq!(code(&e), SqlState::INSUFFICIENT_PRIVILEGE);
-    let e = alice.simple_query("SELEC id FROM orders").await.unwrap_err();
+    let e = alice
+        .simple_query("SELEC id FROM orders")
+        .await
+        .unwrap_err();
     assert_eq!(code(&e), SqlState::SYNTAX_ERROR);
     let e = alice
         .simple_query("SELECT * FROM orders_2024")
@@ -261,7 +269,11 @@ async fn queries_run_through_the_same_policy_and_audit_as_http() {
         .filter(|r| r.code.as_deref() == Some("pgwire_login"))
         .collect();
     assert_eq!(logins.len(), 2, "one login record per connection");
-    assert!(logins.iter().all(|r| r.front_door.as_deref() == Some("pgwire")));
+    assert!(
+        logins
+            .iter()
+            .all(|r| r.front_door.as_deref() == Some("pgwire"))
+    );
     let queries: Vec<_> = records
         .iter()
         .filter(|r| matches!(r.event, Event::QueryAttempt | Event::QueryDenied))
@@ -276,20 +288,29 @@ async fn queries_run_through_the_same_policy_and_audit_as_http() {
     let denied = records
         .iter()
         .find(|r| {
-            r.event == Event::QueryDenied && r.sql.as_deref() == Some("SELECT card_number FROM orders")
+            r.event == Event::QueryDenied
+                && r.sql.as_deref() == Some("SELECT card_number FROM orders")
         })
         .expect("the refusal is audited");
     assert_eq!(denied.user.as_deref(), Some("alice"));
     assert_eq!(denied.tenant.as_deref(), Some("A"));
     // Local statements never reach the engine (nor the audit's query records).
-    assert!(records.iter().all(|r| r.sql.as_deref() != Some("SHOW application_name")));
+    assert!(
+        records
+            .iter()
+            .all(|r| r.sql.as_deref() != Some("SHOW application_name"))
+    );
     // The chain (with the new field) verifies.
     let out = Command::new(common::BIN)
         .args(["audit", "verify", "--data-dir"])
         .arg(w.dir.path().join("data"))
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[tokio::test]
@@ -425,7 +446,14 @@ fn psql(w: &World, conninfo: &str, password: &str, args: &[&str]) -> std::proces
 fn self_signed(dir: &Path) -> (String, String) {
     let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
     let out = Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"])
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+        ])
         .args(["-nodes", "-days", "1", "-subj", "/CN=localhost", "-keyout"])
         .arg(&key)
         .arg("-out")
@@ -457,7 +485,10 @@ async fn psql_connects_over_tls_and_plaintext_passwords_are_refused() {
         &["-c", "SELECT count(*) FROM orders"],
     );
     assert!(out.status.success(), "{out:?}");
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), A_ORDERS.to_string());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        A_ORDERS.to_string()
+    );
     // Without TLS the password is never asked for.
     let out = psql(
         &w,
@@ -473,7 +504,12 @@ async fn psql_connects_over_tls_and_plaintext_passwords_are_refused() {
         &w,
         &format!("{base} sslmode=require"),
         &token,
-        &["-c", "SHOW server_version", "-c", "SELECT current_database()"],
+        &[
+            "-c",
+            "SHOW server_version",
+            "-c",
+            "SELECT current_database()",
+        ],
     );
     assert!(out.status.success(), "{out:?}");
     let text = String::from_utf8_lossy(&out.stdout);
@@ -498,7 +534,13 @@ async fn psql_ctrl_c_cancels_a_slow_query() {
     w.wait_until_running().await;
     // psql sends a CancelRequest on SIGINT.
     let pid = child.id().to_string();
-    assert!(Command::new("kill").args(["-INT", &pid]).status().unwrap().success());
+    assert!(
+        Command::new("kill")
+            .args(["-INT", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
     w.wait_until_gone("after psql's Ctrl-C").await;
     let out = child.wait_with_output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
@@ -531,6 +573,181 @@ async fn pgbench_runs_a_custom_script_in_both_protocols() {
             text.contains("number of transactions actually processed: 50/50"),
             "{mode}: {text}"
         );
-        assert!(text.contains("number of failed transactions: 0"), "{mode}: {text}");
+        assert!(
+            text.contains("number of failed transactions: 0"),
+            "{mode}: {text}"
+        );
     }
+}
+
+/// Every string in a wire answer, checked for tenant-B data.
+fn leak(v: &str) -> bool {
+    v.contains("LEAK") || v.parse::<f64>().is_ok_and(|n| n >= 900_000.0)
+}
+
+#[tokio::test]
+async fn the_security_corpus_gets_the_same_decisions_through_the_wire_door() {
+    const CORPUS: &str = include_str!("../../../shared/security/public-corpus.jsonl");
+    let w = world("wire_corpus", "").await;
+    let alice = w.client("alice", "A").await;
+    let http = reqwest::Client::new();
+    let token = token_as("alice", "A");
+    let mut failures = Vec::new();
+    let (mut same, mut local) = (0, 0);
+    for line in CORPUS.lines().filter(|l| !l.trim().is_empty()) {
+        let case: serde_json::Value = serde_json::from_str(line).unwrap();
+        if case["dialect"].as_str() != Some("postgres") {
+            continue;
+        }
+        let id = case["id"].as_str().unwrap();
+        let sql = case["sql"].as_str().unwrap();
+        let resp = http
+            .post(format!("{}/v1/query", w.daemon.url))
+            .bearer_auth(&token)
+            .json(&json!({"sql": sql, "connection": "world"}))
+            .send()
+            .await
+            .unwrap();
+        let http_ok = resp.status().is_success();
+        let body: serde_json::Value = resp.json().await.unwrap();
+        let wire = alice.simple_query(sql).await;
+        match (&wire, http_ok) {
+            (Ok(messages), _) => {
+                let mut rows = 0u64;
+                for m in messages {
+                    if let tokio_postgres::SimpleQueryMessage::Row(r) = m {
+                        rows += 1;
+                        for i in 0..r.len() {
+                            if r.get(i).is_some_and(leak) {
+                                failures.push(format!("{id}: tenant-B data through the wire"));
+                            }
+                        }
+                    }
+                }
+                if http_ok && Some(rows) != body["row_count"].as_u64() {
+                    failures.push(format!(
+                        "{id}: {rows} rows by wire, {} by HTTP",
+                        body["row_count"]
+                    ));
+                } else if http_ok {
+                    same += 1;
+                } else if sluice::wire::local::classify(sql).is_ok_and(|l| l.is_some()) {
+                    // Answered by sluice itself (a session function, a SET): no warehouse.
+                    local += 1;
+                } else {
+                    failures.push(format!(
+                        "{id}: refused by HTTP ({}), allowed by wire",
+                        body["code"]
+                    ));
+                }
+            }
+            (Err(e), false) => {
+                let detail = e
+                    .as_db_error()
+                    .and_then(|d| d.detail())
+                    .unwrap_or_default()
+                    .to_string();
+                let message = e
+                    .as_db_error()
+                    .map(|d| d.message().to_string())
+                    .unwrap_or_default();
+                if leak(&message) || leak(&detail) {
+                    failures.push(format!("{id}: tenant-B data in an error"));
+                }
+                let code = body["code"].as_str().unwrap_or_default();
+                if detail.starts_with(&format!("sluice: {code}"))
+                    || sluice::wire::local::classify(sql).is_err()
+                {
+                    same += 1;
+                } else {
+                    failures.push(format!(
+                        "{id}: HTTP code {code}, wire {detail:?} ({message})"
+                    ));
+                }
+            }
+            (Err(e), true) => {
+                failures.push(format!("{id}: allowed by HTTP, refused by wire: {e:?}"))
+            }
+        }
+    }
+    println!("wire corpus: {same} same decisions, {local} answered locally");
+    assert!(same > 20, "{same}");
+    assert!(
+        failures.is_empty(),
+        "{} failures:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
+/// psycopg 3 (PyPI, with its bundled libpq): server-side parameters, a prepared statement
+/// reused, `COPY` refused with a clear error, and a 1 M-row answer streamed row by row while
+/// the daemon's memory stays flat.
+const PSYCOPG_SCRIPT: &str = r#"
+import sys, psycopg
+with psycopg.connect(sys.argv[1], autocommit=True) as conn:
+    cur = conn.execute("SELECT id, note FROM orders WHERE id = %s", (5,))
+    assert cur.fetchall() == [(5, "note-5")]
+    for i in range(1, 8):
+        row = conn.execute("SELECT amount FROM orders WHERE id = %s", (i,), prepare=True).fetchone()
+        assert float(row[0]) == 10 + i, row
+    try:
+        with conn.cursor().copy("COPY orders TO STDOUT") as copy:
+            for _ in copy:
+                pass
+        raise SystemExit("COPY was not refused")
+    except psycopg.errors.InsufficientPrivilege as e:
+        assert (e.diag.message_detail or "").startswith("sluice:"), e
+    n = 0
+    for row in conn.cursor().stream(
+        "SELECT a.id, b.id, c.id FROM orders a, orders b, orders c LIMIT 1000000"
+    ):
+        n += 1
+    assert n == 1000000, n
+print("ok")
+"#;
+
+/// The daemon's peak resident memory so far (kB).
+fn peak_rss_kb(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+#[tokio::test]
+async fn psycopg_binds_prepares_and_streams_in_flat_memory() {
+    let w = world("wire_psycopg", "[limits]\nmax_result_rows = 2000000").await;
+    let venvs = std::env::var_os("SLUICE_TEST_VENVS")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            std::path::PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cache/sluice-venvs")
+        });
+    let python = venvs.join("clients/bin/python");
+    assert!(
+        python.exists(),
+        "{} is required (.ci/run installs psycopg there)",
+        python.display()
+    );
+    let before = peak_rss_kb(w.daemon.child.id());
+    let out = Command::new(&python)
+        .arg("-c")
+        .arg(PSYCOPG_SCRIPT)
+        .arg(w.conn_str("alice", &token_as("alice", "A"), "world"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let grown_mb = (peak_rss_kb(w.daemon.child.id()) - before) / 1024;
+    println!("daemon peak RSS growth over a 1 M-row answer: {grown_mb} MB");
+    assert!(
+        grown_mb < 256,
+        "the answer was held in memory: +{grown_mb} MB"
+    );
 }

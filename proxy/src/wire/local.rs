@@ -168,10 +168,12 @@ fn value_text(e: &Expr) -> Option<String> {
 }
 
 fn read_only_modes(modes: &[TransactionMode]) -> Result<(), Error> {
-    if modes
-        .iter()
-        .any(|m| matches!(m, TransactionMode::AccessMode(TransactionAccessMode::ReadWrite)))
-    {
+    if modes.iter().any(|m| {
+        matches!(
+            m,
+            TransactionMode::AccessMode(TransactionAccessMode::ReadWrite)
+        )
+    }) {
         return Err(refused(
             "read_only",
             "sluice is read-only: transactions are READ ONLY",

@@ -21,8 +21,8 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Debug;
-use std::sync::Mutex;
 use std::sync::Arc;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use arrow_pg::datatypes::arrow_schema_to_pg_fields;
@@ -53,11 +53,11 @@ use uuid::Uuid;
 
 use crate::app::AppState;
 use crate::auth::Credential;
+use crate::auth::principal::ClientInfo as Client;
 use crate::context::REQUEST_ID;
 use crate::engine::{Answer, Context, Mode, Outcome, ParamValue, Query, params};
 use crate::error::{Error, Kind};
 use crate::wire::local::{self, Local, SessionFacts};
-use crate::auth::principal::ClientInfo as Client;
 use crate::wire::session::{CancelSlot, Registration};
 use crate::wire::sqlstate;
 
@@ -460,7 +460,9 @@ impl Queries {
     {
         let mut sent = 0usize;
         if running.done {
-            client.feed(complete(Tag::new("SELECT").with_rows(0))).await?;
+            client
+                .feed(complete(Tag::new("SELECT").with_rows(0)))
+                .await?;
             return Ok(Stopped::Finished);
         }
         loop {
@@ -665,7 +667,9 @@ impl Queries {
         let session = session(client)?;
         if sql.chars().all(|c| c == ';' || c.is_whitespace()) {
             client
-                .feed(PgWireBackendMessage::EmptyQueryResponse(EmptyQueryResponse::new()))
+                .feed(PgWireBackendMessage::EmptyQueryResponse(
+                    EmptyQueryResponse::new(),
+                ))
                 .await?;
             return Ok(());
         }
@@ -756,14 +760,18 @@ fn bound(portal: &Portal<Prepared>, i: usize) -> Result<ParamValue, Error> {
         return Ok(ParamValue::Null);
     }
     let value = match ty {
-        Type::BOOL => portal.parameter::<bool>(i, &ty).map(|v| v.map(ParamValue::Bool)),
+        Type::BOOL => portal
+            .parameter::<bool>(i, &ty)
+            .map(|v| v.map(ParamValue::Bool)),
         Type::INT2 => portal
             .parameter::<i16>(i, &ty)
             .map(|v| v.map(|x| ParamValue::Int(x.into()))),
         Type::INT4 => portal
             .parameter::<i32>(i, &ty)
             .map(|v| v.map(|x| ParamValue::Int(x.into()))),
-        Type::INT8 => portal.parameter::<i64>(i, &ty).map(|v| v.map(ParamValue::Int)),
+        Type::INT8 => portal
+            .parameter::<i64>(i, &ty)
+            .map(|v| v.map(ParamValue::Int)),
         Type::FLOAT4 => portal
             .parameter::<f32>(i, &ty)
             .map(|v| v.map(|x| ParamValue::Float(x.into()))),
@@ -810,7 +818,11 @@ fn bound(portal: &Portal<Prepared>, i: usize) -> Result<ParamValue, Error> {
     match value {
         Some(ParamValue::Text(s)) if s.len() > params::MAX_PARAM_BYTES => Err(Error::request(
             "invalid_parameter",
-            format!("parameter ${} is longer than {} bytes", i + 1, params::MAX_PARAM_BYTES),
+            format!(
+                "parameter ${} is longer than {} bytes",
+                i + 1,
+                params::MAX_PARAM_BYTES
+            ),
         )),
         Some(v) => Ok(v),
         None => Ok(ParamValue::Null),
@@ -837,7 +849,9 @@ impl SimpleQueryHandler for Queries {
         result?;
         let status = client.transaction_status();
         client
-            .send(PgWireBackendMessage::ReadyForQuery(ReadyForQuery::new(status)))
+            .send(PgWireBackendMessage::ReadyForQuery(ReadyForQuery::new(
+                status,
+            )))
             .await?;
         Ok(())
     }
@@ -878,7 +892,9 @@ impl ExtendedQueryHandler for Queries {
             Some(Entry::Value(p)) => p,
             Some(Entry::Empty) => {
                 client
-                    .feed(PgWireBackendMessage::EmptyQueryResponse(EmptyQueryResponse::new()))
+                    .feed(PgWireBackendMessage::EmptyQueryResponse(
+                        EmptyQueryResponse::new(),
+                    ))
                     .await?;
                 return Ok(());
             }
@@ -913,7 +929,9 @@ impl ExtendedQueryHandler for Queries {
                 let stmt = match client.portal_store().get_statement(&name) {
                     Some(Entry::Value(s)) => s,
                     Some(Entry::Empty) => {
-                        client.send(PgWireBackendMessage::NoData(NoData::new())).await?;
+                        client
+                            .send(PgWireBackendMessage::NoData(NoData::new()))
+                            .await?;
                         return Ok(());
                     }
                     None => return Err(PgWireError::StatementNotFound(name)),
@@ -935,10 +953,8 @@ impl ExtendedQueryHandler for Queries {
                                 .iter()
                                 .map(|o| Type::from_oid(*o).unwrap_or(Type::TEXT))
                                 .collect();
-                            *prepared
-                                .described
-                                .lock()
-                                .unwrap_or_else(|p| p.into_inner()) = Some(types);
+                            *prepared.described.lock().unwrap_or_else(|p| p.into_inner()) =
+                                Some(types);
                             arrow_schema_to_pg_fields(&d.schema, &Format::UnifiedText, None)
                                 .map_err(|_| sqlstate::error(&unsupported_column()))?
                         }
@@ -953,7 +969,9 @@ impl ExtendedQueryHandler for Queries {
                     ))
                     .await?;
                 if fields.is_empty() {
-                    client.send(PgWireBackendMessage::NoData(NoData::new())).await?;
+                    client
+                        .send(PgWireBackendMessage::NoData(NoData::new()))
+                        .await?;
                 } else {
                     client.send(row_description(&fields)).await?;
                 }
@@ -963,7 +981,9 @@ impl ExtendedQueryHandler for Queries {
                 let portal = match client.portal_store().get_portal(&name) {
                     Some(Entry::Value(p)) => p,
                     Some(Entry::Empty) => {
-                        client.send(PgWireBackendMessage::NoData(NoData::new())).await?;
+                        client
+                            .send(PgWireBackendMessage::NoData(NoData::new()))
+                            .await?;
                         return Ok(());
                     }
                     None => return Err(PgWireError::PortalNotFound(name)),
@@ -971,7 +991,9 @@ impl ExtendedQueryHandler for Queries {
                 if portal.statement.statement.local.is_some() {
                     let fields = local_fields(&portal.statement.statement);
                     if fields.is_empty() {
-                        client.send(PgWireBackendMessage::NoData(NoData::new())).await?;
+                        client
+                            .send(PgWireBackendMessage::NoData(NoData::new()))
+                            .await?;
                     } else {
                         client.send(row_description(&fields)).await?;
                     }
@@ -1010,7 +1032,9 @@ impl ExtendedQueryHandler for Queries {
         client.portal_store().rm_portal(DEFAULT_NAME);
         let status = client.transaction_status();
         client
-            .send(PgWireBackendMessage::ReadyForQuery(ReadyForQuery::new(status)))
+            .send(PgWireBackendMessage::ReadyForQuery(ReadyForQuery::new(
+                status,
+            )))
             .await?;
         Ok(())
     }

@@ -19,7 +19,6 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::task::AbortHandle;
 
-
 /// How the audit log names this front door.
 pub const FRONT_DOOR: &str = "pgwire";
 

@@ -53,7 +53,11 @@ fn as_sqlstate(code: &str) -> Option<&'static str> {
 
 /// The error message the client gets.
 pub fn error_info(e: &Error, severity: &str) -> ErrorInfo {
-    let mut info = ErrorInfo::new(severity.to_string(), sqlstate(e).to_string(), e.message.clone());
+    let mut info = ErrorInfo::new(
+        severity.to_string(),
+        sqlstate(e).to_string(),
+        e.message.clone(),
+    );
     info.detail = Some(match e.reason {
         Some(r) => format!("sluice: {} ({r})", e.code),
         None => format!("sluice: {}", e.code),

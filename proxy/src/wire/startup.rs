@@ -121,7 +121,11 @@ fn tls_required() -> Error {
 
 #[async_trait]
 impl StartupHandler for Startup {
-    async fn on_startup<C>(&self, client: &mut C, message: PgWireFrontendMessage) -> PgWireResult<()>
+    async fn on_startup<C>(
+        &self,
+        client: &mut C,
+        message: PgWireFrontendMessage,
+    ) -> PgWireResult<()>
     where
         C: PgClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
         C::Error: Debug,
@@ -226,7 +230,8 @@ impl Startup {
                      connection"
                 ),
             );
-            self.audit_denied(&info, Some(&principal.user), e.code).await;
+            self.audit_denied(&info, Some(&principal.user), e.code)
+                .await;
             return Err(fatal(&e));
         };
         let mut r = AuditRecord::new(

@@ -232,7 +232,11 @@ impl Daemon {
 
     /// As [`Daemon::start`], for a configuration with `[pgwire] listen`: the daemon and the
     /// wire door's `host:port`.
-    pub fn start_with_wire(config: &Path, data_dir: &Path, env: &[(&str, &str)]) -> (Daemon, String) {
+    pub fn start_with_wire(
+        config: &Path,
+        data_dir: &Path,
+        env: &[(&str, &str)],
+    ) -> (Daemon, String) {
         let config = config.to_str().unwrap();
         let (child, rx) = spawn(&["--config", config], data_dir, env);
         let url = line_after(&rx, "sluice listening on ");
