@@ -70,10 +70,13 @@ impl CancelSlot {
     }
 }
 
+/// A connection's cancel key: its process id and secret key (as bytes).
+type CancelKey = (i32, Vec<u8>);
+
 /// Open connections by (process id, secret key), for CancelRequests.
 #[derive(Default)]
 pub struct Cancels {
-    map: Mutex<HashMap<(i32, Vec<u8>), Weak<CancelSlot>>>,
+    map: Mutex<HashMap<CancelKey, Weak<CancelSlot>>>,
 }
 
 impl Cancels {
@@ -97,7 +100,7 @@ impl Cancels {
 /// A registered cancel key; removed on drop (the connection ended).
 pub struct Registration {
     cancels: Arc<Cancels>,
-    key: (i32, Vec<u8>),
+    key: CancelKey,
 }
 
 impl Drop for Registration {
