@@ -16,7 +16,10 @@
 //!   written in it, in one round trip (`query_typed`: unnamed statement);
 //! - PgBouncer 1.18 (transaction pooling, 32 server connections) with the same client code;
 //! - sluice over HTTP/1.1 keep-alive (`c` connections), an HS256 JWT, the query without the
-//!   tenant filter (the policy adds it), JSON for the point query, Arrow for 10,000 rows.
+//!   tenant filter (the policy adds it), JSON for the point query, Arrow for 10,000 rows;
+//! - `--only wire`: pgbench (`-M prepared` and `-M extended`, a custom point-query script)
+//!   straight to PostgreSQL, through PgBouncer and through sluice's PostgreSQL-wire door
+//!   (password = the JWT); p50 / p99 from pgbench's per-transaction log.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::io::{BufRead, BufReader};
@@ -224,6 +227,8 @@ fn running_as_root() -> bool {
 struct Daemon {
     child: Child,
     url: String,
+    /// The PostgreSQL-wire door's `host:port`.
+    wire: String,
     _dir: tempfile::TempDir,
 }
 
@@ -263,6 +268,9 @@ query_timeout_ms = 1200000
 
 [federation]
 max_source_rows = 10000000
+
+[pgwire]
+listen = "127.0.0.1:0"
 
 [[connections]]
 id = "pg"
@@ -320,10 +328,20 @@ columns = ["k", "tenant_id", "v"]
                 break rest.trim().to_string();
             }
         };
+        let wire = loop {
+            let line = lines
+                .next()
+                .expect("the daemon prints its wire address")
+                .unwrap();
+            if let Some(rest) = line.strip_prefix("sluice PostgreSQL wire protocol on ") {
+                break rest.trim().to_string();
+            }
+        };
         std::thread::spawn(move || for _ in lines {});
         Daemon {
             child,
             url,
+            wire,
             _dir: dir,
         }
     }
@@ -811,6 +829,141 @@ format = "parquet"
     println!("\nRatio federated / local: {:.1}× time.", best / best_local);
 }
 
+/// One pgbench run: tps (without connection time) and p50 / p99 latency (µs) from its
+/// per-transaction log.
+fn pgbench(
+    port: &str,
+    user: &str,
+    password: &str,
+    db: &str,
+    script: &str,
+    mode: &str,
+    c: usize,
+    seconds: f64,
+) -> Stats {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("point.sql");
+    std::fs::write(&file, script).unwrap();
+    let prefix = dir.path().join("log");
+    let threads = c.clamp(1, 2).to_string();
+    let out = Command::new("pgbench")
+        .args(["-n", "-h", "127.0.0.1", "-p", port, "-U", user, "-M", mode])
+        .args(["-c", &c.to_string(), "-j", &threads])
+        .args([
+            "-T",
+            &format!("{}", seconds.ceil() as u64),
+            "-l",
+            "--log-prefix",
+        ])
+        .arg(&prefix)
+        .arg("-f")
+        .arg(&file)
+        .arg(db)
+        .env("PGPASSWORD", password)
+        .output()
+        .expect("pgbench (postgresql-client) is required");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "pgbench: {text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("number of failed transactions: 0"), "{text}");
+    let tps = text
+        .lines()
+        .find(|l| l.starts_with("tps = "))
+        .and_then(|l| l.split_whitespace().nth(2))
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or(0.0);
+    let mut lat: Vec<u32> = vec![];
+    for entry in std::fs::read_dir(dir.path()).unwrap() {
+        let path = entry.unwrap().path();
+        if path
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with("log"))
+        {
+            for line in std::fs::read_to_string(&path).unwrap().lines() {
+                // client_id transaction_no time script_no time_epoch time_us
+                if let Some(us) = line.split_whitespace().nth(2).and_then(|v| v.parse().ok()) {
+                    lat.push(us);
+                }
+            }
+        }
+    }
+    lat.sort_unstable();
+    Stats {
+        qps: tps,
+        p50_us: percentile(&lat, 0.50),
+        p99_us: percentile(&lat, 0.99),
+        n: lat.len(),
+    }
+}
+
+/// The point query by pgbench (`-M prepared` and `-M extended`), straight to PostgreSQL,
+/// through PgBouncer and through sluice's PostgreSQL-wire door, in one run.
+async fn wire_section(a: &Args) {
+    let bouncer = pgbouncer();
+    let daemon = Daemon::start(&a.sluice, "");
+    let token = token();
+    let wire_port = daemon.wire.rsplit(':').next().unwrap().to_string();
+    let bouncer_port = bouncer.port.to_string();
+    let direct = format!(
+        "\\set id random(1, {})\nSELECT id, tenant_id, v, label FROM points WHERE tenant_id = 'A' AND id = :id;\n",
+        POINTS
+    );
+    let through = format!(
+        "\\set id random(1, {})\nSELECT id, tenant_id, v, label FROM points WHERE id = :id;\n",
+        POINTS
+    );
+    println!(
+        "\n### pgbench point query: direct, PgBouncer, sluice's wire door ({} s per cell)\n",
+        a.seconds
+    );
+    println!(
+        "| mode | c | direct tps | direct p50 / p99 µs | PgBouncer tps | p50 / p99 µs | sluice wire tps | p50 / p99 µs | sluice/direct | sluice/PgBouncer | sluice − direct p50 µs |"
+    );
+    println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
+    for mode in ["prepared", "extended"] {
+        for &c in &a.concurrency {
+            let d = pgbench("5432", "postgres", "", DB, &direct, mode, c, a.seconds);
+            let b = pgbench(
+                &bouncer_port,
+                "postgres",
+                "",
+                DB,
+                &direct,
+                mode,
+                c,
+                a.seconds,
+            );
+            // Warm: the daemon's pool, caches.
+            let _ = pgbench(&wire_port, "bench", &token, "pg", &through, mode, c, 1.0);
+            let w = pgbench(
+                &wire_port, "bench", &token, "pg", &through, mode, c, a.seconds,
+            );
+            println!(
+                "| {mode} | {c} | {:.0} | {:.0} / {:.0} | {:.0} | {:.0} / {:.0} | {:.0} | {:.0} / {:.0} | {:.2} | {:.2} | {:+.0} |",
+                d.qps,
+                d.p50_us,
+                d.p99_us,
+                b.qps,
+                b.p50_us,
+                b.p99_us,
+                w.qps,
+                w.p50_us,
+                w.p99_us,
+                w.qps / d.qps,
+                w.qps / b.qps,
+                w.p50_us - d.p50_us
+            );
+            eprintln!(
+                "  (pgbench {mode} c={c}: {} / {} / {} transactions)",
+                d.n, b.n, w.n
+            );
+        }
+    }
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let a = args();
@@ -829,5 +982,8 @@ async fn main() {
     }
     if run("federation") {
         federation_section(&a).await;
+    }
+    if run("wire") {
+        wire_section(&a).await;
     }
 }

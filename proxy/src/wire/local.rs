@@ -133,12 +133,19 @@ fn refused(code: &'static str, message: impl Into<String>) -> Error {
     Error::new(Kind::Policy, code, message)
 }
 
+/// A `SHOW` name: `SHOW TRANSACTION ISOLATION LEVEL` is `transaction_isolation`, as in
+/// PostgreSQL; other multi-word names keep their spaces.
 fn ident_name(parts: &[Ident]) -> String {
-    parts
+    let name = parts
         .iter()
         .map(|i| i.value.to_ascii_lowercase())
         .collect::<Vec<_>>()
-        .join(".")
+        .join(" ");
+    match name.as_str() {
+        "transaction isolation level" => "transaction_isolation".into(),
+        "time zone" => "timezone".into(),
+        _ => name,
+    }
 }
 
 fn object_name(n: &ObjectName) -> String {
@@ -371,6 +378,10 @@ mod tests {
         );
         assert_eq!(
             one_local("SHOW transaction_isolation"),
+            Local::Show("transaction_isolation".into())
+        );
+        assert_eq!(
+            one_local("show transaction isolation level"),
             Local::Show("transaction_isolation".into())
         );
         assert_eq!(one_local("BEGIN"), Local::Begin);
