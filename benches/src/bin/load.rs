@@ -831,23 +831,32 @@ format = "parquet"
 
 /// One pgbench run: tps (without connection time) and p50 / p99 latency (µs) from its
 /// per-transaction log.
-fn pgbench(
-    port: &str,
-    user: &str,
-    password: &str,
-    db: &str,
-    script: &str,
-    mode: &str,
-    c: usize,
-    seconds: f64,
-) -> Stats {
+/// Where pgbench connects, and as whom.
+struct PgTarget<'a> {
+    port: &'a str,
+    user: &'a str,
+    password: &'a str,
+    db: &'a str,
+}
+
+fn pgbench(t: &PgTarget<'_>, script: &str, mode: &str, c: usize, seconds: f64) -> Stats {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("point.sql");
     std::fs::write(&file, script).unwrap();
     let prefix = dir.path().join("log");
     let threads = c.clamp(1, 2).to_string();
     let out = Command::new("pgbench")
-        .args(["-n", "-h", "127.0.0.1", "-p", port, "-U", user, "-M", mode])
+        .args([
+            "-n",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            t.port,
+            "-U",
+            t.user,
+            "-M",
+            mode,
+        ])
         .args(["-c", &c.to_string(), "-j", &threads])
         .args([
             "-T",
@@ -858,8 +867,8 @@ fn pgbench(
         .arg(&prefix)
         .arg("-f")
         .arg(&file)
-        .arg(db)
-        .env("PGPASSWORD", password)
+        .arg(t.db)
+        .env("PGPASSWORD", t.password)
         .output()
         .expect("pgbench (postgresql-client) is required");
     let text = String::from_utf8_lossy(&out.stdout);
@@ -925,28 +934,25 @@ async fn wire_section(a: &Args) {
     println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
     for mode in ["prepared", "extended"] {
         for &c in &a.concurrency {
-            let d = pgbench("5432", "postgres", "", DB, &direct, mode, c, a.seconds);
+            let pg = |port, user, password, db| PgTarget {
+                port,
+                user,
+                password,
+                db,
+            };
+            let d = pgbench(&pg("5432", "postgres", "", DB), &direct, mode, c, a.seconds);
             // PgBouncer 1.18 in transaction pooling keeps no protocol-level prepared
             // statement across server connections: `-M prepared` fails there beyond c = 1.
             let b = if mode == "prepared" && c > 1 {
                 Stats::default()
             } else {
-                pgbench(
-                    &bouncer_port,
-                    "postgres",
-                    "",
-                    DB,
-                    &direct,
-                    mode,
-                    c,
-                    a.seconds,
-                )
+                let t = pg(&bouncer_port, "postgres", "", DB);
+                pgbench(&t, &direct, mode, c, a.seconds)
             };
             // Warm: the daemon's pool, caches.
-            let _ = pgbench(&wire_port, "bench", &token, "pg", &through, mode, c, 1.0);
-            let w = pgbench(
-                &wire_port, "bench", &token, "pg", &through, mode, c, a.seconds,
-            );
+            let sluice = pg(&wire_port, "bench", &token, "pg");
+            let _ = pgbench(&sluice, &through, mode, c, 1.0);
+            let w = pgbench(&sluice, &through, mode, c, a.seconds);
             println!(
                 "| {mode} | {c} | {:.0} | {:.0} / {:.0} | {:.0} | {:.0} / {:.0} | {:.0} | {:.0} / {:.0} | {:.2} | {:.2} | {:+.0} |",
                 d.qps,
