@@ -137,15 +137,7 @@ pub fn client_stream(stream: TcpStream) -> io::Result<(ClientStream, watch::Rece
     let probe = Arc::clone(&socket);
     let (tx, gone) = watch::channel(false);
     let task = tokio::spawn(async move {
-        let mut byte = [0u8; 1];
-        loop {
-            match probe.peek(&mut byte).await {
-                Ok(0) => break,
-                Ok(_) => tokio::time::sleep(PEEK_BACKOFF).await,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(_) => break,
-            }
-        }
+        until_closed(&probe).await;
         let _ = tx.send(true);
     });
     Ok((
@@ -155,6 +147,21 @@ pub fn client_stream(stream: TcpStream) -> io::Result<(ClientStream, watch::Rece
         },
         gone,
     ))
+}
+
+/// Returns when the peer has closed or reset `socket`, peeking (never reading) for end-of-file;
+/// while unread bytes wait (the next request), it checks again every [`PEEK_BACKOFF`]. Shared by
+/// both front doors' "client gone" watchers.
+pub async fn until_closed(socket: &TcpStream) {
+    let mut byte = [0u8; 1];
+    loop {
+        match socket.peek(&mut byte).await {
+            Ok(0) => return,
+            Ok(_) => tokio::time::sleep(PEEK_BACKOFF).await,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(_) => return,
+        }
+    }
 }
 
 impl AsyncRead for ClientStream {

@@ -10,7 +10,6 @@ use std::collections::HashMap;
 use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
-use std::time::Duration;
 
 use async_trait::async_trait;
 use pgwire::api::cancel::CancelHandler;
@@ -21,9 +20,6 @@ use tokio::task::AbortHandle;
 
 /// How the audit log names this front door.
 pub const FRONT_DOOR: &str = "pgwire";
-
-/// Pause while bytes the server has not read yet are waiting (the next statement).
-const PEEK_BACKOFF: Duration = Duration::from_millis(50);
 
 /// A connection's cancel signal: one watch channel for the connection's life (statements run
 /// one at a time), reset to `false` when a statement starts, set by a CancelRequest (that
@@ -139,15 +135,7 @@ pub fn watched(stream: TcpStream) -> io::Result<(TcpStream, Arc<CancelSlot>, Abo
     let slot = CancelSlot::new();
     let weak = Arc::downgrade(&slot);
     let task = tokio::spawn(async move {
-        let mut byte = [0u8; 1];
-        loop {
-            match probe.peek(&mut byte).await {
-                Ok(0) => break,
-                Ok(_) => tokio::time::sleep(PEEK_BACKOFF).await,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(_) => break,
-            }
-        }
+        crate::http::conn::until_closed(&probe).await;
         if let Some(slot) = weak.upgrade() {
             slot.gone();
         }

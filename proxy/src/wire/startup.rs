@@ -35,7 +35,7 @@ use uuid::Uuid;
 
 use crate::app::AppState;
 use crate::auth::Credential;
-use crate::auth::principal::{AuthError, ClientInfo};
+use crate::auth::principal::ClientInfo;
 use crate::context::REQUEST_ID;
 use crate::error::{Error, Kind};
 use crate::wire::query::Session;
@@ -211,7 +211,7 @@ impl Startup {
             Ok(p) => p,
             Err(e) => {
                 self.audit_denied(&info, Some(&claimed), e.code()).await;
-                return Err(fatal(&auth_error(e)));
+                return Err(fatal(&Error::from(e)));
             }
         };
         let connection = if DEFAULT_DATABASES.contains(&database.as_str())
@@ -288,9 +288,4 @@ struct Login {
     database: String,
     connection: Option<String>,
     client: ClientInfo,
-}
-
-/// An authentication failure as the client sees it.
-pub(crate) fn auth_error(e: AuthError) -> Error {
-    Error::from(e)
 }
