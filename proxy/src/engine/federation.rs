@@ -62,9 +62,9 @@ pub(crate) type SubQueryLog = Arc<Mutex<Vec<SubQuery>>>;
 
 /// What the caller is, as every source's policy rewrite needs it.
 #[derive(Clone)]
-struct Who {
-    principal: Arc<Principal>,
-    request_id: String,
+pub(crate) struct Who {
+    pub(crate) principal: Arc<Principal>,
+    pub(crate) request_id: String,
 }
 
 fn quote(dialect: Dialect, name: &str) -> String {
@@ -552,13 +552,13 @@ fn clone_connector_error(c: &ConnectorError) -> ConnectorError {
 }
 
 /// Asks one source for its table's schema (as the caller sees it: granted columns, masks),
-/// through the policy.
-async fn probe(
+/// through the policy: the declared column names, their schema, and the SQL sent.
+pub(crate) async fn probe(
     source: &SourceRef,
     policy: &Policy,
     who: &Who,
     credential: &RunAs,
-) -> Result<(Vec<String>, SchemaRef), Error> {
+) -> Result<(Vec<String>, SchemaRef, String), Error> {
     let catalog = policy
         .catalogs
         .get(&source.conn.id)
@@ -617,7 +617,7 @@ async fn probe(
             .map(|(f, name)| Field::new(name.clone(), f.data_type().clone(), true))
             .collect::<Vec<_>>(),
     );
-    Ok((columns, Arc::new(schema)))
+    Ok((columns, Arc::new(schema), rewritten.sql))
 }
 
 /// Builds the workspace: asks every source for its schema (in parallel), registers the
@@ -640,7 +640,10 @@ pub(crate) async fn plan(
     let probes = sources.iter().map(|s| {
         let who = &who;
         let policy = &policy;
-        async move { probe(s, policy, who, &credential(&s.conn.id)?).await }
+        async move {
+            let (columns, schema, _) = probe(s, policy, who, &credential(&s.conn.id)?).await?;
+            Ok::<_, Error>((columns, schema))
+        }
     });
     let schemas = futures::future::try_join_all(probes).await?;
 

@@ -24,6 +24,7 @@
 pub mod answer;
 mod audit;
 mod cancel;
+pub mod catalog;
 pub mod connection;
 pub mod explain;
 pub mod federation;
@@ -407,6 +408,177 @@ impl Request<'_> {
         ))
     }
 
+    /// Answers a catalog query ([`catalog::is_catalog_query`]) from the caller's visible
+    /// catalog: the attempt (durable before anything else), the visible tables (probed once per
+    /// `cache`, with the caller's own credentials, through the policy), then the query in its
+    /// ephemeral session. `Mode::Describe` plans it only; `Mode::Explain` is refused (there is
+    /// nothing the policy sends). `database` is the name the client connected to. Every error
+    /// has been audited when this returns.
+    pub async fn catalog(
+        mut self,
+        query: Query,
+        database: &str,
+        cache: &catalog::CatalogCache,
+    ) -> Result<Outcome, Error> {
+        match self.catalog_steps(&query, database, cache).await {
+            Ok(outcome) => Ok(outcome),
+            Err(e) => {
+                let e = self.audit.settle(e).await;
+                Err(self.refuse(e).await)
+            }
+        }
+    }
+
+    async fn catalog_steps(
+        &mut self,
+        query: &Query,
+        database: &str,
+        cache: &catalog::CatalogCache,
+    ) -> Result<Outcome, Error> {
+        let principal = Arc::clone(self.principal.as_ref().ok_or_else(Error::internal)?);
+        self.record_sql(&query.sql, None);
+        self.audit.record.connection = Some(catalog::CATALOG.into());
+        let engine = self.engine;
+        let policy = engine.policy();
+        self.audit.record.policy_version = Some(policy.version.clone());
+        if query.mode == Mode::Explain {
+            return Err(Error::request(
+                "not_supported",
+                "catalog queries are answered by sluice itself: there is nothing to explain",
+            ));
+        }
+        let connections: Vec<Arc<connection::Connection>> = match query.connection.as_deref() {
+            Some(id) => vec![Arc::clone(route::named(&engine.connections, Some(id))?)],
+            None => engine.connections.values().cloned().collect(),
+        };
+        // The attempt is durable before any warehouse is probed.
+        self.attempt().await?;
+        let tables = match cache.get(&policy.version, &principal.groups) {
+            Some(t) => t,
+            None => {
+                let probing = visible(
+                    engine,
+                    self.ctx.request_id.clone(),
+                    &policy,
+                    &principal,
+                    &connections,
+                );
+                let start_by = self.start_by;
+                let probing = async {
+                    timeout_at(start_by.into(), probing)
+                        .await
+                        .map_err(|_| Error::timeout())?
+                };
+                let (tables, probes) = unless_cancelled(self.ctx.cancel.as_mut(), probing).await?;
+                self.audit.record.sub_queries = probes;
+                cache.put(&policy.version, &principal.groups, tables);
+                cache
+                    .get(&policy.version, &principal.groups)
+                    .ok_or_else(Error::internal)?
+            }
+        };
+        let planned = catalog::plan(&query.sql, &query.params, database, &tables).await?;
+        if query.mode == Mode::Describe {
+            let described = sluice_connectors::Described {
+                // The caller's parameters are bound as text and cast to what the plan needs.
+                param_oids: vec![25; query.params.len()],
+                schema: planned.schema(),
+            };
+            let mut completion = self.audit.completion();
+            completion.finish("described", None).await;
+            return Ok(Outcome::Described(Some(described)));
+        }
+        let mut stream = planned.execute().await?;
+        let first = self
+            .first_batch(&mut stream, |e| warehouse_error(&e))
+            .await?;
+        let completion = self.audit.completion();
+        Ok(self.rows(
+            stream,
+            first,
+            completion,
+            engine.config.limits.max_result_rows,
+        ))
+    }
+}
+
+/// The tables the caller may read in `connections`, each with the columns they may read and
+/// the types the warehouse gives them (one probe per table, a few at a time), and the probes
+/// sent. A connection the caller has no credential for fails the request (they are told to
+/// authorize it); a table whose probe fails is left out (and logged).
+async fn visible(
+    engine: &Engine,
+    request_id: String,
+    policy: &Arc<Policy>,
+    principal: &Arc<Principal>,
+    connections: &[Arc<connection::Connection>],
+) -> Result<(Vec<catalog::VisibleTable>, Vec<sluice_audit::SubQuery>), Error> {
+    let who = federation::Who {
+        principal: Arc::clone(principal),
+        request_id,
+    };
+    let mut sources = vec![];
+    for conn in connections {
+        let Some((cat, _)) = policy.for_caller(&conn.id, principal) else {
+            continue;
+        };
+        let readable: Vec<_> = cat
+            .tables()
+            .iter()
+            .filter(|t| t.readable_by(&principal.groups) && !t.view(&principal.groups).is_empty())
+            .collect();
+        if readable.is_empty() {
+            continue;
+        }
+        let run_as = RunAs::choose(engine.vault.as_deref(), &engine.audit, conn, principal).await?;
+        for rule in readable {
+            sources.push((
+                SourceRef {
+                    conn: Arc::clone(conn),
+                    rule: rule.clone(),
+                    schema: rule.name.schema.clone(),
+                    table: rule.name.table.clone(),
+                },
+                run_as.clone(),
+            ));
+        }
+    }
+    let probes = futures::stream::iter(sources.iter().map(|(source, run_as)| {
+        let who = &who;
+        async move { (source, federation::probe(source, policy, who, run_as).await) }
+    }))
+    .buffered(catalog::PROBE_CONCURRENCY)
+    .collect::<Vec<_>>()
+    .await;
+    let mut tables = vec![];
+    let mut sent = vec![];
+    for (source, probed) in probes {
+        match probed {
+            Ok((_, schema, sql)) => {
+                sent.push(catalog::probe_record(&source.conn.id, sql, true));
+                tables.push(catalog::VisibleTable {
+                    connection: source.conn.id.clone(),
+                    schema: source.rule.name.schema.clone(),
+                    table: source.rule.name.table.clone(),
+                    columns: schema,
+                });
+            }
+            // The caller must re-authorize: say so rather than show a partial catalog.
+            Err(e) if e.kind == Kind::Credential => return Err(e),
+            Err(e) => {
+                tracing::warn!(
+                    connection = %source.conn.id,
+                    table = %source.rule.name,
+                    code = e.code,
+                    "virtual catalog: a table's probe failed; it is left out"
+                );
+            }
+        }
+    }
+    Ok((tables, sent))
+}
+
+impl Request<'_> {
     /// A query over several connections: credentials, the attempt record, the workspace (schema
     /// probes, planning: each scan's sub-query through the policy), then the answer as usual.
     async fn federated(

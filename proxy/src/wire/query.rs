@@ -55,6 +55,7 @@ use crate::app::AppState;
 use crate::auth::Credential;
 use crate::auth::principal::ClientInfo as Client;
 use crate::context::REQUEST_ID;
+use crate::engine::catalog::{self, CatalogCache};
 use crate::engine::{Answer, Context, Mode, Outcome, ParamValue, Query, params};
 use crate::error::{Error, Kind};
 use crate::wire::local::{self, Local, SessionFacts};
@@ -68,6 +69,8 @@ pub struct Prepared {
     sql: String,
     params: usize,
     local: Option<Result<Vec<Local>, Error>>,
+    /// Whether it is a catalog query (answered by the virtual catalog).
+    catalog: bool,
     /// The parameter types the warehouse gave when the statement was described (what the
     /// client was told, so what its binary values are encoded as).
     described: Arc<Mutex<Option<Vec<Type>>>>,
@@ -75,10 +78,12 @@ pub struct Prepared {
 
 impl Prepared {
     fn new(sql: &str) -> Prepared {
+        let local = local::classify(sql).transpose();
         Prepared {
             sql: sql.to_string(),
             params: placeholders(sql),
-            local: local::classify(sql).transpose(),
+            catalog: local.is_none() && catalog::is_catalog_query(sql),
+            local,
             described: Arc::default(),
         }
     }
@@ -181,6 +186,8 @@ pub struct Session {
     pub settings: Mutex<BTreeMap<String, String>>,
     /// Portals whose query has started (named by the client; `""` is the unnamed one).
     pub(crate) running: Mutex<HashMap<String, Running>>,
+    /// What the caller sees, for the virtual catalog (probed on its first catalog query).
+    pub(crate) catalog: CatalogCache,
 }
 
 impl Session {
@@ -334,11 +341,17 @@ impl Queries {
     async fn describe(
         &self,
         session: &Session,
-        sql: &str,
-        params: usize,
+        prepared: &Prepared,
     ) -> Result<Option<sluice_connectors::Described>, Error> {
+        let params = vec![ParamValue::Null; prepared.params];
         match self
-            .request(session, sql, vec![ParamValue::Null; params], Mode::Describe)
+            .request(
+                session,
+                &prepared.sql,
+                params,
+                Mode::Describe,
+                prepared.catalog,
+            )
             .await?
         {
             Outcome::Described(d) => Ok(d),
@@ -354,8 +367,12 @@ impl Queries {
         sql: &str,
         params: Vec<ParamValue>,
         format: &Format,
+        catalog: bool,
     ) -> Result<Running, Error> {
-        let mut answer = match self.request(session, sql, params, Mode::Run).await? {
+        let mut answer = match self
+            .request(session, sql, params, Mode::Run, catalog)
+            .await?
+        {
             Outcome::Rows(a) => *a,
             _ => return Err(Error::internal()),
         };
@@ -379,13 +396,15 @@ impl Queries {
         })
     }
 
-    /// One engine request for a statement of this session.
+    /// One engine request for a statement of this session (`catalog`: a catalog query, for
+    /// the virtual catalog).
     async fn request(
         &self,
         session: &Session,
         sql: &str,
         params: Vec<ParamValue>,
         mode: Mode,
+        catalog: bool,
     ) -> Result<Outcome, Error> {
         let request_id = Uuid::new_v4().to_string();
         REQUEST_ID
@@ -428,14 +447,19 @@ impl Queries {
                 if let Err(e) = request.authenticated(principal) {
                     return Err(request.refuse(e).await);
                 }
-                let outcome = request
-                    .run(Query {
-                        sql: sql.to_string(),
-                        params,
-                        connection: session.connection.clone(),
-                        mode,
-                    })
-                    .await;
+                let query = Query {
+                    sql: sql.to_string(),
+                    params,
+                    connection: session.connection.clone(),
+                    mode,
+                };
+                let outcome = if catalog {
+                    request
+                        .catalog(query, &session.database, &session.catalog)
+                        .await
+                } else {
+                    request.run(query).await
+                };
                 match outcome {
                     // The engine reports a CancelRequest as the client leaving.
                     Err(e) if e.kind == Kind::ClientGone => Err(cancelled(session)),
@@ -683,8 +707,9 @@ impl Queries {
             }
             None => {
                 Self::check_failed(client, None)?;
+                let catalog = catalog::is_catalog_query(sql);
                 let mut running = self
-                    .start(&session, sql, vec![], &Format::UnifiedText)
+                    .start(&session, sql, vec![], &Format::UnifiedText, catalog)
                     .await
                     .map_err(|e| wire_error(&e))?;
                 client.feed(row_description(&running.fields)).await?;
@@ -715,7 +740,13 @@ impl Queries {
             .map(|i| bound(portal, i))
             .collect::<Result<Vec<_>, _>>()?;
         let mut running = self
-            .start(session, &prepared.sql, values, &portal.result_column_format)
+            .start(
+                session,
+                &prepared.sql,
+                values,
+                &portal.result_column_format,
+                prepared.catalog,
+            )
             .await?;
         running.portal = portal_id(portal);
         Ok(running)
@@ -943,7 +974,7 @@ impl ExtendedQueryHandler for Queries {
                     let session = session(client)?;
                     Self::check_failed(client, None)?;
                     match self
-                        .describe(&session, &prepared.sql, prepared.params)
+                        .describe(&session, prepared)
                         .await
                         .map_err(|e| wire_error(&e))?
                     {

@@ -175,6 +175,7 @@ impl StartupHandler for Startup {
                     _registration: self.cancels.register(pid, &secret, &self.slot),
                     settings: Default::default(),
                     running: Default::default(),
+                    catalog: Default::default(),
                 };
                 client.session_extensions().insert::<Session>(session);
                 finish_authentication(client, &Parameters { user: &user }).await?;
