@@ -9,6 +9,7 @@
 //! - [`session`]: per-connection state, cancel requests, the "client gone" watcher;
 //! - [`sqlstate`]: errors as SQLSTATEs.
 
+pub mod copy;
 pub mod local;
 pub mod query;
 pub mod session;

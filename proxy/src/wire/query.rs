@@ -28,6 +28,7 @@ use std::time::Duration;
 use arrow_pg::datatypes::arrow_schema_to_pg_fields;
 use arrow_pg::row_encoder::RowEncoder;
 use async_trait::async_trait;
+use bytes::BytesMut;
 use futures::{Sink, SinkExt};
 use pgwire::api::portal::{Format, Portal};
 use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
@@ -39,6 +40,7 @@ use pgwire::api::store::{Entry, PortalStore};
 use pgwire::api::{ClientInfo, ClientPortalStore, DEFAULT_NAME, PgWireConnectionState, Type};
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use pgwire::messages::PgWireBackendMessage;
+use pgwire::messages::copy::{CopyData, CopyDone, CopyOutResponse};
 use pgwire::messages::data::{NoData, ParameterDescription, RowDescription};
 use pgwire::messages::extendedquery::{
     Close, CloseComplete, Describe, Execute, PortalSuspended, Sync as PgSync,
@@ -58,6 +60,7 @@ use crate::context::REQUEST_ID;
 use crate::engine::catalog::{self, CatalogCache};
 use crate::engine::{Answer, Context, Mode, Outcome, ParamValue, Query, params};
 use crate::error::{Error, Kind};
+use crate::wire::copy;
 use crate::wire::local::{self, Local, SessionFacts};
 use crate::wire::session::{CancelSlot, Registration};
 use crate::wire::sqlstate;
@@ -557,6 +560,102 @@ impl Queries {
         }
     }
 
+    /// Streams a started answer as binary `COPY ... TO STDOUT`: CopyOutResponse, the header,
+    /// the tuples in CopyData messages of about [`copy::CHUNK_BYTES`], the trailer, CopyDone,
+    /// `COPY n`.
+    async fn copy_out<C>(
+        &self,
+        client: &mut C,
+        session: &Session,
+        running: &mut Running,
+    ) -> PgWireResult<()>
+    where
+        C: Sink<PgWireBackendMessage> + Unpin + Send,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let columns = running.fields.len();
+        client
+            .feed(PgWireBackendMessage::CopyOutResponse(CopyOutResponse::new(
+                1,
+                i16::try_from(columns).unwrap_or(i16::MAX),
+                vec![1; columns],
+            )))
+            .await?;
+        client
+            .feed(PgWireBackendMessage::CopyData(
+                CopyData::new(copy::header()),
+            ))
+            .await?;
+        let mut buf = BytesMut::with_capacity(copy::CHUNK_BYTES + 1024);
+        let mut rows = 0usize;
+        loop {
+            if let Some(encoder) = running.current.as_mut() {
+                match encoder.next_row() {
+                    Some(Ok(row)) => {
+                        running.answer.sent(row.data.len() as u64);
+                        copy::put_tuple(&mut buf, &row);
+                        rows += 1;
+                        if buf.len() >= copy::CHUNK_BYTES {
+                            let chunk = buf.split().freeze();
+                            client
+                                .feed(PgWireBackendMessage::CopyData(CopyData::new(chunk)))
+                                .await?;
+                        }
+                        continue;
+                    }
+                    Some(Err(e)) => {
+                        tracing::warn!(error = %e, "pgwire: a value could not be encoded");
+                        let err = Error::new(
+                            Kind::Internal,
+                            "internal",
+                            "the answer could not be encoded",
+                        );
+                        running.answer.finish(Some(&err)).await;
+                        return Err(sqlstate::error(&err));
+                    }
+                    None => running.current = None,
+                }
+            }
+            let next = if *running.cancel.borrow() {
+                Err(cancelled(session))
+            } else {
+                tokio::select! {
+                    b = running.answer.next() => b,
+                    _ = running.cancel.wait_for(|c| *c) => Err(cancelled(session)),
+                }
+            };
+            match next {
+                Ok(Some(batch)) => {
+                    running.current = Some(RowEncoder::new(batch, Arc::clone(&running.fields)));
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    running.answer.finish(Some(&e)).await;
+                    return Err(sqlstate::error(&e));
+                }
+            }
+        }
+        if !buf.is_empty() {
+            client
+                .feed(PgWireBackendMessage::CopyData(CopyData::new(buf.freeze())))
+                .await?;
+        }
+        client
+            .feed(PgWireBackendMessage::CopyData(CopyData::new(
+                copy::trailer(),
+            )))
+            .await?;
+        client
+            .feed(PgWireBackendMessage::CopyDone(CopyDone::new()))
+            .await?;
+        running.answer.finish(None).await;
+        client
+            .feed(complete(Tag::new("COPY").with_rows(rows)))
+            .await?;
+        Ok(())
+    }
+
     /// Runs a locally answered statement; `describe`: send its RowDescription first.
     async fn local<C>(
         &self,
@@ -704,6 +803,14 @@ impl Queries {
                     self.local(client, &session, l, true).await?;
                 }
                 Ok(())
+            }
+            None if let Some(inner) = copy::binary_copy_out(sql) => {
+                Self::check_failed(client, None)?;
+                let mut running = self
+                    .start(&session, &inner, vec![], &Format::UnifiedBinary, false)
+                    .await
+                    .map_err(|e| wire_error(&e))?;
+                self.copy_out(client, &session, &mut running).await
             }
             None => {
                 Self::check_failed(client, None)?;
