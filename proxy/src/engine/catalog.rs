@@ -25,7 +25,7 @@
 
 use std::collections::BTreeMap;
 use std::ops::ControlFlow;
-use std::sync::{Arc, LazyLock, Mutex};
+use std::sync::{Arc, LazyLock, Mutex, OnceLock};
 
 use arrow::datatypes::{DataType, SchemaRef};
 use datafusion::catalog::{CatalogProvider, MemoryCatalogProvider, MemorySchemaProvider};
@@ -81,42 +81,65 @@ pub struct VisibleTable {
     pub columns: SchemaRef,
 }
 
-/// What one caller sees, for one policy version.
-#[derive(Debug)]
+/// What one caller sees, for one policy version: the tables, and the DataFusion session over
+/// them (built on first use and kept, so the object ids a client reads in one catalog query,
+/// such as `pg_class.oid`, name the same objects in its next one).
 pub(crate) struct Visible {
     policy_version: String,
     groups: Vec<String>,
-    pub(crate) tables: Arc<Vec<VisibleTable>>,
+    tables: Vec<VisibleTable>,
+    session: OnceLock<SessionContext>,
 }
 
-/// A session's memory of what its caller sees (probing every table for every `\d` would be
-/// one warehouse round trip per table per catalog query). Invalidated when the policy changes
-/// or the caller's groups do.
-#[derive(Debug, Default)]
+impl Visible {
+    /// The session over these tables (`database`: the catalog the client connected to).
+    fn session(&self, database: &str) -> Result<SessionContext, Error> {
+        if let Some(ctx) = self.session.get() {
+            return Ok(ctx.clone());
+        }
+        let ctx = session(database, &self.tables).map_err(|e| unsupported(&e))?;
+        Ok(self.session.get_or_init(|| ctx).clone())
+    }
+}
+
+/// A wire session's memory of what its caller sees (probing every table for every `\d`
+/// would be one warehouse round trip per table per catalog query). Invalidated when the
+/// policy changes or the caller's groups do.
+#[derive(Default)]
 pub struct CatalogCache {
-    inner: Mutex<Option<Visible>>,
+    inner: Mutex<Option<Arc<Visible>>>,
+}
+
+impl std::fmt::Debug for CatalogCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CatalogCache").finish_non_exhaustive()
+    }
 }
 
 impl CatalogCache {
-    pub(crate) fn get(
-        &self,
-        policy_version: &str,
-        groups: &[String],
-    ) -> Option<Arc<Vec<VisibleTable>>> {
+    pub(crate) fn get(&self, policy_version: &str, groups: &[String]) -> Option<Arc<Visible>> {
         let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         inner
             .as_ref()
             .filter(|v| v.policy_version == policy_version && v.groups == groups)
-            .map(|v| Arc::clone(&v.tables))
+            .cloned()
     }
 
-    pub(crate) fn put(&self, policy_version: &str, groups: &[String], tables: Vec<VisibleTable>) {
-        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        *inner = Some(Visible {
+    pub(crate) fn put(
+        &self,
+        policy_version: &str,
+        groups: &[String],
+        tables: Vec<VisibleTable>,
+    ) -> Arc<Visible> {
+        let visible = Arc::new(Visible {
             policy_version: policy_version.to_string(),
             groups: groups.to_vec(),
-            tables: Arc::new(tables),
+            tables,
+            session: OnceLock::new(),
         });
+        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        *inner = Some(Arc::clone(&visible));
+        visible
     }
 }
 
@@ -223,14 +246,24 @@ pub fn is_catalog_query(sql: &str) -> bool {
     if !lower.contains("pg_") && !lower.contains("information_schema") {
         return false;
     }
-    let Ok(statements) = COMPAT.parse(sql) else {
-        return false;
+    // The client's own text decides when it parses; else the text after the compatibility
+    // rewrites (which replace some well-known client queries with equivalent ones DataFusion
+    // plans, possibly without any relation left).
+    let (statements, rewritten) = match Parser::parse_sql(&PostgreSqlDialect {}, sql) {
+        Ok(s) => (s, false),
+        Err(_) => match COMPAT.parse(sql) {
+            Ok(s) => (s, true),
+            Err(_) => return false,
+        },
     };
     let [Statement::Query(query)] = statements.as_slice() else {
         return false;
     };
     let mut names = Names::default();
     let _ = query.visit(&mut names);
+    if rewritten && names.relations.is_empty() && lower.contains("pg_catalog.") {
+        return true;
+    }
     let relations: Vec<&ObjectName> = names
         .relations
         .iter()
@@ -311,6 +344,11 @@ impl Planned {
 /// connection in view its tables are `<schema>.<table>` there, with several each connection is
 /// a catalog of its own (`<connection>.<schema>.<table>`, as the router names them).
 fn session(database: &str, tables: &[VisibleTable]) -> Result<SessionContext, DataFusionError> {
+    let database = if database.is_empty() {
+        "sluice"
+    } else {
+        database
+    };
     let runtime = RuntimeEnvBuilder::new()
         .with_memory_limit(CATALOG_MEMORY_BYTES, 1.0)
         .build_arc()?;
@@ -385,7 +423,7 @@ pub(crate) async fn plan(
     sql: &str,
     params: &[ParamValue],
     database: &str,
-    tables: &[VisibleTable],
+    visible: &Visible,
 ) -> Result<Planned, Error> {
     let statements = COMPAT
         .parse(sql)
@@ -401,7 +439,7 @@ pub(crate) async fn plan(
             ));
         }
     };
-    let ctx = session(database, tables).map_err(|e| unsupported(&e))?;
+    let ctx = visible.session(database)?;
     let state = ctx.state();
     let plan = state
         .statement_to_plan(DfStatement::Statement(Box::new(statement)))
@@ -447,6 +485,8 @@ mod tests {
             "SELECT pg_catalog.format_type(23, NULL)",
             "WITH t AS (SELECT oid FROM pg_class) SELECT * FROM t",
             "SELECT c.oid, n.nspname, c.relname FROM pg_catalog.pg_class c LEFT JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE c.relname OPERATOR(pg_catalog.~) '^(orders)$' COLLATE pg_catalog.default AND pg_catalog.pg_table_is_visible(c.oid) ORDER BY 2, 3",
+            // psql's \d: the compatibility layer answers it with a query of no relation.
+            "SELECT pol.polname, pol.polpermissive, CASE WHEN pol.polroles = '{0}' THEN NULL ELSE pg_catalog.array_to_string(array(select rolname from pg_catalog.pg_roles where oid = any (pol.polroles) order by 1),',') END, pg_catalog.pg_get_expr(pol.polqual, pol.polrelid), pg_catalog.pg_get_expr(pol.polwithcheck, pol.polrelid), CASE pol.polcmd WHEN 'r' THEN 'SELECT' WHEN 'a' THEN 'INSERT' WHEN 'w' THEN 'UPDATE' WHEN 'd' THEN 'DELETE' END AS cmd FROM pg_catalog.pg_policy pol WHERE pol.polrelid = '1262' ORDER BY 1",
         ] {
             assert!(is_catalog_query(sql), "{sql}");
         }
@@ -478,8 +518,12 @@ mod tests {
         }]
     }
 
+    fn visible() -> Arc<Visible> {
+        CatalogCache::default().put("v1", &[], orders())
+    }
+
     async fn strings(sql: &str, params: &[ParamValue]) -> Vec<String> {
-        let planned = plan(sql, params, "pg", &orders()).await.unwrap();
+        let planned = plan(sql, params, "pg", &visible()).await.unwrap();
         let mut stream = planned.execute().await.unwrap();
         let mut out = vec![];
         while let Some(b) = stream.batches.next().await {
@@ -524,7 +568,7 @@ mod tests {
             "INSERT INTO orders VALUES (1, 2.0)",
             "SET datafusion.execution.batch_size = 1",
         ] {
-            assert!(plan(sql, &[], "pg", &orders()).await.is_err(), "{sql}");
+            assert!(plan(sql, &[], "pg", &visible()).await.is_err(), "{sql}");
         }
     }
 }

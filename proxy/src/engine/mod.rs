@@ -453,8 +453,8 @@ impl Request<'_> {
         };
         // The attempt is durable before any warehouse is probed.
         self.attempt().await?;
-        let tables = match cache.get(&policy.version, &principal.groups) {
-            Some(t) => t,
+        let visible = match cache.get(&policy.version, &principal.groups) {
+            Some(v) => v,
             None => {
                 let probing = visible(
                     engine,
@@ -471,13 +471,10 @@ impl Request<'_> {
                 };
                 let (tables, probes) = unless_cancelled(self.ctx.cancel.as_mut(), probing).await?;
                 self.audit.record.sub_queries = probes;
-                cache.put(&policy.version, &principal.groups, tables);
-                cache
-                    .get(&policy.version, &principal.groups)
-                    .ok_or_else(Error::internal)?
+                cache.put(&policy.version, &principal.groups, tables)
             }
         };
-        let planned = catalog::plan(&query.sql, &query.params, database, &tables).await?;
+        let planned = catalog::plan(&query.sql, &query.params, database, &visible).await?;
         if query.mode == Mode::Describe {
             let described = sluice_connectors::Described {
                 // The caller's parameters are bound as text and cast to what the plan needs.
@@ -543,9 +540,15 @@ async fn visible(
             ));
         }
     }
-    let probes = futures::stream::iter(sources.iter().map(|(source, run_as)| {
-        let who = &who;
-        async move { (source, federation::probe(source, policy, who, run_as).await) }
+    // Owned futures (a stream of futures borrowing from an iterator's items is not `Send` for
+    // every lifetime, which the wire door's handlers need).
+    let probes = futures::stream::iter(sources.into_iter().map(|(source, run_as)| {
+        let who = who.clone();
+        let policy = Arc::clone(policy);
+        async move {
+            let probed = federation::probe(&source, &policy, &who, &run_as).await;
+            (source, probed)
+        }
     }))
     .buffered(catalog::PROBE_CONCURRENCY)
     .collect::<Vec<_>>()

@@ -106,10 +106,7 @@ mod tests {
 
     #[test]
     fn a_tuple_is_its_field_count_then_the_fields() {
-        let row = pgwire::messages::data::DataRow {
-            data: BytesMut::from(&[0u8, 0, 0, 1, 7][..]),
-            field_count: 1,
-        };
+        let row = pgwire::messages::data::DataRow::new(BytesMut::from(&[0u8, 0, 0, 1, 7][..]), 1);
         let mut buf = BytesMut::new();
         put_tuple(&mut buf, &row);
         assert_eq!(&buf[..], &[0, 1, 0, 0, 0, 1, 7]);

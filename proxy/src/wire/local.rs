@@ -87,6 +87,13 @@ pub enum Local {
     Commit,
     /// `ROLLBACK` / `ABORT`.
     Rollback,
+    /// `SAVEPOINT name` (a no-op in a read-only transaction, but its name is kept: drivers
+    /// nest transactions with savepoints and roll back to them after an error).
+    Savepoint(String),
+    /// `RELEASE [SAVEPOINT] name`.
+    Release(String),
+    /// `ROLLBACK TO [SAVEPOINT] name`: leaves a failed transaction block's error state.
+    RollbackTo(String),
     /// `DISCARD ALL|PLANS|SEQUENCES|TEMP` (the tag's object).
     Discard(&'static str),
     /// A `SELECT` of session functions only, with no `FROM`: column names and values.
@@ -102,7 +109,9 @@ impl Local {
             Local::Show(_) => "SHOW".into(),
             Local::Begin => "BEGIN".into(),
             Local::Commit => "COMMIT".into(),
-            Local::Rollback => "ROLLBACK".into(),
+            Local::Rollback | Local::RollbackTo(_) => "ROLLBACK".into(),
+            Local::Savepoint(_) => "SAVEPOINT".into(),
+            Local::Release(_) => "RELEASE".into(),
             Local::Discard(what) => format!("DISCARD {what}"),
             Local::Functions(_) => "SELECT".into(),
         }
@@ -245,6 +254,12 @@ fn one(s: &Statement) -> Result<Option<Local>, Error> {
         Statement::Rollback {
             savepoint: None, ..
         } => Local::Rollback,
+        Statement::Rollback {
+            savepoint: Some(name),
+            ..
+        } => Local::RollbackTo(name.value.clone()),
+        Statement::Savepoint { name } => Local::Savepoint(name.value.clone()),
+        Statement::ReleaseSavepoint { name } => Local::Release(name.value.clone()),
         Statement::Discard { object_type } => {
             use sqlparser::ast::DiscardObject as D;
             Local::Discard(match object_type {
@@ -427,7 +442,6 @@ mod tests {
             "SELECT version(), 1",
             "not sql at all",
             "SET application_name = 'x'; SELECT * FROM orders",
-            "ROLLBACK TO SAVEPOINT a",
             "SELECT current_setting('x')",
         ] {
             assert!(classify(sql).unwrap().is_none(), "{sql}");

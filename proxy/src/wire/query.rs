@@ -191,6 +191,8 @@ pub struct Session {
     pub(crate) running: Mutex<HashMap<String, Running>>,
     /// What the caller sees, for the virtual catalog (probed on its first catalog query).
     pub(crate) catalog: CatalogCache,
+    /// The open transaction block's savepoints, oldest first.
+    pub(crate) savepoints: Mutex<Vec<String>>,
 }
 
 impl Session {
@@ -723,7 +725,57 @@ impl Queries {
                 }
                 client.set_transaction_status(TransactionStatus::Transaction);
             }
+            Local::Savepoint(name) => {
+                if client.transaction_status() == TransactionStatus::Idle {
+                    return Err(sqlstate::error(&Error::new(
+                        Kind::Request,
+                        "no_transaction",
+                        "SAVEPOINT can only be used in transaction blocks",
+                    )));
+                }
+                session
+                    .savepoints
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(name.clone());
+            }
+            Local::Release(name) | Local::RollbackTo(name) => {
+                let rollback = matches!(statement, Local::RollbackTo(_));
+                if client.transaction_status() == TransactionStatus::Idle {
+                    return Err(sqlstate::error(&Error::new(
+                        Kind::Request,
+                        "no_transaction",
+                        format!(
+                            "{} can only be used in transaction blocks",
+                            if rollback {
+                                "ROLLBACK TO SAVEPOINT"
+                            } else {
+                                "RELEASE SAVEPOINT"
+                            }
+                        ),
+                    )));
+                }
+                let mut points = session.savepoints.lock().unwrap_or_else(|p| p.into_inner());
+                let Some(at) = points.iter().rposition(|p| p == name) else {
+                    return Err(sqlstate::error(&Error::new(
+                        Kind::Request,
+                        "unknown_savepoint",
+                        format!("savepoint \"{name}\" does not exist"),
+                    )));
+                };
+                // Rolling back to a savepoint keeps it; releasing it removes it and later ones.
+                points.truncate(if rollback { at + 1 } else { at });
+                drop(points);
+                if rollback {
+                    client.set_transaction_status(TransactionStatus::Transaction);
+                }
+            }
             Local::Commit | Local::Rollback => {
+                session
+                    .savepoints
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .clear();
                 session.close_running(None);
                 client.portal_store().clear_portals();
                 client.set_transaction_status(TransactionStatus::Idle);
@@ -767,8 +819,9 @@ impl Queries {
     /// A failed transaction block accepts only its end.
     fn check_failed<C: ClientInfo>(client: &C, locals: Option<&[Local]>) -> PgWireResult<()> {
         let ends = locals.is_some_and(|l| {
-            l.first()
-                .is_some_and(|s| matches!(s, Local::Commit | Local::Rollback))
+            l.first().is_some_and(|s| {
+                matches!(s, Local::Commit | Local::Rollback | Local::RollbackTo(_))
+            })
         });
         if client.transaction_status() == TransactionStatus::Error && !ends {
             return Err(sqlstate::error(&Error::new(

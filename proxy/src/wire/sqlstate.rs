@@ -17,6 +17,8 @@ pub fn sqlstate(e: &Error) -> &'static str {
         (_, "query_cancelled", _) => "57014",
         (_, "unknown_setting", _) => "42704",
         (_, "in_failed_transaction", _) => "25P02",
+        (_, "no_transaction", _) => "25P01",
+        (_, "unknown_savepoint", _) => "3B001",
         (_, "unknown_database", _) => "3D000",
         (_, "tls_required", _) => "28000",
         (_, "not_supported", _) => "0A000",

@@ -176,6 +176,7 @@ impl StartupHandler for Startup {
                     settings: Default::default(),
                     running: Default::default(),
                     catalog: Default::default(),
+                    savepoints: Default::default(),
                 };
                 client.session_extensions().insert::<Session>(session);
                 finish_authentication(client, &Parameters { user: &user }).await?;
