@@ -279,9 +279,26 @@ pub fn is_catalog_query(sql: &str) -> bool {
     }
 }
 
+/// The quoted name in a DataFusion message (`table 'x' not found`, `Invalid function 'f'`).
+fn quoted(message: &str, prefix: &str) -> Option<String> {
+    let rest = message.strip_prefix(prefix)?;
+    let end = rest.find('\'')?;
+    Some(rest[..end].to_string())
+}
+
 fn unsupported(e: &DataFusionError) -> Error {
+    // A relation or a function the virtual catalog does not have is refused as the policy
+    // refuses an undeclared one (the same code on every front door).
+    if let DataFusionError::Plan(m) = e.find_root() {
+        if let Some(name) = quoted(m, "table '") {
+            return sluice_policy::PolicyError::UnknownRelation(name).into();
+        }
+        if let Some(name) = quoted(m, "Invalid function '") {
+            return sluice_policy::PolicyError::FunctionNotAllowed(name).into();
+        }
+    }
     // The message names catalog relations and columns only (the session holds nothing else).
-    let message = match e {
+    let message = match e.find_root() {
         DataFusionError::Plan(m) | DataFusionError::NotImplemented(m) => m.clone(),
         DataFusionError::SQL(e, _) => e.to_string(),
         DataFusionError::SchemaError(e, _) => e.to_string(),
@@ -400,7 +417,169 @@ fn session(database: &str, tables: &[VisibleTable]) -> Result<SessionContext, Da
         schema.register_table(t.table.clone(), Arc::new(table))?;
     }
     setup_pg_catalog(&ctx, database, EmptyContextProvider).map_err(|e| *e)?;
+    ctx.register_udf(to_regtype());
+    for name in [
+        "pg_type_is_visible",
+        "pg_function_is_visible",
+        "pg_collation_is_visible",
+    ] {
+        ctx.register_udf(always_visible(name));
+    }
     Ok(ctx)
+}
+
+/// `pg_*_is_visible(oid)`: every object of the virtual catalog is on the search path (as
+/// `pg_table_is_visible` is in `datafusion-pg-catalog`).
+fn always_visible(name: &str) -> datafusion::logical_expr::ScalarUDF {
+    use arrow::array::{ArrayRef, BooleanArray};
+    use datafusion::logical_expr::{ColumnarValue, Volatility, create_udf};
+    let func = |args: &[ColumnarValue]| -> datafusion::error::Result<ColumnarValue> {
+        let arrays = ColumnarValue::values_to_arrays(args)?;
+        let n = arrays.first().map_or(1, |a| a.len());
+        Ok(ColumnarValue::Array(
+            Arc::new(BooleanArray::from(vec![true; n])) as ArrayRef,
+        ))
+    };
+    create_udf(
+        name,
+        vec![DataType::Int32],
+        DataType::Boolean,
+        Volatility::Stable,
+        Arc::new(func),
+    )
+}
+
+/// The built-in types `to_regtype` knows, by their PostgreSQL names and the SQL aliases
+/// clients spell them with.
+fn type_oid(name: &str) -> Option<i32> {
+    use pgwire::api::Type;
+    let name = name.trim().trim_matches('"').to_ascii_lowercase();
+    let name = name.strip_prefix("pg_catalog.").unwrap_or(&name);
+    let alias = match name {
+        "integer" | "int" => "int4",
+        "bigint" => "int8",
+        "smallint" => "int2",
+        "real" => "float4",
+        "double precision" => "float8",
+        "boolean" => "bool",
+        "character varying" => "varchar",
+        "character" => "bpchar",
+        "decimal" => "numeric",
+        "timestamp without time zone" => "timestamp",
+        "timestamp with time zone" => "timestamptz",
+        "time without time zone" => "time",
+        "time with time zone" => "timetz",
+        other => other,
+    };
+    [
+        Type::BOOL,
+        Type::BYTEA,
+        Type::CHAR,
+        Type::NAME,
+        Type::INT8,
+        Type::INT2,
+        Type::INT4,
+        Type::TEXT,
+        Type::OID,
+        Type::JSON,
+        Type::XML,
+        Type::FLOAT4,
+        Type::FLOAT8,
+        Type::BPCHAR,
+        Type::VARCHAR,
+        Type::DATE,
+        Type::TIME,
+        Type::TIMESTAMP,
+        Type::TIMESTAMPTZ,
+        Type::INTERVAL,
+        Type::TIMETZ,
+        Type::NUMERIC,
+        Type::UUID,
+        Type::JSONB,
+        Type::INET,
+    ]
+    .iter()
+    .find(|t| t.name() == alias)
+    .and_then(|t| i32::try_from(t.oid()).ok())
+}
+
+/// `to_regtype(text)`: the OID of a built-in type, NULL for any other name (psycopg asks it
+/// for `hstore` on connect; there are no extension types here).
+fn to_regtype() -> datafusion::logical_expr::ScalarUDF {
+    use arrow::array::{Array, ArrayRef, Int32Array, StringArray};
+    use datafusion::logical_expr::{ColumnarValue, Volatility, create_udf};
+    let func = |args: &[ColumnarValue]| -> datafusion::error::Result<ColumnarValue> {
+        let arrays = ColumnarValue::values_to_arrays(args)?;
+        let Some(names) = arrays
+            .first()
+            .and_then(|a| a.as_any().downcast_ref::<StringArray>())
+        else {
+            return Err(DataFusionError::Plan(
+                "to_regtype takes one text argument".into(),
+            ));
+        };
+        let oids: Int32Array = (0..names.len())
+            .map(|i| {
+                (!names.is_null(i))
+                    .then(|| type_oid(names.value(i)))
+                    .flatten()
+            })
+            .collect();
+        Ok(ColumnarValue::Array(Arc::new(oids) as ArrayRef))
+    };
+    create_udf(
+        "to_regtype",
+        vec![DataType::Utf8],
+        DataType::Int32,
+        Volatility::Stable,
+        Arc::new(func),
+    )
+}
+
+/// `regproc` columns of the catalog relations: `datafusion-pg-catalog` holds them as the
+/// function's name (`-` for none), where PostgreSQL compares them with OIDs.
+const REGPROC_COLUMNS: &[&str] = &[
+    "typinput",
+    "typoutput",
+    "typreceive",
+    "typsend",
+    "typmodin",
+    "typmodout",
+    "typanalyze",
+    "typsubscript",
+];
+
+/// Rewrites `<regproc column> = 0` / `<> 0` (no function; the ADBC driver's type query asks
+/// `typreceive != 0`) into comparisons with `'-'`, how the catalog spells "no function".
+fn regproc_zero(statement: &mut Statement) {
+    use datafusion::sql::sqlparser::ast::{BinaryOperator, Value, visit_expressions_mut};
+    fn regproc(e: &Expr) -> bool {
+        let name = match e {
+            Expr::Identifier(i) => &i.value,
+            Expr::CompoundIdentifier(parts) => match parts.last() {
+                Some(i) => &i.value,
+                None => return false,
+            },
+            _ => return false,
+        };
+        REGPROC_COLUMNS.iter().any(|c| name.eq_ignore_ascii_case(c))
+    }
+    fn zero(e: &Expr) -> bool {
+        matches!(e, Expr::Value(v) if matches!(&v.value, Value::Number(n, _) if n == "0"))
+    }
+    let _ = visit_expressions_mut(statement, |e| {
+        if let Expr::BinaryOp { left, op, right } = e
+            && matches!(op, BinaryOperator::Eq | BinaryOperator::NotEq)
+        {
+            let none = || Box::new(Expr::value(Value::SingleQuotedString("-".into())));
+            if regproc(left) && zero(right) {
+                *right = none();
+            } else if zero(left) && regproc(right) {
+                *left = none();
+            }
+        }
+        ControlFlow::<()>::Continue(())
+    });
 }
 
 /// A caller's value for a placeholder the plan typed: cast when it can be.
@@ -429,7 +608,10 @@ pub(crate) async fn plan(
         .parse(sql)
         .map_err(|e| Error::new(Kind::Request, "sql_parse_error", e.to_string()))?;
     let statement = match <[Statement; 1]>::try_from(statements) {
-        Ok([s @ Statement::Query(_)]) => s,
+        Ok([mut s @ Statement::Query(_)]) => {
+            regproc_zero(&mut s);
+            s
+        }
         Ok(_) => return Err(refused_statement()),
         Err(_) => {
             return Err(Error::new(
@@ -559,6 +741,22 @@ mod tests {
         )
         .await;
         assert_eq!(types, vec!["bigint", "double precision"]);
+    }
+
+    #[tokio::test]
+    async fn what_the_catalog_lacks_is_refused_like_an_undeclared_name() {
+        for (sql, reason) in [
+            ("SELECT * FROM pg_catalog.pg_shadow", "unknown_relation"),
+            ("SELECT * FROM pg_stats", "unknown_relation"),
+            ("SELECT pg_get_viewdef(1)", "function_not_allowed"),
+        ] {
+            let e = match plan(sql, &[], "pg", &visible()).await {
+                Ok(p) => p.execute().await.err().unwrap(),
+                Err(e) => e,
+            };
+            assert_eq!(e.code, "policy_denied", "{sql}: {e:?}");
+            assert_eq!(e.reason, Some(reason), "{sql}: {e:?}");
+        }
     }
 
     #[tokio::test]

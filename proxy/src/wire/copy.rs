@@ -1,8 +1,8 @@
 //! `COPY (SELECT ...) TO STDOUT (FORMAT binary)`: the Arrow-native drivers' way to read an
 //! answer (the ADBC PostgreSQL driver fetches every query this way). The inner query is an
 //! ordinary engine request (policy, audit, the user's own credential); its rows go out as
-//! binary COPY tuples, which are exactly the binary DataRow encoding, batched into CopyData
-//! messages of about 64 KiB.
+//! binary COPY tuples, which are exactly the binary DataRow encoding, one per CopyData message
+//! as PostgreSQL sends them.
 //!
 //! Every other `COPY` (of a table, in text or CSV, `FROM STDIN`, to a file or program) goes to
 //! the policy, which refuses it as a statement that is not a read-only query.
@@ -17,9 +17,6 @@ const HEADER: &[u8] = b"PGCOPY\n\xff\r\n\0\0\0\0\0\0\0\0\0";
 
 /// The binary COPY trailer: a tuple of -1 fields.
 const TRAILER: &[u8] = &[0xff, 0xff];
-
-/// About how many bytes of tuples one CopyData message carries.
-pub const CHUNK_BYTES: usize = 64 * 1024;
 
 /// The query of a `COPY (query) TO STDOUT` in binary format; `None` for anything else.
 pub fn binary_copy_out(sql: &str) -> Option<String> {

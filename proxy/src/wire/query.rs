@@ -74,6 +74,8 @@ pub struct Prepared {
     local: Option<Result<Vec<Local>, Error>>,
     /// Whether it is a catalog query (answered by the virtual catalog).
     catalog: bool,
+    /// The query of a binary `COPY (query) TO STDOUT`.
+    copy: Option<String>,
     /// The parameter types the warehouse gave when the statement was described (what the
     /// client was told, so what its binary values are encoded as).
     described: Arc<Mutex<Option<Vec<Type>>>>,
@@ -86,6 +88,10 @@ impl Prepared {
             sql: sql.to_string(),
             params: placeholders(sql),
             catalog: local.is_none() && catalog::is_catalog_query(sql),
+            copy: local
+                .is_none()
+                .then(|| copy::binary_copy_out(sql))
+                .flatten(),
             local,
             described: Arc::default(),
         }
@@ -562,9 +568,8 @@ impl Queries {
         }
     }
 
-    /// Streams a started answer as binary `COPY ... TO STDOUT`: CopyOutResponse, the header,
-    /// the tuples in CopyData messages of about [`copy::CHUNK_BYTES`], the trailer, CopyDone,
-    /// `COPY n`.
+    /// Streams a started answer as binary `COPY ... TO STDOUT`: CopyOutResponse, the header
+    /// and the tuples in CopyData messages, the trailer, CopyDone, `COPY n`.
     async fn copy_out<C>(
         &self,
         client: &mut C,
@@ -584,12 +589,10 @@ impl Queries {
                 vec![1; columns],
             )))
             .await?;
-        client
-            .feed(PgWireBackendMessage::CopyData(
-                CopyData::new(copy::header()),
-            ))
-            .await?;
-        let mut buf = BytesMut::with_capacity(copy::CHUNK_BYTES + 1024);
+        // One tuple per CopyData, the header with the first and the trailer on its own, as
+        // PostgreSQL sends them: drivers (ADBC's) read exactly one record per message.
+        let mut buf = BytesMut::with_capacity(8 * 1024);
+        buf.extend_from_slice(&copy::header());
         let mut rows = 0usize;
         loop {
             if let Some(encoder) = running.current.as_mut() {
@@ -598,12 +601,10 @@ impl Queries {
                         running.answer.sent(row.data.len() as u64);
                         copy::put_tuple(&mut buf, &row);
                         rows += 1;
-                        if buf.len() >= copy::CHUNK_BYTES {
-                            let chunk = buf.split().freeze();
-                            client
-                                .feed(PgWireBackendMessage::CopyData(CopyData::new(chunk)))
-                                .await?;
-                        }
+                        let tuple = buf.split().freeze();
+                        client
+                            .feed(PgWireBackendMessage::CopyData(CopyData::new(tuple)))
+                            .await?;
                         continue;
                     }
                     Some(Err(e)) => {
@@ -638,15 +639,10 @@ impl Queries {
                 }
             }
         }
-        if !buf.is_empty() {
-            client
-                .feed(PgWireBackendMessage::CopyData(CopyData::new(buf.freeze())))
-                .await?;
-        }
+        // With no tuple, the header and the trailer share the message.
+        buf.extend_from_slice(&copy::trailer());
         client
-            .feed(PgWireBackendMessage::CopyData(CopyData::new(
-                copy::trailer(),
-            )))
+            .feed(PgWireBackendMessage::CopyData(CopyData::new(buf.freeze())))
             .await?;
         client
             .feed(PgWireBackendMessage::CopyDone(CopyDone::new()))
@@ -886,19 +882,7 @@ impl Queries {
         portal: &Arc<Portal<Prepared>>,
     ) -> Result<Running, Error> {
         let prepared = &portal.statement.statement;
-        if portal.parameter_len() != prepared.params {
-            return Err(Error::request(
-                "invalid_parameters",
-                format!(
-                    "bind message supplies {} parameters, but the statement requires {}",
-                    portal.parameter_len(),
-                    prepared.params
-                ),
-            ));
-        }
-        let values = (0..portal.parameter_len())
-            .map(|i| bound(portal, i))
-            .collect::<Result<Vec<_>, _>>()?;
+        let values = bound_values(portal)?;
         let mut running = self
             .start(
                 session,
@@ -927,6 +911,24 @@ impl Queries {
             }
         }
     }
+}
+
+/// A portal's bound parameters as engine values (as many as the statement has).
+fn bound_values(portal: &Portal<Prepared>) -> Result<Vec<ParamValue>, Error> {
+    let prepared = &portal.statement.statement;
+    if portal.parameter_len() != prepared.params {
+        return Err(Error::request(
+            "invalid_parameters",
+            format!(
+                "bind message supplies {} parameters, but the statement requires {}",
+                portal.parameter_len(),
+                prepared.params
+            ),
+        ));
+    }
+    (0..portal.parameter_len())
+        .map(|i| bound(portal, i))
+        .collect()
 }
 
 /// A bound parameter as an engine value: the client's declared type (or text) read in the
@@ -1130,6 +1132,9 @@ impl ExtendedQueryHandler for Queries {
                 let prepared = &stmt.statement;
                 let fields = if prepared.local.is_some() {
                     local_fields(prepared)
+                } else if prepared.copy.is_some() {
+                    // COPY answers with CopyOutResponse, not rows.
+                    vec![]
                 } else {
                     let session = session(client)?;
                     Self::check_failed(client, None)?;
@@ -1179,6 +1184,12 @@ impl ExtendedQueryHandler for Queries {
                     }
                     None => return Err(PgWireError::PortalNotFound(name)),
                 };
+                if portal.statement.statement.copy.is_some() {
+                    client
+                        .send(PgWireBackendMessage::NoData(NoData::new()))
+                        .await?;
+                    return Ok(());
+                }
                 if portal.statement.statement.local.is_some() {
                     let fields = local_fields(&portal.statement.statement);
                     if fields.is_empty() {
@@ -1322,6 +1333,15 @@ impl Queries {
                     self.local(client, session, l, false).await?;
                 }
                 Ok(())
+            }
+            None if let Some(inner) = &portal.statement.statement.copy => {
+                Self::check_failed(client, None)?;
+                let values = bound_values(portal).map_err(|e| sqlstate::error(&e))?;
+                let mut running = self
+                    .start(session, inner, values, &Format::UnifiedBinary, false)
+                    .await
+                    .map_err(|e| wire_error(&e))?;
+                self.copy_out(client, session, &mut running).await
             }
             None => {
                 Self::check_failed(client, None)?;
