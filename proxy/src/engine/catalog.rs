@@ -47,9 +47,8 @@ use datafusion_pg_catalog::setup_pg_catalog;
 use datafusion_pg_catalog::sql::PostgresCompatibilityParser;
 use futures::{StreamExt, TryStreamExt};
 use sluice_audit::SubQuery;
-use sluice_connectors::{ConnectorError, QueryStream};
+use sluice_connectors::{ConnectorError, ParamValue, QueryStream};
 
-use crate::engine::ParamValue;
 use crate::error::{Error, Kind};
 
 /// The connection a catalog query's audit record names.
