@@ -43,6 +43,7 @@ use datafusion::sql::sqlparser::ast::{
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
 use datafusion_pg_catalog::pg_catalog::context::EmptyContextProvider;
+use datafusion_pg_catalog::pg_catalog::{PgCatalogSchemaProvider, PgCatalogStaticTables};
 use datafusion_pg_catalog::setup_pg_catalog;
 use datafusion_pg_catalog::sql::PostgresCompatibilityParser;
 use futures::{StreamExt, TryStreamExt};
@@ -65,6 +66,14 @@ pub(crate) const PROBE_CONCURRENCY: usize = 4;
 /// it tokenizes its substitution table).
 static COMPAT: LazyLock<PostgresCompatibilityParser> =
     LazyLock::new(PostgresCompatibilityParser::new);
+
+/// `pg_catalog`'s static relations, decoded once for every session.
+static STATIC_TABLES: LazyLock<Option<Arc<PgCatalogStaticTables>>> = LazyLock::new(|| {
+    PgCatalogStaticTables::try_new()
+        .map(Arc::new)
+        .map_err(|e| tracing::warn!(error = %e, "virtual catalog: static tables not decoded"))
+        .ok()
+});
 
 /// A table as one caller sees it: where it lives, and the columns they may read with the types
 /// the warehouse gives them.
@@ -416,6 +425,16 @@ fn session(database: &str, tables: &[VisibleTable]) -> Result<SessionContext, Da
         schema.register_table(t.table.clone(), Arc::new(table))?;
     }
     setup_pg_catalog(&ctx, database, EmptyContextProvider).map_err(|e| *e)?;
+    // The static relations (pg_type, pg_proc... ~5 MB decoded) are shared by every session:
+    // the `pg_catalog` schema `setup_pg_catalog` registered is replaced by one over them.
+    if let (Some(shared), Some(catalog)) = (STATIC_TABLES.as_ref(), ctx.catalog(database)) {
+        let provider = PgCatalogSchemaProvider::try_new(
+            ctx.state().catalog_list().clone(),
+            Arc::clone(shared),
+            EmptyContextProvider,
+        )?;
+        catalog.register_schema("pg_catalog", Arc::new(provider))?;
+    }
     ctx.register_udf(to_regtype());
     for name in [
         "pg_type_is_visible",
