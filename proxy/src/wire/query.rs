@@ -43,8 +43,8 @@ use pgwire::messages::PgWireBackendMessage;
 use pgwire::messages::copy::{CopyData, CopyDone, CopyOutResponse};
 use pgwire::messages::data::{NoData, ParameterDescription, RowDescription};
 use pgwire::messages::extendedquery::{
-    Close, CloseComplete, Describe, Execute, PortalSuspended, Sync as PgSync,
-    TARGET_TYPE_BYTE_PORTAL, TARGET_TYPE_BYTE_STATEMENT,
+    Bind, BindComplete, Close, CloseComplete, Describe, Execute, Parse, ParseComplete,
+    PortalSuspended, Sync as PgSync, TARGET_TYPE_BYTE_PORTAL, TARGET_TYPE_BYTE_STATEMENT,
 };
 use pgwire::messages::response::{
     CommandComplete, EmptyQueryResponse, NoticeResponse, ReadyForQuery, TransactionStatus,
@@ -1070,6 +1070,64 @@ impl ExtendedQueryHandler for Queries {
         Arc::clone(&self.parser)
     }
 
+    // Parse, Bind and Describe answer with `feed`, not `send`: their replies go out with the
+    // next flush (Sync, Flush, or a full buffer), in one write with the rows and
+    // ReadyForQuery, as PostgreSQL buffers them. pgwire's defaults flush each one.
+
+    async fn on_parse<C>(&self, client: &mut C, message: Parse) -> PgWireResult<()>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Self::Statement>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let name = message.name.as_deref().unwrap_or(DEFAULT_NAME).to_string();
+        let parser = self.query_parser();
+        match StoredStatement::parse(client, &message, parser).await? {
+            Some(stmt) => client.portal_store().put_statement(Arc::new(stmt)),
+            None => client.portal_store().put_empty_statement(&name),
+        }
+        client
+            .feed(PgWireBackendMessage::ParseComplete(ParseComplete::new()))
+            .await?;
+        Ok(())
+    }
+
+    async fn on_bind<C>(&self, client: &mut C, message: Bind) -> PgWireResult<()>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Self::Statement>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let statement_name = message.statement_name.as_deref().unwrap_or(DEFAULT_NAME);
+        let portal_name = message.portal_name.as_deref().unwrap_or(DEFAULT_NAME);
+        match client.portal_store().get_statement(statement_name) {
+            Some(Entry::Value(statement)) => {
+                let portal = Portal::try_new(&message, statement)?;
+                client.portal_store().put_portal(Arc::new(portal));
+            }
+            Some(Entry::Empty) => {
+                if !message.parameters.is_empty() {
+                    return Err(sqlstate::error(&Error::request(
+                        "invalid_parameters",
+                        format!(
+                            "bind message supplies {} parameters, but prepared statement \
+                             {statement_name:?} requires 0",
+                            message.parameters.len()
+                        ),
+                    )));
+                }
+                client.portal_store().put_empty_portal(portal_name);
+            }
+            None => return Err(PgWireError::StatementNotFound(statement_name.to_owned())),
+        }
+        client
+            .feed(PgWireBackendMessage::BindComplete(BindComplete::new()))
+            .await?;
+        Ok(())
+    }
+
     async fn on_execute<C>(&self, client: &mut C, message: Execute) -> PgWireResult<()>
     where
         C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
@@ -1123,7 +1181,7 @@ impl ExtendedQueryHandler for Queries {
                     Some(Entry::Value(s)) => s,
                     Some(Entry::Empty) => {
                         client
-                            .send(PgWireBackendMessage::NoData(NoData::new()))
+                            .feed(PgWireBackendMessage::NoData(NoData::new()))
                             .await?;
                         return Ok(());
                     }
@@ -1166,10 +1224,10 @@ impl ExtendedQueryHandler for Queries {
                     .await?;
                 if fields.is_empty() {
                     client
-                        .send(PgWireBackendMessage::NoData(NoData::new()))
+                        .feed(PgWireBackendMessage::NoData(NoData::new()))
                         .await?;
                 } else {
-                    client.send(row_description(&fields)).await?;
+                    client.feed(row_description(&fields)).await?;
                 }
                 Ok(())
             }
@@ -1178,7 +1236,7 @@ impl ExtendedQueryHandler for Queries {
                     Some(Entry::Value(p)) => p,
                     Some(Entry::Empty) => {
                         client
-                            .send(PgWireBackendMessage::NoData(NoData::new()))
+                            .feed(PgWireBackendMessage::NoData(NoData::new()))
                             .await?;
                         return Ok(());
                     }
@@ -1186,7 +1244,7 @@ impl ExtendedQueryHandler for Queries {
                 };
                 if portal.statement.statement.copy.is_some() {
                     client
-                        .send(PgWireBackendMessage::NoData(NoData::new()))
+                        .feed(PgWireBackendMessage::NoData(NoData::new()))
                         .await?;
                     return Ok(());
                 }
@@ -1194,10 +1252,10 @@ impl ExtendedQueryHandler for Queries {
                     let fields = local_fields(&portal.statement.statement);
                     if fields.is_empty() {
                         client
-                            .send(PgWireBackendMessage::NoData(NoData::new()))
+                            .feed(PgWireBackendMessage::NoData(NoData::new()))
                             .await?;
                     } else {
-                        client.send(row_description(&fields)).await?;
+                        client.feed(row_description(&fields)).await?;
                     }
                     return Ok(());
                 }
@@ -1207,7 +1265,7 @@ impl ExtendedQueryHandler for Queries {
                     .running_for(&session, &name, &portal)
                     .await
                     .map_err(|e| wire_error(&e))?;
-                client.send(row_description(&running.fields)).await?;
+                client.feed(row_description(&running.fields)).await?;
                 session.keep_running(&name, running);
                 Ok(())
             }
@@ -1260,7 +1318,7 @@ impl ExtendedQueryHandler for Queries {
             _ => {}
         }
         client
-            .send(PgWireBackendMessage::CloseComplete(CloseComplete::new()))
+            .feed(PgWireBackendMessage::CloseComplete(CloseComplete::new()))
             .await?;
         Ok(())
     }
