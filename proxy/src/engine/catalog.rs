@@ -96,6 +96,9 @@ pub(crate) struct Visible {
     policy_version: String,
     groups: Vec<String>,
     tables: Vec<VisibleTable>,
+    /// Several connections are in view: each is a catalog of its own
+    /// (`<connection>.<schema>.<table>`).
+    qualified: bool,
     session: OnceLock<SessionContext>,
 }
 
@@ -105,7 +108,7 @@ impl Visible {
         if let Some(ctx) = self.session.get() {
             return Ok(ctx.clone());
         }
-        let ctx = session(database, &self.tables).map_err(|e| unsupported(&e))?;
+        let ctx = session(database, &self.tables, self.qualified).map_err(|e| unsupported(&e))?;
         Ok(self.session.get_or_init(|| ctx).clone())
     }
 }
@@ -138,11 +141,13 @@ impl CatalogCache {
         policy_version: &str,
         groups: &[String],
         tables: Vec<VisibleTable>,
+        qualified: bool,
     ) -> Arc<Visible> {
         let visible = Arc::new(Visible {
             policy_version: policy_version.to_string(),
             groups: groups.to_vec(),
             tables,
+            qualified,
             session: OnceLock::new(),
         });
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
@@ -368,7 +373,11 @@ impl Planned {
 /// The ephemeral session: `database` is the catalog the client connected to; with one
 /// connection in view its tables are `<schema>.<table>` there, with several each connection is
 /// a catalog of its own (`<connection>.<schema>.<table>`, as the router names them).
-fn session(database: &str, tables: &[VisibleTable]) -> Result<SessionContext, DataFusionError> {
+fn session(
+    database: &str,
+    tables: &[VisibleTable],
+    qualified: bool,
+) -> Result<SessionContext, DataFusionError> {
     let database = if database.is_empty() {
         "sluice"
     } else {
@@ -388,9 +397,9 @@ fn session(database: &str, tables: &[VisibleTable]) -> Result<SessionContext, Da
         .with_default_features()
         .build();
     let ctx = SessionContext::new_with_state(state);
-    let one = tables
-        .iter()
-        .all(|t| tables.first().is_some_and(|f| f.connection == t.connection));
+    // How many connections are in view (not how many answered their probes): it fixes how
+    // tables are named, as the router names them.
+    let one = !qualified;
     let mut catalogs: BTreeMap<String, Arc<dyn CatalogProvider>> = BTreeMap::new();
     for t in tables {
         let name = if one {
@@ -719,7 +728,7 @@ mod tests {
     }
 
     fn visible() -> Arc<Visible> {
-        CatalogCache::default().put("v1", &[], orders())
+        CatalogCache::default().put("v1", &[], orders(), false)
     }
 
     async fn strings(sql: &str, params: &[ParamValue]) -> Vec<String> {
@@ -775,6 +784,26 @@ mod tests {
             assert_eq!(e.code, "policy_denied", "{sql}: {e:?}");
             assert_eq!(e.reason, Some(reason), "{sql}: {e:?}");
         }
+    }
+
+    #[tokio::test]
+    async fn with_several_connections_in_view_each_is_a_catalog() {
+        let visible = CatalogCache::default().put("v1", &[], orders(), true);
+        let sql = "SELECT table_catalog FROM information_schema.tables WHERE table_name = 'orders'";
+        let mut stream = plan(sql, &[], "sluice", &visible)
+            .await
+            .unwrap()
+            .execute()
+            .await
+            .unwrap();
+        let b = stream.batches.next().await.unwrap().unwrap();
+        let col = arrow::compute::cast(b.column(0), &DataType::Utf8).unwrap();
+        let col = col.as_any().downcast_ref::<StringArray>().unwrap();
+        assert_eq!(
+            col.value(0),
+            "pg",
+            "named as the router names it: pg.public.orders"
+        );
     }
 
     #[tokio::test]

@@ -471,7 +471,12 @@ impl Request<'_> {
                 };
                 let (tables, probes) = unless_cancelled(self.ctx.cancel.as_mut(), probing).await?;
                 self.audit.record.sub_queries = probes;
-                cache.put(&policy.version, &principal.groups, tables)
+                cache.put(
+                    &policy.version,
+                    &principal.groups,
+                    tables,
+                    connections.len() > 1,
+                )
             }
         };
         let planned = catalog::plan(&query.sql, &query.params, database, &visible).await?;
