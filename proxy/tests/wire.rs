@@ -1096,3 +1096,36 @@ async fn pgjdbc_reads_metadata_binds_and_streams_with_a_fetch_size() {
         && r.sql.as_deref() == Some("SELECT id FROM orders")
         && r.rows == Some(200)));
 }
+
+#[tokio::test]
+async fn savepoints_nest_in_a_read_only_transaction_and_roll_back_a_failure() {
+    let w = world("wire_savepoint", "").await;
+    let alice = w.client("alice", "A").await;
+    let e = alice.simple_query("SAVEPOINT a").await.unwrap_err();
+    assert_eq!(code(&e), SqlState::NO_ACTIVE_SQL_TRANSACTION, "{e:?}");
+    alice.simple_query("BEGIN").await.unwrap();
+    alice.simple_query("SAVEPOINT a").await.unwrap();
+    let e = alice
+        .simple_query("SELECT * FROM orders_2024")
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), SqlState::UNDEFINED_TABLE, "{e:?}");
+    // The failed block accepts only its end, or a rollback to a savepoint.
+    let e = alice
+        .simple_query("SELECT 1 FROM orders")
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), SqlState::IN_FAILED_SQL_TRANSACTION, "{e:?}");
+    alice.simple_query("ROLLBACK TO SAVEPOINT a").await.unwrap();
+    let rows = simple_rows(&alice, "SELECT count(*) FROM orders").await;
+    assert_eq!(rows[0][0].as_deref(), Some(A_ORDERS.to_string().as_str()));
+    let e = alice.simple_query("RELEASE SAVEPOINT b").await.unwrap_err();
+    assert_eq!(code(&e), SqlState::from_code("3B001"), "{e:?}");
+    alice.simple_query("ROLLBACK").await.unwrap();
+    alice.simple_query("BEGIN").await.unwrap();
+    alice.simple_query("SAVEPOINT a").await.unwrap();
+    alice.simple_query("RELEASE a").await.unwrap();
+    let e = alice.simple_query("ROLLBACK TO a").await.unwrap_err();
+    assert_eq!(code(&e), SqlState::from_code("3B001"), "released: {e:?}");
+    alice.simple_query("COMMIT").await.unwrap();
+}

@@ -252,11 +252,18 @@ impl Visitor for Names {
     }
 }
 
+/// Whether `text` contains `needle` (ASCII, any case), without copying the text: every
+/// statement of the wire door's simple protocol passes here.
+fn contains_ci(text: &str, needle: &str) -> bool {
+    text.as_bytes()
+        .windows(needle.len())
+        .any(|w| w.eq_ignore_ascii_case(needle.as_bytes()))
+}
+
 /// Whether a statement text is a catalog query (see the module documentation). Cheap for data
 /// queries: a text that names neither `pg_` nor `information_schema` is not parsed.
 pub fn is_catalog_query(sql: &str) -> bool {
-    let lower = sql.to_ascii_lowercase();
-    if !lower.contains("pg_") && !lower.contains("information_schema") {
+    if !contains_ci(sql, "pg_") && !contains_ci(sql, "information_schema") {
         return false;
     }
     // The client's own text decides when it parses; else the text after the compatibility
@@ -274,7 +281,7 @@ pub fn is_catalog_query(sql: &str) -> bool {
     };
     let mut names = Names::default();
     let _ = query.visit(&mut names);
-    if rewritten && names.relations.is_empty() && lower.contains("pg_catalog.") {
+    if rewritten && names.relations.is_empty() && contains_ci(sql, "pg_catalog.") {
         return true;
     }
     let relations: Vec<&ObjectName> = names

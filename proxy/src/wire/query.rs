@@ -41,7 +41,7 @@ use pgwire::api::{ClientInfo, ClientPortalStore, DEFAULT_NAME, PgWireConnectionS
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use pgwire::messages::PgWireBackendMessage;
 use pgwire::messages::copy::{CopyData, CopyDone, CopyOutResponse};
-use pgwire::messages::data::{NoData, ParameterDescription, RowDescription};
+use pgwire::messages::data::{DataRow, NoData, ParameterDescription, RowDescription};
 use pgwire::messages::extendedquery::{
     Bind, BindComplete, Close, CloseComplete, Describe, Execute, Parse, ParseComplete,
     PortalSuspended, Sync as PgSync, TARGET_TYPE_BYTE_PORTAL, TARGET_TYPE_BYTE_STATEMENT,
@@ -169,6 +169,53 @@ pub(crate) struct Running {
     /// The answer has ended (CommandComplete sent): a further Execute returns no rows, as
     /// PostgreSQL's does for a completed portal.
     done: bool,
+}
+
+impl Running {
+    /// The answer's next row, encoded in the portal's formats: from the current batch, else
+    /// from the next one (waiting for it stops at a cancel). `None` at the end of the answer.
+    /// An error ends the answer (its completion recorded) and is the client's error.
+    async fn next_row(&mut self, session: &Session) -> PgWireResult<Option<DataRow>> {
+        loop {
+            if let Some(encoder) = self.current.as_mut() {
+                match encoder.next_row() {
+                    Some(Ok(row)) => {
+                        self.answer.sent(row.data.len() as u64);
+                        return Ok(Some(row));
+                    }
+                    Some(Err(e)) => {
+                        tracing::warn!(error = %e, "pgwire: a value could not be encoded");
+                        let err = Error::new(
+                            Kind::Internal,
+                            "internal",
+                            "the answer could not be encoded",
+                        );
+                        self.answer.finish(Some(&err)).await;
+                        return Err(sqlstate::error(&err));
+                    }
+                    None => self.current = None,
+                }
+            }
+            let next = if *self.cancel.borrow() {
+                Err(cancelled(session))
+            } else {
+                tokio::select! {
+                    b = self.answer.next() => b,
+                    _ = self.cancel.wait_for(|c| *c) => Err(cancelled(session)),
+                }
+            };
+            match next {
+                Ok(Some(batch)) => {
+                    self.current = Some(RowEncoder::new(batch, Arc::clone(&self.fields)));
+                }
+                Ok(None) => return Ok(None),
+                Err(e) => {
+                    self.answer.finish(Some(&e)).await;
+                    return Err(sqlstate::error(&e));
+                }
+            }
+        }
+    }
 }
 
 /// The state of one authenticated wire connection.
@@ -504,40 +551,12 @@ impl Queries {
             if max_rows > 0 && sent >= max_rows {
                 return Ok(Stopped::Suspended);
             }
-            if let Some(encoder) = running.current.as_mut() {
-                match encoder.next_row() {
-                    Some(Ok(row)) => {
-                        running.answer.sent(row.data.len() as u64);
-                        client.feed(PgWireBackendMessage::DataRow(row)).await?;
-                        sent += 1;
-                        continue;
-                    }
-                    Some(Err(e)) => {
-                        tracing::warn!(error = %e, "pgwire: a value could not be encoded");
-                        let err = Error::new(
-                            Kind::Internal,
-                            "internal",
-                            "the answer could not be encoded",
-                        );
-                        running.answer.finish(Some(&err)).await;
-                        return Err(sqlstate::error(&err));
-                    }
-                    None => running.current = None,
+            match running.next_row(session).await? {
+                Some(row) => {
+                    client.feed(PgWireBackendMessage::DataRow(row)).await?;
+                    sent += 1;
                 }
-            }
-            let next = if *running.cancel.borrow() {
-                Err(cancelled(session))
-            } else {
-                tokio::select! {
-                    b = running.answer.next() => b,
-                    _ = running.cancel.wait_for(|c| *c) => Err(cancelled(session)),
-                }
-            };
-            match next {
-                Ok(Some(batch)) => {
-                    running.current = Some(RowEncoder::new(batch, Arc::clone(&running.fields)));
-                }
-                Ok(None) => {
+                None => {
                     if running.answer.truncated() {
                         let notice = ErrorInfo::new(
                             "WARNING".into(),
@@ -559,10 +578,6 @@ impl Queries {
                         .feed(complete(Tag::new("SELECT").with_rows(sent)))
                         .await?;
                     return Ok(Stopped::Finished);
-                }
-                Err(e) => {
-                    running.answer.finish(Some(&e)).await;
-                    return Err(sqlstate::error(&e));
                 }
             }
         }
@@ -594,50 +609,13 @@ impl Queries {
         let mut buf = BytesMut::with_capacity(8 * 1024);
         buf.extend_from_slice(&copy::header());
         let mut rows = 0usize;
-        loop {
-            if let Some(encoder) = running.current.as_mut() {
-                match encoder.next_row() {
-                    Some(Ok(row)) => {
-                        running.answer.sent(row.data.len() as u64);
-                        copy::put_tuple(&mut buf, &row);
-                        rows += 1;
-                        let tuple = buf.split().freeze();
-                        client
-                            .feed(PgWireBackendMessage::CopyData(CopyData::new(tuple)))
-                            .await?;
-                        continue;
-                    }
-                    Some(Err(e)) => {
-                        tracing::warn!(error = %e, "pgwire: a value could not be encoded");
-                        let err = Error::new(
-                            Kind::Internal,
-                            "internal",
-                            "the answer could not be encoded",
-                        );
-                        running.answer.finish(Some(&err)).await;
-                        return Err(sqlstate::error(&err));
-                    }
-                    None => running.current = None,
-                }
-            }
-            let next = if *running.cancel.borrow() {
-                Err(cancelled(session))
-            } else {
-                tokio::select! {
-                    b = running.answer.next() => b,
-                    _ = running.cancel.wait_for(|c| *c) => Err(cancelled(session)),
-                }
-            };
-            match next {
-                Ok(Some(batch)) => {
-                    running.current = Some(RowEncoder::new(batch, Arc::clone(&running.fields)));
-                }
-                Ok(None) => break,
-                Err(e) => {
-                    running.answer.finish(Some(&e)).await;
-                    return Err(sqlstate::error(&e));
-                }
-            }
+        while let Some(row) = running.next_row(session).await? {
+            copy::put_tuple(&mut buf, &row);
+            rows += 1;
+            let tuple = buf.split().freeze();
+            client
+                .feed(PgWireBackendMessage::CopyData(CopyData::new(tuple)))
+                .await?;
         }
         // With no tuple, the header and the trailer share the message.
         buf.extend_from_slice(&copy::trailer());
