@@ -65,7 +65,9 @@ pub(crate) struct StatementKey {
 /// An open connection: the client, the task driving its socket, and its prepared statements
 /// (dropping a `Statement` closes it on the server).
 pub(crate) struct Conn {
-    pub(crate) client: Client,
+    /// Shared with the session reset that may outlive the query's call (it is awaited after
+    /// the answer has been handed over).
+    pub(crate) client: std::sync::Arc<Client>,
     pub(crate) statements: hashlink::LruCache<StatementKey, tokio_postgres::Statement>,
     task: JoinHandle<()>,
     since: Instant,
@@ -127,7 +129,7 @@ impl Pool {
             }
         });
         Ok(Conn {
-            client,
+            client: std::sync::Arc::new(client),
             statements: hashlink::LruCache::new(MAX_STATEMENTS_PER_CONN),
             task,
             since: Instant::now(),

@@ -752,7 +752,7 @@ impl Connector for PostgresConnector {
         };
         let (rows, cancel) = rows;
         let schema = schema_of(&statement)?;
-        let builders: Vec<Column> = statement
+        let mut builders: Vec<Column> = statement
             .columns()
             .iter()
             .map(|c| Column::new(c.type_(), c.type_modifier()))
@@ -762,89 +762,161 @@ impl Connector for PostgresConnector {
             conn.statements.insert(statement_key, statement);
         }
 
-        let (tx, rx) = mpsc::channel(CHANNEL_BATCHES);
-        let batch_schema = Arc::clone(&schema);
-        let pool = Arc::clone(&self.pool);
-        tokio::spawn(async move {
-            // Owns the connection (and the turn) while rows stream. The session's reset is
-            // pipelined behind the statement (its first poll queues its messages, before any
-            // row is read): PostgreSQL runs it as soon as the statement ends, in the same round
-            // trip. The answer ends (the sender is dropped) as soon as the last row is sent; the
-            // session goes back to the pool only when the query ran to its end and the reset
-            // succeeded. A query that failed or was abandoned (cancelled on the server) does not
-            // wait for its reset: the session is closed at once, and the turn freed.
-            let _turn = turn;
-            let reset = {
-                let mut reset = std::pin::pin!(reset_session(&conn.client));
-                let early = futures::poll!(reset.as_mut());
-                let finished = stream_rows(rows, tx, batch_schema, builders, cancel).await;
-                match early {
-                    _ if !finished => false,
-                    std::task::Poll::Ready(ok) => ok,
-                    std::task::Poll::Pending => reset.await,
+        // The session's reset is pipelined behind the statement: its first poll queues its
+        // messages, before any row is read, so PostgreSQL runs it as soon as the statement
+        // ends, in the same round trip. It owns a handle on the client, so it can be awaited
+        // after the answer has been handed over.
+        let mut reset: futures::future::BoxFuture<'static, bool> = {
+            let client = Arc::clone(&conn.client);
+            Box::pin(async move { reset_session(&client).await })
+        };
+        let early = futures::poll!(reset.as_mut());
+        // The first batch is read here, on the caller's task: an answer that fits in one batch
+        // (a point query) needs no task and no channel between the rows and the caller. If this
+        // call is abandoned while it reads (deadline, client gone), the guard cancels the query
+        // on the server.
+        let guard = CancelOnDrop(Some(cancel.clone()));
+        let mut rows = Box::pin(rows);
+        let first = read_batch(rows.as_mut(), &schema, &mut builders).await;
+        guard.disarm();
+        let first = match first {
+            Ok(f) => f,
+            Err(e) => {
+                if matches!(e, ConnectorError::Execution(_)) {
+                    // A value that could not be decoded: the rest is of no use.
+                    let _ = cancel.cancel_query(NoTls).await;
                 }
-            };
-            if reset {
-                pool.checkin(key, conn);
+                return Err(e);
             }
-        });
+        };
+        let pool = Arc::clone(&self.pool);
+        let batches = match first {
+            Read::Ended(last) => {
+                // The session goes back to the pool once its reset succeeded (the reset's
+                // answer follows the rows; it is not waited for here).
+                drop(rows);
+                match early {
+                    std::task::Poll::Ready(true) => pool.checkin(key, conn),
+                    std::task::Poll::Ready(false) => {}
+                    std::task::Poll::Pending => {
+                        tokio::spawn(async move {
+                            let _turn = turn;
+                            if reset.await {
+                                pool.checkin(key, conn);
+                            }
+                        });
+                    }
+                }
+                futures::stream::iter(last.map(Ok)).boxed()
+            }
+            Read::Full(batch) => {
+                let (tx, rx) = mpsc::channel(CHANNEL_BATCHES);
+                let batch_schema = Arc::clone(&schema);
+                tokio::spawn(async move {
+                    // Owns the connection (and the turn) while the rest of the rows stream. The
+                    // answer ends (the sender is dropped) as soon as the last row is sent; the
+                    // session goes back to the pool only when the query ran to its end and the
+                    // reset succeeded. A query that failed or was abandoned (cancelled on the
+                    // server) does not wait for its reset: the session is closed at once, and
+                    // the turn freed.
+                    let _turn = turn;
+                    let finished = stream_rows(rows, tx, batch_schema, builders, cancel).await;
+                    let reset = match early {
+                        _ if !finished => false,
+                        std::task::Poll::Ready(ok) => ok,
+                        std::task::Poll::Pending => reset.await,
+                    };
+                    if reset {
+                        pool.checkin(key, conn);
+                    }
+                });
+                futures::stream::once(async { Ok(batch) })
+                    .chain(crate::receiver_stream(rx))
+                    .boxed()
+            }
+        };
         Ok(QueryStream {
             schema,
-            batches: crate::receiver_stream(rx),
+            batches,
             warehouse_query_id: None,
         })
     }
 }
 
-/// Streams `rows` to `tx` in batches of [`BATCH_ROWS`], then drops `tx` (which ends the answer)
-/// and the rows (which closes the statement). True when the query ran to its end; false when it
-/// failed, or nobody reads any more (the query is then cancelled on the server).
+/// What one read of up to [`BATCH_ROWS`] rows found.
+enum Read {
+    /// The answer ended: its last batch (`None` when no rows were left).
+    Ended(Option<RecordBatch>),
+    /// A full batch; more rows may follow.
+    Full(RecordBatch),
+}
+
+/// Reads the next batch of at most [`BATCH_ROWS`] rows.
+async fn read_batch(
+    mut rows: std::pin::Pin<&mut tokio_postgres::RowStream>,
+    schema: &SchemaRef,
+    builders: &mut [Column],
+) -> Result<Read, ConnectorError> {
+    let mut n = 0usize;
+    loop {
+        match rows.next().await {
+            Some(Ok(row)) => {
+                for (i, b) in builders.iter_mut().enumerate() {
+                    b.push(&row, i)
+                        .map_err(|e| ConnectorError::Execution(e.to_string()))?;
+                }
+                n += 1;
+                if n == BATCH_ROWS {
+                    return finish_batch(schema, builders).map(Read::Full);
+                }
+            }
+            Some(Err(e)) => return Err(exec_error(&e)),
+            None if n == 0 => return Ok(Read::Ended(None)),
+            None => return finish_batch(schema, builders).map(|b| Read::Ended(Some(b))),
+        }
+    }
+}
+
+/// Streams the rest of `rows` to `tx`, a batch at a time, then drops `tx` (which ends the
+/// answer) and the rows (which closes the statement). True when the query ran to its end;
+/// false when it failed, or nobody reads any more (the query is then cancelled on the server).
 async fn stream_rows(
-    rows: tokio_postgres::RowStream,
+    mut rows: std::pin::Pin<Box<tokio_postgres::RowStream>>,
     tx: mpsc::Sender<Result<RecordBatch, ConnectorError>>,
     schema: SchemaRef,
     mut builders: Vec<Column>,
     cancel: tokio_postgres::CancelToken,
 ) -> bool {
-    let mut rows = std::pin::pin!(rows);
-    let mut n = 0usize;
     loop {
-        let next = tokio::select! {
+        let read = tokio::select! {
             () = tx.closed() => {
                 // Nobody reads any more: stop the query on the server.
                 let _ = cancel.cancel_query(NoTls).await;
                 return false;
             }
-            next = rows.next() => next,
+            read = read_batch(rows.as_mut(), &schema, &mut builders) => read,
         };
-        match next {
-            Some(Ok(row)) => {
-                for (i, b) in builders.iter_mut().enumerate() {
-                    if let Err(e) = b.push(&row, i) {
-                        let _ = tx.send(Err(ConnectorError::Execution(e.to_string()))).await;
-                        // The rest of the answer is of no use: stop it on the server.
-                        let _ = cancel.cancel_query(NoTls).await;
-                        return false;
-                    }
-                }
-                n += 1;
-                if n == BATCH_ROWS {
-                    n = 0;
-                    if send_batch(&tx, &schema, &mut builders).await.is_err() {
-                        let _ = cancel.cancel_query(NoTls).await;
-                        return false;
-                    }
+        match read {
+            Ok(Read::Full(batch)) => {
+                if tx.send(Ok(batch)).await.is_err() {
+                    let _ = cancel.cancel_query(NoTls).await;
+                    return false;
                 }
             }
-            Some(Err(e)) => {
-                let _ = tx.send(Err(exec_error(&e))).await;
-                return false;
-            }
-            None => {
-                if n > 0 {
-                    let _ = send_batch(&tx, &schema, &mut builders).await;
+            Ok(Read::Ended(last)) => {
+                if let Some(batch) = last {
+                    let _ = tx.send(Ok(batch)).await;
                 }
                 return true;
+            }
+            Err(e) => {
+                let decode = matches!(e, ConnectorError::Execution(_));
+                let _ = tx.send(Err(e)).await;
+                if decode {
+                    // The rest of the answer is of no use: stop it on the server.
+                    let _ = cancel.cancel_query(NoTls).await;
+                }
+                return false;
             }
         }
     }
@@ -1045,15 +1117,10 @@ fn values_for(
         .collect()
 }
 
-async fn send_batch(
-    tx: &mpsc::Sender<Result<RecordBatch, ConnectorError>>,
-    schema: &SchemaRef,
-    builders: &mut [Column],
-) -> Result<(), ()> {
+fn finish_batch(schema: &SchemaRef, builders: &mut [Column]) -> Result<RecordBatch, ConnectorError> {
     let columns: Vec<ArrayRef> = builders.iter_mut().map(Column::finish).collect();
-    let batch = RecordBatch::try_new(Arc::clone(schema), columns)
-        .map_err(|e| ConnectorError::Execution(e.to_string()));
-    tx.send(batch).await.map_err(|_| ())
+    RecordBatch::try_new(Arc::clone(schema), columns)
+        .map_err(|e| ConnectorError::Execution(e.to_string()))
 }
 
 /// `NULL` of whatever type the server inferred for the parameter.

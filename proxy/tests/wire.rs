@@ -74,9 +74,16 @@ struct World {
 /// The world daemon with the wire door on an ephemeral loopback port; `pgwire_extra` is added
 /// to its `[pgwire]` section.
 async fn world(tag: &str, pgwire_extra: &str) -> World {
+    world_with(tag, pgwire_extra, "").await
+}
+
+/// [`world`], with `jwt_extra` added to its `[auth.jwt]` section.
+async fn world_with(tag: &str, pgwire_extra: &str, jwt_extra: &str) -> World {
     let db = TestDb::create(tag, WORLD_SQL).await;
     let dir = tempfile::tempdir().unwrap();
-    let text = std::fs::read_to_string(WORLD_TOML).unwrap()
+    let text = std::fs::read_to_string(WORLD_TOML)
+        .unwrap()
+        .replacen("[auth.jwt]\n", &format!("[auth.jwt]\n{jwt_extra}\n"), 1)
         + &format!("\n[pgwire]\nlisten = \"127.0.0.1:0\"\n{pgwire_extra}\n");
     let config = dir.path().join("world.toml");
     std::fs::write(&config, text).unwrap();
@@ -1128,4 +1135,70 @@ async fn savepoints_nest_in_a_read_only_transaction_and_roll_back_a_failure() {
     let e = alice.simple_query("ROLLBACK TO a").await.unwrap_err();
     assert_eq!(code(&e), SqlState::from_code("3B001"), "released: {e:?}");
     alice.simple_query("COMMIT").await.unwrap();
+}
+
+/// A JWT of the world's issuer with its own `exp` and `jti`.
+fn token_expiring(user: &str, tenant: &str, exp: u64, jti: &str) -> String {
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &json!({"sub": user, "tenant": tenant, "groups": ["analyst"], "aud": "sluice-world",
+                "iss": "world-idp", "exp": exp, "jti": jti}),
+        &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
+    )
+    .unwrap()
+}
+
+#[tokio::test]
+async fn a_connection_verifies_its_jwt_once_and_stops_when_the_token_expires() {
+    // Replay protection on and no leeway: the login consumes the token's `jti`, the
+    // connection's statements reuse that verification (they used to be refused as replays),
+    // another connection with the same token is a replay, and the held verification ends at
+    // the token's `exp`.
+    let w = world_with("wire_held", "", "require_jti = true\nleeway_secs = 0").await;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let token = token_expiring("alice", "A", now + 4, "held-1");
+    let (c, conn) = tokio_postgres::connect(&w.conn_str("alice", &token, "world"), NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    for _ in 0..3 {
+        let n: i64 = c
+            .query_one("SELECT count(*) FROM orders", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(n, A_ORDERS);
+        let rows = c.simple_query("SELECT count(*) FROM orders").await.unwrap();
+        assert!(!rows.is_empty());
+    }
+    let again = tokio_postgres::connect(&w.conn_str("alice", &token, "world"), NoTls)
+        .await
+        .err()
+        .expect("a second login with the same jti was accepted");
+    assert_eq!(code(&again), SqlState::INVALID_PASSWORD, "{again:?}");
+    // Past `exp`: the next statement verifies the token again, which fails.
+    while std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        <= now + 4
+    {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let e = c
+        .query_one("SELECT count(*) FROM orders", &[])
+        .await
+        .err()
+        .expect("a statement ran on an expired token");
+    assert_eq!(code(&e), SqlState::INVALID_PASSWORD, "{e:?}");
+    assert!(e.to_string().contains("expired"), "{e}");
+    let expired = w
+        .audit()
+        .into_iter()
+        .filter(|r| r.code.as_deref() == Some("token_expired"))
+        .count();
+    assert!(expired >= 1, "the expired statement was not audited");
 }

@@ -77,6 +77,15 @@ impl Jwks {
         }
     }
 
+    /// Whether `key` is in the set as last fetched, and that set is fresh (within its TTL).
+    pub fn holds(&self, key: &Arc<DecodingKey>) -> bool {
+        self.current().is_some_and(|set| {
+            set.fetched.elapsed() < self.ttl
+                && (set.by_kid.values().any(|k| Arc::ptr_eq(k, key))
+                    || set.only.as_ref().is_some_and(|k| Arc::ptr_eq(k, key)))
+        })
+    }
+
     /// The key for a token's `kid` (or the only key, for a token without one).
     pub async fn key(&self, kid: Option<&str>) -> Result<Arc<DecodingKey>, AuthError> {
         let held = self.current();
@@ -177,5 +186,46 @@ fn fits(jwk: &Jwk, algorithm: Algorithm) -> bool {
             okp.curve == EllipticCurve::Ed25519
         }
         _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn set(keys: &[(&str, &Arc<DecodingKey>)], age: Duration) -> Option<Arc<KeySet>> {
+        Some(Arc::new(KeySet {
+            by_kid: keys
+                .iter()
+                .map(|(kid, k)| (kid.to_string(), Arc::clone(k)))
+                .collect(),
+            only: None,
+            fetched: Instant::now().checked_sub(age).unwrap(),
+        }))
+    }
+
+    #[test]
+    fn a_held_key_holds_only_while_it_is_in_the_fresh_set() {
+        let jwks = Jwks::new(
+            "http://127.0.0.1:9/jwks.json",
+            Algorithm::ES256,
+            Duration::from_secs(60),
+            Duration::from_secs(1),
+        )
+        .unwrap();
+        let key = Arc::new(DecodingKey::from_secret(b"k"));
+        // The same bytes, another fetch: not the key that verified the token.
+        let refetched = Arc::new(DecodingKey::from_secret(b"k"));
+        assert!(!jwks.holds(&key), "nothing fetched yet");
+        *jwks.keys.write().unwrap() = set(&[("a", &key)], Duration::ZERO);
+        assert!(jwks.holds(&key));
+        assert!(!jwks.holds(&refetched));
+        // Past its TTL the set is fetched again by a full verification: nothing holds.
+        *jwks.keys.write().unwrap() = set(&[("a", &key)], Duration::from_secs(61));
+        assert!(!jwks.holds(&key));
+        // Rotated out at the issuer.
+        *jwks.keys.write().unwrap() = set(&[("b", &refetched)], Duration::ZERO);
+        assert!(!jwks.holds(&key));
     }
 }

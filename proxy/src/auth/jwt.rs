@@ -25,6 +25,17 @@ pub enum KeySource {
     Jwks(Jwks),
 }
 
+/// How long a token's verification holds for a connection that keeps the token (the wire
+/// door verifies it once per connection, not once per statement): the token's own deadline
+/// (`exp`, and `iat + max_age_secs`, with the leeway), and the key-set key that verified it.
+/// A token's claims cannot change, so within these bounds a new verification would map it to
+/// the same principal; a `jti` is remembered once, by the first verification.
+#[derive(Clone)]
+pub struct Reuse {
+    until: i64,
+    key: Option<Arc<DecodingKey>>,
+}
+
 /// Verifies customer-signed tokens.
 pub struct JwtVerifier {
     keys: KeySource,
@@ -114,30 +125,44 @@ impl JwtVerifier {
         token: &str,
         store: &Arc<AuthStore>,
     ) -> Result<Principal, AuthError> {
+        self.verify_for_reuse(token, store).await.map(|(p, _)| p)
+    }
+
+    /// [`JwtVerifier::verify`], and how long the verified principal may be reused by a
+    /// connection that holds the token ([`Reuse`]).
+    pub async fn verify_for_reuse(
+        &self,
+        token: &str,
+        store: &Arc<AuthStore>,
+    ) -> Result<(Principal, Reuse), AuthError> {
         let (alg, kid) = header_alg(token)?;
-        let claims = match &self.keys {
-            KeySource::Static(key) => self.decode(token, &alg, key)?,
+        let (claims, key) = match &self.keys {
+            KeySource::Static(key) => (self.decode(token, &alg, key)?, None),
             KeySource::Jwks(jwks) => {
                 // The algorithm is checked before the key set is consulted (or fetched).
                 self.check_alg(&alg)?;
                 let key = jwks.key(kid.as_deref()).await?;
-                self.decode(token, &alg, &key)?
+                (self.decode(token, &alg, &key)?, Some(key))
             }
         };
         let principal = map_claims(&claims, &self.claims, AuthMethod::Jwt)?;
         let now = super::principal::unix_now();
+        let leeway = self.validation.leeway as i64;
+        // What `decode` checked about time, as a deadline: `exp` (with the leeway), and
+        // `iat + max_age` (below). `nbf` passed already and stays passed.
+        let mut until = expiry(&claims, now).saturating_add(leeway);
         if let Some(max_age) = self.max_age_secs {
             let iat = claims
                 .get("iat")
                 .and_then(Value::as_i64)
                 .ok_or_else(|| AuthError::BadClaims("iat must be a number".into()))?;
-            let leeway = self.validation.leeway as i64;
             if iat > now + leeway {
                 return Err(AuthError::NotYetValid);
             }
             if now - iat > max_age as i64 + leeway {
                 return Err(AuthError::TooOld);
             }
+            until = until.min(iat.saturating_add(max_age as i64).saturating_add(leeway));
         }
         if self.require_jti {
             let jti = match claims.get("jti") {
@@ -155,7 +180,21 @@ impl JwtVerifier {
                 return Err(AuthError::Replayed);
             }
         }
-        Ok(principal)
+        Ok((principal, Reuse { until, key }))
+    }
+
+    /// Whether a principal verified with `reuse` may still be used at `now` (unix seconds)
+    /// without verifying the token again: before its deadline, and — with a key set — while
+    /// the key that verified it is still in the set as last fetched (a key removed at the
+    /// issuer stops its tokens at the next fetch; a stale set is fetched by a full
+    /// verification instead).
+    pub fn still_valid(&self, reuse: &Reuse, now: i64) -> bool {
+        now < reuse.until
+            && match (&self.keys, &reuse.key) {
+                (KeySource::Static(_), None) => true,
+                (KeySource::Jwks(jwks), Some(key)) => jwks.holds(key),
+                _ => false,
+            }
     }
 
     fn check_alg(&self, alg: &str) -> Result<(), AuthError> {

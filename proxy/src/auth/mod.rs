@@ -63,6 +63,12 @@ pub enum Credential<'a> {
     },
 }
 
+/// A verified credential a connection keeps ([`Authenticator::authenticate_held`]).
+pub struct Held {
+    principal: Principal,
+    reuse: jwt::Reuse,
+}
+
 /// One cached session.
 struct CachedSession {
     principal: Principal,
@@ -112,6 +118,21 @@ impl Authenticator {
         credential: Credential<'_>,
         client: &ClientInfo,
     ) -> Result<Principal, AuthError> {
+        self.authenticate_to_hold(credential, client)
+            .await
+            .map(|(p, _)| p)
+    }
+
+    /// [`Authenticator::authenticate`] for a connection that keeps its credential (the wire
+    /// door): also what it may keep ([`Held`]) to skip verifying the same credential again for
+    /// each statement. Only a JWT is held (its claims cannot change, and it cannot be revoked
+    /// before it expires except by its key leaving the key set); sessions and API keys, which
+    /// can be revoked at any time, are verified again every time.
+    pub async fn authenticate_to_hold(
+        &self,
+        credential: Credential<'_>,
+        client: &ClientInfo,
+    ) -> Result<(Principal, Option<Held>), AuthError> {
         self.limiter.check_addr(client.addr)?;
         let result = self.authenticate_inner(credential).await;
         if let Err(e) = &result
@@ -119,7 +140,37 @@ impl Authenticator {
         {
             self.limiter.fail_addr(client.addr);
         }
-        result
+        result.map(|(principal, reuse)| {
+            let held = reuse.map(|reuse| Held {
+                principal: principal.clone(),
+                reuse,
+            });
+            (principal, held)
+        })
+    }
+
+    /// The principal of a credential a connection holds: the held verification while it
+    /// still holds ([`jwt::JwtVerifier::still_valid`]: before the token's deadline, its key
+    /// still in the key set), else a full verification of `credential` (which replaces
+    /// `held`). A held credential is not one more guess, so the address's failure limit is
+    /// not consulted for it.
+    pub async fn authenticate_held(
+        &self,
+        credential: Credential<'_>,
+        client: &ClientInfo,
+        held: &Mutex<Option<Held>>,
+    ) -> Result<Principal, AuthError> {
+        {
+            let guard = held.lock().unwrap_or_else(|p| p.into_inner());
+            if let (Some(h), Some(v)) = (guard.as_ref(), self.jwt.as_ref())
+                && v.still_valid(&h.reuse, unix_now())
+            {
+                return Ok(h.principal.clone());
+            }
+        }
+        let (principal, fresh) = self.authenticate_to_hold(credential, client).await?;
+        *held.lock().unwrap_or_else(|p| p.into_inner()) = fresh;
+        Ok(principal)
     }
 
     /// A credential the front door could not even read (a malformed header): a guess like any
@@ -134,7 +185,10 @@ impl Authenticator {
         e
     }
 
-    async fn authenticate_inner(&self, credential: Credential<'_>) -> Result<Principal, AuthError> {
+    async fn authenticate_inner(
+        &self,
+        credential: Credential<'_>,
+    ) -> Result<(Principal, Option<jwt::Reuse>), AuthError> {
         match credential {
             Credential::Bearer(token) => self.bearer(token).await,
             Credential::Cookie {
@@ -148,28 +202,29 @@ impl Authenticator {
                 if changes_state && !origin_checked {
                     return Err(AuthError::OriginRequired);
                 }
-                self.session(token).await
+                self.session(token).await.map(|p| (p, None))
             }
             Credential::Password { user, password } => {
-                let principal = self.bearer(password).await?;
+                let (principal, reuse) = self.bearer(password).await?;
                 if !user.is_empty() && user != principal.user {
                     return Err(AuthError::UserMismatch);
                 }
-                Ok(principal)
+                Ok((principal, reuse))
             }
         }
     }
 
-    /// A bearer credential, told apart by its form.
-    async fn bearer(&self, token: &str) -> Result<Principal, AuthError> {
+    /// A bearer credential, told apart by its form (with how a JWT's verification may be
+    /// reused).
+    async fn bearer(&self, token: &str) -> Result<(Principal, Option<jwt::Reuse>), AuthError> {
         let token = token.trim();
         if token.is_empty() || token.len() > MAX_TOKEN_BYTES {
             return Err(AuthError::Malformed);
         }
         if token.starts_with(SESSION_PREFIX) {
-            self.session(token).await
+            self.session(token).await.map(|p| (p, None))
         } else if token.starts_with(API_KEY_PREFIX) {
-            self.api_key(token).await
+            self.api_key(token).await.map(|p| (p, None))
         } else if token.starts_with(SERVICE_PREFIX) {
             Err(AuthError::WrongCredential(
                 "a service token only mints tickets (POST /v1/tickets)",
@@ -180,7 +235,10 @@ impl Authenticator {
             ))
         } else {
             match &self.jwt {
-                Some(v) => v.verify(token, &self.store).await,
+                Some(v) => v
+                    .verify_for_reuse(token, &self.store)
+                    .await
+                    .map(|(p, r)| (p, Some(r))),
                 None => Err(AuthError::Malformed),
             }
         }
@@ -393,6 +451,36 @@ mod tests {
                 .unwrap();
             assert_eq!((p.user.as_str(), p.method), ("alice", AuthMethod::ApiKey));
         }
+    }
+
+    #[tokio::test]
+    async fn revocable_credentials_are_never_held_by_a_connection() {
+        let dir = tempfile::tempdir().unwrap();
+        let (auth, session, key) = authenticator(dir.path());
+        let client = ClientInfo::default();
+        for password in [&session, &key] {
+            let (_, held) = auth
+                .authenticate_to_hold(
+                    Credential::Password {
+                        user: "alice",
+                        password,
+                    },
+                    &client,
+                )
+                .await
+                .unwrap();
+            assert!(held.is_none(), "a session or API key was held");
+        }
+        // A wire session on an API key: the key's revocation stops its next statement.
+        let held = Mutex::new(None);
+        let password = Credential::Password {
+            user: "alice",
+            password: &key,
+        };
+        assert!(auth.authenticate_held(password, &client, &held).await.is_ok());
+        let id = key.split('_').nth(1).unwrap();
+        assert!(auth.store.revoke_api_key(id, unix_now()).unwrap());
+        assert!(auth.authenticate_held(password, &client, &held).await.is_err());
     }
 
     #[tokio::test]

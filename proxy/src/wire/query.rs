@@ -125,9 +125,60 @@ fn placeholders(sql: &str) -> usize {
         .min(params::MAX_PARAMS)
 }
 
-/// Parse: stores the text; the engine parses it (with the policy) when it runs.
-#[derive(Debug, Default)]
-pub struct Parser;
+/// Statement texts whose classification ([`Prepared::new`]) is kept, shared by every
+/// connection: a client that sends the same text in a Parse message for every query (the
+/// extended protocol without named statements, as pgbench `-M extended` and many drivers do)
+/// has it parsed once. The classification depends on the text alone (never on the caller), so
+/// sharing it shows no one anything.
+const CLASSIFIED_TEXTS: usize = 1024;
+/// Longest text whose classification is kept (longer ones are classified every time).
+const CLASSIFIED_TEXT_BYTES: usize = 16 * 1024;
+
+/// Parse: stores the text (classified: local, catalog, binary COPY, or for the engine); the
+/// engine parses it (with the policy) when it runs.
+pub struct Parser {
+    classified: Mutex<hashlink::LruCache<String, Prepared>>,
+}
+
+impl Default for Parser {
+    fn default() -> Self {
+        Parser {
+            classified: Mutex::new(hashlink::LruCache::new(CLASSIFIED_TEXTS)),
+        }
+    }
+}
+
+impl std::fmt::Debug for Parser {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Parser").finish_non_exhaustive()
+    }
+}
+
+impl Parser {
+    /// The statement for `sql`: its classification kept from an earlier Parse of the same
+    /// text, or made now; each statement gets its own `described` state.
+    fn prepare(&self, sql: &str) -> Prepared {
+        if sql.len() > CLASSIFIED_TEXT_BYTES {
+            return Prepared::new(sql);
+        }
+        let kept = self
+            .classified
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(sql)
+            .cloned();
+        if let Some(mut p) = kept {
+            p.described = Arc::default();
+            return p;
+        }
+        let p = Prepared::new(sql);
+        self.classified
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(sql.to_string(), p.clone());
+        p
+    }
+}
 
 #[async_trait]
 impl QueryParser for Parser {
@@ -142,7 +193,7 @@ impl QueryParser for Parser {
     where
         C: ClientInfo + Unpin + Send + Sync,
     {
-        Ok(Some(Prepared::new(sql)))
+        Ok(Some(self.prepare(sql)))
     }
 
     fn get_parameter_types(&self, stmt: &Prepared) -> PgWireResult<Vec<Type>> {
@@ -220,8 +271,8 @@ impl Running {
 
 /// The state of one authenticated wire connection.
 pub struct Session {
-    /// The password the client authenticated with (a data credential), re-verified for every
-    /// statement so expiry and revocation hold as on HTTP.
+    /// The password the client authenticated with (a data credential), verified again for
+    /// statements so expiry and revocation hold as on HTTP (see `held`).
     pub(crate) credential: zeroize::Zeroizing<String>,
     /// The user name the client sent (empty or the principal's user).
     pub(crate) claimed_user: String,
@@ -246,6 +297,10 @@ pub struct Session {
     pub(crate) catalog: CatalogCache,
     /// The open transaction block's savepoints, oldest first.
     pub(crate) savepoints: Mutex<Vec<String>>,
+    /// The credential's verification, reused by the statements while it holds (a JWT until
+    /// it expires or its key leaves the key set; sessions and API keys are verified again for
+    /// every statement).
+    pub(crate) held: Mutex<Option<crate::auth::Held>>,
 }
 
 impl Session {
@@ -391,7 +446,7 @@ impl Queries {
     pub fn new(state: Arc<AppState>) -> Queries {
         Queries {
             state,
-            parser: Arc::new(Parser),
+            parser: Arc::new(Parser::default()),
         }
     }
 
@@ -484,7 +539,7 @@ impl Queries {
                 let principal = match self
                     .state
                     .auth
-                    .authenticate(credential, &session.client)
+                    .authenticate_held(credential, &session.client, &session.held)
                     .await
                 {
                     // The credential cannot change hands within a session.
@@ -823,7 +878,8 @@ impl Queries {
                 .await?;
             return Ok(());
         }
-        match local::classify(sql).map_err(|e| sqlstate::error(&e))? {
+        let prepared = self.parser.prepare(sql);
+        match prepared.local.transpose().map_err(|e| sqlstate::error(&e))? {
             Some(locals) => {
                 Self::check_failed(client, Some(&locals))?;
                 for l in &locals {
@@ -831,7 +887,7 @@ impl Queries {
                 }
                 Ok(())
             }
-            None if let Some(inner) = copy::binary_copy_out(sql) => {
+            None if let Some(inner) = prepared.copy => {
                 Self::check_failed(client, None)?;
                 let mut running = self
                     .start(&session, &inner, vec![], &Format::UnifiedBinary, false)
@@ -841,9 +897,8 @@ impl Queries {
             }
             None => {
                 Self::check_failed(client, None)?;
-                let catalog = catalog::is_catalog_query(sql);
                 let mut running = self
-                    .start(&session, sql, vec![], &Format::UnifiedText, catalog)
+                    .start(&session, sql, vec![], &Format::UnifiedText, prepared.catalog)
                     .await
                     .map_err(|e| wire_error(&e))?;
                 client.feed(row_description(&running.fields)).await?;

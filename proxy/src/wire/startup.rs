@@ -177,6 +177,7 @@ impl StartupHandler for Startup {
                     running: Default::default(),
                     catalog: Default::default(),
                     savepoints: Default::default(),
+                    held: std::sync::Mutex::new(login.held),
                 };
                 client.session_extensions().insert::<Session>(session);
                 finish_authentication(client, &Parameters { user: &user }).await?;
@@ -209,7 +210,12 @@ impl Startup {
             user: &claimed,
             password,
         };
-        let principal = match self.state.auth.authenticate(credential, &info).await {
+        let (principal, held) = match self
+            .state
+            .auth
+            .authenticate_to_hold(credential, &info)
+            .await
+        {
             Ok(p) => p,
             Err(e) => {
                 self.audit_denied(&info, Some(&claimed), e.code()).await;
@@ -256,6 +262,7 @@ impl Startup {
             return Err(fatal(&Error::audit_unavailable()));
         }
         Ok(Login {
+            held,
             claimed,
             user: principal.user,
             database,
@@ -285,6 +292,8 @@ impl Startup {
 
 /// A verified login.
 struct Login {
+    /// The verified credential, kept for the session's statements.
+    held: Option<crate::auth::Held>,
     claimed: String,
     user: String,
     database: String,
