@@ -7,12 +7,17 @@
 //! query's transaction, so the warehouse's own row-level security policies apply.
 //! Connections are pooled per login identity ([`pool`]), never shared across users.
 //!
-//! Least privilege, as a second line behind the policy: every query runs in an explicit
-//! `BEGIN READ ONLY` transaction; every session starts `default_transaction_read_only`, with a
-//! `statement_timeout` and `standard_conforming_strings` (the policy's printed SQL assumes a
-//! backslash is no escape in `'...'`); a session goes back to the pool only after `ROLLBACK` and
-//! a reset (`DISCARD ALL` but for the prepared statements) both succeeded, which return it to
-//! those startup values, so nothing one query set reaches the next. A session keeps the
+//! Least privilege, as a second line behind the policy: every query runs in a read-only
+//! transaction — every session starts `default_transaction_read_only` (a startup option, which
+//! outranks role and database settings), with a `statement_timeout` and
+//! `standard_conforming_strings` (the policy's printed SQL assumes a backslash is no escape in
+//! `'...'`), and a session goes back to the pool only after a reset (`DISCARD ALL` but for the
+//! prepared statements) succeeded, which returns it to those startup values, so nothing one
+//! query set reaches the next (a query cannot make its own transaction writable: a transaction's
+//! read-only state is fixed when it starts). The service login's and per-user logins' queries
+//! run in their own implicit transaction (one statement, no `BEGIN`/`ROLLBACK` of their own:
+//! two fewer statements for the server per query); passthrough opens `BEGIN READ ONLY` for its
+//! `SET LOCAL ROLE` and tenant, ended by a `ROLLBACK` sent with the reset. A session keeps the
 //! statements it prepared (per role), so a repeated query is one round trip. [`PostgresConnector::require_unprivileged_login`] refuses a service login
 //! that is a superuser, has `BYPASSRLS` or can write a declared table. When the receiver of the
 //! batches goes away (client left, row cap reached, timeout), the query is cancelled on the
@@ -191,7 +196,7 @@ impl PostgresConnector {
             .await
             .map_err(|e| ConnectorError::Unavailable(describe(&e)))?;
         let verdict = login_verdict(&conn.client, &user, tables).await?;
-        if reset_session(&conn.client).await {
+        if reset_session(&conn.client, false).await {
             self.pool.checkin(key, conn);
         }
         Ok(verdict)
@@ -254,20 +259,24 @@ async fn login_verdict(
 const RESET: &str = "CLOSE ALL; SET SESSION AUTHORIZATION DEFAULT; RESET ALL; UNLISTEN *; \
                      SELECT pg_advisory_unlock_all(); DISCARD TEMP; DISCARD SEQUENCES";
 
-/// Ends the session's transaction and resets it ([`RESET`]: settings back to their startup
-/// values, role, cursors, advisory locks, temporary tables...), so nothing one query set
-/// reaches the next query of the session. The reset is a message of its own, sent right behind
-/// the `ROLLBACK`, both pipelined behind the query's `Execute` (no round trip of their own).
-/// True when both succeeded; otherwise the session must be closed, not reused.
-async fn reset_session(client: &tokio_postgres::Client) -> bool {
-    // `join` polls in argument order: ROLLBACK goes out first.
-    let (rolled_back, reset) = futures::future::join(
-        client.batch_execute("ROLLBACK"),
-        client.batch_execute(RESET),
-    )
-    .await;
-    if let Err(e) = rolled_back.as_ref().and(reset.as_ref()) {
-        tracing::debug!(error = %describe(e), "postgres session reset failed: closing it");
+/// [`RESET`] behind the `ROLLBACK` that ends a query's explicit transaction, in one message.
+const ROLLBACK_AND_RESET: &str = "ROLLBACK; CLOSE ALL; SET SESSION AUTHORIZATION DEFAULT; \
+                                  RESET ALL; UNLISTEN *; SELECT pg_advisory_unlock_all(); \
+                                  DISCARD TEMP; DISCARD SEQUENCES";
+
+/// Resets the session ([`RESET`]: settings back to their startup values, role, cursors,
+/// advisory locks, temporary tables...), so nothing one query set reaches the next query of
+/// the session; `in_transaction`: first ends the query's explicit transaction (`ROLLBACK`, in
+/// the same message). Pipelined behind the query's `Execute` (no round trip of its own). True
+/// when it succeeded; otherwise the session must be closed, not reused.
+async fn reset_session(client: &tokio_postgres::Client, in_transaction: bool) -> bool {
+    let sql = if in_transaction {
+        ROLLBACK_AND_RESET
+    } else {
+        RESET
+    };
+    if let Err(e) = client.batch_execute(sql).await {
+        tracing::debug!(error = %describe(&e), "postgres session reset failed: closing it");
         return false;
     }
     true
@@ -554,7 +563,8 @@ struct Session<'r> {
     turn: tokio::sync::OwnedSemaphorePermit,
     key: crate::pool::PoolKey,
     conn: crate::pool::Conn,
-    begin: String,
+    /// The explicit transaction's opening (passthrough), if any.
+    begin: Option<String>,
     tenant: Option<&'r str>,
     role: Option<String>,
 }
@@ -625,15 +635,20 @@ impl PostgresConnector {
                 return Err(ConnectorError::Unavailable(reason.clone()));
             }
         }
-        // Every query runs in a read-only transaction. Passthrough acts as the user's role, with
-        // the tenant visible to RLS policies, for this transaction only.
+        // Every query runs in a read-only transaction: the session's own (every session starts
+        // `default_transaction_read_only`, and the reset after each query restores it), or,
+        // for passthrough, an explicit `BEGIN READ ONLY` in which the service login acts as the
+        // user's role, with the tenant visible to RLS policies, for this transaction only.
         let (begin, tenant, role) = match request.credential {
             Some(crate::UserCredential::Passthrough { role, tenant }) => (
-                format!("BEGIN READ ONLY; SET LOCAL ROLE {}", quote_ident(role)),
+                Some(format!(
+                    "BEGIN READ ONLY; SET LOCAL ROLE {}",
+                    quote_ident(role)
+                )),
                 Some(tenant),
                 Some(role.to_string()),
             ),
-            _ => ("BEGIN READ ONLY".to_string(), None, None),
+            _ => (None, None, None),
         };
         Ok(Session {
             turn,
@@ -677,12 +692,12 @@ impl Connector for PostgresConnector {
                 // usually follows (one round trip then).
                 let opening = Opening {
                     client: &conn.client,
-                    begin: &begin,
+                    begin: begin.as_deref(),
                     tenant,
                     passthrough: tenant.is_some(),
                 };
                 let (begun, tenant_set, prepared) = futures::future::join3(
-                    conn.client.batch_execute(opening.begin),
+                    opening.begin(),
                     opening.set_tenant(),
                     conn.client.prepare(request.sql),
                 )
@@ -698,7 +713,7 @@ impl Connector for PostgresConnector {
         };
         let schema = schema_of(&statement)?;
         let param_oids = statement.params().iter().map(Type::oid).collect();
-        if reset_session(&conn.client).await {
+        if reset_session(&conn.client, begin.is_some()).await {
             self.pool.checkin(key, conn);
         }
         Ok(Some(crate::Described { param_oids, schema }))
@@ -720,7 +735,7 @@ impl Connector for PostgresConnector {
         };
         let opening = Opening {
             client,
-            begin: &begin,
+            begin: begin.as_deref(),
             tenant,
             passthrough: tenant.is_some(),
         };
@@ -768,7 +783,8 @@ impl Connector for PostgresConnector {
         // after the answer has been handed over.
         let mut reset: futures::future::BoxFuture<'static, bool> = {
             let client = Arc::clone(&conn.client);
-            Box::pin(async move { reset_session(&client).await })
+            let in_transaction = begin.is_some();
+            Box::pin(async move { reset_session(&client, in_transaction).await })
         };
         let early = futures::poll!(reset.as_mut());
         // The first batch is read here, on the caller's task: an answer that fits in one batch
@@ -959,16 +975,25 @@ impl From<ConnectorError> for RunError {
     }
 }
 
-/// Opens a query's transaction on a session: `BEGIN READ ONLY` (and, for passthrough, the role
-/// and the tenant), pipelined with the statement.
+/// Opens a query's transaction on a session, pipelined with the statement: for passthrough,
+/// `BEGIN READ ONLY`, the role and the tenant; otherwise nothing (the statement runs in its own
+/// implicit transaction, read-only by the session's default).
 struct Opening<'a> {
     client: &'a tokio_postgres::Client,
-    begin: &'a str,
+    begin: Option<&'a str>,
     tenant: Option<&'a str>,
     passthrough: bool,
 }
 
 impl Opening<'_> {
+    /// Opens the explicit transaction, when there is one.
+    async fn begin(&self) -> Result<(), tokio_postgres::Error> {
+        match self.begin {
+            Some(begin) => self.client.batch_execute(begin).await,
+            None => Ok(()),
+        }
+    }
+
     async fn set_tenant(&self) -> Result<(), tokio_postgres::Error> {
         match self.tenant {
             Some(tenant) => {
@@ -1012,7 +1037,7 @@ impl Opening<'_> {
         // not.
         let guard = CancelOnDrop(Some(self.client.cancel_token()));
         let (begun, tenant_set, rows) = futures::future::join3(
-            self.client.batch_execute(self.begin),
+            self.begin(),
             self.set_tenant(),
             self.client.query_raw(
                 statement,
@@ -1041,7 +1066,7 @@ impl Opening<'_> {
         request: QueryRequest<'_>,
     ) -> Result<(tokio_postgres::Statement, Running), ConnectorError> {
         let (begun, tenant_set, prepared) = futures::future::join3(
-            self.client.batch_execute(self.begin),
+            self.begin(),
             self.set_tenant(),
             self.client.prepare(request.sql),
         )
@@ -1067,7 +1092,11 @@ impl Opening<'_> {
 
     /// Ends a failed transaction so the session can run the next one.
     async fn rollback(&self) -> bool {
-        self.client.batch_execute("ROLLBACK").await.is_ok()
+        match self.begin {
+            Some(_) => self.client.batch_execute("ROLLBACK").await.is_ok(),
+            // The implicit transaction ended with the failed statement's Sync.
+            None => true,
+        }
     }
 }
 
@@ -1117,7 +1146,10 @@ fn values_for(
         .collect()
 }
 
-fn finish_batch(schema: &SchemaRef, builders: &mut [Column]) -> Result<RecordBatch, ConnectorError> {
+fn finish_batch(
+    schema: &SchemaRef,
+    builders: &mut [Column],
+) -> Result<RecordBatch, ConnectorError> {
     let columns: Vec<ArrayRef> = builders.iter_mut().map(Column::finish).collect();
     RecordBatch::try_new(Arc::clone(schema), columns)
         .map_err(|e| ConnectorError::Execution(e.to_string()))

@@ -81,10 +81,11 @@ async fn world(tag: &str, pgwire_extra: &str) -> World {
 async fn world_with(tag: &str, pgwire_extra: &str, jwt_extra: &str) -> World {
     let db = TestDb::create(tag, WORLD_SQL).await;
     let dir = tempfile::tempdir().unwrap();
-    let text = std::fs::read_to_string(WORLD_TOML)
-        .unwrap()
-        .replacen("[auth.jwt]\n", &format!("[auth.jwt]\n{jwt_extra}\n"), 1)
-        + &format!("\n[pgwire]\nlisten = \"127.0.0.1:0\"\n{pgwire_extra}\n");
+    let text = std::fs::read_to_string(WORLD_TOML).unwrap().replacen(
+        "[auth.jwt]\n",
+        &format!("[auth.jwt]\n{jwt_extra}\n"),
+        1,
+    ) + &format!("\n[pgwire]\nlisten = \"127.0.0.1:0\"\n{pgwire_extra}\n");
     let config = dir.path().join("world.toml");
     std::fs::write(&config, text).unwrap();
     db.grant_reader().await;

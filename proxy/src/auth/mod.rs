@@ -477,10 +477,18 @@ mod tests {
             user: "alice",
             password: &key,
         };
-        assert!(auth.authenticate_held(password, &client, &held).await.is_ok());
+        assert!(
+            auth.authenticate_held(password, &client, &held)
+                .await
+                .is_ok()
+        );
         let id = key.split('_').nth(1).unwrap();
         assert!(auth.store.revoke_api_key(id, unix_now()).unwrap());
-        assert!(auth.authenticate_held(password, &client, &held).await.is_err());
+        assert!(
+            auth.authenticate_held(password, &client, &held)
+                .await
+                .is_err()
+        );
     }
 
     #[tokio::test]

@@ -879,7 +879,11 @@ impl Queries {
             return Ok(());
         }
         let prepared = self.parser.prepare(sql);
-        match prepared.local.transpose().map_err(|e| sqlstate::error(&e))? {
+        match prepared
+            .local
+            .transpose()
+            .map_err(|e| sqlstate::error(&e))?
+        {
             Some(locals) => {
                 Self::check_failed(client, Some(&locals))?;
                 for l in &locals {
@@ -898,7 +902,13 @@ impl Queries {
             None => {
                 Self::check_failed(client, None)?;
                 let mut running = self
-                    .start(&session, sql, vec![], &Format::UnifiedText, prepared.catalog)
+                    .start(
+                        &session,
+                        sql,
+                        vec![],
+                        &Format::UnifiedText,
+                        prepared.catalog,
+                    )
                     .await
                     .map_err(|e| wire_error(&e))?;
                 client.feed(row_description(&running.fields)).await?;
