@@ -1192,8 +1192,7 @@ async fn a_connection_verifies_its_jwt_once_and_stops_when_the_token_expires() {
     let e = c
         .query_one("SELECT count(*) FROM orders", &[])
         .await
-        .err()
-        .expect("a statement ran on an expired token");
+        .expect_err("a statement ran on an expired token");
     assert_eq!(code(&e), SqlState::INVALID_PASSWORD, "{e:?}");
     assert!(e.to_string().contains("expired"), "{e}");
     let expired = w
