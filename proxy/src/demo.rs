@@ -220,8 +220,20 @@ pub fn secret(data_dir: &Path) -> Result<Vec<u8>, String> {
     let mut raw = [0u8; 32];
     getrandom::fill(&mut raw).map_err(|e| format!("no randomness: {e}"))?;
     let text = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw);
-    write_private(&path, &text)?;
-    Ok(text.into_bytes())
+    // Written whole under a name of its own, then linked into place: a concurrent first use
+    // (two daemons, or two tests in one process) never reads a partial file, and the one that
+    // loses the race uses the winner's secret.
+    let tmp = data_dir.join(format!("{SECRET_FILE}.{}", hex::encode(&raw[..8])));
+    write_private(&tmp, &text)?;
+    let linked = std::fs::hard_link(&tmp, &path);
+    let _ = std::fs::remove_file(&tmp);
+    match linked {
+        Ok(()) => Ok(text.into_bytes()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => std::fs::read_to_string(&path)
+            .map(|t| t.trim().as_bytes().to_vec())
+            .map_err(|e| format!("{}: {e}", path.display())),
+        Err(e) => Err(format!("{}: {e}", path.display())),
+    }
 }
 
 #[cfg(unix)]
@@ -392,4 +404,26 @@ pub fn curl_line(base_url: &str, token: &str) -> String {
     format!(
         "curl -s {base_url}/v1/query -H 'Authorization: Bearer {token}' -H 'Content-Type: application/json' -d '{body}'"
     )
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    #[test]
+    fn concurrent_first_uses_share_one_whole_secret() {
+        for _ in 0..20 {
+            let dir = tempfile::tempdir().unwrap();
+            let secrets: Vec<Vec<u8>> = std::thread::scope(|s| {
+                let handles: Vec<_> = (0..8)
+                    .map(|_| s.spawn(|| super::secret(dir.path()).unwrap()))
+                    .collect();
+                handles.into_iter().map(|h| h.join().unwrap()).collect()
+            });
+            assert_eq!(secrets[0].len(), 43);
+            assert!(secrets.iter().all(|s| *s == secrets[0]), "{secrets:?}");
+            // Only the secret is left behind.
+            assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+        }
+    }
 }

@@ -1194,7 +1194,11 @@ async fn a_connection_verifies_its_jwt_once_and_stops_when_the_token_expires() {
         .await
         .expect_err("a statement ran on an expired token");
     assert_eq!(code(&e), SqlState::INVALID_PASSWORD, "{e:?}");
-    assert!(e.to_string().contains("expired"), "{e}");
+    let message = e.as_db_error().map(|d| d.message().to_string());
+    assert!(
+        message.as_deref().is_some_and(|m| m.contains("expired")),
+        "{e:?}"
+    );
     let expired = w
         .audit()
         .into_iter()
