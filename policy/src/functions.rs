@@ -129,7 +129,28 @@ const COMMON: &[&str] = &[
     // casts expressed as functions
     "cast",
     "try_cast",
+    // GROUPING(...) of GROUPING SETS / ROLLUP / CUBE
+    "grouping",
 ];
+
+/// PostgreSQL only. `date(x)` is the cast Looker writes; `array(SELECT ...)` an ARRAY
+/// sub-query (its query is rewritten like any other); the set-returning functions expand only
+/// their arguments (columns already filtered, constants), in the select list or in FROM.
+const POSTGRES: &[&str] = &[
+    "date",
+    "array",
+    "string_to_array",
+    "array_to_string",
+    "array_length",
+    "cardinality",
+    "unnest",
+    "generate_series",
+    "regexp_split_to_table",
+    "regexp_split_to_array",
+];
+
+/// The set-returning functions a FROM clause may call (each also in its dialect's list above).
+pub(crate) const TABLE_FUNCTIONS: &[&str] = &["unnest", "generate_series", "regexp_split_to_table"];
 
 /// Extra functions of specific dialects.
 const DATAFUSION: &[&str] = &[
@@ -146,6 +167,7 @@ const SNOWFLAKE: &[&str] = &[
     "date_from_parts",
 ];
 const BIGQUERY: &[&str] = &[
+    "array",
     "safe_divide",
     "format_date",
     "timestamp_trunc",
@@ -160,7 +182,7 @@ pub(crate) fn is_allowed(dialect: Dialect, name: &str) -> bool {
         return true;
     }
     match dialect {
-        Dialect::Postgres => false,
+        Dialect::Postgres => POSTGRES.contains(&name),
         Dialect::DataFusion => DATAFUSION.contains(&name),
         Dialect::Snowflake => SNOWFLAKE.contains(&name),
         Dialect::BigQuery => BIGQUERY.contains(&name),

@@ -605,6 +605,68 @@ impl<'a> PgVerifier<'a> {
                 let merged = ml || mr || j.is_natural || !j.using_clause.is_empty();
                 Ok((rels, merged))
             }
+            Some(N::RangeFunction(rf)) => {
+                // One set-returning function of the allow-list, not ROWS FROM, no column
+                // definition list. A function in FROM sees the items before it, LATERAL or not.
+                if rf.is_rowsfrom || !rf.coldeflist.is_empty() {
+                    return Err("ROWS FROM or a column definition list".into());
+                }
+                let [item] = rf.functions.as_slice() else {
+                    return Err("more than one function in a FROM item".into());
+                };
+                let Some(N::List(pair)) = &item.node else {
+                    return Err("a FROM function of an unexpected kind".into());
+                };
+                let (call, defs) = match pair.items.as_slice() {
+                    [call] => (call, None),
+                    [call, defs] => (call, Some(defs)),
+                    _ => return Err("a FROM function of an unexpected kind".into()),
+                };
+                if defs.is_some_and(|d| match &d.node {
+                    None => false,
+                    Some(N::List(l)) => !l.items.is_empty(),
+                    Some(_) => true,
+                }) {
+                    return Err("a column definition list".into());
+                }
+                let Some(N::FuncCall(f)) = &call.node else {
+                    return Err("a FROM function of an unexpected kind".into());
+                };
+                let name = match names(&f.funcname).as_deref() {
+                    Some([name]) if functions::TABLE_FUNCTIONS.contains(name) => name.to_string(),
+                    _ => return Err("a table function outside the allow-list".into()),
+                };
+                if !f.agg_order.is_empty()
+                    || f.agg_filter.is_some()
+                    || f.over.is_some()
+                    || f.agg_star
+                    || f.agg_distinct
+                    || f.agg_within_group
+                {
+                    return Err(format!("the table function {name} with aggregate clauses"));
+                }
+                self.expr(call, lateral)?;
+                // Its columns: one, named by the alias (or the function) for a function of one
+                // argument (every listed one returns a scalar), and `ordinality`; unknown for
+                // `unnest` of several arrays (a qualified reference to them is refused).
+                let single = f.args.len() == 1 || name != "unnest";
+                let item = match &rf.alias {
+                    Some(a) => a.aliasname.clone(),
+                    None => name.clone(),
+                };
+                let mut columns = Vec::new();
+                if single {
+                    columns.push(item.clone());
+                    if rf.ordinality {
+                        columns.push("ordinality".to_string());
+                    }
+                }
+                let cols = Cols {
+                    names: columns,
+                    exact: single,
+                };
+                Ok((vec![Rel::named(&item, cols, rf.alias.as_ref())?], false))
+            }
             _ => Err("a FROM item outside the allow-list".into()),
         }
     }
@@ -615,9 +677,7 @@ impl<'a> PgVerifier<'a> {
         let [item] = sub.from_clause.as_slice() else {
             return None;
         };
-        let Some(N::RangeVar(rv)) = &item.node else {
-            return None;
-        };
+        let rv = wrapped_table(item)?;
         if rv.schemaname.is_empty() {
             return None;
         }
@@ -661,8 +721,8 @@ impl<'a> PgVerifier<'a> {
         let [item] = s.from_clause.as_slice() else {
             return bad("more than one relation");
         };
-        match &item.node {
-            Some(N::RangeVar(rv)) if rv.alias.is_none() && rv.inh => {}
+        match wrapped_table(item) {
+            Some(rv) if rv.alias.is_none() && rv.inh => {}
             _ => return bad("an alias or ONLY on its table"),
         }
         // The projection, as PostgreSQL reads it, must be the caller's view of the table.
@@ -1104,4 +1164,28 @@ fn deparse_target_list(list: &[pb::Node]) -> Result<String, String> {
     N::SelectStmt(Box::new(stmt))
         .deparse(Default::default())
         .map_err(|e| format!("deparse: {e}"))
+}
+
+/// The table a wrapper reads: its single FROM item, or the table under the one sampling
+/// clause sluice emits there, `TABLESAMPLE bernoulli (<number>)` (no REPEATABLE: see
+/// `rewrite::check_sample`). Any other sampling clause makes the item no wrapper (and so
+/// refused as a FROM item outside the allow-list).
+fn wrapped_table(item: &pb::Node) -> Option<&pb::RangeVar> {
+    match &item.node {
+        Some(N::RangeVar(rv)) => Some(rv),
+        Some(N::RangeTableSample(ts)) => {
+            let method = names(&ts.method)?;
+            let number = matches!(ts.args.as_slice(), [a] if matches!(&a.node,
+                Some(N::AConst(c)) if !c.isnull
+                    && matches!(c.val, Some(pb::a_const::Val::Ival(_) | pb::a_const::Val::Fval(_)))));
+            if method.as_slice() != ["bernoulli"] || !number || ts.repeatable.is_some() {
+                return None;
+            }
+            match node(&ts.relation) {
+                Some(N::RangeVar(rv)) => Some(rv),
+                _ => None,
+            }
+        }
+        _ => None,
+    }
 }

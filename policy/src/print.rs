@@ -25,8 +25,9 @@ use sqlparser::ast::{
     JoinConstraint, JoinOperator, LimitClause, NamedWindowDefinition, NamedWindowExpr,
     NullTreatment, ObjectName, ObjectNamePart, Offset, OffsetRows, OrderBy, OrderByExpr,
     OrderByKind, Query, Select, SelectItem, SelectItemQualifiedWildcardKind, SetExpr,
-    SetQuantifier, Statement, TableAlias, TableFactor, TableWithJoins, TrimWhereField,
-    UnaryOperator, Value, WildcardAdditionalOptions, WindowFrameBound, WindowSpec, WindowType,
+    SetQuantifier, Statement, TableAlias, TableFactor, TableSampleKind, TableWithJoins,
+    TrimWhereField, UnaryOperator, Value, WildcardAdditionalOptions, WindowFrameBound, WindowSpec,
+    WindowType,
 };
 
 use crate::TenantBinding;
@@ -673,12 +674,26 @@ impl Printer<'_> {
                 with_ordinality: false,
                 partitions,
                 json_path: None,
-                sample: None,
+                sample,
                 index_hints,
             } if with_hints.is_empty() && partitions.is_empty() && index_hints.is_empty() => {
                 self.object_name(name)?;
                 if let Some(a) = alias {
                     self.table_alias(a, true)?;
+                }
+                // `TABLESAMPLE BERNOULLI (<number>)` only (`rewrite::check_sample`), after the
+                // alias, where PostgreSQL's grammar has it.
+                if let Some(kind) = sample {
+                    crate::rewrite::check_sample(self.d, kind)?;
+                    let (TableSampleKind::BeforeTableAlias(s)
+                    | TableSampleKind::AfterTableAlias(s)) = kind;
+                    let Some(q) = &s.quantity else {
+                        return Err(refuse("a sampling clause without a quantity"));
+                    };
+                    self.word("TABLESAMPLE BERNOULLI")?;
+                    self.open();
+                    self.expr(&q.value)?;
+                    self.close();
                 }
                 Ok(())
             }
@@ -708,8 +723,81 @@ impl Printer<'_> {
                 self.close();
                 Ok(())
             }
+            // A set-returning function in FROM, in one form whichever way it was written:
+            // `name(args) [WITH ORDINALITY] [AS alias]`, without LATERAL (PostgreSQL lets a
+            // function in FROM see the items before it either way).
+            TableFactor::Table {
+                name,
+                alias,
+                args: Some(args),
+                with_hints,
+                version: None,
+                with_ordinality,
+                partitions,
+                json_path: None,
+                sample: None,
+                index_hints,
+            } if with_hints.is_empty()
+                && partitions.is_empty()
+                && index_hints.is_empty()
+                && args.settings.is_none() =>
+            {
+                let exprs = positional(&args.args)?;
+                self.table_function(name, &exprs, *with_ordinality, alias.as_ref())
+            }
+            TableFactor::Function {
+                lateral: _,
+                name,
+                args,
+                with_ordinality,
+                alias,
+            } => {
+                let exprs = positional(args)?;
+                self.table_function(name, &exprs, *with_ordinality, alias.as_ref())
+            }
+            TableFactor::UNNEST {
+                alias,
+                array_exprs,
+                with_offset: false,
+                with_offset_alias: None,
+                with_ordinality,
+            } => {
+                let name = ObjectName::from(vec![Ident::new("unnest")]);
+                let exprs: Vec<&Expr> = array_exprs.iter().collect();
+                self.table_function(&name, &exprs, *with_ordinality, alias.as_ref())
+            }
             _ => Err(refuse("this table expression")),
         }
+    }
+
+    fn table_function(
+        &mut self,
+        name: &ObjectName,
+        args: &[&Expr],
+        with_ordinality: bool,
+        alias: Option<&TableAlias>,
+    ) -> R {
+        let [ObjectNamePart::Identifier(ident)] = name.0.as_slice() else {
+            return Err(PolicyError::FunctionNotAllowed(name.to_string()));
+        };
+        let resolved = crate::functions::resolve(self.d, ident)
+            .filter(|n| {
+                self.d == Dialect::Postgres
+                    && crate::functions::TABLE_FUNCTIONS.contains(&n.as_str())
+            })
+            .ok_or_else(|| PolicyError::FunctionNotAllowed(name.to_string()))?;
+        self.word(&resolved)?;
+        self.glue = true;
+        self.open();
+        self.list(args, |p, e| p.expr(e))?;
+        self.close();
+        if with_ordinality {
+            self.word("WITH ORDINALITY")?;
+        }
+        if let Some(a) = alias {
+            self.table_alias(a, true)?;
+        }
+        Ok(())
     }
 
     fn order_by_expr(&mut self, o: &OrderByExpr) -> R {
@@ -1602,4 +1690,14 @@ mod tests {
         assert!(check_text("SELECT 1 // c", Dialect::Snowflake).is_err());
         assert!(check_text("SELECT \"it's\" AS `x`", Dialect::BigQuery).is_ok());
     }
+}
+
+/// The arguments of a table function, which must all be positional expressions.
+fn positional(args: &[FunctionArg]) -> Result<Vec<&Expr>, PolicyError> {
+    args.iter()
+        .map(|a| match a {
+            FunctionArg::Unnamed(FunctionArgExpr::Expr(e)) => Ok(e),
+            _ => Err(refuse("named or wildcard arguments of a table function")),
+        })
+        .collect()
 }

@@ -15,8 +15,9 @@ use sqlparser::ast::{
     JoinConstraint, JoinOperator, LimitClause, NamedWindowDefinition, NamedWindowExpr, ObjectName,
     ObjectNamePart, Offset, OffsetRows, OrderBy, OrderByExpr, OrderByKind, Query, Select,
     SelectFlavor, SelectItem, SelectItemQualifiedWildcardKind, SetExpr, Statement, TableAlias,
-    TableFactor, TableWithJoins, UnaryOperator, Value, WildcardAdditionalOptions, WindowFrame,
-    WindowFrameBound, WindowSpec, WindowType, With,
+    TableFactor, TableSample, TableSampleKind, TableSampleMethod, TableSampleModifier,
+    TableSampleQuantity, TableWithJoins, UnaryOperator, Value, WildcardAdditionalOptions,
+    WindowFrame, WindowFrameBound, WindowSpec, WindowType, With,
 };
 
 use crate::catalog::{Access, Catalog, ColumnView, Resolved, TableName, TableRule};
@@ -78,6 +79,22 @@ pub(crate) struct Rewriter<'a> {
     /// How often each caller parameter occurs in the caller's statement ([`Rewriter::new`]
     /// counts them): only one that occurs once is copied inside a fence (`copy_into_wrapper`).
     param_occurrences: Vec<u32>,
+    /// The relations of each `SELECT` being walked, innermost last: how a column reference
+    /// qualified by a table's full name (`"public"."orders"."id"`, as Metabase writes them)
+    /// finds the wrapper that now stands for the table ([`Rewriter::qualified`]).
+    levels: Vec<Level>,
+    /// Set by a query for the plain SELECT that is its body: that SELECT's level stays for
+    /// the query's ORDER BY ([`Rewriter::query_rest`] drops it).
+    keep_level: bool,
+}
+
+/// The FROM items of one `SELECT` level seen so far.
+#[derive(Default)]
+struct Level {
+    /// Every name a FROM item is visible by (normalized): aliases, bare table names, CTEs.
+    names: Vec<String>,
+    /// The declared tables read without an alias, and the alias their wrapper got.
+    unaliased: Vec<(TableName, Ident)>,
 }
 
 impl<'a> Rewriter<'a> {
@@ -105,7 +122,83 @@ impl<'a> Rewriter<'a> {
             table_refs: 0,
             params,
             params_used: BTreeSet::new(),
+            levels: Vec::new(),
+            keep_level: false,
         }
+    }
+
+    /// Records a FROM item visible as `name` at the current level.
+    fn define_relation(&mut self, name: &Ident) {
+        let n = self.dialect().normalize(name);
+        if let Some(level) = self.levels.last_mut() {
+            level.names.push(n);
+        }
+    }
+
+    /// The name a reference qualified by `prefix` (every part of a column reference but the
+    /// column, or of a `q.*` but the star) must use once the tables are wrapped. A prefix of
+    /// two or three parts that names a declared table read without an alias in this level or
+    /// one outside it becomes that wrapper's alias (the table's own name); a prefix that
+    /// names anything else is left alone. If a level nearer than the table's has a FROM item
+    /// of the same name, the rewritten reference would read that item instead: refused, with
+    /// the fix (an alias) in the message.
+    fn qualified(&self, prefix: &[Ident]) -> Result<Option<Ident>, PolicyError> {
+        if prefix.len() < 2 {
+            return Ok(None);
+        }
+        let name = ObjectName::from(prefix.to_vec());
+        let Ok(Resolved::Table(rule)) = self.catalog.resolve(&name) else {
+            return Ok(None);
+        };
+        let d = self.dialect();
+        let mut nearer: Vec<&str> = Vec::new();
+        for level in self.levels.iter().rev() {
+            if let Some((_, alias)) = level.unaliased.iter().find(|(t, _)| *t == rule.name) {
+                let n = d.normalize(alias);
+                if nearer.contains(&n.as_str()) {
+                    return Err(unsupported(format!(
+                        "the reference {} (another FROM item is named {}: give the table an alias)",
+                        excerpt(&name),
+                        excerpt(&alias.value)
+                    )));
+                }
+                return Ok(Some(alias.clone()));
+            }
+            nearer.extend(level.names.iter().map(String::as_str));
+        }
+        Ok(None)
+    }
+
+    /// A qualified star's table name, requalified ([`Rewriter::requalify`]).
+    fn requalify_name(&self, name: &mut ObjectName) -> R {
+        let mut parts = Vec::with_capacity(name.0.len());
+        for p in &name.0 {
+            match p {
+                ObjectNamePart::Identifier(i) => parts.push(i.clone()),
+                ObjectNamePart::Function(_) => return Ok(()),
+            }
+        }
+        let before = parts.len();
+        self.requalify(&mut parts, false)?;
+        if parts.len() != before {
+            *name = ObjectName::from(parts);
+        }
+        Ok(())
+    }
+
+    /// `parts` (a column reference or a qualified star's name) with a full table name
+    /// replaced by its wrapper's alias ([`Rewriter::qualified`]).
+    fn requalify(&self, parts: &mut Vec<Ident>, column: bool) -> R {
+        let keep = usize::from(column);
+        if parts.len() < 2 + keep {
+            return Ok(());
+        }
+        let split = parts.len() - keep;
+        if let Some(alias) = self.qualified(&parts[..split])? {
+            let rest = parts.split_off(split);
+            *parts = std::iter::once(alias).chain(rest).collect();
+        }
+        Ok(())
     }
 
     fn dialect(&self) -> Dialect {
@@ -267,6 +360,22 @@ impl<'a> Rewriter<'a> {
         limit_clause: &mut Option<LimitClause>,
         fetch: &mut Option<Fetch>,
     ) -> R {
+        // The ORDER BY of a plain SELECT sees that SELECT's FROM items: its level stays until
+        // the query's clauses are walked. (That of a set operation sees only output names.)
+        let depth = self.levels.len();
+        self.keep_level = matches!(body, SetExpr::Select(_));
+        let result = self.query_clauses(body, order_by, limit_clause, fetch);
+        self.levels.truncate(depth);
+        result
+    }
+
+    fn query_clauses(
+        &mut self,
+        body: &mut SetExpr,
+        order_by: &mut Option<OrderBy>,
+        limit_clause: &mut Option<LimitClause>,
+        fetch: &mut Option<Fetch>,
+    ) -> R {
         self.set_expr(body)?;
         if let Some(OrderBy { kind, interpolate }) = order_by {
             if interpolate.is_some() {
@@ -352,6 +461,36 @@ impl<'a> Rewriter<'a> {
             qualify,
             ..
         } = s;
+        let keep = std::mem::take(&mut self.keep_level);
+        self.levels.push(Level::default());
+        let result = self.select_body(
+            distinct,
+            projection,
+            from,
+            selection,
+            group_by,
+            having,
+            named_window,
+            qualify,
+        );
+        if !keep {
+            self.levels.pop();
+        }
+        result
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn select_body(
+        &mut self,
+        distinct: &mut Option<Distinct>,
+        projection: &mut [SelectItem],
+        from: &mut [TableWithJoins],
+        selection: &mut Option<Expr>,
+        group_by: &mut GroupByExpr,
+        having: &mut Option<Expr>,
+        named_window: &mut [NamedWindowDefinition],
+        qualify: &mut Option<Expr>,
+    ) -> R {
         for twj in from.iter_mut() {
             self.table_with_joins(twj)?;
         }
@@ -418,7 +557,7 @@ impl<'a> Rewriter<'a> {
                 self.wildcard = true;
                 check_wildcard_options(opts)?;
                 match kind {
-                    SelectItemQualifiedWildcardKind::ObjectName(_) => Ok(()),
+                    SelectItemQualifiedWildcardKind::ObjectName(name) => self.requalify_name(name),
                     SelectItemQualifiedWildcardKind::Expr(e) => self.expr(e),
                 }
             }
@@ -489,6 +628,17 @@ impl<'a> Rewriter<'a> {
                 sample,
                 index_hints,
             } => {
+                if let Some(a) = args
+                    && with_hints.is_empty()
+                    && version.is_none()
+                    && partitions.is_empty()
+                    && json_path.is_none()
+                    && sample.is_none()
+                    && index_hints.is_empty()
+                    && a.settings.is_none()
+                {
+                    return self.table_function(name, &mut a.args, alias.as_ref());
+                }
                 if args.is_some() || *with_ordinality {
                     return Err(unsupported(format!("the table function {name}")));
                 }
@@ -501,10 +651,21 @@ impl<'a> Rewriter<'a> {
                 if !with_hints.is_empty() || !index_hints.is_empty() {
                     return Err(unsupported("table hints"));
                 }
-                if json_path.is_some() || sample.is_some() {
-                    return Err(unsupported("TABLESAMPLE and JSON paths on tables"));
+                if json_path.is_some() {
+                    return Err(unsupported("JSON paths on tables"));
+                }
+                if let Some(s) = sample.as_ref() {
+                    check_sample(self.dialect(), s)?;
+                }
+                if sample.is_some() && self.is_visible_cte(name) {
+                    return Err(unsupported("TABLESAMPLE on a CTE"));
                 }
                 if self.is_visible_cte(name) {
+                    let visible = match alias {
+                        Some(a) => a.name.clone(),
+                        None => last_ident(name),
+                    };
+                    self.define_relation(&visible);
                     return Ok(());
                 }
                 let Resolved::Table(rule) = self.catalog.resolve(name)?;
@@ -520,12 +681,22 @@ impl<'a> Rewriter<'a> {
                 self.tables.insert(rule.name.clone());
                 // The rest of the query keeps referring to the same alias (or the bare name).
                 let alias_slot = alias;
-                let mut alias = alias_slot.take().unwrap_or_else(|| TableAlias {
-                    explicit: true,
-                    name: last_ident(name),
-                    columns: vec![],
-                    at: None,
-                });
+                let mut alias = match alias_slot.take() {
+                    Some(a) => a,
+                    None => {
+                        let name = last_ident(name);
+                        if let Some(level) = self.levels.last_mut() {
+                            level.unaliased.push((rule.name.clone(), name.clone()));
+                        }
+                        TableAlias {
+                            explicit: true,
+                            name,
+                            columns: vec![],
+                            at: None,
+                        }
+                    }
+                };
+                self.define_relation(&alias.name);
                 alias.explicit = true;
                 for c in &alias.columns {
                     self.define_alias(&c.name);
@@ -543,9 +714,12 @@ impl<'a> Rewriter<'a> {
                         Some(tenant_column.as_str())
                     }
                 };
+                // A sampling clause samples the table inside the wrapper: a sample of the
+                // caller's rows, never of the unfiltered table.
+                let sample = sample.take();
                 *tf = TableFactor::Derived {
                     lateral: false,
-                    subquery: Box::new(self.wrapper(rule, tenant_column, &view)?),
+                    subquery: Box::new(self.wrapper(rule, tenant_column, &view, sample)?),
                     alias: Some(alias),
                     sample: None,
                 };
@@ -561,6 +735,8 @@ impl<'a> Rewriter<'a> {
                     for c in &a.columns {
                         self.define_alias(&c.name);
                     }
+                    let name = a.name.clone();
+                    self.define_relation(&name);
                 }
                 if sample.is_some() {
                     return Err(unsupported("TABLESAMPLE"));
@@ -571,10 +747,87 @@ impl<'a> Rewriter<'a> {
                 table_with_joins,
                 alias: _,
             } => self.table_with_joins(table_with_joins),
+            TableFactor::Function {
+                lateral: _,
+                name,
+                args,
+                with_ordinality: _,
+                alias,
+            } => self.table_function(name, args, alias.as_ref()),
+            TableFactor::UNNEST {
+                alias,
+                array_exprs,
+                with_offset: false,
+                with_offset_alias: None,
+                with_ordinality: _,
+            } => {
+                self.check_table_function("unnest")?;
+                self.exprs(array_exprs)?;
+                self.define_function_alias("unnest", alias.as_ref());
+                Ok(())
+            }
             other => Err(unsupported(format!(
                 "the table expression `{}`",
                 excerpt(other)
             ))),
+        }
+    }
+
+    /// A set-returning function in FROM (`generate_series(...)`, `unnest(...)`, with or without
+    /// LATERAL and WITH ORDINALITY): PostgreSQL only, a function of
+    /// [`functions::TABLE_FUNCTIONS`], positional arguments walked like any expression (the
+    /// columns they name belong to wrappers already filtered; a sub-query among them is
+    /// rewritten). It reads no relation of its own.
+    fn table_function(
+        &mut self,
+        name: &ObjectName,
+        args: &mut [FunctionArg],
+        alias: Option<&TableAlias>,
+    ) -> R {
+        let [ObjectNamePart::Identifier(ident)] = name.0.as_slice() else {
+            return Err(unsupported(format!("the table function {}", excerpt(name))));
+        };
+        let resolved = functions::resolve(self.dialect(), ident)
+            .ok_or_else(|| unsupported(format!("the table function {}", excerpt(name))))?;
+        self.check_table_function(&resolved)?;
+        for a in args.iter_mut() {
+            match a {
+                FunctionArg::Unnamed(FunctionArgExpr::Expr(e)) => self.expr(e)?,
+                _ => {
+                    return Err(unsupported(format!(
+                        "the arguments of the table function {resolved}"
+                    )));
+                }
+            }
+        }
+        self.define_function_alias(&resolved, alias);
+        Ok(())
+    }
+
+    fn check_table_function(&self, name: &str) -> R {
+        if self.dialect() != Dialect::Postgres || !functions::TABLE_FUNCTIONS.contains(&name) {
+            return Err(unsupported(format!("the table function {name}")));
+        }
+        Ok(())
+    }
+
+    /// A table function's alias (or, without one, its name) names a FROM item, and its
+    /// column aliases name columns.
+    fn define_function_alias(&mut self, function: &str, alias: Option<&TableAlias>) {
+        match alias {
+            Some(a) => {
+                for c in &a.columns {
+                    self.define_alias(&c.name);
+                }
+                let name = a.name.clone();
+                self.define_alias(&name);
+                self.define_relation(&name);
+            }
+            None => {
+                let name = Ident::new(function);
+                self.define_alias(&name);
+                self.define_relation(&name);
+            }
         }
     }
 
@@ -724,6 +977,7 @@ impl<'a> Rewriter<'a> {
         rule: &TableRule,
         tenant_column: Option<&str>,
         view: &[ColumnView<'_>],
+        sample: Option<TableSampleKind>,
     ) -> Result<Query, PolicyError> {
         let q = self.dialect().quote();
         if view.is_empty() {
@@ -739,7 +993,11 @@ impl<'a> Rewriter<'a> {
             with_ordinality: false,
             partitions: vec![],
             json_path: None,
-            sample: None,
+            sample: sample.map(|s| match s {
+                TableSampleKind::BeforeTableAlias(s) | TableSampleKind::AfterTableAlias(s) => {
+                    TableSampleKind::AfterTableAlias(s)
+                }
+            }),
             index_hints: vec![],
         };
         let selection = tenant_column.map(|c| Expr::BinaryOp {
@@ -865,6 +1123,7 @@ impl<'a> Rewriter<'a> {
                 for p in parts.iter() {
                     check_not_variable(p)?;
                 }
+                self.requalify(parts, true)?;
                 if let Some(last) = parts.last() {
                     self.check_not_system_column(last)?;
                     self.reference(last);
@@ -1107,7 +1366,10 @@ impl<'a> Rewriter<'a> {
                     match arg_expr {
                         FunctionArgExpr::Expr(e) => self.expr(e)?,
                         FunctionArgExpr::Wildcard => {}
-                        FunctionArgExpr::QualifiedWildcard(_) => self.wildcard = true,
+                        FunctionArgExpr::QualifiedWildcard(name) => {
+                            self.wildcard = true;
+                            self.requalify_name(name)?;
+                        }
                         FunctionArgExpr::WildcardWithOptions(opts) => check_wildcard_options(opts)?,
                     }
                 }
@@ -1211,6 +1473,42 @@ impl std::fmt::Display for Jo<'_> {
         };
         f.write_str(name)
     }
+}
+
+/// The one sampling clause accepted, on a declared table (PostgreSQL): `TABLESAMPLE BERNOULLI
+/// (<number>)`, which the rewriter moves inside the table's wrapper, so it samples the
+/// caller's rows. Each row is kept or not at random, whatever its neighbours: `SYSTEM`
+/// (whole pages) and `REPEATABLE (seed)` (a decision that is a function of the row's physical
+/// position) would let the caller read how the table's pages — shared with other tenants —
+/// are laid out, as `ctid` would, and are refused.
+pub(crate) fn check_sample(d: Dialect, kind: &TableSampleKind) -> R {
+    let (TableSampleKind::BeforeTableAlias(s) | TableSampleKind::AfterTableAlias(s)) = kind;
+    if d == Dialect::Postgres && sample_is_bernoulli(s) {
+        return Ok(());
+    }
+    Err(unsupported(
+        "this sampling clause (only TABLESAMPLE BERNOULLI (<percent>) on PostgreSQL: SYSTEM \
+         and REPEATABLE depend on how the table's pages are laid out)",
+    ))
+}
+
+/// `TABLESAMPLE BERNOULLI (<number>)`, nothing more.
+pub(crate) fn sample_is_bernoulli(s: &TableSample) -> bool {
+    let TableSample {
+        modifier,
+        name,
+        quantity,
+        seed,
+        bucket,
+        offset,
+    } = s;
+    *modifier == TableSampleModifier::TableSample
+        && *name == Some(TableSampleMethod::Bernoulli)
+        && seed.is_none()
+        && bucket.is_none()
+        && offset.is_none()
+        && matches!(quantity, Some(TableSampleQuantity { parenthesized: true, value, unit: None })
+            if matches!(value, Expr::Value(v) if matches!(v.value, Value::Number(..))))
 }
 
 /// `OFFSET 0` for PostgreSQL (see [`Rewriter::wrapper`]); nothing elsewhere.

@@ -62,6 +62,7 @@ pub(crate) fn verify(
         scopes: Vec::new(),
         cte_bodies: HashMap::new(),
         wrapper: None,
+        function_names: Vec::new(),
     };
     if let ControlFlow::Break(reason) = statement.visit(&mut v) {
         return Err(PolicyError::Verification(reason));
@@ -85,6 +86,9 @@ struct Verifier<'a> {
     cte_bodies: HashMap<usize, Vec<String>>,
     /// The tenant wrapper currently being visited: (its table factor's address, its rule).
     wrapper: Option<(usize, &'a TableRule)>,
+    /// The addresses of the names of table functions visited (`generate_series(...)` parses
+    /// as a table with arguments): not relations.
+    function_names: Vec<usize>,
 }
 
 fn addr<T>(x: &T) -> usize {
@@ -105,6 +109,19 @@ impl<'a> Verifier<'a> {
     fn system_column(&self, i: &sqlparser::ast::Ident) -> bool {
         let d = self.catalog.dialect();
         crate::dialect::is_system_column(d, &d.normalize(i))
+    }
+
+    /// Whether `name` is a set-returning function a FROM clause may call (PostgreSQL only).
+    fn table_function(&self, name: &ObjectName) -> bool {
+        let d = self.catalog.dialect();
+        match name.0.as_slice() {
+            [ObjectNamePart::Identifier(i)] => {
+                d == Dialect::Postgres
+                    && functions::resolve(d, i)
+                        .is_some_and(|n| functions::TABLE_FUNCTIONS.contains(&n.as_str()))
+            }
+            _ => false,
+        }
     }
 
     /// The declared rule of a relation name exactly as sluice emits it (quoted, fully qualified).
@@ -178,12 +195,15 @@ impl<'a> Verifier<'a> {
             with_ordinality: false,
             partitions,
             json_path: None,
-            sample: None,
+            sample,
             index_hints,
         } = &twj.relation
             && with_hints.is_empty()
             && partitions.is_empty()
             && index_hints.is_empty()
+            && sample
+                .as_ref()
+                .is_none_or(|k| crate::rewrite::check_sample(d, k).is_ok())
         {
         } else {
             return bad("modifiers on the table");
@@ -384,17 +404,50 @@ impl Visitor for Verifier<'_> {
     fn pre_visit_table_factor(&mut self, tf: &TableFactor) -> ControlFlow<String> {
         match tf {
             TableFactor::Table {
+                name,
+                args: Some(_),
+                version: None,
+                partitions,
+                json_path: None,
+                sample: None,
+                with_hints,
+                index_hints,
+                ..
+            } if partitions.is_empty() && with_hints.is_empty() && index_hints.is_empty() => {
+                if !self.table_function(name) {
+                    return ControlFlow::Break(format!("the table function {name}"));
+                }
+                // Its name is a function's, not a relation's (`pre_visit_relation`).
+                self.function_names.push(addr(name));
+            }
+            TableFactor::Table {
                 args,
                 version,
                 partitions,
                 with_ordinality,
+                sample,
                 ..
             } => {
                 if args.is_some() || version.is_some() || !partitions.is_empty() || *with_ordinality
                 {
                     return ControlFlow::Break("a table function or time travel".into());
                 }
+                // A sampling clause only on the table inside a wrapper (`wrapper_rule` checks
+                // its form).
+                if sample.is_some() && self.wrapper.is_none() {
+                    return ControlFlow::Break("a sampling clause outside a wrapper".into());
+                }
             }
+            TableFactor::Function { name, .. } => {
+                if !self.table_function(name) {
+                    return ControlFlow::Break(format!("the table function {name}"));
+                }
+            }
+            TableFactor::UNNEST {
+                with_offset: false,
+                with_offset_alias: None,
+                ..
+            } if self.catalog.dialect() == Dialect::Postgres => {}
             TableFactor::Derived { subquery, .. } => match self.wrapper_rule(subquery) {
                 Err(reason) => return ControlFlow::Break(reason),
                 Ok(Some(rule)) => {
@@ -419,6 +472,9 @@ impl Visitor for Verifier<'_> {
     }
 
     fn pre_visit_relation(&mut self, name: &ObjectName) -> ControlFlow<String> {
+        if self.function_names.contains(&addr(name)) {
+            return ControlFlow::Continue(());
+        }
         if let Some((_, rule)) = self.wrapper {
             // Inside a wrapper the only relation is the wrapped table (checked by shape).
             return match self.emitted_rule(name) {

@@ -259,7 +259,11 @@ fn refusals_have_precise_codes() {
         ("SELECT * FROM information_schema.tables", "policy_denied"),
         ("SELECT * FROM archive.orders", "policy_denied"),
         ("SELECT * FROM orders_summary", "policy_denied"),
-        ("SELECT * FROM generate_series(1, 3)", "policy_denied"),
+        ("SELECT * FROM pg_ls_dir('.')", "policy_denied"),
+        (
+            "SELECT * FROM pg_catalog.generate_series(1, 3)",
+            "policy_denied",
+        ),
         ("SELECT pg_read_file('/etc/passwd')", "policy_denied"),
         ("SELECT pg_catalog.count(*) FROM orders", "policy_denied"),
         ("SELECT * INTO stolen FROM orders", "policy_denied"),
@@ -267,7 +271,7 @@ fn refusals_have_precise_codes() {
         ("SELECT * FROM orders WHERE tenant_id = $1", "policy_denied"),
         ("SELECT 'x'::regclass", "policy_denied"),
         (
-            "SELECT * FROM orders, LATERAL generate_series(1, 2)",
+            "SELECT * FROM orders, LATERAL pg_ls_dir(orders.status)",
             "policy_denied",
         ),
     ];
@@ -656,4 +660,141 @@ fn caller_parameters_must_match_what_was_sent() {
             .code(),
         "invalid_parameters"
     );
+}
+
+/// Metabase qualifies every column with the table's full name; the wrapper that replaces the
+/// table is aliased by the table's own name, so those references are rewritten to it.
+#[test]
+fn columns_qualified_by_the_full_table_name_refer_to_the_wrapper() {
+    assert_eq!(
+        ok(
+            r#"SELECT "public"."orders"."status" AS "status", count(*) AS "count" FROM "public"."orders" GROUP BY "public"."orders"."status" ORDER BY "public"."orders"."status" ASC"#
+        ),
+        format!(
+            r#"SELECT "orders"."status" AS "status", count(*) AS "count" FROM {W_ORDERS} AS "orders" GROUP BY "orders"."status" ORDER BY "orders"."status" ASC"#
+        )
+    );
+    // A table named without its schema, a column with it; a qualified star; a correlated
+    // sub-query one level down; pushdown still sees the column.
+    assert_eq!(
+        ok(
+            r#"SELECT public.orders.*, (SELECT max(public.customers.name) FROM public.customers WHERE public.customers.id = public.orders.customer_id) AS c FROM orders WHERE public.orders.id = 5"#
+        ),
+        format!(
+            r#"SELECT "orders".*, (SELECT max("customers"."name") FROM {W_CUSTOMERS} AS "customers" WHERE "customers"."id" = "orders"."customer_id") AS "c" FROM {} AS "orders" WHERE "orders"."id" = 5"#,
+            W_ORDERS.replace(
+                "WHERE \"tenant_id\" = $1 OFFSET 0",
+                "WHERE (\"tenant_id\" = $1) AND (\"id\" = 5) OFFSET 0"
+            )
+        )
+    );
+    // Metabase's joins alias the joined table; its own name keeps qualifying the source table.
+    let sql = ok(
+        r#"SELECT "public"."orders"."id" AS "id", "Customers"."name" AS "Customers__name" FROM "public"."orders" LEFT JOIN "public"."customers" AS "Customers" ON "public"."orders"."customer_id" = "Customers"."id" LIMIT 2000"#,
+    );
+    assert!(
+        sql.starts_with(r#"SELECT "orders"."id" AS "id", "Customers"."name""#)
+            && sql.contains(r#"ON "orders"."customer_id" = "Customers"."id""#),
+        "{sql}"
+    );
+    // A prefix that is not a declared table read without an alias is left alone, and a
+    // reference of three parts is then refused by the verifier (PostgreSQL would fail it too).
+    err(r#"SELECT public.o.id FROM public.orders AS o"#);
+    err(r#"SELECT public.orders.id FROM public.orders AS o"#);
+}
+
+/// If a nearer FROM item has the wrapper's name, the rewritten reference would read it instead
+/// of the table the caller meant: refused, naming the fix.
+#[test]
+fn a_full_table_name_shadowed_by_a_nearer_item_is_refused() {
+    let e = err(
+        r#"SELECT (SELECT public.orders.amount FROM customers AS orders LIMIT 1) FROM public.orders"#,
+    );
+    assert!(
+        matches!(&e, PolicyError::Unsupported(m) if m.contains("give the table an alias")),
+        "{e}"
+    );
+    // The same name at the level itself is the table's own alias, not a shadow.
+    ok(r#"SELECT public.orders.amount FROM public.orders WHERE public.orders.status = 'paid'"#);
+}
+
+/// Set-returning functions in FROM (with or without LATERAL), ARRAY sub-queries and LATERAL
+/// derived tables are accepted: what they read is filtered like any other reference.
+#[test]
+fn set_returning_functions_and_lateral_items_read_only_filtered_rows() {
+    assert_eq!(
+        ok("SELECT g FROM generate_series(1, (SELECT max(amount) FROM orders)) AS g"),
+        format!(
+            r#"SELECT "g" FROM generate_series(1, (SELECT max("amount") FROM {W_ORDERS} AS "orders")) AS "g""#
+        )
+    );
+    // unnest over a column in scope, written three ways, printed one way.
+    let want = format!(
+        r#"SELECT "o"."id", "t"."w" FROM {W_ORDERS} AS "o" CROSS JOIN unnest(string_to_array("o"."status", ' ')) WITH ORDINALITY AS "t" ("w", "n")"#
+    );
+    for sql in [
+        "SELECT o.id, t.w FROM orders o CROSS JOIN LATERAL unnest(string_to_array(o.status, ' ')) WITH ORDINALITY AS t(w, n)",
+        "SELECT o.id, t.w FROM orders o CROSS JOIN unnest(string_to_array(o.status, ' ')) WITH ORDINALITY AS t(w, n)",
+    ] {
+        assert_eq!(ok(sql), want, "{sql}");
+    }
+    // A LATERAL derived table reads the table through its wrapper.
+    let sql = ok(
+        "SELECT c.id, x.n FROM customers c LEFT JOIN LATERAL (SELECT count(*) AS n FROM orders o WHERE o.customer_id = c.id) x ON true",
+    );
+    assert!(
+        sql.contains(&format!(
+            r#"LEFT JOIN LATERAL (SELECT count(*) AS "n" FROM {W_ORDERS} AS "o""#
+        )),
+        "{sql}"
+    );
+    // ARRAY(sub-query), unnest and generate_series in the select list.
+    assert!(ok("SELECT ARRAY(SELECT id FROM orders ORDER BY id) AS ids").contains(W_ORDERS));
+    assert!(ok("SELECT unnest(ARRAY[amount, amount * 2]) FROM orders").contains(W_ORDERS));
+    // The negative twins: what a function reads is still the caller's rows only, a column
+    // the caller may not see stays refused inside it, and a function outside the list (or
+    // qualified) is refused whatever its arguments.
+    assert!(
+        ok("SELECT * FROM customers c, unnest(ARRAY(SELECT o.amount FROM orders o)) AS a")
+            .contains(W_ORDERS)
+    );
+    for sql in [
+        "SELECT * FROM generate_series(1, 3) AS g, LATERAL pg_ls_dir('.')",
+        "SELECT * FROM public.unnest(ARRAY[1])",
+        "SELECT * FROM json_to_record('{}') AS x(a int)",
+        "SELECT * FROM unnest(ARRAY(SELECT id FROM archive.orders)) AS a",
+        "SELECT * FROM generate_series(1, 3) AS g(v) WHERE v IN (SELECT id FROM pg_catalog.pg_class)",
+    ] {
+        err(sql);
+    }
+}
+
+/// `TABLESAMPLE BERNOULLI (p)` samples the caller's rows: the clause moves inside the wrapper,
+/// under the tenant predicate. Sampling that depends on the shared table's physical layout
+/// (`SYSTEM` pages, `REPEATABLE` seeds) is refused, as is a sample of anything but a table.
+#[test]
+fn bernoulli_samples_move_inside_the_wrapper_and_other_samples_are_refused() {
+    assert_eq!(
+        ok("SELECT count(*) FROM orders o TABLESAMPLE BERNOULLI (10)"),
+        format!(
+            "SELECT count(*) FROM {} AS \"o\"",
+            W_ORDERS.replace(
+                "FROM \"public\".\"orders\" WHERE",
+                "FROM \"public\".\"orders\" TABLESAMPLE BERNOULLI (10) WHERE"
+            )
+        )
+    );
+    assert!(
+        ok("SELECT * FROM countries TABLESAMPLE BERNOULLI (50.5)")
+            .contains(r#"FROM "public"."countries" TABLESAMPLE BERNOULLI (50.5))"#)
+    );
+    for sql in [
+        "SELECT * FROM orders TABLESAMPLE SYSTEM (10)",
+        "SELECT * FROM orders TABLESAMPLE BERNOULLI (10) REPEATABLE (42)",
+        "SELECT * FROM orders TABLESAMPLE BERNOULLI ((SELECT 10))",
+        "WITH o AS (SELECT * FROM orders) SELECT * FROM o TABLESAMPLE BERNOULLI (10)",
+        "SELECT * FROM (SELECT * FROM orders) AS o TABLESAMPLE BERNOULLI (10)",
+    ] {
+        err(sql);
+    }
 }

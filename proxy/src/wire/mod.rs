@@ -15,6 +15,7 @@ pub mod query;
 pub mod session;
 pub mod sqlstate;
 pub mod startup;
+mod text;
 
 use std::net::SocketAddr;
 use std::path::Path;

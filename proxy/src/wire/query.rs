@@ -226,6 +226,18 @@ impl Running {
     /// The answer's next row, encoded in the portal's formats: from the current batch, else
     /// from the next one (waiting for it stops at a cancel). `None` at the end of the answer.
     /// An error ends the answer (its completion recorded) and is the client's error.
+    /// A value of the answer could not be encoded: the answer ends (its failure recorded).
+    async fn not_encoded(&mut self, e: &(dyn std::fmt::Display + Sync)) -> PgWireError {
+        tracing::warn!(error = %e, "pgwire: a value could not be encoded");
+        let err = Error::new(
+            Kind::Internal,
+            "internal",
+            "the answer could not be encoded",
+        );
+        self.answer.finish(Some(&err)).await;
+        sqlstate::error(&err)
+    }
+
     async fn next_row(&mut self, session: &Session) -> PgWireResult<Option<DataRow>> {
         loop {
             if let Some(encoder) = self.current.as_mut() {
@@ -234,16 +246,7 @@ impl Running {
                         self.answer.sent(row.data.len() as u64);
                         return Ok(Some(row));
                     }
-                    Some(Err(e)) => {
-                        tracing::warn!(error = %e, "pgwire: a value could not be encoded");
-                        let err = Error::new(
-                            Kind::Internal,
-                            "internal",
-                            "the answer could not be encoded",
-                        );
-                        self.answer.finish(Some(&err)).await;
-                        return Err(sqlstate::error(&err));
-                    }
+                    Some(Err(e)) => return Err(self.not_encoded(&e).await),
                     None => self.current = None,
                 }
             }
@@ -257,6 +260,11 @@ impl Running {
             };
             match next {
                 Ok(Some(batch)) => {
+                    // Timestamps, times and floats in PostgreSQL's own text form.
+                    let batch = match super::text::postgres_text(batch, &self.fields) {
+                        Ok(b) => b,
+                        Err(e) => return Err(self.not_encoded(&e).await),
+                    };
                     self.current = Some(RowEncoder::new(batch, Arc::clone(&self.fields)));
                 }
                 Ok(None) => return Ok(None),
