@@ -1646,6 +1646,16 @@ pub(crate) fn check_text(sql: &str, d: Dialect) -> Result<(), PolicyError> {
     Ok(())
 }
 
+/// The arguments of a table function, which must all be positional expressions.
+fn positional(args: &[FunctionArg]) -> Result<Vec<&Expr>, PolicyError> {
+    args.iter()
+        .map(|a| match a {
+            FunctionArg::Unnamed(FunctionArgExpr::Expr(e)) => Ok(e),
+            _ => Err(refuse("named or wildcard arguments of a table function")),
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -1690,14 +1700,4 @@ mod tests {
         assert!(check_text("SELECT 1 // c", Dialect::Snowflake).is_err());
         assert!(check_text("SELECT \"it's\" AS `x`", Dialect::BigQuery).is_ok());
     }
-}
-
-/// The arguments of a table function, which must all be positional expressions.
-fn positional(args: &[FunctionArg]) -> Result<Vec<&Expr>, PolicyError> {
-    args.iter()
-        .map(|a| match a {
-            FunctionArg::Unnamed(FunctionArgExpr::Expr(e)) => Ok(e),
-            _ => Err(refuse("named or wildcard arguments of a table function")),
-        })
-        .collect()
 }
