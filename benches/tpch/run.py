@@ -90,7 +90,7 @@ def generate(scale, out, tpchgen):
 def create_db(name, loads):
     """A fresh database `name` with the schema, loaded with (tenant, csv dir) pairs."""
     with psycopg.connect(ADMIN, autocommit=True) as c:
-        c.execute(f"DROP DATABASE IF EXISTS {name}")
+        c.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
         c.execute(f"CREATE DATABASE {name}")
     with psycopg.connect(f"host=127.0.0.1 port=5432 user=postgres dbname={name}",
                          autocommit=True) as c:
@@ -131,6 +131,9 @@ def config(path):
         f'tenant_column = "tenant_id"\ncolumns = {json.dumps(["tenant_id"] + columns(t))}\n'
         for t in TABLES)
     path.write_text(f"""
+[server]
+request_timeout_ms = 600000
+
 [auth.jwt]
 algorithm = "HS256"
 secret_env = "TPCH_SECRET"
@@ -148,6 +151,7 @@ listen = "127.0.0.1:0"
 id = "tpch"
 kind = "postgres"
 url_env = "TPCH_PG_URL"
+statement_timeout_ms = 600000
 {tables}""")
 
 
@@ -212,6 +216,14 @@ def main():
             break
     if wire is None or http is None:
         sys.exit("the daemon did not start")
+    try:
+        measure(args, wire, http)
+    finally:
+        daemon.terminate()
+        daemon.wait()
+
+
+def measure(args, wire, http):
     host, port = wire.rsplit(":", 1)
     through = psycopg.connect(host=host, port=port, user="bench", password=jwt(),
                               dbname="tpch", autocommit=True)
@@ -228,7 +240,7 @@ def main():
             ts, got = rows(through.cursor(), sql)
             ok = same(got, want)
         except psycopg.Error as e:
-            ts, got, ok = float("nan"), [], False
+            ts, got, ok = float("inf"), [], False
             print(f"q{n:02d}: through sluice: {e}", file=sys.stderr)
         results.append((n, td, ts, ok, len(want)))
         print(f"q{n:02d}  direct {td * 1000:9.1f} ms  sluice {ts * 1000:9.1f} ms  "
@@ -256,12 +268,11 @@ def main():
                              "dbname=sluice_tpch_shared", autocommit=True) as shared:
             # psycopg binds `%s`: the tenant is sluice's only parameter, `$1`.
             text = explained["sql"].replace("%", "%%").replace("$1", "%s")
-            plan = shared.execute(f"EXPLAIN ANALYZE {text}", explained["params"]).fetchall()
+            params = explained["params"] * explained["sql"].count("$1")
+            plan = shared.execute(f"EXPLAIN ANALYZE {text}", params).fetchall()
         (out / f"q{worst[0]:02d}.sluice.txt").write_text("\n".join(r[0] for r in plan) + "\n")
         plan = direct.execute(f"EXPLAIN ANALYZE {sql}").fetchall()
         (out / f"q{worst[0]:02d}.direct.txt").write_text("\n".join(r[0] for r in plan) + "\n")
-    daemon.terminate()
-    daemon.wait()
 
 
 if __name__ == "__main__":
