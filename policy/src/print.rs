@@ -20,9 +20,9 @@
 
 use sqlparser::ast::{
     BinaryOperator, CastKind, CeilFloorKind, Cte, CteAsMaterialized, DataType, DateTimeField,
-    Distinct, DuplicateTreatment, Expr, ExtractSyntax, Fetch, Function, FunctionArg,
-    FunctionArgExpr, FunctionArgumentClause, FunctionArguments, GroupByExpr, Ident, Join,
-    JoinConstraint, JoinOperator, LimitClause, NamedWindowDefinition, NamedWindowExpr,
+    Distinct, DuplicateTreatment, ExcludeSelectItem, Expr, ExtractSyntax, Fetch, Function,
+    FunctionArg, FunctionArgExpr, FunctionArgumentClause, FunctionArguments, GroupByExpr, Ident,
+    Join, JoinConstraint, JoinOperator, LimitClause, NamedWindowDefinition, NamedWindowExpr,
     NullTreatment, ObjectName, ObjectNamePart, Offset, OffsetRows, OrderBy, OrderByExpr,
     OrderByKind, Query, Select, SelectItem, SelectItemQualifiedWildcardKind, SetExpr,
     SetQuantifier, Statement, TableAlias, TableFactor, TableSampleKind, TableWithJoins,
@@ -577,19 +577,56 @@ impl Printer<'_> {
                 self.ident(alias)
             }
             SelectItem::QualifiedWildcard(SelectItemQualifiedWildcardKind::ObjectName(n), o) => {
-                wildcard_plain(o)?;
                 self.object_name(n)?;
                 self.dot();
                 self.t("*");
-                Ok(())
+                self.wildcard_modifiers(o)
             }
             SelectItem::Wildcard(o) => {
-                wildcard_plain(o)?;
                 self.t("*");
-                Ok(())
+                self.wildcard_modifiers(o)
             }
             _ => Err(refuse("this select item")),
         }
+    }
+
+    /// A select-list star's modifiers (`rewrite::check_wildcard_modifiers`), each with a
+    /// parenthesized list: `EXCLUDE ("a", "b")`, `EXCEPT (…)`, `REPLACE (<expr> AS "a")`.
+    fn wildcard_modifiers(&mut self, o: &WildcardAdditionalOptions) -> R {
+        crate::rewrite::check_wildcard_modifiers(self.d, o)?;
+        if let Some(ex) = &o.opt_exclude {
+            let names: Vec<&ObjectName> = match ex {
+                ExcludeSelectItem::Single(n) => vec![n],
+                ExcludeSelectItem::Multiple(ns) => ns.iter().collect(),
+            };
+            self.word("EXCLUDE")?;
+            self.open();
+            self.list(&names, |p, n| match n.0.as_slice() {
+                [ObjectNamePart::Identifier(i)] => p.ident(i),
+                _ => Err(refuse("a qualified name in EXCLUDE")),
+            })?;
+            self.close();
+        }
+        if let Some(ex) = &o.opt_except {
+            let names: Vec<&Ident> = std::iter::once(&ex.first_element)
+                .chain(&ex.additional_elements)
+                .collect();
+            self.word("EXCEPT")?;
+            self.open();
+            self.list(&names, |p, i| p.ident(i))?;
+            self.close();
+        }
+        if let Some(rep) = &o.opt_replace {
+            self.word("REPLACE")?;
+            self.open();
+            self.list(&rep.items, |p, item| {
+                p.expr(&item.expr)?;
+                p.word("AS")?;
+                p.ident(&item.column_name)
+            })?;
+            self.close();
+        }
+        Ok(())
     }
 
     fn table_alias(&mut self, a: &TableAlias, with_as: bool) -> R {

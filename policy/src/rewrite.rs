@@ -10,12 +10,12 @@ use std::collections::{BTreeSet, HashSet};
 
 use sqlparser::ast::helpers::attached_token::AttachedToken;
 use sqlparser::ast::{
-    BinaryOperator, CaseWhen, Cte, DataType, Distinct, Expr, Fetch, Function, FunctionArg,
-    FunctionArgExpr, FunctionArgumentClause, FunctionArguments, GroupByExpr, Ident, Join,
-    JoinConstraint, JoinOperator, LimitClause, NamedWindowDefinition, NamedWindowExpr, ObjectName,
-    ObjectNamePart, Offset, OffsetRows, OrderBy, OrderByExpr, OrderByKind, Query, Select,
-    SelectFlavor, SelectItem, SelectItemQualifiedWildcardKind, SetExpr, Statement, TableAlias,
-    TableFactor, TableSample, TableSampleKind, TableSampleMethod, TableSampleModifier,
+    BinaryOperator, CaseWhen, Cte, DataType, Distinct, ExcludeSelectItem, Expr, Fetch, Function,
+    FunctionArg, FunctionArgExpr, FunctionArgumentClause, FunctionArguments, GroupByExpr, Ident,
+    Join, JoinConstraint, JoinOperator, LimitClause, NamedWindowDefinition, NamedWindowExpr,
+    ObjectName, ObjectNamePart, Offset, OffsetRows, OrderBy, OrderByExpr, OrderByKind, Query,
+    Select, SelectFlavor, SelectItem, SelectItemQualifiedWildcardKind, SetExpr, Statement,
+    TableAlias, TableFactor, TableSample, TableSampleKind, TableSampleMethod, TableSampleModifier,
     TableSampleQuantity, TableWithJoins, UnaryOperator, Value, WildcardAdditionalOptions,
     WindowFrame, WindowFrameBound, WindowSpec, WindowType, With,
 };
@@ -555,7 +555,7 @@ impl<'a> Rewriter<'a> {
             }
             SelectItem::QualifiedWildcard(kind, opts) => {
                 self.wildcard = true;
-                check_wildcard_options(opts)?;
+                self.wildcard_modifiers(opts)?;
                 match kind {
                     SelectItemQualifiedWildcardKind::ObjectName(name) => self.requalify_name(name),
                     SelectItemQualifiedWildcardKind::Expr(e) => self.expr(e),
@@ -563,9 +563,44 @@ impl<'a> Rewriter<'a> {
             }
             SelectItem::Wildcard(opts) => {
                 self.wildcard = true;
-                check_wildcard_options(opts)
+                self.wildcard_modifiers(opts)
             }
         }
+    }
+
+    /// The modifiers of a select-list `*` the dialect has ([`check_wildcard_modifiers`]):
+    /// the columns `EXCLUDE` / `EXCEPT` name are references like any other (a column the
+    /// caller may not see is refused naming it), a `REPLACE` expression is walked like any
+    /// expression over the wrappers' columns and names an output column.
+    fn wildcard_modifiers(&mut self, opts: &mut WildcardAdditionalOptions) -> R {
+        check_wildcard_modifiers(self.dialect(), opts)?;
+        if let Some(ex) = &opts.opt_exclude {
+            let names: Vec<&ObjectName> = match ex {
+                ExcludeSelectItem::Single(n) => vec![n],
+                ExcludeSelectItem::Multiple(ns) => ns.iter().collect(),
+            };
+            for n in names {
+                let [ObjectNamePart::Identifier(i)] = n.0.as_slice() else {
+                    return Err(unsupported("a qualified name in EXCLUDE"));
+                };
+                self.check_not_system_column(i)?;
+                self.reference(i);
+            }
+        }
+        if let Some(ex) = &opts.opt_except {
+            for i in std::iter::once(&ex.first_element).chain(&ex.additional_elements) {
+                self.check_not_system_column(i)?;
+                self.reference(i);
+            }
+        }
+        if let Some(rep) = opts.opt_replace.as_mut() {
+            for item in rep.items.iter_mut() {
+                self.check_not_system_column(&item.column_name)?;
+                self.reference(&item.column_name);
+                self.expr(&mut item.expr)?;
+            }
+        }
+        Ok(())
     }
 
     fn table_with_joins(&mut self, twj: &mut TableWithJoins) -> R {
@@ -1539,6 +1574,40 @@ fn last_ident(name: &ObjectName) -> Ident {
 fn check_not_variable(i: &Ident) -> R {
     if i.quote_style.is_none() && i.value.starts_with('@') {
         return Err(unsupported("query parameters and system variables (@name)"));
+    }
+    Ok(())
+}
+
+/// The `*` modifiers accepted, per dialect, as each warehouse documents them: Snowflake's
+/// `EXCLUDE` and `REPLACE`, BigQuery's `EXCEPT` and `REPLACE`, Databricks' `EXCEPT`. Never
+/// `ILIKE`, `RENAME` or an `AS` on the star; anything else as [`check_wildcard_options`].
+pub(crate) fn check_wildcard_modifiers(d: Dialect, opts: &WildcardAdditionalOptions) -> R {
+    let WildcardAdditionalOptions {
+        wildcard_token: _,
+        opt_ilike,
+        opt_exclude,
+        opt_except,
+        opt_replace,
+        opt_rename,
+        opt_alias,
+    } = opts;
+    let (exclude, except, replace) = match d {
+        Dialect::Snowflake => (true, false, true),
+        Dialect::BigQuery => (false, true, true),
+        Dialect::Databricks => (false, true, false),
+        Dialect::Postgres | Dialect::DataFusion => (false, false, false),
+    };
+    if opt_ilike.is_some()
+        || opt_rename.is_some()
+        || opt_alias.is_some()
+        || (opt_exclude.is_some() && !exclude)
+        || (opt_except.is_some() && !except)
+        || (opt_replace.is_some() && !replace)
+    {
+        return Err(unsupported(
+            "wildcard modifiers this warehouse does not have (EXCLUDE and REPLACE in Snowflake, \
+             EXCEPT and REPLACE in BigQuery, EXCEPT in Databricks)",
+        ));
     }
     Ok(())
 }

@@ -275,3 +275,65 @@ fn caller_parameters_in_each_dialects_own_syntax() {
         assert!(run_params(&c, sql, 1).is_err(), "{sql} was allowed");
     }
 }
+
+/// A star's modifiers, where the warehouse has them: Snowflake's EXCLUDE and REPLACE,
+/// BigQuery's EXCEPT and REPLACE, Databricks' EXCEPT. The named columns are references like
+/// any other, a REPLACE expression reads the wrapper's columns, and each dialect refuses the
+/// modifiers it does not have (and every dialect ILIKE and RENAME).
+#[test]
+fn star_modifiers_in_each_dialect() {
+    let sf = run(
+        &snowflake(),
+        "SELECT * EXCLUDE (tenant_id) REPLACE (amount * 2 AS amount) FROM orders",
+    )
+    .unwrap();
+    assert_eq!(
+        sf,
+        format!(
+            r#"SELECT * EXCLUDE ("TENANT_ID") REPLACE ("AMOUNT" * 2 AS "AMOUNT") FROM {SF} AS "ORDERS""#
+        )
+    );
+    let bq = run(
+        &bigquery(),
+        "SELECT o.* EXCEPT (tenant_id) REPLACE (amount + 1 AS amount) FROM orders AS o",
+    )
+    .unwrap();
+    assert_eq!(
+        bq,
+        format!(
+            "SELECT `o`.* EXCEPT (`tenant_id`) REPLACE (`amount` + 1 AS `amount`) FROM {BQ} AS `o`"
+        )
+    );
+    let dbx = run(&databricks(), "SELECT * EXCEPT (tenant_id, id) FROM orders").unwrap();
+    assert_eq!(
+        dbx,
+        format!("SELECT * EXCEPT (`tenant_id`, `id`) FROM {DBX} AS `orders`")
+    );
+    // A sub-query inside REPLACE reads through a wrapper too.
+    let sub = run(
+        &snowflake(),
+        "SELECT * REPLACE ((SELECT max(amount) FROM orders) AS amount) FROM orders",
+    )
+    .unwrap();
+    assert_eq!(sub.matches(SF).count(), 2, "{sub}");
+    for (c, sql) in [
+        (
+            snowflake(),
+            "SELECT * EXCLUDE (orders.tenant_id) FROM orders",
+        ),
+        (snowflake(), "SELECT * RENAME (id AS x) FROM orders"),
+        (snowflake(), "SELECT * ILIKE '%id' FROM orders"),
+        (
+            snowflake(),
+            "SELECT * EXCLUDE (metadata$filename) FROM orders",
+        ),
+        (
+            bigquery(),
+            "SELECT * REPLACE (pg_sleep(1) AS amount) FROM orders",
+        ),
+        (databricks(), "SELECT * REPLACE (amount AS id) FROM orders"),
+        (datafusion(), "SELECT * EXCLUDE (tenant_id) FROM orders"),
+    ] {
+        assert!(run(&c, sql).is_err(), "{sql} was allowed");
+    }
+}
