@@ -1580,39 +1580,57 @@ fn check_not_variable(i: &Ident) -> R {
 
 /// The `*` modifiers accepted, per dialect, as each warehouse documents them: Snowflake's
 /// `EXCLUDE` and `REPLACE`, BigQuery's `EXCEPT` and `REPLACE`, Databricks' `EXCEPT`. Never
-/// `ILIKE`, `RENAME` or an `AS` on the star; anything else as [`check_wildcard_options`].
+/// `ILIKE`, `RENAME` or an `AS` on the star.
 pub(crate) fn check_wildcard_modifiers(d: Dialect, opts: &WildcardAdditionalOptions) -> R {
-    let WildcardAdditionalOptions {
-        wildcard_token: _,
-        opt_ilike,
-        opt_exclude,
-        opt_except,
-        opt_replace,
-        opt_rename,
-        opt_alias,
-    } = opts;
-    let (exclude, except, replace) = match d {
-        Dialect::Snowflake => (true, false, true),
-        Dialect::BigQuery => (false, true, true),
-        Dialect::Databricks => (false, true, false),
-        Dialect::Postgres | Dialect::DataFusion => (false, false, false),
+    let allowed = match d {
+        Dialect::Snowflake => Modifiers {
+            exclude: true,
+            except: false,
+            replace: true,
+        },
+        Dialect::BigQuery => Modifiers {
+            exclude: false,
+            except: true,
+            replace: true,
+        },
+        Dialect::Databricks => Modifiers {
+            exclude: false,
+            except: true,
+            replace: false,
+        },
+        Dialect::Postgres | Dialect::DataFusion => Modifiers::NONE,
     };
-    if opt_ilike.is_some()
-        || opt_rename.is_some()
-        || opt_alias.is_some()
-        || (opt_exclude.is_some() && !exclude)
-        || (opt_except.is_some() && !except)
-        || (opt_replace.is_some() && !replace)
-    {
-        return Err(unsupported(
+    check_modifiers(opts, allowed).map_err(|()| {
+        unsupported(
             "wildcard modifiers this warehouse does not have (EXCLUDE and REPLACE in Snowflake, \
              EXCEPT and REPLACE in BigQuery, EXCEPT in Databricks)",
-        ));
-    }
-    Ok(())
+        )
+    })
 }
 
+/// A star without modifiers (inside a function call's arguments).
 pub(crate) fn check_wildcard_options(opts: &WildcardAdditionalOptions) -> R {
+    check_modifiers(opts, Modifiers::NONE)
+        .map_err(|()| unsupported("wildcard modifiers (EXCEPT / EXCLUDE / REPLACE / RENAME)"))
+}
+
+/// Which star modifiers may be present.
+#[derive(Clone, Copy)]
+struct Modifiers {
+    exclude: bool,
+    except: bool,
+    replace: bool,
+}
+
+impl Modifiers {
+    const NONE: Modifiers = Modifiers {
+        exclude: false,
+        except: false,
+        replace: false,
+    };
+}
+
+fn check_modifiers(opts: &WildcardAdditionalOptions, allowed: Modifiers) -> Result<(), ()> {
     let WildcardAdditionalOptions {
         wildcard_token: _,
         opt_ilike,
@@ -1623,15 +1641,13 @@ pub(crate) fn check_wildcard_options(opts: &WildcardAdditionalOptions) -> R {
         opt_alias,
     } = opts;
     if opt_ilike.is_some()
-        || opt_exclude.is_some()
-        || opt_except.is_some()
-        || opt_replace.is_some()
         || opt_rename.is_some()
         || opt_alias.is_some()
+        || (opt_exclude.is_some() && !allowed.exclude)
+        || (opt_except.is_some() && !allowed.except)
+        || (opt_replace.is_some() && !allowed.replace)
     {
-        return Err(unsupported(
-            "wildcard modifiers (EXCEPT / EXCLUDE / REPLACE / RENAME)",
-        ));
+        return Err(());
     }
     Ok(())
 }
