@@ -420,6 +420,35 @@ columns = ["tenant_id", "id"]
     assert!(rows.iter().all(|r| r[0] == "A"));
     assert_eq!(layer.pages.load(Ordering::SeqCst), 2);
 
+    // BigQuery's star modifiers over the wrapper's columns: EXCEPT drops columns, REPLACE
+    // computes one from the caller's rows.
+    let r = sluice
+        .query(
+            &alice,
+            "SELECT * EXCEPT (tenant_id, placed, placed_at, tags, addr) REPLACE (amount * 2 AS amount) \
+             FROM orders WHERE id < 3 ORDER BY id",
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    let body: Value = r.json().await.unwrap();
+    let names: Vec<&str> = body["columns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["id", "amount"], "{body}");
+    let amounts: Vec<f64> = body["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| match &r[1] {
+            Value::String(s) => s.parse().unwrap(),
+            other => other.as_f64().unwrap(),
+        })
+        .collect();
+    assert_eq!(amounts, [0.0, 0.5, 1.0], "{body}");
+
     // 3. An incomplete job: the client polls getQueryResults until it completes.
     layer.incomplete_polls.store(2, Ordering::SeqCst);
     let r = sluice

@@ -333,6 +333,30 @@ columns = ["TENANT_ID", "ID"]
     assert!(layer.polls.load(Ordering::SeqCst) >= 2, "polled until done");
     layer.force_202.store(false, Ordering::SeqCst);
 
+    // Snowflake's star modifiers over the wrapper's columns: EXCLUDE drops one, REPLACE
+    // computes one from the caller's rows.
+    let r = query(
+        "SELECT * EXCLUDE (TENANT_ID) REPLACE (AMOUNT * 2 AS AMOUNT) FROM ORDERS WHERE ID < 3 ORDER BY ID",
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    let body: Value = r.json().await.unwrap();
+    let names: Vec<&str> = body["columns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["ID", "AMOUNT"], "{body}");
+    let rows = body["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 3, "{body}");
+    let amount = |v: &Value| match v {
+        Value::String(s) => s.parse::<f64>().unwrap(),
+        other => other.as_f64().unwrap(),
+    };
+    assert_eq!(amount(&rows[1][1]), 0.5, "{body}");
+    assert_eq!(amount(&rows[2][1]), 1.0, "{body}");
+
     // 3. Snowflake refuses the token the vault holds: one refresh at the real server, retry.
     let held = sluice.held_token("A", "alice", "sf");
     *layer.reject.lock().unwrap() = Some(held);
