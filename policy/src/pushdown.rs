@@ -141,14 +141,15 @@ pub(crate) fn conjuncts(e: &Expr) -> Vec<&Expr> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     #![allow(clippy::unwrap_used)]
     use crate::catalog::{Catalog, TableName, TableRule};
     use crate::dialect::{Dialect, ParamStyle};
     use crate::{BindParam, Caller, TenantBinding};
 
-    #[test]
-    fn the_verifier_refuses_anything_but_copied_comparisons_beside_the_tenant() {
+    /// A PostgreSQL catalog of one protected table `public.orders (id, tenant_id, amount)`,
+    /// and the tenant bound as `$1` with no caller parameters.
+    pub(crate) fn orders_world() -> (Catalog, TenantBinding) {
         let rule = TableRule::protected(
             TableName {
                 catalog: None,
@@ -177,6 +178,12 @@ mod tests {
                 style: ParamStyle::DollarNumbered,
             },
         };
+        (catalog, binding)
+    }
+
+    #[test]
+    fn the_verifier_refuses_anything_but_copied_comparisons_beside_the_tenant() {
+        let (catalog, binding) = orders_world();
         let caller = Caller {
             tenant: "A",
             groups: &[],

@@ -450,6 +450,17 @@ impl<'a> Rewriter<'a> {
 
     fn select(&mut self, s: &mut Select) -> R {
         check_select_clauses(s)?;
+        let keep = std::mem::take(&mut self.keep_level);
+        self.levels.push(Level::default());
+        let result = self.select_body(s);
+        if !keep {
+            self.levels.pop();
+        }
+        result
+    }
+
+    /// [`Rewriter::select`] inside its level.
+    fn select_body(&mut self, s: &mut Select) -> R {
         let Select {
             distinct,
             projection,
@@ -461,36 +472,6 @@ impl<'a> Rewriter<'a> {
             qualify,
             ..
         } = s;
-        let keep = std::mem::take(&mut self.keep_level);
-        self.levels.push(Level::default());
-        let result = self.select_body(
-            distinct,
-            projection,
-            from,
-            selection,
-            group_by,
-            having,
-            named_window,
-            qualify,
-        );
-        if !keep {
-            self.levels.pop();
-        }
-        result
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn select_body(
-        &mut self,
-        distinct: &mut Option<Distinct>,
-        projection: &mut [SelectItem],
-        from: &mut [TableWithJoins],
-        selection: &mut Option<Expr>,
-        group_by: &mut GroupByExpr,
-        having: &mut Option<Expr>,
-        named_window: &mut [NamedWindowDefinition],
-        qualify: &mut Option<Expr>,
-    ) -> R {
         for twj in from.iter_mut() {
             self.table_with_joins(twj)?;
         }

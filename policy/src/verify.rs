@@ -554,3 +554,56 @@ impl Visitor for Verifier<'_> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use crate::Caller;
+
+    /// The verifiers on their own (not behind the rewriter): a table function or a sampling
+    /// clause is accepted only in the forms the rewriter emits.
+    #[test]
+    fn table_functions_and_samples_only_in_the_emitted_forms() {
+        let (catalog, binding) = crate::pushdown::tests::orders_world();
+        let caller = Caller {
+            tenant: "A",
+            groups: &[],
+            row_limit: None,
+        };
+        let check = |sql: &str| super::verify(sql, &catalog, &binding, &caller);
+        let wrapper = |sample: &str| {
+            format!(
+                r#"(SELECT "id", "tenant_id", "amount" FROM "public"."orders"{sample} WHERE "tenant_id" = $1 OFFSET 0) AS "o""#
+            )
+        };
+        assert_eq!(
+            check(&format!(
+                r#"SELECT "g" FROM {} CROSS JOIN generate_series(1, "o"."id") AS "g""#,
+                wrapper("")
+            )),
+            Ok(())
+        );
+        assert_eq!(
+            check(&format!(
+                r#"SELECT count(*) FROM {}"#,
+                wrapper(" TABLESAMPLE BERNOULLI (10)")
+            )),
+            Ok(())
+        );
+        for bad in [
+            r#"SELECT * FROM pg_ls_dir('.')"#.to_string(),
+            r#"SELECT * FROM "pg_catalog"."generate_series"(1, 2)"#.to_string(),
+            format!(
+                r#"SELECT count(*) FROM {}"#,
+                wrapper(" TABLESAMPLE SYSTEM (10)")
+            ),
+            format!(
+                r#"SELECT count(*) FROM {}"#,
+                wrapper(" TABLESAMPLE BERNOULLI (10) REPEATABLE (1)")
+            ),
+            r#"SELECT count(*) FROM "public"."orders" TABLESAMPLE BERNOULLI (10)"#.to_string(),
+        ] {
+            assert!(check(&bad).is_err(), "{bad} passed");
+        }
+    }
+}

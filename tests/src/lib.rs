@@ -410,3 +410,19 @@ impl Drop for Bqemulator {
         let _ = self.child.wait();
     }
 }
+
+/// The column names of a `/v1/query` JSON answer.
+pub fn column_names(body: &serde_json::Value) -> Vec<&str> {
+    body["columns"]
+        .as_array()
+        .map(|cs| cs.iter().filter_map(|c| c["name"].as_str()).collect())
+        .unwrap_or_default()
+}
+
+/// A JSON answer's cell as a number (warehouses send decimals as strings); `None` otherwise.
+pub fn number(v: &serde_json::Value) -> Option<f64> {
+    match v {
+        serde_json::Value::String(s) => s.parse().ok(),
+        other => other.as_f64(),
+    }
+}

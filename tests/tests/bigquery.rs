@@ -431,21 +431,13 @@ columns = ["tenant_id", "id"]
         .await;
     assert_eq!(r.status(), 200);
     let body: Value = r.json().await.unwrap();
-    let names: Vec<&str> = body["columns"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c["name"].as_str().unwrap())
-        .collect();
+    let names = sluice_tests::column_names(&body);
     assert_eq!(names, ["id", "amount"], "{body}");
     let amounts: Vec<f64> = body["rows"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|r| match &r[1] {
-            Value::String(s) => s.parse().unwrap(),
-            other => other.as_f64().unwrap(),
-        })
+        .map(|r| sluice_tests::number(&r[1]).unwrap())
         .collect();
     assert_eq!(amounts, [0.0, 0.5, 1.0], "{body}");
 

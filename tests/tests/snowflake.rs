@@ -341,19 +341,11 @@ columns = ["TENANT_ID", "ID"]
     .await;
     assert_eq!(r.status(), 200);
     let body: Value = r.json().await.unwrap();
-    let names: Vec<&str> = body["columns"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c["name"].as_str().unwrap())
-        .collect();
+    let names = sluice_tests::column_names(&body);
     assert_eq!(names, ["ID", "AMOUNT"], "{body}");
     let rows = body["rows"].as_array().unwrap();
     assert_eq!(rows.len(), 3, "{body}");
-    let amount = |v: &Value| match v {
-        Value::String(s) => s.parse::<f64>().unwrap(),
-        other => other.as_f64().unwrap(),
-    };
+    let amount = |v: &Value| sluice_tests::number(v).unwrap();
     assert_eq!(amount(&rows[1][1]), 0.5, "{body}");
     assert_eq!(amount(&rows[2][1]), 1.0, "{body}");
 

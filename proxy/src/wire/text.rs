@@ -16,7 +16,8 @@ use std::str::FromStr;
 use std::sync::Arc;
 
 use arrow::array::{
-    Array, ArrayRef, AsArray, RecordBatch, StringBuilder, TimestampMicrosecondArray,
+    Array, ArrayRef, ArrowPrimitiveType, AsArray, PrimitiveArray, RecordBatch, StringBuilder,
+    TimestampMicrosecondArray,
 };
 use arrow::datatypes::{DataType, Float32Type, Float64Type, Time64MicrosecondType, TimeUnit};
 use arrow::error::ArrowError;
@@ -80,76 +81,42 @@ pub(crate) fn postgres_text(
 
 fn text_column(column: &ArrayRef) -> Result<arrow::array::StringArray, ArrowError> {
     let mut out = StringBuilder::with_capacity(column.len(), column.len() * 24);
-    let mut buf = String::with_capacity(40);
     match column.data_type() {
-        DataType::Float64 => {
-            let a = column.as_primitive::<Float64Type>();
-            for v in a.iter() {
-                match v {
-                    None => out.append_null(),
-                    Some(x) => {
-                        buf.clear();
-                        float(&mut buf, x, 15);
-                        out.append_value(&buf);
-                    }
-                }
-            }
-        }
-        DataType::Float32 => {
-            let a = column.as_primitive::<Float32Type>();
-            for v in a.iter() {
-                match v {
-                    None => out.append_null(),
-                    Some(x) => {
-                        buf.clear();
-                        float32(&mut buf, x);
-                        out.append_value(&buf);
-                    }
-                }
-            }
-        }
-        DataType::Time64(TimeUnit::Microsecond) => {
-            let a = column.as_primitive::<Time64MicrosecondType>();
-            for v in a.iter() {
-                match v {
-                    None => out.append_null(),
-                    Some(us) => {
-                        buf.clear();
-                        let secs = us.div_euclid(1_000_000);
-                        let _ = write!(
-                            buf,
-                            "{:02}:{:02}:{:02}",
-                            secs / 3600,
-                            secs / 60 % 60,
-                            secs % 60
-                        );
-                        fraction(&mut buf, us.rem_euclid(1_000_000));
-                        out.append_value(&buf);
-                    }
-                }
-            }
-        }
+        DataType::Float64 => each(column.as_primitive::<Float64Type>(), &mut out, |b, x| {
+            float(b, x, 15);
+            Ok(())
+        })?,
+        DataType::Float32 => each(column.as_primitive::<Float32Type>(), &mut out, |b, x| {
+            float32(b, x);
+            Ok(())
+        })?,
+        DataType::Time64(TimeUnit::Microsecond) => each(
+            column.as_primitive::<Time64MicrosecondType>(),
+            &mut out,
+            |b, us| {
+                let secs = us.div_euclid(1_000_000);
+                let _ = write!(
+                    b,
+                    "{:02}:{:02}:{:02}",
+                    secs / 3600,
+                    secs / 60 % 60,
+                    secs % 60
+                );
+                fraction(b, us.rem_euclid(1_000_000));
+                Ok(())
+            },
+        )?,
         DataType::Timestamp(_, tz) => {
-            let tz = tz.clone();
             let micros = arrow::compute::cast(
                 column,
                 &DataType::Timestamp(TimeUnit::Microsecond, tz.clone()),
             )?;
-            let a: &TimestampMicrosecondArray = micros.as_primitive();
             let zone = match tz.as_deref() {
                 None => None,
                 Some(name) => Some(arrow::array::timezone::Tz::from_str(name)?),
             };
-            for v in a.iter() {
-                match v {
-                    None => out.append_null(),
-                    Some(us) => {
-                        buf.clear();
-                        timestamp(&mut buf, us, zone.as_ref())?;
-                        out.append_value(&buf);
-                    }
-                }
-            }
+            let a: &TimestampMicrosecondArray = micros.as_primitive();
+            each(a, &mut out, |b, us| timestamp(b, us, zone.as_ref()))?
         }
         other => {
             return Err(ArrowError::InvalidArgumentError(format!(
@@ -158,6 +125,26 @@ fn text_column(column: &ArrayRef) -> Result<arrow::array::StringArray, ArrowErro
         }
     }
     Ok(out.finish())
+}
+
+/// Appends `write`'s text for every value of `a` (a null stays null), through one buffer.
+fn each<T: ArrowPrimitiveType>(
+    a: &PrimitiveArray<T>,
+    out: &mut StringBuilder,
+    mut write: impl FnMut(&mut String, T::Native) -> Result<(), ArrowError>,
+) -> Result<(), ArrowError> {
+    let mut buf = String::with_capacity(40);
+    for v in a.iter() {
+        match v {
+            None => out.append_null(),
+            Some(x) => {
+                buf.clear();
+                write(&mut buf, x)?;
+                out.append_value(&buf);
+            }
+        }
+    }
+    Ok(())
 }
 
 /// `.ffffff` without trailing zeros; nothing for a whole second.
@@ -242,7 +229,9 @@ fn float(buf: &mut String, x: f64, digits: i32) {
         return;
     }
     let sci = format!("{x:e}");
-    exponent_or_plain(buf, &sci, digits, || format!("{x}"));
+    exponent_or_plain(buf, &sci, digits, |b| {
+        let _ = write!(b, "{x}");
+    });
 }
 
 /// [`float`] for `float4` (6 significant digits before exponent notation), from the `f32`'s
@@ -253,14 +242,16 @@ fn float32(buf: &mut String, x: f32) {
         return;
     }
     let sci = format!("{x:e}");
-    exponent_or_plain(buf, &sci, 6, || format!("{x}"));
+    exponent_or_plain(buf, &sci, 6, |b| {
+        let _ = write!(b, "{x}");
+    });
 }
 
-fn exponent_or_plain(buf: &mut String, sci: &str, digits: i32, plain: impl Fn() -> String) {
+fn exponent_or_plain(buf: &mut String, sci: &str, digits: i32, plain: impl Fn(&mut String)) {
     let (mantissa, exp) = sci.split_once('e').unwrap_or((sci, "0"));
     let exp: i32 = exp.parse().unwrap_or(0);
     if (-4..digits).contains(&exp) {
-        buf.push_str(&plain());
+        plain(buf);
     } else {
         let sign = if exp < 0 { '-' } else { '+' };
         let _ = write!(buf, "{mantissa}e{sign}{:02}", exp.unsigned_abs());
@@ -326,6 +317,20 @@ mod tests {
         assert_eq!(ts(-63_517_824_000_000_000, None), "0044-03-15 00:00:00 BC");
         // Before 1970, with a fraction.
         assert_eq!(ts(-1, None), "1969-12-31 23:59:59.999999");
+    }
+
+    #[test]
+    fn times_print_as_postgresql_prints_them() {
+        use arrow::array::Time64MicrosecondArray;
+        let a: ArrayRef = Arc::new(Time64MicrosecondArray::from(vec![
+            Some(13_000_000 + 3_600_000_000),
+            Some(1_500_000),
+            None,
+        ]));
+        let t = text_column(&a).unwrap();
+        assert_eq!(t.value(0), "01:00:13");
+        assert_eq!(t.value(1), "00:00:01.5");
+        assert!(t.is_null(2));
     }
 
     #[test]
