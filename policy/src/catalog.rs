@@ -8,6 +8,7 @@ use sqlparser::ast::{Ident, ObjectName, ObjectNamePart};
 
 use crate::dialect::{Dialect, ParamStyle};
 use crate::error::{CatalogError, PolicyError};
+use crate::leakproof::ColumnType;
 
 /// Longest identifier accepted in a declaration.
 const MAX_IDENT_LEN: usize = 128;
@@ -81,6 +82,10 @@ pub struct TableRule {
     pub column_groups: BTreeMap<String, Vec<String>>,
     /// Columns shown masked to everyone but the listed groups.
     pub masks: BTreeMap<String, MaskRule>,
+    /// Declared column types (optional, per column): a comparison between two columns is
+    /// copied inside a wrapper only when both types are declared and comparable without an
+    /// error (`leakproof`). They must match the warehouse's.
+    pub types: BTreeMap<String, ColumnType>,
 }
 
 /// One column as a given caller sees it.
@@ -106,6 +111,7 @@ impl TableRule {
             readers: None,
             column_groups: BTreeMap::new(),
             masks: BTreeMap::new(),
+            types: BTreeMap::new(),
         }
     }
 
@@ -219,7 +225,12 @@ impl Catalog {
                     return Err(CatalogError::DuplicateColumn(t.name.to_string(), c.clone()));
                 }
             }
-            for c in t.column_groups.keys().chain(t.masks.keys()) {
+            for c in t
+                .column_groups
+                .keys()
+                .chain(t.masks.keys())
+                .chain(t.types.keys())
+            {
                 if !t.columns.contains(c) {
                     return Err(CatalogError::UnknownColumn(t.name.to_string(), c.clone()));
                 }

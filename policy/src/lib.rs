@@ -9,6 +9,7 @@ mod dialect;
 pub mod emit;
 mod error;
 mod functions;
+mod leakproof;
 mod limits;
 mod mask;
 mod metered;
@@ -29,6 +30,7 @@ pub use cache::{
 pub use catalog::{Access, Catalog, ColumnView, MaskKind, MaskRule, TableName, TableRule};
 pub use dialect::{Dialect, ParamStyle, TENANT_PARAM_NAME};
 pub use error::{CatalogError, PolicyError};
+pub use leakproof::ColumnType;
 pub use limits::{
     MAX_DEPTH_BOUND, MAX_SQL_BYTES, MAX_TOKENS, POLICY_STACK_BYTES, check_input, parse_statements,
     parses_on_this_thread, with_stack,

@@ -16,7 +16,7 @@
 use pg_query::NodeEnum as N;
 use pg_query::protobuf as pb;
 
-use crate::catalog::{Access, Catalog, TableRule};
+use crate::catalog::{Access, Catalog, TableName, TableRule};
 use crate::dialect::{Dialect, is_system_column};
 use crate::error::PolicyError;
 use crate::{Caller, TenantBinding, functions, mask};
@@ -35,6 +35,9 @@ struct Rel {
     /// Whether `columns` are in PostgreSQL's order, one per column (not after `*` over a USING
     /// or NATURAL join, which merges columns): an alias column list renames by position.
     exact: bool,
+    /// The declared table this item is the wrapper of, when its columns keep their declared
+    /// names (no alias column list): what a correlated copy may compare with.
+    wraps: Option<TableName>,
 }
 
 /// A query level's output columns.
@@ -51,6 +54,7 @@ impl Rel {
             name: name.to_string(),
             columns: Vec::new(),
             exact: false,
+            wraps: None,
         }
     }
 
@@ -80,6 +84,7 @@ impl Rel {
             name: name.to_string(),
             columns,
             exact,
+            wraps: None,
         })
     }
 }
@@ -560,9 +565,11 @@ impl<'a> PgVerifier<'a> {
                 let Some(N::SelectStmt(sub)) = node(&r.subquery) else {
                     return Err("a derived table that is not a SELECT".into());
                 };
+                let mut wraps = None;
                 let cols = match self.wrapped_rule(sub) {
                     Some(rule) => {
-                        self.wrapper(sub, rule)?;
+                        self.wrapper(sub, rule, if r.lateral { lateral } else { plain })?;
+                        wraps = Some(rule.name.clone());
                         let names = sub
                             .target_list
                             .iter()
@@ -579,7 +586,13 @@ impl<'a> PgVerifier<'a> {
                     None => self.select(sub, if r.lateral { lateral } else { plain })?,
                 };
                 let rels = match &r.alias {
-                    Some(a) => vec![Rel::named(&a.aliasname, cols, Some(a))?],
+                    Some(a) => {
+                        let mut rel = Rel::named(&a.aliasname, cols, Some(a))?;
+                        if a.colnames.is_empty() {
+                            rel.wraps = wraps;
+                        }
+                        vec![rel]
+                    }
                     None => Vec::new(),
                 };
                 Ok((rels, false))
@@ -684,7 +697,7 @@ impl<'a> PgVerifier<'a> {
         self.rule(rv)
     }
 
-    fn wrapper(&self, s: &pb::SelectStmt, rule: &TableRule) -> V {
+    fn wrapper(&self, s: &pb::SelectStmt, rule: &TableRule, outer: &Scope<'_>) -> V {
         let bad = |what: &str| Err(format!("the wrapper of {} has {what}", rule.name));
         if !rule.readable_by(self.groups) {
             return Err(format!("table {} is not granted to the caller", rule.name));
@@ -753,7 +766,7 @@ impl<'a> PgVerifier<'a> {
             return bad("a first conjunct that is not the caller's tenant predicate");
         }
         for c in rest {
-            if !self.is_copied(c, rule) {
+            if !self.is_copied(c, rule) && !self.is_correlated_copy(c, rule, outer) {
                 return bad("a predicate beside the tenant's that is not a copied comparison");
             }
         }
@@ -861,6 +874,57 @@ impl<'a> PgVerifier<'a> {
         } else {
             false
         }
+    }
+
+    /// `"<column>" <comparison> "<item>"."<column>"` (see `pushdown`): both columns granted,
+    /// unmasked and of declared, leakproof-comparable types, `<item>` resolving — from inside
+    /// the wrapper, as PostgreSQL resolves it: past the table inside, in the levels outside
+    /// the wrapper's own — to the wrapper of a declared table.
+    fn is_correlated_copy(&self, e: &N, rule: &TableRule, outer: &Scope<'_>) -> bool {
+        let N::AExpr(a) = e else {
+            return false;
+        };
+        if a.kind != pb::AExprKind::AexprOp as i32
+            || !matches!(names(&a.name).as_deref(), Some([o]) if COMPARISONS.contains(o))
+        {
+            return false;
+        }
+        let (Some(N::ColumnRef(l)), Some(N::ColumnRef(r))) = (node(&a.lexpr), node(&a.rexpr))
+        else {
+            return false;
+        };
+        let (Some(l), Some(r)) = (names(&l.fields), names(&r.fields)) else {
+            return false;
+        };
+        let ([mine], [item, theirs]) = (l.as_slice(), r.as_slice()) else {
+            return false;
+        };
+        if *item == rule.name.table {
+            return false;
+        }
+        let Some(rel) = outer.rel(item) else {
+            return false;
+        };
+        let Some(other) = rel
+            .wraps
+            .as_ref()
+            .and_then(|n| self.catalog.tables().iter().find(|t| t.name == *n))
+        else {
+            return false;
+        };
+        let typed = |r: &TableRule, c: &str| {
+            r.view(self.groups)
+                .iter()
+                .any(|v| v.name == c && v.mask.is_none())
+                .then(|| r.types.get(c))
+                .flatten()
+                .copied()
+        };
+        rel.columns.iter().any(|c| c == theirs)
+            && match (typed(rule, mine), typed(other, theirs)) {
+                (Some(x), Some(y)) => crate::leakproof::comparable(x, y),
+                _ => false,
+            }
     }
 
     fn opt(&self, n: &Option<Box<pb::Node>>, vis: &Scope<'_>) -> V {

@@ -15,10 +15,9 @@
 //! inside (its raw value would filter rows). The verifier accepts exactly these shapes after the
 //! tenant predicate.
 
-use sqlparser::ast::{BinaryOperator, Expr, Ident, Value};
+use sqlparser::ast::{BinaryOperator, Expr, Value};
 
 use crate::catalog::TableRule;
-use crate::dialect::Dialect;
 use crate::params::CallerParams;
 
 /// The comparisons that may be copied.
@@ -58,20 +57,6 @@ pub(crate) fn value(e: &Expr, params: &CallerParams) -> bool {
     constant(e)
         || matches!(e, Expr::Value(v)
             if matches!(&v.value, Value::Placeholder(p) if params.index(p).is_some()))
-}
-
-/// The declared name of the column `ident` names, if the caller sees it unmasked.
-pub(crate) fn unmasked_column<'a>(
-    dialect: Dialect,
-    rule: &'a TableRule,
-    groups: &[String],
-    ident: &Ident,
-) -> Option<&'a str> {
-    let want = dialect.normalize(ident);
-    rule.view(groups)
-        .into_iter()
-        .find(|c| c.mask.is_none() && dialect.normalize_declared(c.name) == want)
-        .map(|c| c.name)
 }
 
 /// How often a caller parameter copied inside a fence occurs in the whole rewritten

@@ -82,7 +82,7 @@ pub(crate) struct Rewriter<'a> {
     /// The relations of each `SELECT` being walked, innermost last: how a column reference
     /// qualified by a table's full name (`"public"."orders"."id"`, as Metabase writes them)
     /// finds the wrapper that now stands for the table ([`Rewriter::qualified`]).
-    levels: Vec<Level>,
+    levels: Vec<Level<'a>>,
     /// Set by a query for the plain SELECT that is its body: that SELECT's level stays for
     /// the query's ORDER BY ([`Rewriter::query_rest`] drops it).
     keep_level: bool,
@@ -90,11 +90,29 @@ pub(crate) struct Rewriter<'a> {
 
 /// The FROM items of one `SELECT` level seen so far.
 #[derive(Default)]
-struct Level {
+struct Level<'a> {
     /// Every name a FROM item is visible by (normalized): aliases, bare table names, CTEs.
     names: Vec<String>,
     /// The declared tables read without an alias, and the alias their wrapper got.
     unaliased: Vec<(TableName, Ident)>,
+    /// Each FROM item by its visible name (normalized), with the rule of the declared table
+    /// it wraps when its columns keep their declared names; `None` for any other item (a CTE,
+    /// a derived table, a function, a wrapper with an alias column list), whose columns are
+    /// not known here. How a column reference finds the item that provides it
+    /// ([`Rewriter::resolve`]).
+    items: Vec<(String, Option<&'a TableRule>)>,
+    /// A USING or NATURAL join at this level: an unqualified name may be a merged column.
+    merged: bool,
+}
+
+/// Where a column reference resolves: how many levels out from the current one, the FROM
+/// item's name there, its rule, and the column's declared name.
+#[derive(Clone, Copy)]
+struct ColumnAt<'a> {
+    up: usize,
+    item: &'a str,
+    rule: &'a TableRule,
+    column: &'a str,
 }
 
 impl<'a> Rewriter<'a> {
@@ -128,11 +146,83 @@ impl<'a> Rewriter<'a> {
     }
 
     /// Records a FROM item visible as `name` at the current level.
-    fn define_relation(&mut self, name: &Ident) {
+    fn define_relation(&mut self, name: &Ident, rule: Option<&'a TableRule>) {
         let n = self.dialect().normalize(name);
         if let Some(level) = self.levels.last_mut() {
-            level.names.push(n);
+            level.names.push(n.clone());
+            level.items.push((n, rule));
         }
+    }
+
+    /// The declared table column that the reference `e` (`col` or `item.col`) reads, if that
+    /// can be told from the FROM items in scope: the nearest level with an item of that name
+    /// (qualified), or with exactly one item having such a column (unqualified; a level with
+    /// an item of unknown columns or a merged USING column stops the search). `None` when it
+    /// cannot be told, or the reference is ambiguous.
+    fn resolve(&self, e: &Expr) -> Option<ColumnAt<'_>> {
+        let d = self.dialect();
+        let groups = self.groups;
+        let column_of = |rule: &'a TableRule, want: &str| -> Option<&'a str> {
+            rule.columns
+                .iter()
+                .find(|c| d.normalize_declared(c) == want)
+                .filter(|c| rule.view(groups).iter().any(|v| v.name == c.as_str()))
+                .map(String::as_str)
+        };
+        match e {
+            Expr::Identifier(i) => {
+                let want = d.normalize(i);
+                for (up, level) in self.levels.iter().rev().enumerate() {
+                    if level.merged {
+                        return None;
+                    }
+                    let mut found = None;
+                    for (name, rule) in &level.items {
+                        let rule = (*rule)?;
+                        if let Some(column) = column_of(rule, &want) {
+                            if found.is_some() {
+                                return None;
+                            }
+                            found = Some(ColumnAt {
+                                up,
+                                item: name.as_str(),
+                                rule,
+                                column,
+                            });
+                        }
+                    }
+                    if found.is_some() {
+                        return found;
+                    }
+                }
+                None
+            }
+            Expr::CompoundIdentifier(parts) if parts.len() == 2 => {
+                let (q, want) = (d.normalize(&parts[0]), d.normalize(&parts[1]));
+                for (up, level) in self.levels.iter().rev().enumerate() {
+                    if let Some((name, rule)) = level.items.iter().find(|(n, _)| *n == q) {
+                        let rule = (*rule)?;
+                        return column_of(rule, &want).map(|column| ColumnAt {
+                            up,
+                            item: name.as_str(),
+                            rule,
+                            column,
+                        });
+                    }
+                }
+                None
+            }
+            _ => None,
+        }
+    }
+
+    /// Whether a FROM item named `name` (normalized) is defined fewer than `up` levels out.
+    fn shadowed(&self, name: &str, up: usize) -> bool {
+        self.levels
+            .iter()
+            .rev()
+            .take(up)
+            .any(|l| l.items.iter().any(|(n, _)| n == name))
     }
 
     /// The name a reference qualified by `prefix` (every part of a column reference but the
@@ -489,11 +579,10 @@ impl<'a> Rewriter<'a> {
             && let Some(e) = selection.as_ref()
         {
             let conjuncts = crate::pushdown::conjuncts(e);
-            let single = from.len() == 1 && from.iter().all(|t| t.joins.is_empty());
             for twj in from.iter_mut() {
-                self.copy_into_wrapper(&mut twj.relation, &conjuncts, single);
+                self.copy_into_wrapper(&mut twj.relation, &conjuncts);
                 for j in twj.joins.iter_mut() {
-                    self.copy_into_wrapper(&mut j.relation, &conjuncts, single);
+                    self.copy_into_wrapper(&mut j.relation, &conjuncts);
                 }
             }
         }
@@ -614,6 +703,13 @@ impl<'a> Rewriter<'a> {
                 | JoinOperator::RightAnti(c) => c,
                 other => return Err(unsupported(format!("the join `{}`", excerpt(&Jo(other))))),
             };
+            if matches!(
+                constraint,
+                JoinConstraint::Using(_) | JoinConstraint::Natural
+            ) && let Some(level) = self.levels.last_mut()
+            {
+                level.merged = true;
+            }
             match constraint {
                 JoinConstraint::On(e) => self.expr(e)?,
                 JoinConstraint::Using(names) => {
@@ -681,7 +777,7 @@ impl<'a> Rewriter<'a> {
                         Some(a) => a.name.clone(),
                         None => last_ident(name),
                     };
-                    self.define_relation(&visible);
+                    self.define_relation(&visible, None);
                     return Ok(());
                 }
                 let Resolved::Table(rule) = self.catalog.resolve(name)?;
@@ -712,7 +808,8 @@ impl<'a> Rewriter<'a> {
                         }
                     }
                 };
-                self.define_relation(&alias.name);
+                let known = alias.columns.is_empty().then_some(rule);
+                self.define_relation(&alias.name, known);
                 alias.explicit = true;
                 for c in &alias.columns {
                     self.define_alias(&c.name);
@@ -752,7 +849,7 @@ impl<'a> Rewriter<'a> {
                         self.define_alias(&c.name);
                     }
                     let name = a.name.clone();
-                    self.define_relation(&name);
+                    self.define_relation(&name, None);
                 }
                 if sample.is_some() {
                     return Err(unsupported("TABLESAMPLE"));
@@ -837,20 +934,24 @@ impl<'a> Rewriter<'a> {
                 }
                 let name = a.name.clone();
                 self.define_alias(&name);
-                self.define_relation(&name);
+                self.define_relation(&name, None);
             }
             None => {
                 let name = Ident::new(function);
                 self.define_alias(&name);
-                self.define_relation(&name);
+                self.define_relation(&name, None);
             }
         }
     }
 
-    /// Copies the leakproof conjuncts of the enclosing `WHERE` that name a granted, unmasked
-    /// column of this wrapper into it (see `pushdown`); anything else stays outside.
-    fn copy_into_wrapper(&self, tf: &mut TableFactor, conjuncts: &[&Expr], single: bool) {
-        use crate::pushdown::{comparison, flipped, unmasked_column};
+    /// Copies into this wrapper the conjuncts of the enclosing `WHERE` that may run inside its
+    /// fence (see `pushdown`): a granted, unmasked column of it compared with a constant or a
+    /// caller parameter, or — both columns' types declared and comparable without an error —
+    /// with a granted, unmasked column of a wrapper at an outer query level (a correlated
+    /// sub-query's `l_orderkey = l1.l_orderkey`), written `"<column>" <op> "<item>"."<column>"`.
+    /// Anything else stays outside.
+    fn copy_into_wrapper(&self, tf: &mut TableFactor, conjuncts: &[&Expr]) {
+        use crate::pushdown::{comparison, flipped};
         let params = self.params;
         // A caller parameter takes its type where PostgreSQL first analyzes it. Inside the
         // fence (analyzed with its FROM item) that is the compared column's type only if the
@@ -902,33 +1003,60 @@ impl<'a> Rewriter<'a> {
             return;
         }
         let alias_name = d.normalize(&alias.name);
+        let unmasked = |r: &TableRule, column: &str| {
+            r.view(self.groups)
+                .iter()
+                .any(|v| v.name == column && v.mask.is_none())
+        };
+        // A reference that reads an unmasked column of this wrapper: the column's name.
+        let here = |e: &Expr| -> Option<&str> {
+            let at = self.resolve(e)?;
+            (at.up == 0 && at.item == alias_name && std::ptr::eq(at.rule, rule))
+                .then_some(at.column)
+                .filter(|c| unmasked(rule, c))
+        };
+        let column = |name: &str| Expr::Identifier(Ident::with_quote(d.quote(), name));
+        let compare = |left: Expr, op: BinaryOperator, right: Expr| Expr::BinaryOp {
+            left: Box::new(left),
+            op,
+            right: Box::new(right),
+        };
+        // `column <op> other`, `other` a column of a wrapper further out, both types
+        // declared and leakproof-comparable: `"column" <op> "item"."other"`, the item's name
+        // reaching that wrapper from inside this one (no nearer item, nor the table inside,
+        // has it).
+        let correlated = |col: &str, op: BinaryOperator, other: &Expr| -> Option<Expr> {
+            let at = self.resolve(other)?;
+            let (Some(mine), Some(theirs)) = (rule.types.get(col), at.rule.types.get(at.column))
+            else {
+                return None;
+            };
+            let ok = at.up > 0
+                && unmasked(at.rule, at.column)
+                && crate::leakproof::comparable(*mine, *theirs)
+                && !self.shadowed(at.item, at.up)
+                && at.item != rule.name.table;
+            ok.then(|| {
+                let outer = Expr::CompoundIdentifier(vec![
+                    Ident::with_quote(d.quote(), at.item),
+                    Ident::with_quote(d.quote(), at.column),
+                ]);
+                compare(column(col), op, outer)
+            })
+        };
         for c in conjuncts {
-            // `column <op> constant` (either way round) or `column BETWEEN constant AND
-            // constant`: the column, and how to rebuild the conjunct on the declared name.
-            let (column, rebuild): (&Expr, Box<dyn Fn(Expr) -> Expr>) = match c {
+            let copied = match c {
                 Expr::BinaryOp { left, op, right } if comparison(op) => {
                     if constant(right) {
-                        let (op, value) = (op.clone(), right.as_ref().clone());
-                        (
-                            left.as_ref(),
-                            Box::new(move |col| Expr::BinaryOp {
-                                left: Box::new(col),
-                                op: op.clone(),
-                                right: Box::new(value.clone()),
-                            }),
-                        )
+                        here(left).map(|col| compare(column(col), op.clone(), (**right).clone()))
                     } else if constant(left) {
-                        let (op, value) = (flipped(op), left.as_ref().clone());
-                        (
-                            right.as_ref(),
-                            Box::new(move |col| Expr::BinaryOp {
-                                left: Box::new(col),
-                                op: op.clone(),
-                                right: Box::new(value.clone()),
-                            }),
-                        )
+                        here(right).map(|col| compare(column(col), flipped(op), (**left).clone()))
+                    } else if let Some(col) = here(left) {
+                        correlated(col, op.clone(), right)
+                    } else if let Some(col) = here(right) {
+                        correlated(col, flipped(op), left)
                     } else {
-                        continue;
+                        None
                     }
                 }
                 Expr::Between {
@@ -936,38 +1064,21 @@ impl<'a> Rewriter<'a> {
                     negated: false,
                     low,
                     high,
-                } if constant(low) && constant(high) => {
-                    let (low, high) = (low.clone(), high.clone());
-                    (
-                        expr.as_ref(),
-                        Box::new(move |col| Expr::Between {
-                            expr: Box::new(col),
-                            negated: false,
-                            low: low.clone(),
-                            high: high.clone(),
-                        }),
-                    )
-                }
-                _ => continue,
+                } if constant(low) && constant(high) => here(expr).map(|col| Expr::Between {
+                    expr: Box::new(column(col)),
+                    negated: false,
+                    low: low.clone(),
+                    high: high.clone(),
+                }),
+                _ => None,
             };
-            let ident = match column {
-                Expr::Identifier(i) if single => i,
-                Expr::CompoundIdentifier(parts)
-                    if parts.len() == 2 && d.normalize(&parts[0]) == alias_name =>
-                {
-                    &parts[1]
-                }
-                _ => continue,
-            };
-            let Some(name) = unmasked_column(d, rule, self.groups, ident) else {
-                continue;
-            };
-            let copied = rebuild(Expr::Identifier(Ident::with_quote(d.quote(), name)));
-            inner.selection = inner.selection.take().map(|tenant| Expr::BinaryOp {
-                left: Box::new(tenant),
-                op: BinaryOperator::And,
-                right: Box::new(copied),
-            });
+            if let Some(copied) = copied {
+                inner.selection = inner.selection.take().map(|tenant| Expr::BinaryOp {
+                    left: Box::new(tenant),
+                    op: BinaryOperator::And,
+                    right: Box::new(copied),
+                });
+            }
         }
     }
 

@@ -17,8 +17,8 @@ use crate::error::PolicyError;
 use crate::rewrite::fence;
 use crate::{Caller, MAX_PARSE_DEPTH, TenantBinding, functions, mask, outer_limit};
 
-/// Verifies rewritten SQL. Returns the refusal reason on failure.
-pub(crate) fn verify(
+/// Verifies rewritten SQL on sqlparser's tree. Returns the refusal reason on failure.
+fn verify_tree(
     sql: &str,
     catalog: &Catalog,
     binding: &TenantBinding,
@@ -63,12 +63,24 @@ pub(crate) fn verify(
         cte_bodies: HashMap::new(),
         wrapper: None,
         function_names: Vec::new(),
+        items: Vec::new(),
     };
     if let ControlFlow::Break(reason) = statement.visit(&mut v) {
         return Err(PolicyError::Verification(reason));
     }
+    Ok(())
+}
+
+/// Verifies rewritten SQL with both verifiers (PostgreSQL) or sqlparser's alone.
+pub(crate) fn verify(
+    sql: &str,
+    catalog: &Catalog,
+    binding: &TenantBinding,
+    caller: &Caller<'_>,
+) -> Result<(), PolicyError> {
+    verify_tree(sql, catalog, binding, caller)?;
     // PostgreSQL: the same text, proved again on PostgreSQL's own parse tree.
-    if d == crate::Dialect::Postgres {
+    if catalog.dialect() == crate::Dialect::Postgres {
         crate::pgverify::verify(sql, catalog, binding, caller)?;
     }
     Ok(())
@@ -89,6 +101,10 @@ struct Verifier<'a> {
     /// The addresses of the names of table functions visited (`generate_series(...)` parses
     /// as a table with arguments): not relations.
     function_names: Vec<usize>,
+    /// The FROM items of each query being visited (of every arm of a set operation: an
+    /// over-approximation of what a reference can reach), by name, with the declared table
+    /// each wraps (`None` for anything else): what a correlated copy's qualifier may name.
+    items: Vec<Vec<(String, Option<&'a TableRule>)>>,
 }
 
 fn addr<T>(x: &T) -> usize {
@@ -133,6 +149,147 @@ impl<'a> Verifier<'a> {
         }
         let values: Vec<String> = parts.iter().map(|i| i.value.clone()).collect();
         self.catalog.by_emitted_name(&values)
+    }
+
+    /// The FROM items of a query body, every arm of a set operation included.
+    fn body_items(&self, body: &SetExpr, out: &mut Vec<(String, Option<&'a TableRule>)>) {
+        match body {
+            SetExpr::Select(s) => {
+                for twj in &s.from {
+                    self.factor_items(&twj.relation, out);
+                    for j in &twj.joins {
+                        self.factor_items(&j.relation, out);
+                    }
+                }
+            }
+            SetExpr::SetOperation { left, right, .. } => {
+                self.body_items(left, out);
+                self.body_items(right, out);
+            }
+            _ => {}
+        }
+    }
+
+    fn factor_items(&self, tf: &TableFactor, out: &mut Vec<(String, Option<&'a TableRule>)>) {
+        let d = self.catalog.dialect();
+        let named =
+            |alias: &Option<sqlparser::ast::TableAlias>, fallback: Option<&ObjectName>| match (
+                alias, fallback,
+            ) {
+                (Some(a), _) => Some(d.normalize(&a.name)),
+                (None, Some(n)) => match n.0.last() {
+                    Some(ObjectNamePart::Identifier(i)) => Some(d.normalize(i)),
+                    _ => None,
+                },
+                (None, None) => None,
+            };
+        match tf {
+            TableFactor::Table { name, alias, .. } | TableFactor::Function { name, alias, .. } => {
+                if let Some(n) = named(alias, Some(name)) {
+                    out.push((n, None));
+                }
+            }
+            TableFactor::Derived {
+                subquery,
+                alias: Some(a),
+                ..
+            } => {
+                let rule = a
+                    .columns
+                    .is_empty()
+                    .then(|| self.wrapped_table(subquery))
+                    .flatten();
+                out.push((d.normalize(&a.name), rule));
+            }
+            TableFactor::NestedJoin {
+                table_with_joins,
+                alias,
+            } => {
+                if let Some(n) = named(alias, None) {
+                    out.push((n, None));
+                }
+                self.factor_items(&table_with_joins.relation, out);
+                for j in &table_with_joins.joins {
+                    self.factor_items(&j.relation, out);
+                }
+            }
+            TableFactor::UNNEST { alias, .. } => {
+                out.push((
+                    named(alias, None).unwrap_or_else(|| "unnest".to_string()),
+                    None,
+                ));
+            }
+            _ => {}
+        }
+    }
+
+    /// The declared table a derived table reads as its only relation (whether it is exactly
+    /// the wrapper is checked when it is visited).
+    fn wrapped_table(&self, q: &Query) -> Option<&'a TableRule> {
+        let SetExpr::Select(select) = q.body.as_ref() else {
+            return None;
+        };
+        match select.from.as_slice() {
+            [twj] if twj.joins.is_empty() => match &twj.relation {
+                TableFactor::Table { name, .. } => self.emitted_rule(name),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+
+    /// Whether `e` is a correlated conjunct as the rewriter copies it into the wrapper of
+    /// `rule`: `"<column>" <comparison> "<item>"."<column>"`, both columns granted, unmasked
+    /// and of declared, leakproof-comparable types, where every FROM item named `<item>` in
+    /// the enclosing queries is a wrapper of one and the same declared table (so whichever
+    /// PostgreSQL resolves, the type is the declared one), and `<item>` is not the name of the
+    /// table inside this wrapper.
+    fn is_correlated_copy(&self, rule: &TableRule, e: &Expr) -> bool {
+        let quote = self.catalog.dialect().quote();
+        let Expr::BinaryOp { left, op, right } = e else {
+            return false;
+        };
+        let (Expr::Identifier(mine), Expr::CompoundIdentifier(parts)) = (strip(left), strip(right))
+        else {
+            return false;
+        };
+        let [item, theirs] = parts.as_slice() else {
+            return false;
+        };
+        if !crate::pushdown::comparison(op)
+            || [mine, item, theirs]
+                .iter()
+                .any(|i| i.quote_style != Some(quote))
+            || item.value == rule.name.table
+        {
+            return false;
+        }
+        let mut outer: Option<&TableRule> = None;
+        for (name, r) in self.items.iter().flatten() {
+            if *name != item.value {
+                continue;
+            }
+            match (r, outer) {
+                (Some(r), None) => outer = Some(r),
+                (Some(r), Some(o)) if std::ptr::eq(*r, o) => {}
+                _ => return false,
+            }
+        }
+        let Some(outer) = outer else {
+            return false;
+        };
+        let typed = |r: &TableRule, c: &str| {
+            r.view(self.groups)
+                .iter()
+                .any(|v| v.name == c && v.mask.is_none())
+                .then(|| r.types.get(c))
+                .flatten()
+                .copied()
+        };
+        match (typed(rule, &mine.value), typed(outer, &theirs.value)) {
+            (Some(a), Some(b)) => crate::leakproof::comparable(a, b),
+            _ => false,
+        }
     }
 
     /// If `q` reads a protected (or column-restricted public) table, checks that it is exactly
@@ -231,14 +388,14 @@ impl<'a> Verifier<'a> {
         }) = tenant_pred
         {
             if d != crate::Dialect::Postgres
-                || !crate::pushdown::is_copied(
+                || !(crate::pushdown::is_copied(
                     rule,
                     self.groups,
                     quote,
                     &self.binding.caller(),
                     &self.param_occurrences,
                     strip(right),
-                )
+                ) || self.is_correlated_copy(rule, strip(right)))
             {
                 return bad("a predicate beside the tenant's");
             }
@@ -386,11 +543,15 @@ impl Visitor for Verifier<'_> {
             inner.extend(names);
         }
         self.scopes.push(inner);
+        let mut items = Vec::new();
+        self.body_items(&q.body, &mut items);
+        self.items.push(items);
         ControlFlow::Continue(())
     }
 
     fn post_visit_query(&mut self, _q: &Query) -> ControlFlow<String> {
         self.scopes.pop();
+        self.items.pop();
         ControlFlow::Continue(())
     }
 
@@ -604,6 +765,114 @@ mod tests {
             r#"SELECT count(*) FROM "public"."orders" TABLESAMPLE BERNOULLI (10)"#.to_string(),
         ] {
             assert!(check(&bad).is_err(), "{bad} passed");
+        }
+    }
+
+    /// A correlated copy is accepted only as the rewriter emits it, by each verifier alone.
+    #[test]
+    fn correlated_copies_only_between_typed_unmasked_columns_of_outer_wrappers() {
+        use crate::catalog::{Catalog, MaskKind, MaskRule, TableName, TableRule};
+        use crate::leakproof::ColumnType as T;
+        let name = |t: &str| TableName {
+            catalog: None,
+            schema: "public".into(),
+            table: t.into(),
+        };
+        let mut orders = TableRule::protected(
+            name("orders"),
+            "tenant_id",
+            vec![
+                "id".into(),
+                "tenant_id".into(),
+                "amount".into(),
+                "status".into(),
+            ],
+        );
+        for (c, t) in [
+            ("id", T::Integer),
+            ("amount", T::Other),
+            ("status", T::Text),
+        ] {
+            orders.types.insert(c.into(), t);
+        }
+        let mut customers = TableRule::protected(
+            name("customers"),
+            "tenant_id",
+            vec![
+                "id".into(),
+                "tenant_id".into(),
+                "name".into(),
+                "secret".into(),
+            ],
+        );
+        for (c, t) in [("id", T::Integer), ("name", T::Text), ("secret", T::Text)] {
+            customers.types.insert(c.into(), t);
+        }
+        customers.masks.insert(
+            "secret".into(),
+            MaskRule {
+                kind: MaskKind::Null,
+                except: vec![],
+            },
+        );
+        let catalog = Catalog::new(
+            crate::Dialect::Postgres,
+            crate::ParamStyle::DollarNumbered,
+            None,
+            "public".into(),
+            vec![orders, customers],
+        )
+        .unwrap();
+        let (_, binding) = crate::pushdown::tests::orders_world();
+        let caller = Caller {
+            tenant: "A",
+            groups: &[],
+            row_limit: None,
+        };
+        let customers = |alias: &str| {
+            format!(
+                r#"(SELECT "id", "tenant_id", "name", NULL AS "secret" FROM "public"."customers" WHERE "tenant_id" = $1 OFFSET 0) AS "{alias}""#
+            )
+        };
+        let query = |outer: &str, copied: &str| {
+            format!(
+                r#"SELECT 1 FROM {outer} WHERE EXISTS (SELECT 1 FROM (SELECT "id", "tenant_id", "amount", "status" FROM "public"."orders" WHERE ("tenant_id" = $1) AND ({copied}) OFFSET 0) AS "o")"#
+            )
+        };
+        let tree = |sql: &str| super::verify_tree(sql, &catalog, &binding, &caller);
+        let pg = |sql: &str| crate::pgverify::verify(sql, &catalog, &binding, &caller);
+        let good = query(&customers("c"), r#""id" = "c"."id""#);
+        assert_eq!(tree(&good), Ok(()), "{good}");
+        assert_eq!(pg(&good), Ok(()), "{good}");
+        let text = query(&customers("c"), r#""status" <> "c"."name""#);
+        assert_eq!(tree(&text), Ok(()), "{text}");
+        assert_eq!(pg(&text), Ok(()), "{text}");
+        let derived = r#"(SELECT 1 AS "id") AS "c""#;
+        for bad in [
+            // numeric's operators are not leakproof.
+            query(&customers("c"), r#""amount" = "c"."id""#),
+            // int4 against text needs a cast.
+            query(&customers("c"), r#""id" = "c"."name""#),
+            // The outer column is masked.
+            query(&customers("c"), r#""status" = "c"."secret""#),
+            // No such item, or an item that is not a wrapper.
+            query(&customers("c"), r#""id" = "z"."id""#),
+            query(derived, r#""id" = "c"."id""#),
+            // A nearer item of that name that is not a wrapper.
+            format!(
+                r#"SELECT 1 FROM {} WHERE EXISTS (SELECT 1 FROM {derived} WHERE EXISTS (SELECT 1 FROM (SELECT "id", "tenant_id", "amount", "status" FROM "public"."orders" WHERE ("tenant_id" = $1) AND ("id" = "c"."id") OFFSET 0) AS "o"))"#,
+                customers("c")
+            ),
+            // The name of the table inside the wrapper: the raw table's own column.
+            query(&customers("orders"), r#""id" = "orders"."id""#),
+            // Another operator, or the sides swapped.
+            query(&customers("c"), r#""status" LIKE "c"."name""#),
+            query(&customers("c"), r#""c"."id" = "id""#),
+            // An expression of the outer column.
+            query(&customers("c"), r#""id" = ("c"."id" + 1)"#),
+        ] {
+            assert!(tree(&bad).is_err(), "sqlparser's verifier passed {bad}");
+            assert!(pg(&bad).is_err(), "PostgreSQL's verifier passed {bad}");
         }
     }
 }

@@ -798,3 +798,166 @@ fn bernoulli_samples_move_inside_the_wrapper_and_other_samples_are_refused() {
         err(sql);
     }
 }
+
+/// The world with declared column types: `orders (id int4, tenant_id text, customer_id int8,
+/// amount numeric, status text)`, `customers (id int4, tenant_id text, name text)`, and
+/// `notes (id int4, tenant_id text, body text)` with `body` masked for everyone.
+fn typed_world() -> Catalog {
+    use sluice_policy::ColumnType as T;
+    let mut orders = table(
+        "orders",
+        Some("tenant_id"),
+        &["id", "tenant_id", "customer_id", "amount", "status"],
+    );
+    for (c, t) in [
+        ("id", T::Integer),
+        ("tenant_id", T::Text),
+        ("customer_id", T::Integer),
+        ("amount", T::Other),
+        ("status", T::Text),
+    ] {
+        orders.types.insert(c.into(), t);
+    }
+    let mut customers = table("customers", Some("tenant_id"), &["id", "tenant_id", "name"]);
+    for (c, t) in [
+        ("id", T::Integer),
+        ("tenant_id", T::Text),
+        ("name", T::Text),
+    ] {
+        customers.types.insert(c.into(), t);
+    }
+    let mut notes = table("notes", Some("tenant_id"), &["id", "tenant_id", "body"]);
+    for (c, t) in [
+        ("id", T::Integer),
+        ("tenant_id", T::Text),
+        ("body", T::Text),
+    ] {
+        notes.types.insert(c.into(), t);
+    }
+    notes.masks.insert(
+        "body".into(),
+        MaskRule {
+            kind: MaskKind::Null,
+            except: vec![],
+        },
+    );
+    // `untyped` has no declared types.
+    let untyped = table("untyped", Some("tenant_id"), &["id", "tenant_id", "ref"]);
+    Catalog::new(
+        Dialect::Postgres,
+        ParamStyle::DollarNumbered,
+        None,
+        "public".into(),
+        vec![orders, customers, notes, untyped],
+    )
+    .unwrap()
+}
+
+fn typed(sql: &str) -> String {
+    rewrite(sql, &typed_world(), "A")
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .sql
+}
+
+/// The text of the wrapper of `table` (the first one) up to its fence.
+fn inside<'s>(sql: &'s str, table: &str) -> &'s str {
+    let from = sql
+        .find(&format!("FROM \"public\".\"{table}\" WHERE"))
+        .unwrap_or_else(|| panic!("no wrapper of {table}: {sql}"));
+    let rest = &sql[from..];
+    &rest[..rest.find("OFFSET 0").unwrap()]
+}
+
+#[test]
+fn correlated_comparisons_of_typed_columns_are_copied_inside_the_fence() {
+    // A correlated EXISTS, qualified on both sides: the outer column named by its item.
+    let sql = typed(
+        "SELECT c.name FROM customers c WHERE EXISTS \
+         (SELECT 1 FROM orders o WHERE o.customer_id = c.id AND o.status = 'open')",
+    );
+    assert_eq!(
+        inside(&sql, "orders"),
+        r#"FROM "public"."orders" WHERE ("tenant_id" = $1) AND ("customer_id" = "c"."id") AND ("status" = 'open') "#,
+        "{sql}"
+    );
+    // Unqualified on both sides (TPC-H style), the outer item a table read without alias;
+    // written either way round.
+    let sql = typed(
+        "SELECT name, (SELECT count(*) FROM orders WHERE customer_id = customers.id) FROM customers \
+         WHERE id > (SELECT min(customer_id) FROM orders WHERE name <> status)",
+    );
+    assert!(
+        sql.contains(r#"WHERE ("tenant_id" = $1) AND ("customer_id" = "customers"."id") OFFSET 0"#),
+        "{sql}"
+    );
+    assert!(
+        sql.contains(r#"WHERE ("tenant_id" = $1) AND ("status" <> "customers"."name") OFFSET 0"#),
+        "{sql}"
+    );
+    // Two levels out, past a level that has no such item.
+    let sql = typed(
+        "SELECT c.name FROM customers c WHERE EXISTS (SELECT 1 FROM notes n WHERE n.id = c.id \
+         AND EXISTS (SELECT 1 FROM orders o WHERE o.customer_id >= c.id))",
+    );
+    assert!(
+        inside(&sql, "orders").contains(r#"("customer_id" >= "c"."id")"#),
+        "{sql}"
+    );
+    assert!(
+        inside(&sql, "notes").contains(r#"("id" = "c"."id")"#),
+        "{sql}"
+    );
+}
+
+#[test]
+fn comparisons_that_could_raise_or_read_the_wrong_row_stay_outside() {
+    for sql in [
+        // numeric's operators are not leakproof.
+        "SELECT c.id FROM customers c WHERE EXISTS (SELECT 1 FROM orders o WHERE o.amount = c.id)",
+        // int4 against text: a cast, never copied.
+        "SELECT c.id FROM customers c WHERE EXISTS (SELECT 1 FROM orders o WHERE o.customer_id = c.name)",
+        // A column without a declared type, on either side.
+        "SELECT c.id FROM customers c WHERE EXISTS (SELECT 1 FROM untyped u WHERE u.id = c.id)",
+        "SELECT u.id FROM untyped u WHERE EXISTS (SELECT 1 FROM orders o WHERE o.customer_id = u.id)",
+        // A masked outer column: its value is the mask's, not the column's.
+        "SELECT n.id FROM notes n WHERE EXISTS (SELECT 1 FROM orders o WHERE o.status = n.body)",
+        // The outer item has the name of the table inside the wrapper: from inside, that name
+        // is the raw table.
+        "SELECT orders.id FROM customers AS orders WHERE EXISTS \
+         (SELECT 1 FROM orders o WHERE o.customer_id = orders.id)",
+        // A nearer level has an item of the same name (without that column): the qualified
+        // copy would reach it.
+        "SELECT c.id FROM customers c WHERE EXISTS (SELECT 1 FROM notes c WHERE EXISTS \
+         (SELECT 1 FROM orders o WHERE o.status = name))",
+        // Same level: a join condition, not a correlation (no LATERAL wrapper).
+        "SELECT o.id FROM orders o, customers c WHERE o.customer_id = c.id",
+        // An outer item whose columns are not known (a derived table, a CTE).
+        "SELECT d.id FROM (SELECT id FROM customers) d WHERE EXISTS \
+         (SELECT 1 FROM orders o WHERE o.customer_id = d.id)",
+        "WITH d AS (SELECT id FROM customers) SELECT d.id FROM d WHERE EXISTS \
+         (SELECT 1 FROM orders o WHERE o.customer_id = d.id)",
+        // Under OR, or inside an expression.
+        "SELECT c.id FROM customers c WHERE EXISTS \
+         (SELECT 1 FROM orders o WHERE o.customer_id = c.id OR o.id = 1)",
+        "SELECT c.id FROM customers c WHERE EXISTS \
+         (SELECT 1 FROM orders o WHERE o.customer_id = c.id + 1)",
+    ] {
+        let out = typed(sql);
+        let table = if sql.contains("FROM untyped u WHERE") {
+            "untyped"
+        } else {
+            "orders"
+        };
+        let (_, inner) = inside(&out, table).split_once("WHERE").unwrap();
+        assert!(
+            !inner.contains("\".\""),
+            "{sql}: copied a correlated comparison: {out}"
+        );
+    }
+    // The same-level join: `c.id` stays a join condition.
+    let out = typed("SELECT o.id FROM orders o, customers c WHERE o.customer_id = c.id");
+    assert!(
+        out.ends_with(r#"WHERE "o"."customer_id" = "c"."id""#),
+        "{out}"
+    );
+}

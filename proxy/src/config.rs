@@ -862,6 +862,12 @@ pub struct TableConfig {
     /// tenant wrapper so no predicate sees the raw value.
     #[serde(default)]
     pub masks: BTreeMap<String, MaskConfig>,
+    /// Column types (`column = "int4"`, PostgreSQL names), optional and only for PostgreSQL
+    /// connections: a correlated or join comparison between two columns is copied inside a
+    /// tenant wrapper (where the planner can use an index) only when both columns' types are
+    /// declared and their comparison operators are leakproof. They must match the warehouse.
+    #[serde(default)]
+    pub types: BTreeMap<String, String>,
     /// Compliance tags (for example `phi`): the HIPAA-style access report covers tables
     /// tagged `phi`.
     #[serde(default)]
@@ -1406,6 +1412,22 @@ pub fn catalog_for(c: &ConnectionConfig) -> Result<Catalog, String> {
         };
         rule.readers = t.groups.clone();
         rule.column_groups = t.grants.clone();
+        if !t.types.is_empty() && dialect != Dialect::Postgres {
+            return Err(format!(
+                "{}: column types are for PostgreSQL connections only",
+                t.name
+            ));
+        }
+        for (col, ty) in &t.types {
+            let parsed = sluice_policy::ColumnType::parse(ty).ok_or_else(|| {
+                format!(
+                    "{}: column {col}: unknown type {ty:?} (use a PostgreSQL name: int4, \
+                     bigint, text, varchar(n), date, timestamptz, numeric, ...)",
+                    t.name
+                )
+            })?;
+            rule.types.insert(col.clone(), parsed);
+        }
         for (col, m) in &t.masks {
             let kind = match m.mask {
                 MaskKindConfig::Hash => MaskKind::Hash,

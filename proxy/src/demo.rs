@@ -285,6 +285,7 @@ fn table(name: &str, access: AccessKind, cols: &[&str], path: PathBuf) -> TableC
         groups: None,
         grants: Default::default(),
         masks: Default::default(),
+        types: Default::default(),
         tags: vec![],
         path: Some(path),
         format: Some(FileFormatConfig::Parquet),
