@@ -7,7 +7,7 @@
 //! PostgreSQL resolves for the two types is marked leakproof (`pg_operator.oprcode` with
 //! `pg_proc.proleakproof`): such a function raises no error and reveals nothing about its
 //! arguments. The classes below are exactly the type pairs whose six comparison operators are
-//! leakproof on PostgreSQL 15 (the test `tests/tests/leakproof.rs` checks this table against
+//! leakproof on PostgreSQL 15 (the test `proxy/tests/postgres.rs` checks this table against
 //! the live catalog). Everything else — `numeric` (its operators are not marked leakproof),
 //! cross-class pairs that need an implicit cast (`date` = `timestamp` converts and can
 //! overflow; `int4` = `numeric` casts), JSON, arrays, user types — is `Other` and never moves.
@@ -100,7 +100,14 @@ impl ColumnType {
 /// Whether `=`, `<>`, `<`, `<=`, `>` and `>=` between columns of these two types resolve to
 /// leakproof operators on PostgreSQL: the same class, and not `Other`.
 pub fn comparable(left: ColumnType, right: ColumnType) -> bool {
-    left == right && left != ColumnType::Other
+    left.comparable_with(right)
+}
+
+impl ColumnType {
+    /// [`comparable`], as a method.
+    pub fn comparable_with(self, other: ColumnType) -> bool {
+        self == other && self != ColumnType::Other
+    }
 }
 
 #[cfg(test)]

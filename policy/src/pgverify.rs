@@ -286,6 +286,7 @@ pub(crate) fn verify(
         expected: std::cell::RefCell::default(),
         names_left: std::cell::Cell::new(MAX_COLUMN_NAMES),
         out_of_names: std::cell::Cell::new(false),
+        closed: std::cell::Cell::new(false),
     };
     v.select(select, &Scope::ROOT).map_err(|why| {
         // The budget ran out: the query is too complex, not malformed.
@@ -324,6 +325,9 @@ struct PgVerifier<'a> {
     names_left: std::cell::Cell<usize>,
     /// Set when `names_left` ran out: the refusal is `query_too_complex`.
     out_of_names: std::cell::Cell<bool>,
+    /// Set while a sub-query copied inside a wrapper (`is_copied_in`) is walked: every column
+    /// reference must be qualified (and so resolve inside it), no parameter, no sub-query.
+    closed: std::cell::Cell<bool>,
 }
 
 impl<'a> PgVerifier<'a> {
@@ -766,7 +770,10 @@ impl<'a> PgVerifier<'a> {
             return bad("a first conjunct that is not the caller's tenant predicate");
         }
         for c in rest {
-            if !self.is_copied(c, rule) && !self.is_correlated_copy(c, rule, outer) {
+            if !self.is_copied(c, rule)
+                && !self.is_correlated_copy(c, rule, outer)
+                && !self.is_copied_in(c, rule)?
+            {
                 return bad("a predicate beside the tenant's that is not a copied comparison");
             }
         }
@@ -927,6 +934,90 @@ impl<'a> PgVerifier<'a> {
             }
     }
 
+    /// `"<column>" IN (SELECT "<item>"."<column>" FROM <wrapper> AS "<item>" [WHERE …])` (see
+    /// `pushdown`): the compared columns granted, unmasked, of declared leakproof-comparable
+    /// types, and the sub-query closed — walked with nothing outside it in scope, every
+    /// column reference qualified (so it reads only its own wrapper), no parameter, no
+    /// sub-query. `Err` when it has that form but does not verify.
+    fn is_copied_in(&self, e: &N, rule: &TableRule) -> Result<bool, String> {
+        let N::SubLink(l) = e else {
+            return Ok(false);
+        };
+        if l.sub_link_type != pb::SubLinkType::AnySublink as i32 || !l.oper_name.is_empty() {
+            return Ok(false);
+        }
+        let Some(N::ColumnRef(c)) = node(&l.testexpr) else {
+            return Ok(false);
+        };
+        let Some(mine) = names(&c.fields) else {
+            return Ok(false);
+        };
+        let (Some(N::SelectStmt(sub)), [mine]) = (node(&l.subselect), mine.as_slice()) else {
+            return Ok(false);
+        };
+        if sub.op != pb::SetOperation::SetopNone as i32
+            || sub.with_clause.is_some()
+            || sub.into_clause.is_some()
+            || !sub.distinct_clause.is_empty()
+            || !sub.group_clause.is_empty()
+            || sub.group_distinct
+            || sub.having_clause.is_some()
+            || !sub.window_clause.is_empty()
+            || !sub.values_lists.is_empty()
+            || !sub.sort_clause.is_empty()
+            || sub.limit_count.is_some()
+            || sub.limit_offset.is_some()
+            || !sub.locking_clause.is_empty()
+        {
+            return Ok(false);
+        }
+        let [from] = sub.from_clause.as_slice() else {
+            return Ok(false);
+        };
+        let Some(N::RangeSubselect(r)) = &from.node else {
+            return Ok(false);
+        };
+        let (Some(alias), Some(N::SelectStmt(w)), false) = (&r.alias, node(&r.subquery), r.lateral)
+        else {
+            return Ok(false);
+        };
+        let Some(other) = self.wrapped_rule(w) else {
+            return Ok(false);
+        };
+        let [target] = sub.target_list.as_slice() else {
+            return Ok(false);
+        };
+        let Some(N::ResTarget(t)) = &target.node else {
+            return Ok(false);
+        };
+        let Some(N::ColumnRef(tc)) = node(&t.val) else {
+            return Ok(false);
+        };
+        let theirs = match names(&tc.fields).as_deref() {
+            Some([item, col]) if *item == alias.aliasname && t.name.is_empty() => col.to_string(),
+            _ => return Ok(false),
+        };
+        if !alias.colnames.is_empty() {
+            return Ok(false);
+        }
+        let typed = |r: &TableRule, c: &str| {
+            r.view(self.groups)
+                .iter()
+                .any(|v| v.name == c && v.mask.is_none())
+                .then(|| r.types.get(c))
+                .flatten()
+                .copied()
+        };
+        match (typed(rule, mine), typed(other, &theirs)) {
+            (Some(x), Some(y)) if crate::leakproof::comparable(x, y) => {}
+            _ => return Ok(false),
+        }
+        let before = self.closed.replace(true);
+        let walked = self.select(sub, &Scope::ROOT);
+        self.closed.set(before);
+        walked.map(|_| true)
+    }
+
     fn opt(&self, n: &Option<Box<pb::Node>>, vis: &Scope<'_>) -> V {
         match n {
             Some(b) => self.expr(b, vis),
@@ -1004,6 +1095,9 @@ impl<'a> PgVerifier<'a> {
                     })
                     .collect::<Result<_, _>>()?;
                 match fields.as_slice() {
+                    [None] | [Some(_)] if self.closed.get() => {
+                        Err("an unqualified reference in a sub-query copied into a wrapper".into())
+                    }
                     [None] => Ok(()),
                     [Some(col)] => no_system_column(col),
                     [Some(q), last] => {
@@ -1034,6 +1128,9 @@ impl<'a> PgVerifier<'a> {
                 _ => Ok(()),
             },
             // Outside the tenant wrappers, only the caller's own parameters (never the tenant's).
+            N::ParamRef(_) if self.closed.get() => {
+                Err("a parameter in a sub-query copied into a wrapper".into())
+            }
             N::ParamRef(p) => {
                 if self
                     .binding
@@ -1108,6 +1205,9 @@ impl<'a> PgVerifier<'a> {
             N::BoolExpr(b) => self.all(&b.args, vis),
             N::NullTest(t) => self.opt(&t.arg, vis),
             N::BooleanTest(t) => self.opt(&t.arg, vis),
+            N::SubLink(_) if self.closed.get() => {
+                Err("a sub-query inside a sub-query copied into a wrapper".into())
+            }
             N::SubLink(s) => {
                 let kind = pb::SubLinkType::try_from(s.sub_link_type)
                     .map_err(|_| "an unknown sub-query kind")?;

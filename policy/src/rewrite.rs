@@ -1059,6 +1059,19 @@ impl<'a> Rewriter<'a> {
                         None
                     }
                 }
+                Expr::InSubquery {
+                    expr,
+                    subquery,
+                    negated: false,
+                } => here(expr).and_then(|col| {
+                    let (copy, theirs) = self.closed_subquery(subquery)?;
+                    let mine = rule.types.get(col)?;
+                    crate::leakproof::comparable(*mine, theirs).then(|| Expr::InSubquery {
+                        expr: Box::new(column(col)),
+                        subquery: Box::new(copy),
+                        negated: false,
+                    })
+                }),
                 Expr::Between {
                     expr,
                     negated: false,
@@ -1080,6 +1093,130 @@ impl<'a> Rewriter<'a> {
                 });
             }
         }
+    }
+
+    /// The declared table a (rewritten) derived table is the wrapper of.
+    fn wrapped_rule(&self, q: &Query) -> Option<&'a TableRule> {
+        let SetExpr::Select(inner) = q.body.as_ref() else {
+            return None;
+        };
+        match inner.from.as_slice() {
+            [twj] if twj.joins.is_empty() => match &twj.relation {
+                TableFactor::Table { name, .. } => self
+                    .catalog
+                    .tables()
+                    .iter()
+                    .find(|r| self.emitted_name(r) == *name),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+
+    /// A (rewritten) sub-query that may be copied inside a wrapper as `"<column>" IN (…)`:
+    /// `SELECT <column> FROM <one wrapper> [WHERE …]` and nothing else, every column
+    /// reference in it a column of that wrapper (so it reads nothing outside itself: it is
+    /// evaluated once, on the caller's rows only, whatever row of the outer table is being
+    /// filtered), no sub-query, no caller parameter. Returns the copy, every reference written
+    /// `"<item>"."<column>"`, and the type of the column it selects (granted, unmasked,
+    /// declared).
+    fn closed_subquery(&self, q: &Query) -> Option<(Query, crate::leakproof::ColumnType)> {
+        let d = self.dialect();
+        let Query {
+            with: None,
+            body,
+            order_by: None,
+            limit_clause: None,
+            fetch: None,
+            locks,
+            for_clause: None,
+            settings: None,
+            format_clause: None,
+            pipe_operators,
+        } = q
+        else {
+            return None;
+        };
+        let SetExpr::Select(select) = body.as_ref() else {
+            return None;
+        };
+        if !locks.is_empty()
+            || !pipe_operators.is_empty()
+            || !crate::verify::select_is_plain(select)
+        {
+            return None;
+        }
+        let [twj] = select.from.as_slice() else {
+            return None;
+        };
+        let TableFactor::Derived {
+            lateral: false,
+            subquery: wrapper,
+            alias: Some(alias),
+            sample: None,
+        } = &twj.relation
+        else {
+            return None;
+        };
+        if !twj.joins.is_empty() || !alias.columns.is_empty() {
+            return None;
+        }
+        let rule = self.wrapped_rule(wrapper)?;
+        let item = d.normalize(&alias.name);
+        let view = rule.view(self.groups);
+        // `col` or `item.col`, a column of the wrapper: its declared name.
+        let column_of = |e: &Expr| -> Option<&str> {
+            let want = match e {
+                Expr::Identifier(i) => d.normalize(i),
+                Expr::CompoundIdentifier(p) if p.len() == 2 && d.normalize(&p[0]) == item => {
+                    d.normalize(&p[1])
+                }
+                _ => return None,
+            };
+            view.iter()
+                .find(|v| d.normalize_declared(v.name) == want)
+                .map(|v| v.name)
+        };
+        let qualified = |c: &str| {
+            Expr::CompoundIdentifier(vec![
+                Ident::with_quote(d.quote(), item.as_str()),
+                Ident::with_quote(d.quote(), c),
+            ])
+        };
+        let [SelectItem::UnnamedExpr(selected)] = select.projection.as_slice() else {
+            return None;
+        };
+        let selected = column_of(selected)?;
+        if !view.iter().any(|v| v.name == selected && v.mask.is_none()) {
+            return None;
+        }
+        let ty = *rule.types.get(selected)?;
+        let mut selection = select.selection.clone();
+        let mut closed = true;
+        let _ = sqlparser::ast::visit_expressions_mut(&mut selection, |e: &mut Expr| {
+            match e {
+                Expr::Identifier(_) | Expr::CompoundIdentifier(_) => match column_of(e) {
+                    Some(c) => *e = qualified(c),
+                    None => closed = false,
+                },
+                Expr::Subquery(_) | Expr::Exists { .. } | Expr::InSubquery { .. } => {
+                    closed = false;
+                }
+                Expr::Value(v) if matches!(v.value, Value::Placeholder(_)) => closed = false,
+                _ => {}
+            }
+            std::ops::ControlFlow::<()>::Continue(())
+        });
+        if !closed {
+            return None;
+        }
+        let mut copy = q.clone();
+        let SetExpr::Select(s) = copy.body.as_mut() else {
+            return None;
+        };
+        s.projection = vec![SelectItem::UnnamedExpr(qualified(selected))];
+        s.selection = selection;
+        Some((copy, ty))
     }
 
     fn emitted_name(&self, rule: &TableRule) -> ObjectName {

@@ -61,7 +61,8 @@ fn verify_tree(
         groups: caller.groups,
         scopes: Vec::new(),
         cte_bodies: HashMap::new(),
-        wrapper: None,
+        wrappers: Vec::new(),
+        nested: std::cell::RefCell::new(Vec::new()),
         function_names: Vec::new(),
         items: Vec::new(),
     };
@@ -96,8 +97,12 @@ struct Verifier<'a> {
     scopes: Vec<Vec<String>>,
     /// CTE body address -> the names visible inside that body.
     cte_bodies: HashMap<usize, Vec<String>>,
-    /// The tenant wrapper currently being visited: (its table factor's address, its rule).
-    wrapper: Option<(usize, &'a TableRule)>,
+    /// The tenant wrappers being visited, innermost last: (the table factor's address, its
+    /// rule). A wrapper inside another is allowed only as the one a copied `IN` sub-query
+    /// reads (`nested`).
+    wrappers: Vec<(usize, &'a TableRule)>,
+    /// The addresses of the wrappers inside copied `IN` sub-queries ([`Verifier::is_copied_in`]).
+    nested: std::cell::RefCell<Vec<usize>>,
     /// The addresses of the names of table functions visited (`generate_series(...)` parses
     /// as a table with arguments): not relations.
     function_names: Vec<usize>,
@@ -292,6 +297,121 @@ impl<'a> Verifier<'a> {
         }
     }
 
+    /// Whether `e` is a copied `IN` as the rewriter emits it into the wrapper of `rule`:
+    /// `"<column>" IN (SELECT "<item>"."<column>" FROM <wrapper> AS "<item>" [WHERE …])`, the
+    /// compared columns granted, unmasked and of declared leakproof-comparable types, the
+    /// sub-query nothing else, and every column reference in its `WHERE` `"<item>"."<column>"`
+    /// (so it reads only its own wrapper), no parameter, no sub-query. Records the inner
+    /// wrapper as allowed inside this one.
+    fn is_copied_in(&self, rule: &TableRule, e: &Expr) -> bool {
+        let quote = self.catalog.dialect().quote();
+        let Expr::InSubquery {
+            expr,
+            subquery,
+            negated: false,
+        } = e
+        else {
+            return false;
+        };
+        let Expr::Identifier(mine) = strip(expr) else {
+            return false;
+        };
+        let Query {
+            with: None,
+            body,
+            order_by: None,
+            limit_clause: None,
+            fetch: None,
+            locks,
+            for_clause: None,
+            settings: None,
+            format_clause: None,
+            pipe_operators,
+        } = subquery.as_ref()
+        else {
+            return false;
+        };
+        let SetExpr::Select(select) = body.as_ref() else {
+            return false;
+        };
+        if !locks.is_empty() || !pipe_operators.is_empty() || !select_is_plain(select) {
+            return false;
+        }
+        let [twj] = select.from.as_slice() else {
+            return false;
+        };
+        let TableFactor::Derived {
+            lateral: false,
+            subquery: inner,
+            alias: Some(alias),
+            sample: None,
+        } = &twj.relation
+        else {
+            return false;
+        };
+        if !twj.joins.is_empty()
+            || !alias.columns.is_empty()
+            || alias.name.quote_style != Some(quote)
+        {
+            return false;
+        }
+        let Some(other) = self.wrapped_table(inner) else {
+            return false;
+        };
+        let view = other.view(self.groups);
+        // `"<item>"."<column>"`, a column of the inner wrapper: the column.
+        let own = |e: &Expr| match e {
+            Expr::CompoundIdentifier(p) => match p.as_slice() {
+                [i, c]
+                    if i.quote_style == Some(quote)
+                        && c.quote_style == Some(quote)
+                        && i.value == alias.name.value
+                        && view.iter().any(|v| v.name == c.value) =>
+                {
+                    Some(c.value.clone())
+                }
+                _ => None,
+            },
+            _ => None,
+        };
+        let [sqlparser::ast::SelectItem::UnnamedExpr(selected)] = select.projection.as_slice()
+        else {
+            return false;
+        };
+        let Some(theirs) = own(selected) else {
+            return false;
+        };
+        let typed = |r: &TableRule, c: &str| {
+            r.view(self.groups)
+                .iter()
+                .any(|v| v.name == c && v.mask.is_none())
+                .then(|| r.types.get(c))
+                .flatten()
+                .copied()
+        };
+        match (typed(rule, &mine.value), typed(other, &theirs)) {
+            (Some(a), Some(b)) if crate::leakproof::comparable(a, b) => {}
+            _ => return false,
+        }
+        if mine.quote_style != Some(quote) {
+            return false;
+        }
+        let closed = sqlparser::ast::visit_expressions(&select.selection, |e: &Expr| match e {
+            Expr::Identifier(_)
+            | Expr::Subquery(_)
+            | Expr::Exists { .. }
+            | Expr::InSubquery { .. } => ControlFlow::Break(()),
+            Expr::CompoundIdentifier(_) if own(e).is_none() => ControlFlow::Break(()),
+            Expr::Value(v) if matches!(v.value, Value::Placeholder(_)) => ControlFlow::Break(()),
+            _ => ControlFlow::Continue(()),
+        });
+        if closed.is_break() {
+            return false;
+        }
+        self.nested.borrow_mut().push(addr(&twj.relation));
+        true
+    }
+
     /// If `q` reads a protected (or column-restricted public) table, checks that it is exactly
     /// the wrapper for this caller and returns its rule; `Ok(None)` for any other derived table.
     fn wrapper_rule(&self, q: &Query) -> Result<Option<&'a TableRule>, String> {
@@ -395,7 +515,8 @@ impl<'a> Verifier<'a> {
                     &self.binding.caller(),
                     &self.param_occurrences,
                     strip(right),
-                ) || self.is_correlated_copy(rule, strip(right)))
+                ) || self.is_correlated_copy(rule, strip(right))
+                    || self.is_copied_in(rule, strip(right)))
             {
                 return bad("a predicate beside the tenant's");
             }
@@ -440,7 +561,7 @@ fn strip(mut e: &Expr) -> &Expr {
     e
 }
 
-fn select_is_plain(s: &Select) -> bool {
+pub(crate) fn select_is_plain(s: &Select) -> bool {
     let Select {
         select_token: _,
         optimizer_hints,
@@ -595,7 +716,7 @@ impl Visitor for Verifier<'_> {
                 }
                 // A sampling clause only on the table inside a wrapper (`wrapper_rule` checks
                 // its form).
-                if sample.is_some() && self.wrapper.is_none() {
+                if sample.is_some() && self.wrappers.is_empty() {
                     return ControlFlow::Break("a sampling clause outside a wrapper".into());
                 }
             }
@@ -612,10 +733,10 @@ impl Visitor for Verifier<'_> {
             TableFactor::Derived { subquery, .. } => match self.wrapper_rule(subquery) {
                 Err(reason) => return ControlFlow::Break(reason),
                 Ok(Some(rule)) => {
-                    if self.wrapper.is_some() {
+                    if !self.wrappers.is_empty() && !self.nested.borrow().contains(&addr(tf)) {
                         return ControlFlow::Break("nested tenant wrappers".into());
                     }
-                    self.wrapper = Some((addr(tf), rule));
+                    self.wrappers.push((addr(tf), rule));
                 }
                 Ok(None) => {}
             },
@@ -626,8 +747,8 @@ impl Visitor for Verifier<'_> {
     }
 
     fn post_visit_table_factor(&mut self, tf: &TableFactor) -> ControlFlow<String> {
-        if matches!(self.wrapper, Some((a, _)) if a == addr(tf)) {
-            self.wrapper = None;
+        if matches!(self.wrappers.last(), Some((a, _)) if *a == addr(tf)) {
+            self.wrappers.pop();
         }
         ControlFlow::Continue(())
     }
@@ -636,7 +757,8 @@ impl Visitor for Verifier<'_> {
         if self.function_names.contains(&addr(name)) {
             return ControlFlow::Continue(());
         }
-        if let Some((_, rule)) = self.wrapper {
+        if let Some((_, rule)) = self.wrappers.last() {
+            let rule = *rule;
             // Inside a wrapper the only relation is the wrapped table (checked by shape).
             return match self.emitted_rule(name) {
                 Some(r) if std::ptr::eq(r, rule) => ControlFlow::Continue(()),
@@ -663,14 +785,14 @@ impl Visitor for Verifier<'_> {
             Expr::Value(v)
                 if matches!(&v.value, Value::Placeholder(p)
                     if self.binding.caller().index(p).is_none())
-                    && self.wrapper.is_none() =>
+                    && self.wrappers.is_empty() =>
             {
                 ControlFlow::Break("a bind parameter outside a tenant wrapper".into())
             }
             Expr::Identifier(i)
                 if i.quote_style.is_none()
                     && i.value.starts_with('@')
-                    && self.wrapper.is_none()
+                    && self.wrappers.is_empty()
                     && !(self.catalog.dialect() == Dialect::BigQuery
                         && self.binding.caller().index(&i.value).is_some()) =>
             {
@@ -873,6 +995,99 @@ mod tests {
         ] {
             assert!(tree(&bad).is_err(), "sqlparser's verifier passed {bad}");
             assert!(pg(&bad).is_err(), "PostgreSQL's verifier passed {bad}");
+        }
+    }
+
+    /// A copied `IN` is accepted only closed, as the rewriter emits it, by each verifier alone.
+    #[test]
+    fn copied_in_sub_queries_only_closed_over_their_own_wrapper() {
+        use crate::catalog::{Catalog, TableName, TableRule};
+        use crate::leakproof::ColumnType as T;
+        let name = |t: &str| TableName {
+            catalog: None,
+            schema: "public".into(),
+            table: t.into(),
+        };
+        let mut orders = TableRule::protected(
+            name("orders"),
+            "tenant_id",
+            vec![
+                "id".into(),
+                "tenant_id".into(),
+                "amount".into(),
+                "status".into(),
+            ],
+        );
+        for (c, t) in [
+            ("id", T::Integer),
+            ("amount", T::Other),
+            ("status", T::Text),
+        ] {
+            orders.types.insert(c.into(), t);
+        }
+        let mut customers = TableRule::protected(
+            name("customers"),
+            "tenant_id",
+            vec!["id".into(), "tenant_id".into(), "name".into()],
+        );
+        for (c, t) in [("id", T::Integer), ("name", T::Text)] {
+            customers.types.insert(c.into(), t);
+        }
+        let catalog = Catalog::new(
+            crate::Dialect::Postgres,
+            crate::ParamStyle::DollarNumbered,
+            None,
+            "public".into(),
+            vec![orders, customers],
+        )
+        .unwrap();
+        let (_, binding) = crate::pushdown::tests::orders_world();
+        let caller = Caller {
+            tenant: "A",
+            groups: &[],
+            row_limit: None,
+        };
+        let orders = r#"(SELECT "id", "tenant_id", "amount", "status" FROM "public"."orders" WHERE "tenant_id" = $1 OFFSET 0) AS "o""#;
+        let query = |copied: &str| {
+            format!(
+                r#"SELECT 1 FROM (SELECT "id", "tenant_id", "name" FROM "public"."customers" WHERE ("tenant_id" = $1) AND ({copied}) OFFSET 0) AS "c""#
+            )
+        };
+        let tree = |sql: &str| super::verify_tree(sql, &catalog, &binding, &caller);
+        let pg = |sql: &str| crate::pgverify::verify(sql, &catalog, &binding, &caller);
+        let good = query(&format!(
+            r#""id" IN (SELECT "o"."id" FROM {orders} WHERE ("o"."status" = 'x') AND (upper("o"."status") <> 'Y'))"#
+        ));
+        assert_eq!(tree(&good), Ok(()), "{good}");
+        assert_eq!(pg(&good), Ok(()), "{good}");
+        for bad in [
+            // An unqualified reference: inside the customers wrapper it may read the raw row.
+            format!(r#""id" IN (SELECT "o"."id" FROM {orders} WHERE "name" = 'x')"#),
+            format!(r#""id" IN (SELECT "id" FROM {orders})"#),
+            // A reference to the raw table inside the outer wrapper.
+            format!(r#""id" IN (SELECT "o"."id" FROM {orders} WHERE "customers"."name" = 'x')"#),
+            // The tenant's parameter, or a sub-query, in it.
+            format!(r#""id" IN (SELECT "o"."id" FROM {orders} WHERE "o"."status" = $1)"#),
+            format!(
+                r#""id" IN (SELECT "o"."id" FROM {orders} WHERE EXISTS (SELECT 1 FROM "public"."customers"))"#
+            ),
+            // Types: numeric selected, text against int.
+            format!(r#""id" IN (SELECT "o"."amount" FROM {orders})"#),
+            format!(r#""id" IN (SELECT "o"."status" FROM {orders})"#),
+            // More than the one wrapper, or a raw table.
+            format!(r#""id" IN (SELECT "o"."id" FROM {orders}, {orders})"#),
+            r#""id" IN (SELECT "id" FROM "public"."orders")"#.to_string(),
+            // A clause beyond WHERE.
+            format!(r#""id" IN (SELECT "o"."id" FROM {orders} GROUP BY "o"."id")"#),
+            format!(r#""id" IN (SELECT "o"."id" FROM {orders} LIMIT 1)"#),
+            // NOT IN is not copied.
+            format!(r#""id" NOT IN (SELECT "o"."id" FROM {orders})"#),
+            // A wrapper nested anywhere else in a wrapper.
+            format!(r#"EXISTS (SELECT 1 FROM {orders})"#),
+        ] {
+            let sql = query(&bad);
+            assert!(tree(&sql).is_err(), "sqlparser's verifier passed {sql}");
+            assert!(pg(&sql).is_err(), "PostgreSQL's verifier passed {sql}");
         }
     }
 }

@@ -961,3 +961,64 @@ fn comparisons_that_could_raise_or_read_the_wrong_row_stay_outside() {
         "{out}"
     );
 }
+
+#[test]
+fn a_closed_in_sub_query_is_copied_inside_the_fence() {
+    // TPC-H q20's shape: `ps_partkey IN (SELECT p_partkey FROM part WHERE …)`.
+    let sql = typed(
+        "SELECT c.name FROM customers c WHERE c.id IN \
+         (SELECT customer_id FROM orders WHERE status = 'open' AND upper(status) <> 'X')",
+    );
+    let w_orders = r#"(SELECT "id", "tenant_id", "customer_id", "amount", "status" FROM "public"."orders" WHERE ("tenant_id" = $1) AND ("status" = 'open') OFFSET 0) AS "orders""#;
+    assert!(
+        sql.contains(&format!(
+            r#"FROM "public"."customers" WHERE ("tenant_id" = $1) AND ("id" IN (SELECT "orders"."customer_id" FROM {w_orders} WHERE ("orders"."status" = 'open') AND (upper("orders"."status") <> 'X'))) OFFSET 0"#
+        )),
+        "{sql}"
+    );
+    // The original stays outside, unchanged.
+    assert!(
+        sql.ends_with(&format!(
+            r#"WHERE "c"."id" IN (SELECT "customer_id" FROM {w_orders} WHERE ("status" = 'open') AND (upper("status") <> 'X'))"#
+        )),
+        "{sql}"
+    );
+    for sql in [
+        // Correlated: it reads the row being filtered.
+        "SELECT c.name FROM customers c WHERE c.id IN (SELECT customer_id FROM orders WHERE status = c.name)",
+        // A join, a GROUP BY, a LIMIT, a sub-query, an expression selected.
+        "SELECT c.name FROM customers c WHERE c.id IN (SELECT o.customer_id FROM orders o JOIN notes n ON n.id = o.id)",
+        "SELECT c.name FROM customers c WHERE c.id IN (SELECT customer_id FROM orders GROUP BY customer_id)",
+        "SELECT c.name FROM customers c WHERE c.id IN (SELECT customer_id FROM orders LIMIT 3)",
+        "SELECT c.name FROM customers c WHERE c.id IN (SELECT customer_id FROM orders WHERE id IN (SELECT id FROM notes))",
+        "SELECT c.name FROM customers c WHERE c.id IN (SELECT customer_id + 1 FROM orders)",
+        // Types: numeric, text against int, an undeclared type.
+        "SELECT c.name FROM customers c WHERE c.id IN (SELECT amount FROM orders)",
+        "SELECT c.name FROM customers c WHERE c.id IN (SELECT status FROM orders)",
+        "SELECT c.name FROM customers c WHERE c.id IN (SELECT id FROM untyped)",
+        // A masked column selected.
+        "SELECT c.name FROM customers c WHERE c.name IN (SELECT body FROM notes)",
+        // NOT IN, and under OR.
+        "SELECT c.name FROM customers c WHERE c.id NOT IN (SELECT customer_id FROM orders)",
+        "SELECT c.name FROM customers c WHERE c.id IN (SELECT customer_id FROM orders) OR c.id = 1",
+    ] {
+        let out = typed(sql);
+        let (_, inner) = inside(&out, "customers").split_once("WHERE").unwrap();
+        assert!(!inner.contains("SELECT"), "{sql}: copied: {out}");
+    }
+    // A caller parameter in it (its type would be fixed where PostgreSQL first meets it).
+    let groups: Vec<String> = vec![];
+    let out = sluice_policy::rewrite_with_params(
+        "SELECT c.name FROM customers c WHERE c.id IN (SELECT customer_id FROM orders WHERE status = $1)",
+        &typed_world(),
+        &Caller {
+            tenant: "A",
+            groups: &groups,
+            row_limit: None,
+        },
+        1,
+    )
+    .unwrap();
+    let (_, inner) = inside(&out.sql, "customers").split_once("WHERE").unwrap();
+    assert!(!inner.contains("SELECT"), "copied: {}", out.sql);
+}

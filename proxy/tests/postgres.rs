@@ -1207,3 +1207,69 @@ async fn caller_parameters_are_bound_at_the_warehouse_never_spliced_into_the_sql
         .unwrap();
     assert_eq!(attempt.params, ["1", "10", "\"open\"", "A"]);
 }
+
+/// The policy's table of leakproof comparisons (`sluice_policy::ColumnType`) against this
+/// server's catalog: for every pair of type names the policy calls comparable, each of the six
+/// comparison operators exists for that pair (`varchar` reaching `text`'s, to which it is
+/// binary-coercible) and its function is marked `proleakproof`. And `numeric`, which the
+/// policy never compares inside a wrapper, is indeed not.
+#[tokio::test]
+async fn the_leakproof_comparisons_are_the_servers() {
+    use sluice_policy::ColumnType;
+    let db = TestDb::create("leakproof", "SELECT 1").await;
+    let pg = common::connect(&db.conn_str()).await;
+    let names = [
+        "int2",
+        "int4",
+        "int8",
+        "float4",
+        "float8",
+        "text",
+        "varchar",
+        "bpchar",
+        "bool",
+        "date",
+        "timestamp",
+        "timestamptz",
+        "uuid",
+        "numeric",
+        "jsonb",
+    ];
+    let catalog_name = |n: &str| if n == "varchar" { "text" } else { n }.to_string();
+    let mut checked = 0;
+    for a in names {
+        for b in names {
+            let (ta, tb) = (ColumnType::parse(a).unwrap(), ColumnType::parse(b).unwrap());
+            if !ta.comparable_with(tb) {
+                continue;
+            }
+            for op in ["=", "<>", "<", "<=", ">", ">="] {
+                let sig = format!("{op}({},{})", catalog_name(a), catalog_name(b));
+                let row = pg
+                    .query_one(
+                        "SELECT p.proleakproof FROM pg_operator o JOIN pg_proc p \
+                         ON p.oid = o.oprcode WHERE o.oid = to_regoperator($1)",
+                        &[&sig],
+                    )
+                    .await
+                    .unwrap_or_else(|e| panic!("{sig}: no such operator: {e}"));
+                assert!(row.get::<_, bool>(0), "{sig} is not leakproof");
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked >= 6 * 20, "only {checked} operators checked");
+    let numeric: bool = pg
+        .query_one(
+            "SELECT p.proleakproof FROM pg_operator o JOIN pg_proc p ON p.oid = o.oprcode \
+             WHERE o.oid = to_regoperator('=(numeric,numeric)')",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(
+        !numeric,
+        "numeric = numeric became leakproof: the policy may compare it"
+    );
+}
