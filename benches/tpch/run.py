@@ -7,7 +7,10 @@ holds only A's rows (same schema, same indexes). Each of the 22 queries of
 `../shared/tpch/queries/` runs through sluice's wire door as tenant A and directly on the
 tenant-only database; the script compares the answers (as sorted rows, numbers within a
 relative 1e-9) and prints both times per query, the totals and the ratio, and writes
-`EXPLAIN ANALYZE` of the worst query's rewritten SQL.
+`EXPLAIN ANALYZE` of the worst query's rewritten SQL. A third time per query is the bound the
+shared layout sets: the same query on the shared database as a role that PostgreSQL's own row
+security filters to tenant A (`rls`). The policy declares every column's type (`--untyped`
+declares none: no correlated or `IN` copies inside the wrappers).
 
 Usage (from the repository root, after `cargo build --release -p sluice`):
   python3 -m venv ~/.cache/sluice-venvs/tpch
@@ -28,6 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -112,6 +116,20 @@ def create_db(name, loads):
             END IF; END $$""")
         c.execute("GRANT USAGE ON SCHEMA public TO sluice_reader")
         c.execute("GRANT SELECT ON ALL TABLES IN SCHEMA public TO sluice_reader")
+        if len(loads) > 1:
+            # The reference for what the shared layout allows: PostgreSQL's own row security
+            # for a role `tpch_rls` filtered on `app.tenant` (sluice's reader sees every row).
+            c.execute("""DO $$ BEGIN
+                IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'tpch_rls') THEN
+                  CREATE ROLE tpch_rls LOGIN NOSUPERUSER NOBYPASSRLS;
+                END IF; END $$""")
+            c.execute("GRANT USAGE ON SCHEMA public TO tpch_rls")
+            c.execute("GRANT SELECT ON ALL TABLES IN SCHEMA public TO tpch_rls")
+            for t in TABLES:
+                c.execute(f"ALTER TABLE {t} ENABLE ROW LEVEL SECURITY")
+                c.execute(f"CREATE POLICY tenant ON {t} TO tpch_rls "
+                          "USING (tenant_id = current_setting('app.tenant', true))")
+                c.execute(f"CREATE POLICY reader ON {t} TO sluice_reader USING (true)")
         c.execute("VACUUM ANALYZE")
 
 
@@ -125,10 +143,18 @@ def jwt():
     return f"{header}.{claims}.{b64(sig)}"
 
 
-def config(path):
+def types(table):
+    """The policy's `types` table for `table`: each column's PostgreSQL type."""
+    pairs = [("tenant_id", "text")] + [
+        (c.split()[0], c.split(None, 1)[1]) for c in TABLES[table][0].split(", ")]
+    return "{ " + ", ".join(f'{c} = "{t}"' for c, t in pairs) + " }"
+
+
+def config(path, typed=True):
     tables = "".join(
         f'\n[[connections.tables]]\nname = "public.{t}"\naccess = "protected"\n'
         f'tenant_column = "tenant_id"\ncolumns = {json.dumps(["tenant_id"] + columns(t))}\n'
+        + (f"types = {types(t)}\n" if typed else "")
         for t in TABLES)
     path.write_text(f"""
 [server]
@@ -192,6 +218,10 @@ def main():
     ap.add_argument("--scale-b", type=float, default=0.02)
     ap.add_argument("--only", default="", help="comma-separated query numbers")
     ap.add_argument("--explain-dir", default="")
+    ap.add_argument("--pg-options", default="",
+                    help="libpq `options` for every connection, e.g. '-c jit=off'")
+    ap.add_argument("--untyped", action="store_true",
+                    help="declare no column types (no correlated or IN copies)")
     args = ap.parse_args()
     tpchgen = shutil.which("tpchgen-cli") or str(Path(sys.executable).parent / "tpchgen-cli")
     work = Path(tempfile.mkdtemp(prefix="sluice-tpch-"))
@@ -199,9 +229,10 @@ def main():
     generate(args.scale_b, work / "b", tpchgen)
     create_db("sluice_tpch_shared", [("A", work / "a"), ("B", work / "b")])
     create_db("sluice_tpch_a", [("A", work / "a")])
-    config(work / "tpch.toml")
+    config(work / "tpch.toml", typed=not args.untyped)
     env = dict(os.environ, TPCH_SECRET=SECRET,
-               TPCH_PG_URL="postgres://sluice_reader@127.0.0.1:5432/sluice_tpch_shared",
+               TPCH_PG_URL="postgres://sluice_reader@127.0.0.1:5432/sluice_tpch_shared"
+               + (f"?options={urllib.parse.quote(args.pg_options)}" if args.pg_options else ""),
                RUST_LOG="warn")
     daemon = subprocess.Popen(
         [args.sluice, "serve", "--config", str(work / "tpch.toml"), "--data-dir",
@@ -228,7 +259,10 @@ def measure(args, wire, http):
     through = psycopg.connect(host=host, port=port, user="bench", password=jwt(),
                               dbname="tpch", autocommit=True)
     direct = psycopg.connect("host=127.0.0.1 port=5432 user=postgres dbname=sluice_tpch_a",
-                             autocommit=True)
+                             autocommit=True, options=args.pg_options)
+    rls = psycopg.connect("host=127.0.0.1 port=5432 user=tpch_rls dbname=sluice_tpch_shared",
+                          autocommit=True, options=args.pg_options)
+    rls.execute("SET app.tenant = 'A'")
     only = {int(x) for x in args.only.split(",") if x}
     results = []
     for n in range(1, 23):
@@ -236,19 +270,25 @@ def measure(args, wire, http):
             continue
         sql = (QUERIES / f"q{n:02d}.sql").read_text().strip().rstrip(";")
         td, want = rows(direct.cursor(), sql)
+        tr, by_rls = rows(rls.cursor(), sql)
+        if not same(by_rls, want):
+            print(f"q{n:02d}: row security answers differently", file=sys.stderr)
         try:
             ts, got = rows(through.cursor(), sql)
             ok = same(got, want)
         except psycopg.Error as e:
             ts, got, ok = float("inf"), [], False
             print(f"q{n:02d}: through sluice: {e}", file=sys.stderr)
-        results.append((n, td, ts, ok, len(want)))
-        print(f"q{n:02d}  direct {td * 1000:9.1f} ms  sluice {ts * 1000:9.1f} ms  "
+        results.append((n, td, ts, ok, len(want), tr))
+        print(f"q{n:02d}  direct {td * 1000:9.1f} ms  rls {tr * 1000:9.1f} ms  "
+              f"sluice {ts * 1000:9.1f} ms  "
               f"x{ts / td if td else float('nan'):7.2f}  rows {len(want):5d}  "
               f"{'identical' if ok else 'DIFFERENT'}", flush=True)
     total_d = sum(r[1] for r in results)
     total_s = sum(r[2] for r in results)
-    print(f"total  direct {total_d:.2f} s  sluice {total_s:.2f} s  x{total_s / total_d:.2f}  "
+    total_r = sum(r[5] for r in results)
+    print(f"total  direct {total_d:.2f} s  rls {total_r:.2f} s (x{total_r / total_d:.2f})  "
+          f"sluice {total_s:.2f} s  x{total_s / total_d:.2f}  "
           f"identical {sum(r[3] for r in results)}/{len(results)}  "
           f"empty answers {[r[0] for r in results if r[4] == 0]}")
     worst = max(results, key=lambda r: r[2] / r[1] if r[1] else 0)
@@ -265,7 +305,8 @@ def measure(args, wire, http):
         explained = json.load(urllib.request.urlopen(req))
         (out / f"q{worst[0]:02d}.rewritten.sql").write_text(explained["sql"] + "\n")
         with psycopg.connect("host=127.0.0.1 port=5432 user=postgres "
-                             "dbname=sluice_tpch_shared", autocommit=True) as shared:
+                             "dbname=sluice_tpch_shared", autocommit=True,
+                             options=args.pg_options) as shared:
             # psycopg binds `%s`: the tenant is sluice's only parameter, `$1`.
             text = explained["sql"].replace("%", "%%").replace("$1", "%s")
             params = explained["params"] * explained["sql"].count("$1")

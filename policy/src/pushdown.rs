@@ -14,6 +14,16 @@
 //! holds it, so the answer is unchanged for every join kind. A masked column is never compared
 //! inside (its raw value would filter rows). The verifier accepts exactly these shapes after the
 //! tenant predicate.
+//!
+//! With declared column types (`TableRule::types`) two more shapes are copied, both only
+//! between granted, unmasked columns whose types compare with leakproof operators
+//! (`leakproof`): a *correlated* comparison with a column of a wrapper at an outer query level,
+//! `"<column>" <op> "<item>"."<column>"` (the outer value is fixed for each evaluation of the
+//! sub-query, so the operator is the only thing evaluated on another tenant's row), and a
+//! *closed* `IN`, `"<column>" IN (SELECT "<item>"."<column>" FROM <wrapper> AS "<item>" [WHERE
+//! …])` whose every reference is its own wrapper's (so it is evaluated on the caller's rows
+//! only, and once). The rewriter builds them in `Rewriter::copy_into_wrapper`; the verifiers
+//! check them in `Verifier::is_correlated_copy` / `is_copied_in` and their `pgverify` twins.
 
 use sqlparser::ast::{BinaryOperator, Expr, Value};
 

@@ -69,7 +69,7 @@ fn plain_select_is_wrapped_under_the_same_name() {
     assert_eq!(
         ok("SELECT id, amount FROM orders WHERE status = 'paid'"),
         format!(
-            "SELECT \"id\", \"amount\" FROM {} AS \"orders\" WHERE \"status\" = 'paid'",
+            "SELECT \"id\", \"amount\" FROM {} AS \"orders\"",
             W_ORDERS.replace(
                 "WHERE \"tenant_id\" = $1 OFFSET 0",
                 "WHERE (\"tenant_id\" = $1) AND (\"status\" = 'paid') OFFSET 0"
@@ -94,8 +94,38 @@ fn leakproof_outer_comparisons_are_copied_inside_the_fence_and_nothing_else() {
         sql.contains(r#"WHERE ("tenant_id" = $1) AND ("name" = 'x') OFFSET 0"#),
         "{sql}"
     );
+    // Moved, not copied: neither side of the inner join is ever null-extended, so the outer
+    // WHERE keeps nothing (a conjunct left there too would count twice in the row estimates).
     assert!(
-        sql.ends_with(r#"WHERE ("o"."id" = 5) AND (100 < "o"."amount") AND ("c"."name" = 'x') AND ("o"."status" <> 'void')"#),
+        sql.ends_with(r#"AS "c" ON "c"."id" = "o"."customer_id""#),
+        "{sql}"
+    );
+    // On the null-extended side of a LEFT JOIN it is copied: the outer WHERE keeps it (it
+    // removes the null-extended rows), and so does the preserved side.
+    let sql = ok(
+        "SELECT o.id FROM orders o LEFT JOIN customers c ON c.id = o.customer_id \
+                  WHERE c.name = 'x' AND o.id = 5",
+    );
+    assert!(
+        sql.contains(r#"WHERE ("tenant_id" = $1) AND ("name" = 'x') OFFSET 0"#),
+        "{sql}"
+    );
+    assert!(sql.ends_with(r#"WHERE "c"."name" = 'x'"#), "{sql}");
+    assert!(
+        sql.contains(r#"WHERE ("tenant_id" = $1) AND ("id" = 5) OFFSET 0"#),
+        "{sql}"
+    );
+    let sql = ok(
+        "SELECT o.id FROM orders o RIGHT JOIN customers c ON c.id = o.customer_id \
+                  WHERE o.id = 5",
+    );
+    assert!(sql.ends_with(r#"WHERE "o"."id" = 5"#), "{sql}");
+    let sql = ok(
+        "SELECT o.id FROM orders o FULL JOIN customers c ON c.id = o.customer_id \
+                  WHERE o.id = 5 AND c.name = 'x'",
+    );
+    assert!(
+        sql.ends_with(r#"WHERE ("o"."id" = 5) AND ("c"."name" = 'x')"#),
         "{sql}"
     );
     // Not copied: expressions that can raise an error, functions, OR, column-to-column,
@@ -681,7 +711,7 @@ fn columns_qualified_by_the_full_table_name_refer_to_the_wrapper() {
             r#"SELECT public.orders.*, (SELECT max(public.customers.name) FROM public.customers WHERE public.customers.id = public.orders.customer_id) AS c FROM orders WHERE public.orders.id = 5"#
         ),
         format!(
-            r#"SELECT "orders".*, (SELECT max("customers"."name") FROM {W_CUSTOMERS} AS "customers" WHERE "customers"."id" = "orders"."customer_id") AS "c" FROM {} AS "orders" WHERE "orders"."id" = 5"#,
+            r#"SELECT "orders".*, (SELECT max("customers"."name") FROM {W_CUSTOMERS} AS "customers" WHERE "customers"."id" = "orders"."customer_id") AS "c" FROM {} AS "orders""#,
             W_ORDERS.replace(
                 "WHERE \"tenant_id\" = $1 OFFSET 0",
                 "WHERE (\"tenant_id\" = $1) AND (\"id\" = 5) OFFSET 0"
@@ -870,16 +900,18 @@ fn inside<'s>(sql: &'s str, table: &str) -> &'s str {
 
 #[test]
 fn correlated_comparisons_of_typed_columns_are_copied_inside_the_fence() {
-    // A correlated EXISTS, qualified on both sides: the outer column named by its item.
+    // A correlated scalar sub-query, qualified on both sides: the outer column named by its
+    // item, the correlation moved inside the fence.
     let sql = typed(
-        "SELECT c.name FROM customers c WHERE EXISTS \
-         (SELECT 1 FROM orders o WHERE o.customer_id = c.id AND o.status = 'open')",
+        "SELECT c.name, (SELECT count(*) FROM orders o WHERE o.customer_id = c.id \
+         AND o.status = 'open') FROM customers c",
     );
     assert_eq!(
         inside(&sql, "orders"),
         r#"FROM "public"."orders" WHERE ("tenant_id" = $1) AND ("customer_id" = "c"."id") AND ("status" = 'open') "#,
         "{sql}"
     );
+    assert!(sql.contains(r#"OFFSET 0) AS "o") FROM"#), "{sql}");
     // Unqualified on both sides (TPC-H style), the outer item a table read without alias;
     // written either way round.
     let sql = typed(
@@ -896,8 +928,8 @@ fn correlated_comparisons_of_typed_columns_are_copied_inside_the_fence() {
     );
     // Two levels out, past a level that has no such item.
     let sql = typed(
-        "SELECT c.name FROM customers c WHERE EXISTS (SELECT 1 FROM notes n WHERE n.id = c.id \
-         AND EXISTS (SELECT 1 FROM orders o WHERE o.customer_id >= c.id))",
+        "SELECT c.name, (SELECT max(n.id) FROM notes n WHERE n.id = c.id \
+         AND n.id < (SELECT sum(o.id) FROM orders o WHERE o.customer_id >= c.id)) FROM customers c",
     );
     assert!(
         inside(&sql, "orders").contains(r#"("customer_id" >= "c"."id")"#),
@@ -907,40 +939,54 @@ fn correlated_comparisons_of_typed_columns_are_copied_inside_the_fence() {
         inside(&sql, "notes").contains(r#"("id" = "c"."id")"#),
         "{sql}"
     );
+    // Not into the sub-query of an EXISTS or an IN, which PostgreSQL makes a semi-join (a
+    // correlation inside the fence would force a sub-plan per outer row).
+    for sql in [
+        "SELECT c.name FROM customers c WHERE EXISTS \
+         (SELECT 1 FROM orders o WHERE o.customer_id = c.id AND o.status = 'open')",
+        "SELECT c.name FROM customers c WHERE NOT EXISTS \
+         (SELECT 1 FROM orders o WHERE o.customer_id = c.id)",
+        "SELECT c.name FROM customers c WHERE c.name IN \
+         (SELECT o.status FROM orders o WHERE o.customer_id = c.id)",
+    ] {
+        let out = typed(sql);
+        let (_, inner) = inside(&out, "orders").split_once("WHERE").unwrap();
+        assert!(!inner.contains("\"c\""), "{sql}: {out}");
+        assert!(
+            out.contains(r#""o"."customer_id" = "c"."id""#),
+            "{sql}: {out}"
+        );
+    }
 }
 
 #[test]
 fn comparisons_that_could_raise_or_read_the_wrong_row_stay_outside() {
     for sql in [
         // numeric's operators are not leakproof.
-        "SELECT c.id FROM customers c WHERE EXISTS (SELECT 1 FROM orders o WHERE o.amount = c.id)",
+        "SELECT c.id, (SELECT count(*) FROM orders o WHERE o.amount = c.id) FROM customers c",
         // int4 against text: a cast, never copied.
-        "SELECT c.id FROM customers c WHERE EXISTS (SELECT 1 FROM orders o WHERE o.customer_id = c.name)",
+        "SELECT c.id, (SELECT count(*) FROM orders o WHERE o.customer_id = c.name) FROM customers c",
         // A column without a declared type, on either side.
-        "SELECT c.id FROM customers c WHERE EXISTS (SELECT 1 FROM untyped u WHERE u.id = c.id)",
-        "SELECT u.id FROM untyped u WHERE EXISTS (SELECT 1 FROM orders o WHERE o.customer_id = u.id)",
+        "SELECT c.id, (SELECT count(*) FROM untyped u WHERE u.id = c.id) FROM customers c",
+        "SELECT u.id, (SELECT count(*) FROM orders o WHERE o.customer_id = u.id) FROM untyped u",
         // A masked outer column: its value is the mask's, not the column's.
-        "SELECT n.id FROM notes n WHERE EXISTS (SELECT 1 FROM orders o WHERE o.status = n.body)",
+        "SELECT n.id, (SELECT count(*) FROM orders o WHERE o.status = n.body) FROM notes n",
         // The outer item has the name of the table inside the wrapper: from inside, that name
         // is the raw table.
-        "SELECT orders.id FROM customers AS orders WHERE EXISTS \
-         (SELECT 1 FROM orders o WHERE o.customer_id = orders.id)",
+        "SELECT orders.id, (SELECT count(*) FROM orders o WHERE o.customer_id = orders.id) FROM customers AS orders",
         // A nearer level has an item of the same name (without that column): the qualified
         // copy would reach it.
-        "SELECT c.id FROM customers c WHERE EXISTS (SELECT 1 FROM notes c WHERE EXISTS \
-         (SELECT 1 FROM orders o WHERE o.status = name))",
+        "SELECT c.id, (SELECT count(*) FROM notes c WHERE c.id > \
+         (SELECT count(*) FROM orders o WHERE o.status = name)) FROM customers c",
         // Same level: a join condition, not a correlation (no LATERAL wrapper).
         "SELECT o.id FROM orders o, customers c WHERE o.customer_id = c.id",
         // An outer item whose columns are not known (a derived table, a CTE).
-        "SELECT d.id FROM (SELECT id FROM customers) d WHERE EXISTS \
-         (SELECT 1 FROM orders o WHERE o.customer_id = d.id)",
-        "WITH d AS (SELECT id FROM customers) SELECT d.id FROM d WHERE EXISTS \
-         (SELECT 1 FROM orders o WHERE o.customer_id = d.id)",
+        "SELECT d.id, (SELECT count(*) FROM orders o WHERE o.customer_id = d.id) FROM (SELECT id FROM customers) d",
+        "WITH d AS (SELECT id FROM customers) SELECT d.id, \
+         (SELECT count(*) FROM orders o WHERE o.customer_id = d.id) FROM d",
         // Under OR, or inside an expression.
-        "SELECT c.id FROM customers c WHERE EXISTS \
-         (SELECT 1 FROM orders o WHERE o.customer_id = c.id OR o.id = 1)",
-        "SELECT c.id FROM customers c WHERE EXISTS \
-         (SELECT 1 FROM orders o WHERE o.customer_id = c.id + 1)",
+        "SELECT c.id, (SELECT count(*) FROM orders o WHERE o.customer_id = c.id OR o.id = 1) FROM customers c",
+        "SELECT c.id, (SELECT count(*) FROM orders o WHERE o.customer_id = c.id + 1) FROM customers c",
     ] {
         let out = typed(sql);
         let table = if sql.contains("FROM untyped u WHERE") {
@@ -972,15 +1018,19 @@ fn a_closed_in_sub_query_is_copied_inside_the_fence() {
     let w_orders = r#"(SELECT "id", "tenant_id", "customer_id", "amount", "status" FROM "public"."orders" WHERE ("tenant_id" = $1) AND ("status" = 'open') OFFSET 0) AS "orders""#;
     assert!(
         sql.contains(&format!(
-            r#"FROM "public"."customers" WHERE ("tenant_id" = $1) AND ("id" IN (SELECT "orders"."customer_id" FROM {w_orders} WHERE ("orders"."status" = 'open') AND (upper("orders"."status") <> 'X'))) OFFSET 0"#
+            r#"FROM "public"."customers" WHERE ("tenant_id" = $1) AND ("id" IN (SELECT "orders"."customer_id" FROM {w_orders} WHERE upper("orders"."status") <> 'X')) OFFSET 0"#
         )),
         "{sql}"
     );
-    // The original stays outside, unchanged.
+    // Moved (the customers wrapper is never null-extended): nothing stays outside.
+    assert!(sql.ends_with(r#"OFFSET 0) AS "c""#), "{sql}");
+    // Nested: the inner IN moves into the orders wrapper, and what is left is closed too.
+    let sql = typed(
+        "SELECT c.name FROM customers c WHERE c.id IN \
+         (SELECT customer_id FROM orders WHERE id IN (SELECT id FROM notes))",
+    );
     assert!(
-        sql.ends_with(&format!(
-            r#"WHERE "c"."id" IN (SELECT "customer_id" FROM {w_orders} WHERE ("status" = 'open') AND (upper("status") <> 'X'))"#
-        )),
+        sql.contains(r#"WHERE ("tenant_id" = $1) AND ("id" IN (SELECT "orders"."customer_id" FROM (SELECT "id", "tenant_id", "customer_id", "amount", "status" FROM "public"."orders" WHERE ("tenant_id" = $1) AND ("id" IN (SELECT "notes"."id" FROM "#),
         "{sql}"
     );
     for sql in [
@@ -990,7 +1040,6 @@ fn a_closed_in_sub_query_is_copied_inside_the_fence() {
         "SELECT c.name FROM customers c WHERE c.id IN (SELECT o.customer_id FROM orders o JOIN notes n ON n.id = o.id)",
         "SELECT c.name FROM customers c WHERE c.id IN (SELECT customer_id FROM orders GROUP BY customer_id)",
         "SELECT c.name FROM customers c WHERE c.id IN (SELECT customer_id FROM orders LIMIT 3)",
-        "SELECT c.name FROM customers c WHERE c.id IN (SELECT customer_id FROM orders WHERE id IN (SELECT id FROM notes))",
         "SELECT c.name FROM customers c WHERE c.id IN (SELECT customer_id + 1 FROM orders)",
         // Types: numeric, text against int, an undeclared type.
         "SELECT c.name FROM customers c WHERE c.id IN (SELECT amount FROM orders)",

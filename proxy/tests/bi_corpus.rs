@@ -265,22 +265,32 @@ async fn bi_tool_queries_are_accepted_and_answer_as_on_a_tenant_only_database() 
     // With the columns' types declared, the corpus's correlated sub-queries ran with their
     // correlation copied inside the tenant wrapper (where PostgreSQL can use an index), and
     // still answered as above: one of them as the policy explains it.
-    let explained: serde_json::Value = reqwest::Client::new()
-        .post(format!("{}/v1/policy/explain", daemon.url))
-        .bearer_auth(&token)
-        .json(&json!({"sql": "SELECT c.id FROM customers c WHERE EXISTS \
-            (SELECT 1 FROM orders o WHERE o.customer_id = c.id AND o.amount > 400)"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert!(
-        explained["sql"]
-            .as_str()
+    // The same for a closed `IN` sub-query.
+    for (sql, copied) in [
+        (
+            "SELECT c.id FROM customers c WHERE EXISTS \
+             (SELECT 1 FROM orders o WHERE o.customer_id = c.id AND o.amount > 400)",
+            r#"AND ("customer_id" = "c"."id")"#,
+        ),
+        (
+            "SELECT count(*) FROM orders WHERE product_id IN \
+             (SELECT id FROM products WHERE category = 'Books')",
+            r#"AND ("product_id" IN (SELECT "products"."id" FROM"#,
+        ),
+    ] {
+        let explained: serde_json::Value = reqwest::Client::new()
+            .post(format!("{}/v1/policy/explain", daemon.url))
+            .bearer_auth(&token)
+            .json(&json!({ "sql": sql }))
+            .send()
+            .await
             .unwrap()
-            .contains(r#"AND ("customer_id" = "c"."id")"#),
-        "{explained}"
-    );
+            .json()
+            .await
+            .unwrap();
+        assert!(
+            explained["sql"].as_str().unwrap().contains(copied),
+            "{explained}"
+        );
+    }
 }
