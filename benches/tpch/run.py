@@ -9,7 +9,9 @@ tenant-only database; the script compares the answers (as sorted rows, numbers w
 relative 1e-9) and prints both times per query, the totals and the ratio, and writes
 `EXPLAIN ANALYZE` of the worst query's rewritten SQL. A third time per query is the bound the
 shared layout sets: the same query on the shared database as a role that PostgreSQL's own row
-security filters to tenant A (`rls`). The policy declares every column's type (`--untyped`
+security filters to tenant A (`rls`; `--fence row_security` runs sluice itself that way: no
+`OFFSET 0`, passthrough as the user's role under the same policy). The policy declares every
+column's type (`--untyped`
 declares none: no correlated or `IN` copies inside the wrappers).
 
 Usage (from the repository root, after `cargo build --release -p sluice`):
@@ -118,17 +120,23 @@ def create_db(name, loads):
         c.execute("GRANT SELECT ON ALL TABLES IN SCHEMA public TO sluice_reader")
         if len(loads) > 1:
             # The reference for what the shared layout allows: PostgreSQL's own row security
-            # for a role `tpch_rls` filtered on `app.tenant` (sluice's reader sees every row).
+            # for a role `tpch_rls` filtered on `sluice.tenant` (sluice's reader sees every row).
+            # `"A.bench"` is the role a passthrough connection acts as for the bench's user
+            # (`--fence row_security`), under the same policy.
             c.execute("""DO $$ BEGIN
                 IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'tpch_rls') THEN
                   CREATE ROLE tpch_rls LOGIN NOSUPERUSER NOBYPASSRLS;
+                END IF;
+                IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'A.bench') THEN
+                  CREATE ROLE "A.bench" NOLOGIN NOSUPERUSER NOBYPASSRLS;
                 END IF; END $$""")
-            c.execute("GRANT USAGE ON SCHEMA public TO tpch_rls")
-            c.execute("GRANT SELECT ON ALL TABLES IN SCHEMA public TO tpch_rls")
+            c.execute('GRANT "A.bench" TO sluice_reader')
+            c.execute('GRANT USAGE ON SCHEMA public TO tpch_rls, "A.bench"')
+            c.execute('GRANT SELECT ON ALL TABLES IN SCHEMA public TO tpch_rls, "A.bench"')
             for t in TABLES:
                 c.execute(f"ALTER TABLE {t} ENABLE ROW LEVEL SECURITY")
-                c.execute(f"CREATE POLICY tenant ON {t} TO tpch_rls "
-                          "USING (tenant_id = current_setting('app.tenant', true))")
+                c.execute(f'CREATE POLICY tenant ON {t} TO tpch_rls, "A.bench" '
+                          "USING (tenant_id = current_setting('sluice.tenant', true))")
                 c.execute(f"CREATE POLICY reader ON {t} TO sluice_reader USING (true)")
         c.execute("VACUUM ANALYZE")
 
@@ -150,7 +158,7 @@ def types(table):
     return "{ " + ", ".join(f'{c} = "{t}"' for c, t in pairs) + " }"
 
 
-def config(path, typed=True):
+def config(path, typed=True, fence="offset"):
     tables = "".join(
         f'\n[[connections.tables]]\nname = "public.{t}"\naccess = "protected"\n'
         f'tenant_column = "tenant_id"\ncolumns = {json.dumps(["tenant_id"] + columns(t))}\n'
@@ -178,6 +186,8 @@ id = "tpch"
 kind = "postgres"
 url_env = "TPCH_PG_URL"
 statement_timeout_ms = 600000
+{'credential = "passthrough"' if fence == "row_security" else ""}
+tenant_fence = "{fence}"
 {tables}""")
 
 
@@ -220,6 +230,9 @@ def main():
     ap.add_argument("--explain-dir", default="")
     ap.add_argument("--pg-options", default="",
                     help="libpq `options` for every connection, e.g. '-c jit=off'")
+    ap.add_argument("--fence", default="offset", choices=["offset", "row_security"],
+                    help="the connection's tenant_fence (row_security: passthrough as role "
+                         "\"A.bench\" under the database's policies)")
     ap.add_argument("--untyped", action="store_true",
                     help="declare no column types (no correlated or IN copies)")
     args = ap.parse_args()
@@ -229,7 +242,7 @@ def main():
     generate(args.scale_b, work / "b", tpchgen)
     create_db("sluice_tpch_shared", [("A", work / "a"), ("B", work / "b")])
     create_db("sluice_tpch_a", [("A", work / "a")])
-    config(work / "tpch.toml", typed=not args.untyped)
+    config(work / "tpch.toml", typed=not args.untyped, fence=args.fence)
     env = dict(os.environ, TPCH_SECRET=SECRET,
                TPCH_PG_URL="postgres://sluice_reader@127.0.0.1:5432/sluice_tpch_shared"
                + (f"?options={urllib.parse.quote(args.pg_options)}" if args.pg_options else ""),
@@ -262,7 +275,7 @@ def measure(args, wire, http):
                              autocommit=True, options=args.pg_options)
     rls = psycopg.connect("host=127.0.0.1 port=5432 user=tpch_rls dbname=sluice_tpch_shared",
                           autocommit=True, options=args.pg_options)
-    rls.execute("SET app.tenant = 'A'")
+    rls.execute("SET sluice.tenant = 'A'")
     only = {int(x) for x in args.only.split(",") if x}
     results = []
     for n in range(1, 23):
@@ -304,9 +317,13 @@ def measure(args, wire, http):
             headers={"Authorization": f"Bearer {jwt()}", "Content-Type": "application/json"})
         explained = json.load(urllib.request.urlopen(req))
         (out / f"q{worst[0]:02d}.rewritten.sql").write_text(explained["sql"] + "\n")
-        with psycopg.connect("host=127.0.0.1 port=5432 user=postgres "
+        # Planned as sluice's query runs: as a role under the row-security policy when the
+        # connection relies on it (the superuser would bypass it).
+        user = "tpch_rls" if args.fence == "row_security" else "postgres"
+        with psycopg.connect(f"host=127.0.0.1 port=5432 user={user} "
                              "dbname=sluice_tpch_shared", autocommit=True,
                              options=args.pg_options) as shared:
+            shared.execute("SET sluice.tenant = 'A'")
             # psycopg binds `%s`: the tenant is sluice's only parameter, `$1`.
             text = explained["sql"].replace("%", "%%").replace("$1", "%s")
             params = explained["params"] * explained["sql"].count("$1")

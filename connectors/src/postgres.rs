@@ -74,6 +74,9 @@ pub struct PostgresConnector {
 struct LoginCheck {
     /// `(schema, table)` of every declared table.
     tables: Vec<(String, String)>,
+    /// `(schema, table)` of the tables whose row security the connection relies on
+    /// ([`PostgresConnector::require_row_security`]): each must have it enabled, with a policy.
+    row_security: Vec<(String, String)>,
     /// `Ok`: the login is unprivileged; `Err`: why it is refused. Set only by a check that ran
     /// (one that could not reach the warehouse leaves it empty, so the next query checks again).
     verdict: tokio::sync::OnceCell<Result<(), String>>,
@@ -94,6 +97,15 @@ SELECT r.rolsuper, r.rolbypassrls, \
                JOIN pg_catalog.pg_class c ON c.relnamespace = n.oid AND c.relname = d.t \
               WHERE pg_catalog.has_table_privilege(c.oid, 'INSERT, UPDATE, DELETE, TRUNCATE') \
                  OR pg_catalog.has_any_column_privilege(c.oid, 'INSERT, UPDATE') \
+              ORDER BY 1), \
+       ARRAY(SELECT d.s || '.' || d.t \
+               FROM unnest($3::text[], $4::text[]) AS d(s, t) \
+              WHERE NOT EXISTS (SELECT FROM pg_catalog.pg_namespace n \
+                                  JOIN pg_catalog.pg_class c ON c.relnamespace = n.oid \
+                                 WHERE n.nspname = d.s AND c.relname = d.t \
+                                   AND c.relrowsecurity \
+                                   AND EXISTS (SELECT FROM pg_catalog.pg_policy p \
+                                                WHERE p.polrelid = c.oid)) \
               ORDER BY 1) \
   FROM pg_catalog.pg_roles r WHERE r.rolname = current_user";
 
@@ -134,8 +146,22 @@ impl PostgresConnector {
     pub fn require_unprivileged_login(mut self, declared_tables: Vec<(String, String)>) -> Self {
         self.login_check = Some(LoginCheck {
             tables: declared_tables,
+            row_security: Vec::new(),
             verdict: tokio::sync::OnceCell::new(),
         });
+        self
+    }
+
+    /// Also refuses queries (in the same check as
+    /// [`PostgresConnector::require_unprivileged_login`], which must come first) unless each of
+    /// `tables` (`(schema, table)`) has row-level security enabled and at least one policy:
+    /// for a connection whose wrappers have no `OFFSET 0` fence (`tenant_fence =
+    /// "row_security"`).
+    #[must_use]
+    pub fn require_row_security(mut self, tables: Vec<(String, String)>) -> Self {
+        if let Some(check) = self.login_check.as_mut() {
+            check.row_security = tables;
+        }
         self
     }
 
@@ -159,7 +185,7 @@ impl PostgresConnector {
         &self,
         declared_tables: &[(String, String)],
     ) -> Result<(), ConnectorError> {
-        self.service_login_verdict(declared_tables)
+        self.service_login_verdict(declared_tables, &[])
             .await?
             .map_err(ConnectorError::Config)
     }
@@ -173,7 +199,7 @@ impl PostgresConnector {
         };
         check
             .verdict
-            .get_or_try_init(|| self.service_login_verdict(&check.tables))
+            .get_or_try_init(|| self.service_login_verdict(&check.tables, &check.row_security))
             .await?
             .clone()
             .map_err(ConnectorError::Config)
@@ -183,6 +209,7 @@ impl PostgresConnector {
     async fn service_login_verdict(
         &self,
         tables: &[(String, String)],
+        row_security: &[(String, String)],
     ) -> Result<Result<(), String>, ConnectorError> {
         let user = self.service_user();
         let key = crate::pool::PoolKey::new(&user, None);
@@ -195,7 +222,7 @@ impl PostgresConnector {
             .checkout(&key, &self.config)
             .await
             .map_err(|e| ConnectorError::Unavailable(describe(&e)))?;
-        let verdict = login_verdict(&conn.client, &user, tables).await?;
+        let verdict = login_verdict(&conn.client, &user, tables, row_security).await?;
         if reset_session(&conn.client, false).await {
             self.pool.checkin(key, conn);
         }
@@ -208,15 +235,20 @@ async fn login_verdict(
     client: &tokio_postgres::Client,
     user: &str,
     tables: &[(String, String)],
+    row_security: &[(String, String)],
 ) -> Result<Result<(), String>, ConnectorError> {
     let schemas: Vec<&str> = tables.iter().map(|(s, _)| s.as_str()).collect();
     let names: Vec<&str> = tables.iter().map(|(_, t)| t.as_str()).collect();
+    let rls_schemas: Vec<&str> = row_security.iter().map(|(s, _)| s.as_str()).collect();
+    let rls_names: Vec<&str> = row_security.iter().map(|(_, t)| t.as_str()).collect();
     let rows = client
         .query_typed(
             LOGIN_CHECK_SQL,
             &[
                 (&schemas as &(dyn ToSql + Sync), Type::TEXT_ARRAY),
                 (&names as &(dyn ToSql + Sync), Type::TEXT_ARRAY),
+                (&rls_schemas as &(dyn ToSql + Sync), Type::TEXT_ARRAY),
+                (&rls_names as &(dyn ToSql + Sync), Type::TEXT_ARRAY),
             ],
         )
         .await
@@ -227,6 +259,15 @@ async fn login_verdict(
     let superuser: bool = row.try_get(0).map_err(|e| exec_error(&e))?;
     let bypass_rls: bool = row.try_get(1).map_err(|e| exec_error(&e))?;
     let writable: Vec<String> = row.try_get(2).map_err(|e| exec_error(&e))?;
+    let unprotected: Vec<String> = row.try_get(3).map_err(|e| exec_error(&e))?;
+    if !unprotected.is_empty() {
+        return Ok(Err(format!(
+            "tenant_fence = \"row_security\", but the table(s) {} have no row-level \
+             security (ALTER TABLE ... ENABLE ROW LEVEL SECURITY, and a policy filtering to \
+             current_setting('sluice.tenant')) or do not exist",
+            unprotected.join(", ")
+        )));
+    }
     let mut reasons = Vec::new();
     if superuser {
         reasons.push("is a superuser".to_string());

@@ -158,6 +158,10 @@ pub struct Catalog {
     default_catalog: Option<String>,
     default_schema: String,
     tables: Vec<TableRule>,
+    /// PostgreSQL: whether each protected table's wrapper ends in the `OFFSET 0` fence (the
+    /// default). Without it ([`Catalog::relying_on_row_security`]) the warehouse's own row
+    /// security must keep every other tenant's row from a leaky predicate.
+    fenced: bool,
 }
 
 /// A relation name resolved against the catalog.
@@ -250,7 +254,25 @@ impl Catalog {
             default_catalog,
             default_schema,
             tables,
+            fenced: true,
         })
+    }
+
+    /// This catalog with no `OFFSET 0` fence in its PostgreSQL wrappers: for a connection
+    /// whose warehouse enforces the same tenant isolation with its own row-level security
+    /// (PostgreSQL evaluates a policy's condition before any predicate of the query that is not
+    /// leakproof, so a predicate that raises an error never sees another tenant's row), and
+    /// whose planner may then push the query's predicates, joins and correlations into the
+    /// table scans. The wrappers keep their tenant predicate; nothing is copied inside them.
+    #[must_use]
+    pub fn relying_on_row_security(mut self) -> Self {
+        self.fenced = false;
+        self
+    }
+
+    /// Whether PostgreSQL wrappers end in the `OFFSET 0` fence.
+    pub fn fenced(&self) -> bool {
+        self.fenced
     }
 
     /// The dialect of this connection.

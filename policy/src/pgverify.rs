@@ -729,10 +729,11 @@ impl<'a> PgVerifier<'a> {
         let fenced = matches!(node(&s.limit_offset), Some(N::AConst(c))
             if !c.isnull && matches!(&c.val, Some(pb::a_const::Val::Ival(i)) if i.ival == 0));
         let protected = matches!(rule.access, Access::Protected { .. });
-        if protected && !fenced {
+        let want_fence = protected && self.catalog.fenced();
+        if want_fence && !fenced {
             return bad("no OFFSET 0 fence");
         }
-        if !protected && s.limit_offset.is_some() {
+        if !want_fence && s.limit_offset.is_some() {
             return bad("an OFFSET");
         }
         let [item] = s.from_clause.as_slice() else {
@@ -768,6 +769,9 @@ impl<'a> PgVerifier<'a> {
         };
         if !self.is_tenant_predicate(first, tenant_column) {
             return bad("a first conjunct that is not the caller's tenant predicate");
+        }
+        if !self.catalog.fenced() && !rest.is_empty() {
+            return bad("a predicate beside the tenant's (nothing is copied without a fence)");
         }
         for c in rest {
             if !self.is_copied(c, rule)

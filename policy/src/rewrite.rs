@@ -1017,7 +1017,10 @@ impl<'a> Rewriter<'a> {
         else {
             return;
         };
-        if !alias.columns.is_empty() || subquery.limit_clause != fence(d) {
+        if !alias.columns.is_empty()
+            || subquery.limit_clause.is_none()
+            || subquery.limit_clause != fence(self.catalog)
+        {
             return;
         }
         let SetExpr::Select(inner) = subquery.body.as_mut() else {
@@ -1353,7 +1356,7 @@ impl<'a> Rewriter<'a> {
             with: None,
             body: Box::new(SetExpr::Select(Box::new(select))),
             order_by: None,
-            limit_clause: tenant_column.and_then(|_| fence(self.dialect())),
+            limit_clause: tenant_column.and_then(|_| fence(self.catalog)),
             fetch: None,
             locks: vec![],
             for_clause: None,
@@ -1860,9 +1863,10 @@ fn has_caller_param(e: &Expr, params: &CallerParams) -> bool {
     .is_break()
 }
 
-/// `OFFSET 0` for PostgreSQL (see [`Rewriter::wrapper`]); nothing elsewhere.
-pub(crate) fn fence(d: Dialect) -> Option<LimitClause> {
-    (d == Dialect::Postgres).then(|| LimitClause::LimitOffset {
+/// `OFFSET 0` for PostgreSQL (see [`Rewriter::wrapper`]) unless the catalog relies on the
+/// warehouse's row security; nothing elsewhere.
+pub(crate) fn fence(catalog: &Catalog) -> Option<LimitClause> {
+    (catalog.dialect() == Dialect::Postgres && catalog.fenced()).then(|| LimitClause::LimitOffset {
         limit: None,
         offset: Some(Offset {
             value: Expr::value(number("0")),

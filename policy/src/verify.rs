@@ -450,7 +450,7 @@ impl<'a> Verifier<'a> {
         let d = self.catalog.dialect();
         if with.is_some()
             || order_by.is_some()
-            || *limit_clause != tenant_column.and_then(|_| fence(d))
+            || *limit_clause != tenant_column.and_then(|_| fence(self.catalog))
             || fetch.is_some()
             || !locks.is_empty()
             || for_clause.is_some()
@@ -507,7 +507,7 @@ impl<'a> Verifier<'a> {
             right,
         }) = tenant_pred
         {
-            if d != crate::Dialect::Postgres
+            if fence(self.catalog).is_none()
                 || !(crate::pushdown::is_copied(
                     rule,
                     self.groups,
@@ -1088,6 +1088,37 @@ mod tests {
             let sql = query(&bad);
             assert!(tree(&sql).is_err(), "sqlparser's verifier passed {sql}");
             assert!(pg(&sql).is_err(), "PostgreSQL's verifier passed {sql}");
+        }
+    }
+
+    /// Relying on the warehouse's row security: a wrapper without the fence and without
+    /// copies, and nothing else, by each verifier alone.
+    #[test]
+    fn without_the_fence_wrappers_have_no_offset_and_no_copies() {
+        let (catalog, binding) = crate::pushdown::tests::orders_world();
+        let catalog = catalog.relying_on_row_security();
+        let caller = Caller {
+            tenant: "A",
+            groups: &[],
+            row_limit: None,
+        };
+        let tree = |sql: &str| super::verify_tree(sql, &catalog, &binding, &caller);
+        let pg = |sql: &str| crate::pgverify::verify(sql, &catalog, &binding, &caller);
+        let wrapped = |inside: &str| {
+            format!(
+                r#"SELECT "id" FROM (SELECT "id", "tenant_id", "amount" FROM "public"."orders" WHERE {inside}) AS "orders" WHERE "id" = 5"#
+            )
+        };
+        let good = wrapped(r#""tenant_id" = $1"#);
+        assert_eq!(tree(&good), Ok(()), "{good}");
+        assert_eq!(pg(&good), Ok(()), "{good}");
+        for bad in [
+            wrapped(r#""tenant_id" = $1 OFFSET 0"#),
+            wrapped(r#"("tenant_id" = $1) AND ("id" = 5)"#),
+            r#"SELECT "id" FROM "public"."orders""#.to_string(),
+        ] {
+            assert!(tree(&bad).is_err(), "sqlparser's verifier passed {bad}");
+            assert!(pg(&bad).is_err(), "PostgreSQL's verifier passed {bad}");
         }
     }
 }

@@ -1071,3 +1071,19 @@ fn a_closed_in_sub_query_is_copied_inside_the_fence() {
     let (_, inner) = inside(&out.sql, "customers").split_once("WHERE").unwrap();
     assert!(!inner.contains("SELECT"), "copied: {}", out.sql);
 }
+
+#[test]
+fn relying_on_row_security_drops_the_fence_and_copies_nothing() {
+    let catalog = typed_world().relying_on_row_security();
+    let out = rewrite(
+        "SELECT c.name, (SELECT count(*) FROM orders o WHERE o.customer_id = c.id) \
+         FROM customers c WHERE c.id = 5",
+        &catalog,
+        "A",
+    )
+    .unwrap();
+    assert_eq!(
+        out.sql,
+        r#"SELECT "c"."name", (SELECT count(*) FROM (SELECT "id", "tenant_id", "customer_id", "amount", "status" FROM "public"."orders" WHERE "tenant_id" = $1) AS "o" WHERE "o"."customer_id" = "c"."id") FROM (SELECT "id", "tenant_id", "name" FROM "public"."customers" WHERE "tenant_id" = $1) AS "c" WHERE "c"."id" = 5"#
+    );
+}

@@ -275,12 +275,21 @@ async fn checked_service_login(
         .iter()
         .map(|t| (t.name.schema.clone(), t.name.table.clone()))
         .collect();
-    let connector = connector.require_unprivileged_login(tables);
+    let mut connector = connector.require_unprivileged_login(tables);
+    if c.tenant_fence == crate::config::TenantFence::RowSecurity {
+        let protected = catalog
+            .tables()
+            .iter()
+            .filter(|t| matches!(t.access, sluice_policy::Access::Protected { .. }))
+            .map(|t| (t.name.schema.clone(), t.name.table.clone()))
+            .collect();
+        connector = connector.require_row_security(protected);
+    }
     let checked = tokio::time::timeout(LOGIN_CHECK_TIMEOUT, connector.ensure_service_login()).await;
     match checked {
         Ok(Ok(())) => Ok(connector),
         Ok(Err(ConnectorError::Config(reason))) => Err(StartupError(format!(
-            "connection {}: refusing a privileged service login: {reason}",
+            "connection {}: refusing the service login: {reason}",
             c.id
         ))),
         Ok(Err(e)) => {

@@ -776,6 +776,19 @@ pub struct ConnectionConfig {
     /// `warehouse_unavailable`). Give sluice a login with SELECT only instead.
     #[serde(default)]
     pub allow_privileged_login: bool,
+    /// PostgreSQL: what keeps a user predicate that can raise an error from seeing another
+    /// tenant's row. `offset` (the default): every protected table's wrapper ends in `OFFSET 0`,
+    /// PostgreSQL's optimization fence. `row_security`: no fence — the database's own row-level
+    /// security does it (PostgreSQL evaluates a policy's condition before any predicate of the
+    /// query that is not leakproof), which lets the planner push joins and correlations into
+    /// the scans. Only with `credential = "passthrough"` (each query runs as the user's role,
+    /// subject to the policies, with the tenant in `sluice.tenant`), and checked at start:
+    /// every protected table must have row security enabled and at least one policy. The
+    /// policies must filter each table to `current_setting('sluice.tenant')` on its tenant
+    /// column (sluice cannot prove that): a weaker policy reopens the error oracle for the
+    /// rows it lets through.
+    #[serde(default)]
+    pub tenant_fence: TenantFence,
     /// Declared tables. Anything not declared cannot be read.
     #[serde(default)]
     pub tables: Vec<TableConfig>,
@@ -791,6 +804,18 @@ fn default_statement_timeout() -> u64 {
 
 fn default_threads() -> usize {
     2
+}
+
+/// What keeps other tenants' rows from a user predicate on PostgreSQL
+/// (`connections[].tenant_fence`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TenantFence {
+    /// `OFFSET 0` in every protected table's wrapper.
+    #[default]
+    Offset,
+    /// The database's own row-level security (passthrough connections).
+    RowSecurity,
 }
 
 /// How a table may be read.
@@ -1221,6 +1246,18 @@ impl Config {
                     "allow_privileged_login is for postgres connections",
                 ));
             }
+            if c.tenant_fence == TenantFence::RowSecurity
+                && (c.kind != ConnectionKind::Postgres
+                    || c.credential != CredentialMode::Passthrough
+                    || c.allow_privileged_login)
+            {
+                return Err(invalid(
+                    format!("{field}.tenant_fence"),
+                    "row_security needs a postgres connection with credential = \"passthrough\" \
+                     (queries run as the user's role, under the database's policies) and the \
+                     service-login check (not allow_privileged_login)",
+                ));
+            }
             if c.location.is_some() && c.kind != ConnectionKind::Bigquery {
                 return Err(invalid(
                     format!("{field}.location"),
@@ -1445,14 +1482,18 @@ pub fn catalog_for(c: &ConnectionConfig) -> Result<Catalog, String> {
         }
         tables.push(rule);
     }
-    Catalog::new(
+    let catalog = Catalog::new(
         dialect,
         dialect.default_param_style(),
         c.default_catalog.clone(),
         c.default_schema.clone(),
         tables,
     )
-    .map_err(|e| e.to_string())
+    .map_err(|e| e.to_string())?;
+    Ok(match c.tenant_fence {
+        TenantFence::Offset => catalog,
+        TenantFence::RowSecurity => catalog.relying_on_row_security(),
+    })
 }
 
 #[cfg(test)]
@@ -1492,6 +1533,43 @@ mod tests {
         // Passthrough is PostgreSQL's.
         let sf = "[[connections]]\nid = \"sf\"\nkind = \"snowflake\"\nendpoint = \"https://a.snowflakecomputing.com\"\ncredential = \"passthrough\"\n";
         assert!(check(sf).is_err());
+    }
+
+    #[test]
+    fn row_security_is_for_passthrough_postgres_connections_with_the_login_check() {
+        let pg = "[[connections]]\nid = \"pg\"\nkind = \"postgres\"\nurl_env = \"U\"\n";
+        let c = Config::parse(&format!("{AUTH}{pg}")).unwrap();
+        assert_eq!(c.connections[0].tenant_fence, TenantFence::Offset);
+        let rs = "tenant_fence = \"row_security\"\n";
+        assert!(check(&format!("{pg}credential = \"passthrough\"\n{rs}")).is_ok());
+        for bad in [
+            format!("{pg}{rs}"),
+            format!("{pg}credential = \"passthrough\"\nallow_privileged_login = true\n{rs}"),
+            format!("[[connections]]\nid = \"e\"\nkind = \"embedded\"\n{rs}"),
+        ] {
+            let e = check(&bad).unwrap_err();
+            assert!(e.contains("tenant_fence"), "{e}");
+        }
+        assert!(
+            Config::parse(&format!("{AUTH}{pg}tenant_fence = \"none\"\n")).is_err(),
+            "an unknown fence parsed"
+        );
+    }
+
+    #[test]
+    fn column_types_are_postgres_names_of_declared_columns() {
+        let table = |types: &str| {
+            format!(
+                "[[connections]]\nid = \"pg\"\nkind = \"postgres\"\nurl_env = \"U\"\n\
+                 [[connections.tables]]\nname = \"public.t\"\naccess = \"protected\"\n\
+                 tenant_column = \"tenant_id\"\ncolumns = [\"id\", \"tenant_id\"]\ntypes = {types}\n"
+            )
+        };
+        assert!(check(&table("{ id = \"bigint\", tenant_id = \"varchar(20)\" }")).is_ok());
+        let e = check(&table("{ id = \"integr\" }")).unwrap_err();
+        assert!(e.contains("unknown type"), "{e}");
+        let e = check(&table("{ missing = \"int4\" }")).unwrap_err();
+        assert!(e.contains("missing"), "{e}");
     }
 
     #[test]

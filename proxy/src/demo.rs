@@ -343,6 +343,7 @@ pub fn config(data_dir: &Path, listen: &str) -> Result<Config, String> {
             credential: Default::default(),
             oauth: None,
             allow_privileged_login: false,
+            tenant_fence: Default::default(),
             endpoint: None,
             warehouse: None,
             role: None,

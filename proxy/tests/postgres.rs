@@ -660,6 +660,137 @@ columns = ["id", "tenant_id", "owner", "body"]
     );
 }
 
+/// `tenant_fence = "row_security"`: the wrappers lose their `OFFSET 0` fence and the database's
+/// own row-level security keeps other tenants' rows from the query's predicates — an error
+/// that only another tenant's row would raise is never raised, the answers are the tenant's
+/// rows — and a protected table without row security stops the start.
+#[tokio::test]
+async fn row_security_replaces_the_fence_on_a_passthrough_connection() {
+    let pid = std::process::id();
+    let (alice, svc) = (
+        format!("sluice_rs_alice_{pid}"),
+        format!("sluice_rs_svc_{pid}"),
+    );
+    let a_alice = format!("A.{alice}");
+    let db = TestDb::create(
+        "rowsec",
+        "CREATE TABLE orders (id int, tenant_id text, amount int);
+         INSERT INTO orders VALUES (1, 'A', 10), (2, 'A', 20), (3, 'A', 30),
+                                   (4, 'B', 5000), (5, 'B', 6000);
+         CREATE TABLE plain (id int, tenant_id text);",
+    )
+    .await;
+    let _roles = Roles {
+        names: vec![format!("\"{a_alice}\""), svc.clone()],
+        db: db.name.clone(),
+    };
+    common::connect(&db.conn_str())
+        .await
+        .batch_execute(&format!(
+            "DROP ROLE IF EXISTS \"{a_alice}\"; DROP ROLE IF EXISTS {svc};
+             CREATE ROLE \"{a_alice}\" NOLOGIN; CREATE ROLE {svc} LOGIN;
+             GRANT \"{a_alice}\" TO {svc};
+             GRANT USAGE ON SCHEMA public TO \"{a_alice}\";
+             GRANT SELECT ON orders, plain TO \"{a_alice}\";
+             ALTER TABLE orders ENABLE ROW LEVEL SECURITY;
+             CREATE POLICY tenant ON orders FOR SELECT
+               USING (tenant_id = current_setting('sluice.tenant', true));"
+        ))
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, tables: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(
+            &path,
+            format!(
+                r#"
+[auth.jwt]
+algorithm = "HS256"
+secret_env = "WORLD_JWT_SECRET"
+issuer = "world-idp"
+audience = "sluice-world"
+
+[[connections]]
+id = "pg"
+kind = "postgres"
+url_env = "RS_PG_URL"
+credential = "passthrough"
+tenant_fence = "row_security"
+{tables}"#
+            ),
+        )
+        .unwrap();
+        path
+    };
+    let orders = r#"
+[[connections.tables]]
+name = "public.orders"
+access = "protected"
+tenant_column = "tenant_id"
+columns = ["id", "tenant_id", "amount"]
+"#;
+    let url = format!("postgres://{svc}@127.0.0.1:5432/{}", db.name);
+    let env = [("WORLD_JWT_SECRET", SECRET), ("RS_PG_URL", url.as_str())];
+
+    // A protected table without row security: the daemon does not start.
+    let plain = write(
+        "plain.toml",
+        &format!(
+            "{orders}\n[[connections.tables]]\nname = \"public.plain\"\naccess = \"protected\"\n\
+             tenant_column = \"tenant_id\"\ncolumns = [\"id\", \"tenant_id\"]\n"
+        ),
+    );
+    let out = common::serve_expecting_exit(&plain, &dir.path().join("data-plain"), &env);
+    let printed = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!out.status.success(), "{printed}");
+    assert!(
+        printed.contains("public.plain have no row-level security"),
+        "{printed}"
+    );
+
+    let config = write("rowsec.toml", orders);
+    let d = Daemon::start(&config, &dir.path().join("data"), &env);
+    let http = reqwest::Client::new();
+    let token = token_as(&alice, "A");
+    let post = |path: &'static str, sql: &'static str| {
+        let (http, url, token) = (http.clone(), d.url.clone(), token.clone());
+        async move {
+            let r = http
+                .post(format!("{url}{path}"))
+                .bearer_auth(token)
+                .json(&json!({ "sql": sql }))
+                .send()
+                .await
+                .unwrap();
+            let status = r.status().as_u16();
+            (status, r.json::<Value>().await.unwrap())
+        }
+    };
+    let (s, body) = post("/v1/query", "SELECT id FROM orders ORDER BY id").await;
+    assert_eq!((s, &body["rows"]), (200, &json!([[1], [2], [3]])), "{body}");
+    // Division by zero only for tenant B's amounts: the policy's condition runs first.
+    let oracle = "SELECT id FROM orders \
+                  WHERE 1 / (CASE WHEN amount > 1000 THEN 0 ELSE 1 END) = 1 ORDER BY id";
+    let (s, body) = post("/v1/query", oracle).await;
+    assert_eq!((s, &body["rows"]), (200, &json!([[1], [2], [3]])), "{body}");
+    // The wrapper keeps its tenant predicate, without the fence and without copies.
+    let (s, body) = post("/v1/policy/explain", "SELECT id FROM orders WHERE id = 2").await;
+    assert_eq!(s, 200, "{body}");
+    let sql = body["sql"].as_str().unwrap();
+    assert!(
+        sql.contains(
+            r#"FROM "public"."orders" WHERE "tenant_id" = $1) AS "orders" WHERE "id" = 2"#
+        ),
+        "{sql}"
+    );
+    assert!(!sql.contains("OFFSET"), "{sql}");
+}
+
 /// A connector on `url` with a 10 s statement timeout (no login check unless asked for).
 fn pg_connector(url: &str) -> sluice_connectors::postgres::PostgresConnector {
     sluice_connectors::postgres::PostgresConnector::new(
