@@ -869,6 +869,43 @@ impl<'a> PgVerifier<'a> {
             }
             _ => false,
         };
+        // A typed date or time literal (`DATE '…'` reads as a cast of a string) of the
+        // column's declared type.
+        let declared = match node(&a.lexpr) {
+            Some(N::ColumnRef(c)) => match names(&c.fields).as_deref() {
+                Some([col]) => rule.types.get(*col).copied(),
+                _ => None,
+            },
+            _ => None,
+        };
+        let literal = |n: Option<&N>| {
+            let Some(N::TypeCast(t)) = n else {
+                return false;
+            };
+            let string = matches!(node(&t.arg), Some(N::AConst(c))
+                if !c.isnull && matches!(c.val, Some(pb::a_const::Val::Sval(_))));
+            let ty = t.type_name.as_ref().and_then(|tn| {
+                if !tn.typmods.is_empty() || !tn.array_bounds.is_empty() || tn.setof {
+                    return None;
+                }
+                // (`DATE '…'` reads as the type `date`, `TIMESTAMP '…'` as `pg_catalog`'s, as
+                // the cast allow-list reads them.)
+                match names(&tn.names).as_deref() {
+                    Some(["date"] | ["pg_catalog", "date"]) => {
+                        Some(crate::leakproof::ColumnType::Date)
+                    }
+                    Some(["timestamp"] | ["pg_catalog", "timestamp"]) => {
+                        Some(crate::leakproof::ColumnType::Timestamp)
+                    }
+                    Some(["timestamptz"] | ["pg_catalog", "timestamptz"]) => {
+                        Some(crate::leakproof::ColumnType::TimestampTz)
+                    }
+                    _ => None,
+                }
+            });
+            string && declared.is_some() && ty == declared
+        };
+        let constant = |n: Option<&N>| constant(n) || literal(n);
         let op = names(&a.name);
         if a.kind == pb::AExprKind::AexprOp as i32 {
             matches!(op.as_deref(), Some([o]) if COMPARISONS.contains(o))

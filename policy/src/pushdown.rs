@@ -28,6 +28,7 @@
 use sqlparser::ast::{BinaryOperator, Expr, Value};
 
 use crate::catalog::TableRule;
+use crate::leakproof::ColumnType;
 use crate::params::CallerParams;
 
 /// The comparisons that may be copied.
@@ -85,8 +86,22 @@ pub(crate) fn is_copied(
     occurrences: &[u32],
     e: &Expr,
 ) -> bool {
+    let (column, values): (&Expr, Vec<&Expr>) = match e {
+        Expr::BinaryOp { left, op, right } if comparison(op) => (left, vec![right]),
+        Expr::Between {
+            expr,
+            negated: false,
+            low,
+            high,
+        } => (expr, vec![low, high]),
+        _ => return false,
+    };
+    let Expr::Identifier(i) = column else {
+        return false;
+    };
+    let declared = rule.types.get(&i.value).copied();
     let ok = |v: &Expr| {
-        value(v, params)
+        (value(v, params)
             && match v {
                 Expr::Value(x) => match &x.value {
                     Value::Placeholder(p) => params
@@ -96,26 +111,44 @@ pub(crate) fn is_copied(
                     _ => true,
                 },
                 _ => true,
-            }
-    };
-    let column = match e {
-        Expr::BinaryOp { left, op, right } if comparison(op) && ok(right) => left,
-        Expr::Between {
-            expr,
-            negated: false,
-            low,
-            high,
-        } if ok(low) && ok(high) => expr,
-        _ => return false,
-    };
-    let Expr::Identifier(i) = column.as_ref() else {
-        return false;
+            })
+            || (declared.is_some() && literal_type(v) == declared)
     };
     i.quote_style == Some(quote)
+        && values.into_iter().all(ok)
         && rule
             .view(groups)
             .iter()
             .any(|c| c.mask.is_none() && c.name == i.value)
+}
+
+/// The type of a typed date or time literal (`DATE '1994-01-01'`, `TIMESTAMP '…'`,
+/// `TIMESTAMPTZ '…'`, without precision): compared with a column declared of that same type it
+/// is copied like a constant (the comparison is leakproof, and a literal that does not parse
+/// fails while planning).
+pub(crate) fn literal_type(e: &Expr) -> Option<ColumnType> {
+    use sqlparser::ast::{DataType, TimezoneInfo};
+    // (The printer puts a typed literal in parentheses.)
+    let mut e = e;
+    while let Expr::Nested(inner) = e {
+        e = inner;
+    }
+    let Expr::TypedString(ts) = e else {
+        return None;
+    };
+    if ts.uses_odbc_syntax || !matches!(ts.value.value, Value::SingleQuotedString(_)) {
+        return None;
+    }
+    match &ts.data_type {
+        DataType::Date => Some(ColumnType::Date),
+        DataType::Timestamp(None, TimezoneInfo::None | TimezoneInfo::WithoutTimeZone) => {
+            Some(ColumnType::Timestamp)
+        }
+        DataType::Timestamp(None, TimezoneInfo::WithTimeZone | TimezoneInfo::Tz) => {
+            Some(ColumnType::TimestampTz)
+        }
+        _ => None,
+    }
 }
 
 /// The conjuncts of `e` (`a AND b AND c` → `[a, b, c]`).

@@ -1089,6 +1089,12 @@ impl<'a> Rewriter<'a> {
                 compare(column(col), op, outer)
             })
         };
+        // A typed date or time literal of the column's declared type (see `pushdown`).
+        let literal = |col: &str, e: &Expr| {
+            rule.types
+                .get(col)
+                .is_some_and(|t| crate::pushdown::literal_type(e) == Some(*t))
+        };
         for (i, c) in conjuncts.iter().enumerate() {
             let copied = match c {
                 Expr::BinaryOp { left, op, right } if comparison(op) => {
@@ -1097,9 +1103,17 @@ impl<'a> Rewriter<'a> {
                     } else if constant(left) {
                         here(right).map(|col| compare(column(col), flipped(op), (**left).clone()))
                     } else if let Some(col) = here(left) {
-                        correlated(col, op.clone(), right)
+                        if literal(col, right) {
+                            Some(compare(column(col), op.clone(), (**right).clone()))
+                        } else {
+                            correlated(col, op.clone(), right)
+                        }
                     } else if let Some(col) = here(right) {
-                        correlated(col, flipped(op), left)
+                        if literal(col, left) {
+                            Some(compare(column(col), flipped(op), (**left).clone()))
+                        } else {
+                            correlated(col, flipped(op), left)
+                        }
                     } else {
                         None
                     }
@@ -1122,12 +1136,17 @@ impl<'a> Rewriter<'a> {
                     negated: false,
                     low,
                     high,
-                } if constant(low) && constant(high) => here(expr).map(|col| Expr::Between {
-                    expr: Box::new(column(col)),
-                    negated: false,
-                    low: low.clone(),
-                    high: high.clone(),
-                }),
+                } => here(expr)
+                    .filter(|col| {
+                        (constant(low) || literal(col, low))
+                            && (constant(high) || literal(col, high))
+                    })
+                    .map(|col| Expr::Between {
+                        expr: Box::new(column(col)),
+                        negated: false,
+                        low: low.clone(),
+                        high: high.clone(),
+                    }),
                 _ => None,
             };
             if let Some(copied) = copied {

@@ -873,12 +873,24 @@ fn typed_world() -> Catalog {
     );
     // `untyped` has no declared types.
     let untyped = table("untyped", Some("tenant_id"), &["id", "tenant_id", "ref"]);
+    let mut events = table(
+        "events",
+        Some("tenant_id"),
+        &["id", "tenant_id", "day", "at", "seen"],
+    );
+    for (c, t) in [
+        ("day", T::Date),
+        ("at", T::Timestamp),
+        ("seen", T::TimestampTz),
+    ] {
+        events.types.insert(c.into(), t);
+    }
     Catalog::new(
         Dialect::Postgres,
         ParamStyle::DollarNumbered,
         None,
         "public".into(),
-        vec![orders, customers, notes, untyped],
+        vec![orders, customers, notes, untyped, events],
     )
     .unwrap()
 }
@@ -1086,4 +1098,31 @@ fn relying_on_row_security_drops_the_fence_and_copies_nothing() {
         out.sql,
         r#"SELECT "c"."name", (SELECT count(*) FROM (SELECT "id", "tenant_id", "customer_id", "amount", "status" FROM "public"."orders" WHERE "tenant_id" = $1) AS "o" WHERE "o"."customer_id" = "c"."id") FROM (SELECT "id", "tenant_id", "name" FROM "public"."customers" WHERE "tenant_id" = $1) AS "c" WHERE "c"."id" = 5"#
     );
+}
+
+#[test]
+fn typed_date_and_time_literals_move_next_to_columns_of_their_type() {
+    let sql = typed(
+        "SELECT id FROM events WHERE day >= DATE '1994-01-01' AND at < TIMESTAMP '2024-01-01 08:00:00' \
+         AND seen > TIMESTAMP WITH TIME ZONE '2024-01-01 08:00:00+00' \
+         AND day BETWEEN DATE '1990-01-01' AND DATE '2000-01-01'",
+    );
+    assert_eq!(
+        inside(&sql, "events"),
+        r#"FROM "public"."events" WHERE ("tenant_id" = $1) AND ("day" >= (DATE '1994-01-01')) AND ("at" < (TIMESTAMP '2024-01-01 08:00:00')) AND ("seen" > (TIMESTAMP WITH TIME ZONE '2024-01-01 08:00:00+00')) AND ("day" BETWEEN (DATE '1990-01-01') AND (DATE '2000-01-01')) "#,
+        "{sql}"
+    );
+    // Another type's literal (a conversion), an untyped column, an expression: stay outside.
+    for sql in [
+        "SELECT id FROM events WHERE day < TIMESTAMP '2024-01-01 08:00:00'",
+        "SELECT id FROM events WHERE at >= DATE '1994-01-01'",
+        "SELECT id FROM events WHERE id >= DATE '1994-01-01'",
+        "SELECT id FROM events WHERE day < DATE '1994-01-01' + INTERVAL '1' YEAR",
+    ] {
+        let out = typed(sql);
+        assert!(
+            out.contains(r#"FROM "public"."events" WHERE "tenant_id" = $1 OFFSET 0"#),
+            "{sql}: {out}"
+        );
+    }
 }
