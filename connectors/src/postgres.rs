@@ -664,7 +664,9 @@ impl PostgresConnector {
             let fresh = !check.verdict.initialized();
             let verdict = check
                 .verdict
-                .get_or_try_init(|| login_verdict(client, &service_user, &check.tables))
+                .get_or_try_init(|| {
+                    login_verdict(client, &service_user, &check.tables, &check.row_security)
+                })
                 .await
                 .map_err(|e| {
                     ConnectorError::Unavailable(format!("cannot verify the service login: {e}"))
