@@ -125,8 +125,14 @@ impl PostgresConnector {
         // closed stops its query within a second. A cancel request races the statement it
         // cancels (sent on another connection, it can reach the server before the abandoned
         // Execute does, and is then ignored); closing the session is the backstop.
+        // The URL's own `options` (`?options=-c%20jit%3Doff`: the operator's session settings)
+        // come first; sluice's follow and win where both set one (a later `-c` overrides).
+        let operator = config
+            .get_options()
+            .map(|o| format!("{o} "))
+            .unwrap_or_default();
         config.options(format!(
-            "-c default_transaction_read_only=on -c statement_timeout={} \
+            "{operator}-c default_transaction_read_only=on -c statement_timeout={} \
              -c standard_conforming_strings=on -c client_connection_check_interval=1000",
             options.statement_timeout.as_millis()
         ));

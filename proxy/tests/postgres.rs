@@ -1404,3 +1404,25 @@ async fn the_leakproof_comparisons_are_the_servers() {
         "numeric = numeric became leakproof: the policy may compare it"
     );
 }
+
+/// The connection URL's own `options` reach the session (an operator's `jit = off`), and
+/// sluice's session settings still win where both set one: a URL cannot make the session
+/// writable.
+#[tokio::test]
+async fn the_urls_session_options_apply_under_sluices_own() {
+    let db = TestDb::create("urloptions", "SELECT 1").await;
+    db.grant_reader().await;
+    let url = format!(
+        "{}?options=-c%20jit%3Doff%20-c%20default_transaction_read_only%3Doff",
+        db.reader_url()
+    );
+    let conn = pg_connector(&url);
+    let rows = raw_rows(
+        &conn,
+        "SELECT current_setting('jit') AS jit, \
+         current_setting('default_transaction_read_only') AS ro",
+    )
+    .await
+    .unwrap();
+    assert_eq!(rows, json!([["off", "on"]]), "{rows}");
+}
