@@ -22,6 +22,17 @@ fn catalog(d: Dialect) -> Catalog {
         cols(&["id", "tenant_id", "customer_id", "amount", "status", "note", "card_number"]),
     );
     orders.masks.insert("card_number".into(), MaskRule { kind: MaskKind::Last4, except: vec![] });
+    // PostgreSQL: declared types, so that correlated comparisons, closed `IN` sub-queries and
+    // typed literals are moved inside the fence (and verified) as well.
+    if d == Dialect::Postgres {
+        use sluice_policy::ColumnType as T;
+        for (c, ty) in [("id", T::Integer), ("name", T::Text), ("country", T::Text), ("email", T::Text)] {
+            customers.types.insert(c.into(), ty);
+        }
+        for (c, ty) in [("id", T::Integer), ("customer_id", T::Integer), ("amount", T::Other), ("status", T::Text)] {
+            orders.types.insert(c.into(), ty);
+        }
+    }
     let rules = vec![
         TableRule::public(t("countries"), cols(&["code", "name"])),
         customers,
