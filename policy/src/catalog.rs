@@ -130,7 +130,17 @@ impl TableRule {
         self.readers.as_ref().is_none_or(|r| member(groups, r))
     }
 
-    /// The columns a caller with `groups` sees, in table order, with their masks.
+    /// The declared type of `column` when a caller with `groups` sees it unmasked: what a
+    /// comparison copied inside a wrapper may compare (`leakproof`); `None` for a column not
+    /// granted, masked or without a declared type.
+    pub(crate) fn unmasked_type(&self, groups: &[String], column: &str) -> Option<ColumnType> {
+        let unmasked = self
+            .view(groups)
+            .iter()
+            .any(|v| v.name == column && v.mask.is_none());
+        unmasked.then(|| self.types.get(column).copied()).flatten()
+    }
+
     /// The columns a caller with `groups` sees, in table order, each with its mask (if any).
     /// The one definition of column visibility: the rewrite's wrappers, the federation's
     /// source schemas and scans all use it.

@@ -706,21 +706,7 @@ impl<'a> PgVerifier<'a> {
         if !rule.readable_by(self.groups) {
             return Err(format!("table {} is not granted to the caller", rule.name));
         }
-        if s.op != pb::SetOperation::SetopNone as i32
-            || s.with_clause.is_some()
-            || s.into_clause.is_some()
-            || !s.distinct_clause.is_empty()
-            || !s.group_clause.is_empty()
-            || s.group_distinct
-            || s.having_clause.is_some()
-            || !s.window_clause.is_empty()
-            || !s.values_lists.is_empty()
-            || !s.sort_clause.is_empty()
-            || s.limit_count.is_some()
-            || !s.locking_clause.is_empty()
-            || s.larg.is_some()
-            || s.rarg.is_some()
-        {
+        if !select_list_from_where(s) {
             return bad("extra clauses");
         }
         if s.limit_option == pb::LimitOption::WithTies as i32 {
@@ -960,14 +946,7 @@ impl<'a> PgVerifier<'a> {
         else {
             return false;
         };
-        let typed = |r: &TableRule, c: &str| {
-            r.view(self.groups)
-                .iter()
-                .any(|v| v.name == c && v.mask.is_none())
-                .then(|| r.types.get(c))
-                .flatten()
-                .copied()
-        };
+        let typed = |r: &TableRule, c: &str| r.unmasked_type(self.groups, c);
         rel.columns.iter().any(|c| c == theirs)
             && match (typed(rule, mine), typed(other, theirs)) {
                 (Some(x), Some(y)) => crate::leakproof::comparable(x, y),
@@ -996,20 +975,7 @@ impl<'a> PgVerifier<'a> {
         let (Some(N::SelectStmt(sub)), [mine]) = (node(&l.subselect), mine.as_slice()) else {
             return Ok(false);
         };
-        if sub.op != pb::SetOperation::SetopNone as i32
-            || sub.with_clause.is_some()
-            || sub.into_clause.is_some()
-            || !sub.distinct_clause.is_empty()
-            || !sub.group_clause.is_empty()
-            || sub.group_distinct
-            || sub.having_clause.is_some()
-            || !sub.window_clause.is_empty()
-            || !sub.values_lists.is_empty()
-            || !sub.sort_clause.is_empty()
-            || sub.limit_count.is_some()
-            || sub.limit_offset.is_some()
-            || !sub.locking_clause.is_empty()
-        {
+        if !select_list_from_where(sub) || sub.limit_offset.is_some() {
             return Ok(false);
         }
         let [from] = sub.from_clause.as_slice() else {
@@ -1041,14 +1007,7 @@ impl<'a> PgVerifier<'a> {
         if !alias.colnames.is_empty() {
             return Ok(false);
         }
-        let typed = |r: &TableRule, c: &str| {
-            r.view(self.groups)
-                .iter()
-                .any(|v| v.name == c && v.mask.is_none())
-                .then(|| r.types.get(c))
-                .flatten()
-                .copied()
-        };
+        let typed = |r: &TableRule, c: &str| r.unmasked_type(self.groups, c);
         match (typed(rule, mine), typed(other, &theirs)) {
             (Some(x), Some(y)) if crate::leakproof::comparable(x, y) => {}
             _ => return Ok(false),
@@ -1334,6 +1293,26 @@ impl<'a> PgVerifier<'a> {
             _ => Err("an expression outside the allow-list".into()),
         }
     }
+}
+
+/// Whether `s` is a plain `SELECT <list> FROM … [WHERE …]` (an `OFFSET` aside, which the
+/// callers judge): no set operation, WITH, INTO, DISTINCT, grouping, window, VALUES, ORDER BY,
+/// LIMIT or locking clause.
+fn select_list_from_where(s: &pb::SelectStmt) -> bool {
+    s.op == pb::SetOperation::SetopNone as i32
+        && s.with_clause.is_none()
+        && s.into_clause.is_none()
+        && s.distinct_clause.is_empty()
+        && s.group_clause.is_empty()
+        && !s.group_distinct
+        && s.having_clause.is_none()
+        && s.window_clause.is_empty()
+        && s.values_lists.is_empty()
+        && s.sort_clause.is_empty()
+        && s.limit_count.is_none()
+        && s.locking_clause.is_empty()
+        && s.larg.is_none()
+        && s.rarg.is_none()
 }
 
 fn no_system_column(col: &str) -> V {

@@ -25,7 +25,9 @@
 //! only, and once). The rewriter builds them in `Rewriter::copy_into_wrapper`; the verifiers
 //! check them in `Verifier::is_correlated_copy` / `is_copied_in` and their `pgverify` twins.
 
-use sqlparser::ast::{BinaryOperator, Expr, Value};
+use sqlparser::ast::{
+    BinaryOperator, Expr, Query, Select, SetExpr, TableAlias, TableFactor, Value,
+};
 
 use crate::catalog::TableRule;
 use crate::leakproof::ColumnType;
@@ -149,6 +151,52 @@ pub(crate) fn literal_type(e: &Expr) -> Option<ColumnType> {
         }
         _ => None,
     }
+}
+
+/// The parts of a sub-query that may be copied as a closed `IN` (see the module): a query that
+/// is nothing but `SELECT … FROM (<derived table>) AS <alias> [WHERE …]` — no WITH, ORDER BY,
+/// LIMIT or other clause, one FROM item without joins, LATERAL, sample or alias column list.
+/// Returns the SELECT, the derived table and its alias; whether the derived table is a
+/// wrapper, and the rest, is the caller's to check.
+pub(crate) fn closed_shape(q: &Query) -> Option<(&Select, &Query, &TableAlias)> {
+    let Query {
+        with: None,
+        body,
+        order_by: None,
+        limit_clause: None,
+        fetch: None,
+        locks,
+        for_clause: None,
+        settings: None,
+        format_clause: None,
+        pipe_operators,
+    } = q
+    else {
+        return None;
+    };
+    let SetExpr::Select(select) = body.as_ref() else {
+        return None;
+    };
+    if !locks.is_empty() || !pipe_operators.is_empty() || !crate::verify::select_is_plain(select) {
+        return None;
+    }
+    let [twj] = select.from.as_slice() else {
+        return None;
+    };
+    let TableFactor::Derived {
+        lateral: false,
+        subquery,
+        alias: Some(alias),
+        sample: None,
+    } = &twj.relation
+    else {
+        return None;
+    };
+    (twj.joins.is_empty() && alias.columns.is_empty()).then_some((
+        select.as_ref(),
+        subquery.as_ref(),
+        alias,
+    ))
 }
 
 /// The conjuncts of `e` (`a AND b AND c` → `[a, b, c]`).

@@ -1023,21 +1023,10 @@ impl<'a> Rewriter<'a> {
         {
             return;
         }
-        let SetExpr::Select(inner) = subquery.body.as_mut() else {
+        let Some(rule) = self.wrapped_rule(subquery) else {
             return;
         };
-        let rule = match inner.from.as_slice() {
-            [twj] if twj.joins.is_empty() => match &twj.relation {
-                TableFactor::Table { name, .. } => self
-                    .catalog
-                    .tables()
-                    .iter()
-                    .find(|r| self.emitted_name(r) == *name),
-                _ => None,
-            },
-            _ => None,
-        };
-        let Some(rule) = rule else {
+        let SetExpr::Select(inner) = subquery.body.as_mut() else {
             return;
         };
         if !matches!(rule.access, Access::Protected { .. }) || inner.selection.is_none() {
@@ -1072,13 +1061,10 @@ impl<'a> Rewriter<'a> {
                 return None;
             }
             let at = self.resolve(other)?;
-            let (Some(mine), Some(theirs)) = (rule.types.get(col), at.rule.types.get(at.column))
-            else {
-                return None;
-            };
+            let mine = rule.unmasked_type(self.groups, col)?;
+            let theirs = at.rule.unmasked_type(self.groups, at.column)?;
             let ok = at.up > 0
-                && unmasked(at.rule, at.column)
-                && crate::leakproof::comparable(*mine, *theirs)
+                && crate::leakproof::comparable(mine, theirs)
                 && !self.shadowed(at.item, at.up)
                 && at.item != rule.name.table;
             ok.then(|| {
@@ -1124,8 +1110,8 @@ impl<'a> Rewriter<'a> {
                     negated: false,
                 } => here(expr).and_then(|col| {
                     let (copy, theirs) = self.closed_subquery(subquery)?;
-                    let mine = rule.types.get(col)?;
-                    crate::leakproof::comparable(*mine, theirs).then(|| Expr::InSubquery {
+                    let mine = rule.unmasked_type(self.groups, col)?;
+                    crate::leakproof::comparable(mine, theirs).then(|| Expr::InSubquery {
                         expr: Box::new(column(col)),
                         subquery: Box::new(copy),
                         negated: false,
@@ -1195,45 +1181,7 @@ impl<'a> Rewriter<'a> {
     /// declared).
     fn closed_subquery(&self, q: &Query) -> Option<(Query, crate::leakproof::ColumnType)> {
         let d = self.dialect();
-        let Query {
-            with: None,
-            body,
-            order_by: None,
-            limit_clause: None,
-            fetch: None,
-            locks,
-            for_clause: None,
-            settings: None,
-            format_clause: None,
-            pipe_operators,
-        } = q
-        else {
-            return None;
-        };
-        let SetExpr::Select(select) = body.as_ref() else {
-            return None;
-        };
-        if !locks.is_empty()
-            || !pipe_operators.is_empty()
-            || !crate::verify::select_is_plain(select)
-        {
-            return None;
-        }
-        let [twj] = select.from.as_slice() else {
-            return None;
-        };
-        let TableFactor::Derived {
-            lateral: false,
-            subquery: wrapper,
-            alias: Some(alias),
-            sample: None,
-        } = &twj.relation
-        else {
-            return None;
-        };
-        if !twj.joins.is_empty() || !alias.columns.is_empty() {
-            return None;
-        }
+        let (select, wrapper, alias) = crate::pushdown::closed_shape(q)?;
         let rule = self.wrapped_rule(wrapper)?;
         let item = d.normalize(&alias.name);
         let view = rule.view(self.groups);
@@ -1260,10 +1208,7 @@ impl<'a> Rewriter<'a> {
             return None;
         };
         let selected = column_of(selected)?;
-        if !view.iter().any(|v| v.name == selected && v.mask.is_none()) {
-            return None;
-        }
-        let ty = *rule.types.get(selected)?;
+        let ty = rule.unmasked_type(self.groups, selected)?;
         let mut selection = select.selection.clone();
         let mut closed = true;
         let _ = sqlparser::ast::visit_expressions_mut(&mut selection, |e: &mut Expr| {

@@ -283,14 +283,7 @@ impl<'a> Verifier<'a> {
         let Some(outer) = outer else {
             return false;
         };
-        let typed = |r: &TableRule, c: &str| {
-            r.view(self.groups)
-                .iter()
-                .any(|v| v.name == c && v.mask.is_none())
-                .then(|| r.types.get(c))
-                .flatten()
-                .copied()
-        };
+        let typed = |r: &TableRule, c: &str| r.unmasked_type(self.groups, c);
         match (typed(rule, &mine.value), typed(outer, &theirs.value)) {
             (Some(a), Some(b)) => crate::leakproof::comparable(a, b),
             _ => false,
@@ -316,43 +309,10 @@ impl<'a> Verifier<'a> {
         let Expr::Identifier(mine) = strip(expr) else {
             return false;
         };
-        let Query {
-            with: None,
-            body,
-            order_by: None,
-            limit_clause: None,
-            fetch: None,
-            locks,
-            for_clause: None,
-            settings: None,
-            format_clause: None,
-            pipe_operators,
-        } = subquery.as_ref()
-        else {
+        let Some((select, inner, alias)) = crate::pushdown::closed_shape(subquery) else {
             return false;
         };
-        let SetExpr::Select(select) = body.as_ref() else {
-            return false;
-        };
-        if !locks.is_empty() || !pipe_operators.is_empty() || !select_is_plain(select) {
-            return false;
-        }
-        let [twj] = select.from.as_slice() else {
-            return false;
-        };
-        let TableFactor::Derived {
-            lateral: false,
-            subquery: inner,
-            alias: Some(alias),
-            sample: None,
-        } = &twj.relation
-        else {
-            return false;
-        };
-        if !twj.joins.is_empty()
-            || !alias.columns.is_empty()
-            || alias.name.quote_style != Some(quote)
-        {
+        if alias.name.quote_style != Some(quote) {
             return false;
         }
         let Some(other) = self.wrapped_table(inner) else {
@@ -381,14 +341,7 @@ impl<'a> Verifier<'a> {
         let Some(theirs) = own(selected) else {
             return false;
         };
-        let typed = |r: &TableRule, c: &str| {
-            r.view(self.groups)
-                .iter()
-                .any(|v| v.name == c && v.mask.is_none())
-                .then(|| r.types.get(c))
-                .flatten()
-                .copied()
-        };
+        let typed = |r: &TableRule, c: &str| r.unmasked_type(self.groups, c);
         match (typed(rule, &mine.value), typed(other, &theirs)) {
             (Some(a), Some(b)) if crate::leakproof::comparable(a, b) => {}
             _ => return false,
@@ -408,7 +361,9 @@ impl<'a> Verifier<'a> {
         if closed.is_break() {
             return false;
         }
-        self.nested.borrow_mut().push(addr(&twj.relation));
+        if let Some(twj) = select.from.first() {
+            self.nested.borrow_mut().push(addr(&twj.relation));
+        }
         true
     }
 
@@ -890,9 +845,9 @@ mod tests {
         }
     }
 
-    /// A correlated copy is accepted only as the rewriter emits it, by each verifier alone.
-    #[test]
-    fn correlated_copies_only_between_typed_unmasked_columns_of_outer_wrappers() {
+    /// `orders (id int, tenant_id, amount numeric, status text)` and `customers (id int,
+    /// tenant_id, name text, secret text masked to NULL for everyone)`, types declared.
+    fn typed_world() -> crate::catalog::Catalog {
         use crate::catalog::{Catalog, MaskKind, MaskRule, TableName, TableRule};
         use crate::leakproof::ColumnType as T;
         let name = |t: &str| TableName {
@@ -937,14 +892,20 @@ mod tests {
                 except: vec![],
             },
         );
-        let catalog = Catalog::new(
+        Catalog::new(
             crate::Dialect::Postgres,
             crate::ParamStyle::DollarNumbered,
             None,
             "public".into(),
             vec![orders, customers],
         )
-        .unwrap();
+        .unwrap()
+    }
+
+    /// A correlated copy is accepted only as the rewriter emits it, by each verifier alone.
+    #[test]
+    fn correlated_copies_only_between_typed_unmasked_columns_of_outer_wrappers() {
+        let catalog = typed_world();
         let (_, binding) = crate::pushdown::tests::orders_world();
         let caller = Caller {
             tenant: "A",
@@ -1001,46 +962,7 @@ mod tests {
     /// A copied `IN` is accepted only closed, as the rewriter emits it, by each verifier alone.
     #[test]
     fn copied_in_sub_queries_only_closed_over_their_own_wrapper() {
-        use crate::catalog::{Catalog, TableName, TableRule};
-        use crate::leakproof::ColumnType as T;
-        let name = |t: &str| TableName {
-            catalog: None,
-            schema: "public".into(),
-            table: t.into(),
-        };
-        let mut orders = TableRule::protected(
-            name("orders"),
-            "tenant_id",
-            vec![
-                "id".into(),
-                "tenant_id".into(),
-                "amount".into(),
-                "status".into(),
-            ],
-        );
-        for (c, t) in [
-            ("id", T::Integer),
-            ("amount", T::Other),
-            ("status", T::Text),
-        ] {
-            orders.types.insert(c.into(), t);
-        }
-        let mut customers = TableRule::protected(
-            name("customers"),
-            "tenant_id",
-            vec!["id".into(), "tenant_id".into(), "name".into()],
-        );
-        for (c, t) in [("id", T::Integer), ("name", T::Text)] {
-            customers.types.insert(c.into(), t);
-        }
-        let catalog = Catalog::new(
-            crate::Dialect::Postgres,
-            crate::ParamStyle::DollarNumbered,
-            None,
-            "public".into(),
-            vec![orders, customers],
-        )
-        .unwrap();
+        let catalog = typed_world();
         let (_, binding) = crate::pushdown::tests::orders_world();
         let caller = Caller {
             tenant: "A",
@@ -1050,7 +972,7 @@ mod tests {
         let orders = r#"(SELECT "id", "tenant_id", "amount", "status" FROM "public"."orders" WHERE "tenant_id" = $1 OFFSET 0) AS "o""#;
         let query = |copied: &str| {
             format!(
-                r#"SELECT 1 FROM (SELECT "id", "tenant_id", "name" FROM "public"."customers" WHERE ("tenant_id" = $1) AND ({copied}) OFFSET 0) AS "c""#
+                r#"SELECT 1 FROM (SELECT "id", "tenant_id", "name", NULL AS "secret" FROM "public"."customers" WHERE ("tenant_id" = $1) AND ({copied}) OFFSET 0) AS "c""#
             )
         };
         let tree = |sql: &str| super::verify_tree(sql, &catalog, &binding, &caller);
