@@ -15,6 +15,7 @@ fn policy(c: &mut Criterion) {
         tenant: "t1",
         groups: &groups,
         row_limit: None,
+        attributes: &sluice_policy::NO_ATTRIBUTES,
     };
     let mut g = c.benchmark_group("tpch_22");
     g.bench_function("parse", |b| {

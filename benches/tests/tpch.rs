@@ -13,6 +13,7 @@ fn all_22_tpch_queries_are_accepted_and_filtered() {
         tenant: "t1",
         groups: &groups,
         row_limit: None,
+        attributes: &sluice_policy::NO_ATTRIBUTES,
     };
     for (name, sql) in TPCH {
         let out = sluice_policy::rewrite(sql, &catalog, &caller)

@@ -401,7 +401,9 @@ impl Connector for BigQueryConnector {
         let parameters = crate::named_params(&request, "BigQuery", |name, value| {
             use crate::ParamValue as V;
             let kind = match value {
-                V::Null | V::Text(_) | V::Tenant(_) => "STRING",
+                V::Null | V::Text(_) | V::Tenant(_) | V::Attribute(_) => "STRING",
+                // Refused before (lists are bound element by element here).
+                V::TextList(_) | V::IntList(_) => "STRING",
                 V::Bool(_) => "BOOL",
                 V::Int(_) => "INT64",
                 V::Float(_) => "FLOAT64",

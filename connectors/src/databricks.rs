@@ -294,7 +294,9 @@ impl Connector for DatabricksConnector {
         let parameters = crate::named_params(&request, "Databricks", |name, value| {
             use crate::ParamValue as V;
             let kind = match value {
-                V::Null | V::Text(_) | V::Tenant(_) => "STRING",
+                V::Null | V::Text(_) | V::Tenant(_) | V::Attribute(_) => "STRING",
+                // Refused before (lists are bound element by element here).
+                V::TextList(_) | V::IntList(_) => "STRING",
                 V::Bool(_) => "BOOLEAN",
                 V::Int(_) => "BIGINT",
                 V::Float(_) => "DOUBLE",

@@ -189,7 +189,14 @@ impl Connector for EmbeddedConnector {
                     V::Bool(b) => ScalarValue::Boolean(Some(*b)),
                     V::Int(x) => ScalarValue::Int64(Some(*x)),
                     V::Float(x) => ScalarValue::Float64(Some(*x)),
-                    V::Text(s) | V::Tenant(s) => ScalarValue::Utf8(Some(s.clone())),
+                    V::Text(s) | V::Tenant(s) | V::Attribute(s) => {
+                        ScalarValue::Utf8(Some(s.clone()))
+                    }
+                    V::TextList(_) | V::IntList(_) => {
+                        return Err(ConnectorError::Plan(
+                            "list parameters are not supported".into(),
+                        ));
+                    }
                 };
                 let value = match types.get(&format!("${}", i + 1)) {
                     Some(Some(t)) => given.cast_to(t).map_err(|_| {

@@ -76,6 +76,11 @@ pub(crate) fn named_params(
         .params
         .iter()
         .map(|p| {
+            if p.value.is_list() {
+                return Err(ConnectorError::Plan(format!(
+                    "{warehouse} takes no list parameters"
+                )));
+            }
             p.name
                 .as_deref()
                 .map(|name| shape(name, &p.value))
@@ -113,6 +118,13 @@ pub enum ParamValue {
     /// they select stays one-to-one: to text types as it is, or to integer types only when
     /// written canonically (`5`, never ` 5` or `05`).
     Tenant(String),
+    /// A text attribute of the caller a row filter binds: as strictly as the tenant.
+    Attribute(String),
+    /// A list attribute of text values, bound as one array (PostgreSQL), each element as
+    /// strictly as the tenant.
+    TextList(Vec<String>),
+    /// A list attribute of integers, bound as one array (PostgreSQL).
+    IntList(Vec<i64>),
 }
 
 impl ParamValue {
@@ -125,6 +137,9 @@ impl ParamValue {
             ParamValue::Float(_) => "a number",
             ParamValue::Text(_) => "text",
             ParamValue::Tenant(_) => "the tenant",
+            ParamValue::Attribute(_) => "an attribute",
+            ParamValue::TextList(_) => "a text list",
+            ParamValue::IntList(_) => "an integer list",
         }
     }
 
@@ -136,8 +151,17 @@ impl ParamValue {
             ParamValue::Bool(b) => Some(b.to_string()),
             ParamValue::Int(i) => Some(i.to_string()),
             ParamValue::Float(f) => Some(format!("{f:?}")),
-            ParamValue::Text(s) | ParamValue::Tenant(s) => Some(s.clone()),
+            ParamValue::Text(s) | ParamValue::Tenant(s) | ParamValue::Attribute(s) => {
+                Some(s.clone())
+            }
+            ParamValue::TextList(l) => Some(serde_json::json!(l).to_string()),
+            ParamValue::IntList(l) => Some(serde_json::json!(l).to_string()),
         }
+    }
+
+    /// Whether it is a list (bound as an array: PostgreSQL only).
+    pub fn is_list(&self) -> bool {
+        matches!(self, ParamValue::TextList(_) | ParamValue::IntList(_))
     }
 }
 

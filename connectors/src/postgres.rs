@@ -1251,14 +1251,16 @@ fn bind(
     let value: Box<dyn ToSql + Send + Sync> = match (v, t.clone()) {
         // The tenant: as it is into text, canonical integers into integer columns, nothing
         // else (one tenant id, one set of rows).
-        (V::Tenant(s), Type::TEXT | Type::VARCHAR | Type::BPCHAR | Type::NAME) => {
-            Box::new(s.clone())
-        }
-        (V::Tenant(s), Type::INT4) => match s.parse::<i32>() {
+        // A text attribute of a row filter binds the same way.
+        (
+            V::Tenant(s) | V::Attribute(s),
+            Type::TEXT | Type::VARCHAR | Type::BPCHAR | Type::NAME,
+        ) => Box::new(s.clone()),
+        (V::Tenant(s) | V::Attribute(s), Type::INT4) => match s.parse::<i32>() {
             Ok(i) if canonical(s, i64::from(i)) => Box::new(i),
             _ => return Err(unreadable()),
         },
-        (V::Tenant(s), Type::INT8) => match s.parse::<i64>() {
+        (V::Tenant(s) | V::Attribute(s), Type::INT8) => match s.parse::<i64>() {
             Ok(i) if canonical(s, i) => Box::new(i),
             _ => return Err(unreadable()),
         },
@@ -1267,6 +1269,50 @@ fn bind(
                 "unsupported tenant column type {t}"
             )));
         }
+        (V::Attribute(_), _) => return Err(wrong()),
+        // List attributes: one array of the column's type (`= ANY($n)`), each element as
+        // strict as the tenant.
+        (
+            V::TextList(l),
+            Type::TEXT_ARRAY | Type::VARCHAR_ARRAY | Type::BPCHAR_ARRAY | Type::NAME_ARRAY,
+        ) => Box::new(l.clone()),
+        (V::TextList(l), Type::INT4_ARRAY) => Box::new(
+            l.iter()
+                .map(|s| match s.parse::<i32>() {
+                    Ok(i) if canonical(s, i64::from(i)) => Ok(i),
+                    _ => Err(unreadable()),
+                })
+                .collect::<Result<Vec<i32>, _>>()?,
+        ),
+        (V::TextList(l), Type::INT8_ARRAY) => Box::new(
+            l.iter()
+                .map(|s| match s.parse::<i64>() {
+                    Ok(i) if canonical(s, i) => Ok(i),
+                    _ => Err(unreadable()),
+                })
+                .collect::<Result<Vec<i64>, _>>()?,
+        ),
+        (V::IntList(l), Type::INT2_ARRAY) => Box::new(
+            l.iter()
+                .map(|i| i16::try_from(*i).map_err(|_| range()))
+                .collect::<Result<Vec<i16>, _>>()?,
+        ),
+        (V::IntList(l), Type::INT4_ARRAY) => Box::new(
+            l.iter()
+                .map(|i| i32::try_from(*i).map_err(|_| range()))
+                .collect::<Result<Vec<i32>, _>>()?,
+        ),
+        (V::IntList(l), Type::INT8_ARRAY) => Box::new(l.clone()),
+        (V::IntList(l), Type::NUMERIC_ARRAY) => Box::new(
+            l.iter()
+                .map(|i| rust_decimal::Decimal::from(*i))
+                .collect::<Vec<_>>(),
+        ),
+        (
+            V::IntList(l),
+            Type::TEXT_ARRAY | Type::VARCHAR_ARRAY | Type::BPCHAR_ARRAY | Type::NAME_ARRAY,
+        ) => Box::new(l.iter().map(i64::to_string).collect::<Vec<_>>()),
+        (V::TextList(_) | V::IntList(_), _) => return Err(wrong()),
         (V::Null, _) => Box::new(Null),
         (V::Bool(b), Type::BOOL) => Box::new(*b),
         (V::Int(i), Type::INT2) => Box::new(i16::try_from(*i).map_err(|_| range())?),

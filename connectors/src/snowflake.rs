@@ -191,7 +191,9 @@ impl Cursor<'_> {
 fn binding(v: &crate::ParamValue) -> Value {
     use crate::ParamValue as V;
     let kind = match v {
-        V::Null | V::Text(_) | V::Tenant(_) => "TEXT",
+        V::Null | V::Text(_) | V::Tenant(_) | V::Attribute(_) => "TEXT",
+                // Refused before (lists are bound element by element here).
+                V::TextList(_) | V::IntList(_) => "TEXT",
         V::Bool(_) => "BOOLEAN",
         V::Int(_) => "FIXED",
         V::Float(_) => "REAL",
@@ -478,6 +480,11 @@ impl Connector for SnowflakeConnector {
                 .ok_or_else(|| {
                     ConnectorError::Plan(format!("the statement's parameter :{k} has no value"))
                 })?;
+            if p.value.is_list() {
+                return Err(ConnectorError::Plan(
+                    "Snowflake takes no list parameters".into(),
+                ));
+            }
             bindings.insert((j + 1).to_string(), binding(&p.value));
         }
         let o = &self.options;

@@ -52,7 +52,7 @@ fuzz_target!(|data: &[u8]| {
         .into_iter()
         .enumerate()
     {
-        let caller = Caller { tenant: "A", groups: &groups, row_limit: (i % 2 == 0).then_some(1000) };
+        let caller = Caller { tenant: "A", groups: &groups, row_limit: (i % 2 == 0).then_some(1000), attributes: &sluice_policy::NO_ATTRIBUTES };
         let _ = sluice_policy::rewrite(sql, &catalog(d), &caller);
     }
 });

@@ -129,7 +129,7 @@ fn sqlparser_classes(sql: &str) -> Vec<Class> {
 fuzz_target!(|data: &[u8]| {
     let sql = sql_from(data);
     let groups = vec!["analyst".to_string()];
-    let caller = Caller { tenant: "A", groups: &groups, row_limit: None };
+    let caller = Caller { tenant: "A", groups: &groups, row_limit: None, attributes: &sluice_policy::NO_ATTRIBUTES };
     for d in [Dialect::Postgres, Dialect::Snowflake, Dialect::BigQuery, Dialect::Databricks] {
         let Some(catalog) = catalog(d) else { return };
         let Ok(out) = sluice_policy::rewrite(&sql, &catalog, &caller) else { continue };

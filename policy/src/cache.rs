@@ -3,8 +3,10 @@
 //!
 //! The rewrite is a pure function of: the SQL text, the catalog (one per connection and policy
 //! snapshot), the caller's groups (grants, masks), the caller's row limit, the number of caller
-//! parameters, and the tenant. The tenant is a bind parameter in every placeholder style, so the
-//! cached text serves every tenant; the key carries everything else, and the tenant too where
+//! parameters, the tenant, and the caller's attributes that row filters bind. The tenant and the
+//! attributes are bind parameters in every placeholder style, so the cached text serves every
+//! tenant and attribute value; the key carries everything else (each filtered attribute's
+//! presence, kind and, where lists bind element by element, length), and the tenant too where
 //! the style binds it inline. Callers keep one cache per catalog snapshot (a reloaded policy
 //! starts with an empty cache). Only verified rewrites are kept: a refusal is recomputed each
 //! time, so garbage cannot evict honest entries for longer than one insertion each.
@@ -15,7 +17,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use hashlink::LruCache;
 
-use crate::{BindParam, Caller, Catalog, ParamStyle, PolicyError, RewrittenQuery};
+use crate::{
+    AttributeValue, BoundValue, Caller, Catalog, ParamSource, ParamStyle, PolicyError,
+    RewrittenQuery,
+};
 
 /// Default most entries kept.
 pub const DEFAULT_REWRITE_CACHE_ENTRIES: usize = 10_000;
@@ -35,6 +40,10 @@ struct Key {
     params: usize,
     /// The tenant, only where the style writes it into the SQL text.
     inline_tenant: Option<String>,
+    /// The shape of each attribute the catalog's row filters bind, in
+    /// [`Catalog::filter_attributes`] order: absent, or its kind and (lists bound element by
+    /// element) its length. The values are bound parameters, so they stay out of the key.
+    attributes: Vec<Option<(u8, usize)>>,
 }
 
 struct Shard {
@@ -108,6 +117,17 @@ impl RewriteCache {
             row_limit: caller.row_limit,
             params,
             inline_tenant: (style == ParamStyle::InlineLiteral).then(|| caller.tenant.to_string()),
+            attributes: catalog
+                .filter_attributes()
+                .iter()
+                .map(|(name, ty)| {
+                    caller.attributes.get(name).map(|v| match v.fits(*ty) {
+                        true => shape(v, catalog),
+                        // Refused by the rewrite, so never cached: never a hit either.
+                        false => (u8::MAX, 0),
+                    })
+                })
+                .collect(),
         };
         let shard = &self.shards[shard_of(&key) % self.shards.len()];
         if let Some(found) = lock(shard)
@@ -122,7 +142,7 @@ impl RewriteCache {
         let rewritten = crate::rewrite_with_params(sql, catalog, caller, params)?;
         let mut template = rewritten.clone();
         for p in &mut template.params {
-            p.value.clear();
+            p.value = BoundValue::Tenant(String::new());
         }
         let size = entry_bytes(&key, &template);
         if size <= self.max_bytes_per_shard {
@@ -174,21 +194,64 @@ fn shard_of(key: &Key) -> usize {
     h.finish() as usize
 }
 
-/// The cached rewrite with this caller's tenant as the value of the tenant parameter.
+/// An attribute's shape in the key: its kind, and its length where the dialect binds a list
+/// element by element (the SQL has one placeholder per element).
+fn shape(v: &AttributeValue, catalog: &Catalog) -> (u8, usize) {
+    let arrays = catalog.dialect() == crate::Dialect::Postgres;
+    match v {
+        AttributeValue::Text(_) => (0, 1),
+        AttributeValue::Integer(_) => (1, 1),
+        AttributeValue::TextList(l) => (2, if arrays { 0 } else { l.len() }),
+        AttributeValue::IntegerList(l) => (3, if arrays { 0 } else { l.len() }),
+    }
+}
+
+/// The cached rewrite with this caller's tenant and attribute values bound. The key's shapes
+/// match, so every attribute a parameter names is there, of the kind it was cached with.
 fn with_tenant(template: &RewrittenQuery, caller: &Caller<'_>) -> RewrittenQuery {
     let mut r = template.clone();
     for p in &mut r.params {
-        *p = BindParam {
-            name: p.name.take(),
-            value: caller.tenant.to_string(),
+        p.value = match &p.source {
+            ParamSource::Tenant => BoundValue::Tenant(caller.tenant.to_string()),
+            ParamSource::Attribute { name, element } => {
+                match (caller.attributes.get(name), element) {
+                    (Some(AttributeValue::Text(s)), None) => BoundValue::Text(s.clone()),
+                    (Some(AttributeValue::Integer(i)), None) => BoundValue::Integer(*i),
+                    (Some(AttributeValue::TextList(l)), None) => BoundValue::TextList(l.clone()),
+                    (Some(AttributeValue::IntegerList(l)), None) => {
+                        BoundValue::IntegerList(l.clone())
+                    }
+                    (Some(AttributeValue::TextList(l)), Some(i)) => {
+                        BoundValue::Text(l.get(*i).cloned().unwrap_or_default())
+                    }
+                    (Some(AttributeValue::IntegerList(l)), Some(i)) => {
+                        BoundValue::Integer(l.get(*i).copied().unwrap_or_default())
+                    }
+                    // Not reached (the key's shapes match); an empty text binds no row.
+                    _ => BoundValue::Text(String::new()),
+                }
+            }
         };
     }
     r
 }
 
+fn value_bytes(v: &BoundValue) -> usize {
+    match v {
+        BoundValue::Tenant(s) | BoundValue::Text(s) => s.len(),
+        BoundValue::Integer(_) => 8,
+        BoundValue::TextList(l) => l.iter().map(|s| s.len() + 24).sum(),
+        BoundValue::IntegerList(l) => l.len() * 8,
+    }
+}
+
 fn entry_value_bytes(r: &RewrittenQuery) -> usize {
     r.sql.len()
-        + r.params.iter().map(|p| p.value.len() + 16).sum::<usize>()
+        + r.params.iter().map(|p| value_bytes(&p.value) + 48).sum::<usize>()
+        + r.filters
+            .iter()
+            .map(|f| f.filter.len() + 96)
+            .sum::<usize>()
         + r.manifest
             .columns
             .iter()
@@ -203,5 +266,6 @@ fn entry_bytes(k: &Key, r: &RewrittenQuery) -> usize {
         + k.sql.len()
         + k.groups.iter().map(|g| g.len() + 24).sum::<usize>()
         + k.inline_tenant.as_ref().map_or(0, String::len)
+        + k.attributes.len() * 24
         + entry_value_bytes(r)
 }

@@ -8,6 +8,7 @@ use sqlparser::ast::{Ident, ObjectName, ObjectNamePart};
 
 use crate::dialect::{Dialect, ParamStyle};
 use crate::error::{CatalogError, PolicyError};
+use crate::filter::{AttributeType, RowFilter};
 use crate::leakproof::ColumnType;
 
 /// Longest identifier accepted in a declaration.
@@ -86,6 +87,9 @@ pub struct TableRule {
     /// copied inside a wrapper only when both types are declared and comparable without an
     /// error (`leakproof`). They must match the warehouse's.
     pub types: BTreeMap<String, ColumnType>,
+    /// Row filters from the caller's attributes (protected tables only), each combined with
+    /// the tenant predicate by `AND` inside the wrapper for the callers it applies to.
+    pub filters: Vec<RowFilter>,
 }
 
 /// One column as a given caller sees it.
@@ -112,6 +116,7 @@ impl TableRule {
             column_groups: BTreeMap::new(),
             masks: BTreeMap::new(),
             types: BTreeMap::new(),
+            filters: Vec::new(),
         }
     }
 
@@ -123,6 +128,11 @@ impl TableRule {
             },
             ..TableRule::public(name, columns)
         }
+    }
+
+    /// The row filters that apply to a caller with `groups`, in declared order.
+    pub fn filters_for<'r>(&'r self, groups: &'r [String]) -> impl Iterator<Item = &'r RowFilter> {
+        self.filters.iter().filter(move |f| f.applies_to(groups))
     }
 
     /// Whether a caller with `groups` may read this table.
@@ -172,6 +182,9 @@ pub struct Catalog {
     /// default). Without it ([`Catalog::relying_on_row_security`]) the warehouse's own row
     /// security must keep every other tenant's row from a leaky predicate.
     fenced: bool,
+    /// Every attribute a row filter of this catalog binds, with its declared type (the
+    /// rewrite cache's key).
+    filter_attributes: Vec<(String, AttributeType)>,
 }
 
 /// A relation name resolved against the catalog.
@@ -249,6 +262,18 @@ impl Catalog {
                     return Err(CatalogError::UnknownColumn(t.name.to_string(), c.clone()));
                 }
             }
+            for f in &t.filters {
+                let bad = |why| CatalogError::BadFilter(t.name.to_string(), f.text.clone(), why);
+                if t.access == Access::Public {
+                    return Err(bad("row filters are for protected tables"));
+                }
+                if !t.columns.contains(&f.column) {
+                    return Err(bad("its column is not among the declared columns"));
+                }
+                if f.attribute().is_some() && param_style == ParamStyle::InlineLiteral {
+                    return Err(bad("attributes need bind parameters"));
+                }
+            }
             if let Access::Protected { tenant_column } = &t.access
                 && !t.columns.iter().any(|c| c == tenant_column)
             {
@@ -258,6 +283,13 @@ impl Catalog {
                 ));
             }
         }
+        let mut filter_attributes: Vec<(String, AttributeType)> = tables
+            .iter()
+            .flat_map(|t| &t.filters)
+            .filter_map(|f| f.attribute().map(|(name, ty)| (name.to_string(), ty)))
+            .collect();
+        filter_attributes.sort_by(|a, b| a.0.cmp(&b.0));
+        filter_attributes.dedup_by(|a, b| a.0 == b.0);
         Ok(Catalog {
             dialect,
             param_style,
@@ -265,6 +297,7 @@ impl Catalog {
             default_schema,
             tables,
             fenced: true,
+            filter_attributes,
         })
     }
 
@@ -280,9 +313,15 @@ impl Catalog {
         self
     }
 
-    /// Whether PostgreSQL wrappers end in the `OFFSET 0` fence.
+    /// Whether PostgreSQL wrappers end in the `OFFSET 0` fence (those carrying a row filter
+    /// always do: the warehouse's row security knows the tenant, not the caller's attributes).
     pub fn fenced(&self) -> bool {
         self.fenced
+    }
+
+    /// The attributes row filters of this catalog bind, sorted.
+    pub fn filter_attributes(&self) -> &[(String, AttributeType)] {
+        &self.filter_attributes
     }
 
     /// The dialect of this connection.

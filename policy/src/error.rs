@@ -49,6 +49,25 @@ pub enum PolicyError {
     /// The query is longer, has more tokens or nests deeper than the policy accepts.
     #[error("the query is too complex: {0}")]
     TooComplex(String),
+    /// A row filter of a table read needs an attribute the caller's credential does not carry.
+    #[error(
+        "table {table} is filtered on the attribute {attribute:?}, which your credential does not \
+         carry"
+    )]
+    AttributeMissing {
+        /// The table.
+        table: String,
+        /// The attribute.
+        attribute: String,
+    },
+    /// The caller carries an attribute a filter needs, of another type than declared.
+    #[error("the attribute {attribute:?} of your credential is not a valid {expected} value")]
+    AttributeInvalid {
+        /// The attribute.
+        attribute: String,
+        /// Its declared type.
+        expected: &'static str,
+    },
     /// The verifier refused the rewritten SQL: a rewriter bug became a refusal, not a leak.
     #[error("the rewritten query failed verification: {0}")]
     Verification(String),
@@ -64,6 +83,8 @@ impl PolicyError {
             PolicyError::Empty => "empty_query",
             PolicyError::MultipleStatements(_) => "multiple_statements",
             PolicyError::StatementNotAllowed(_) => "statement_not_allowed",
+            PolicyError::AttributeMissing { .. } => "attribute_missing",
+            PolicyError::AttributeInvalid { .. } => "attribute_invalid",
             PolicyError::UnknownRelation(_)
             | PolicyError::TableNotGranted(_)
             | PolicyError::ColumnNotGranted { .. }
@@ -91,6 +112,8 @@ impl PolicyError {
             PolicyError::Unsupported(_) => "unsupported_syntax",
             PolicyError::InvalidTenant => "invalid_tenant",
             PolicyError::TenantParameter(_) => "tenant_parameter",
+            PolicyError::AttributeMissing { .. } => "attribute_missing",
+            PolicyError::AttributeInvalid { .. } => "attribute_invalid",
             PolicyError::Verification(_) => "verification_failed",
         }
     }
@@ -117,4 +140,7 @@ pub enum CatalogError {
     /// A column declared twice.
     #[error("table {0}: column {1:?} is declared twice")]
     DuplicateColumn(String, String),
+    /// A row filter on a public table, or on a column that is not declared.
+    #[error("table {0}: row filter {1:?}: {2}")]
+    BadFilter(String, String, &'static str),
 }

@@ -8,6 +8,7 @@ mod catalog;
 mod dialect;
 pub mod emit;
 mod error;
+mod filter;
 mod functions;
 mod leakproof;
 mod limits;
@@ -30,6 +31,11 @@ pub use cache::{
 pub use catalog::{Access, Catalog, ColumnView, MaskKind, MaskRule, TableName, TableRule};
 pub use dialect::{Dialect, ParamStyle, TENANT_PARAM_NAME};
 pub use error::{CatalogError, PolicyError};
+pub use filter::{
+    AppliedFilter, AttributeType, AttributeValue, Attributes, BoundValue, FilterLiteral,
+    FilterOperand, MAX_ATTRIBUTE_ITEMS, MAX_ATTRIBUTE_TEXT, NO_ATTRIBUTES, ParamSource,
+    RowFilter, valid_attribute_name,
+};
 pub use leakproof::ColumnType;
 pub use limits::{
     MAX_DEPTH_BOUND, MAX_SQL_BYTES, MAX_TOKENS, POLICY_STACK_BYTES, check_input, parse_statements,
@@ -41,13 +47,16 @@ pub const MAX_PARSE_DEPTH: usize = 64;
 /// Longest tenant value accepted.
 pub const MAX_TENANT_LEN: usize = 256;
 
-/// A bind parameter sluice adds to a rewritten query.
+/// A bind parameter sluice adds to a rewritten query: the tenant's, or a row filter's.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct BindParam {
-    /// The parameter's name for named styles (`sluice_tenant`), `None` for positional ones.
+    /// The parameter's name for named styles (`sluice_tenant`, `sluice_a1`), `None` for
+    /// positional ones.
     pub name: Option<String>,
+    /// Where its value comes from.
+    pub source: ParamSource,
     /// Its value.
-    pub value: String,
+    pub value: BoundValue,
 }
 
 /// What a query reads, after name resolution: recorded in the audit log.
@@ -70,6 +79,8 @@ pub struct Caller<'a> {
     pub groups: &'a [String],
     /// Row limit on the outermost query, from the caller's groups.
     pub row_limit: Option<u64>,
+    /// The caller's verified attributes, which row filters bind ([`NO_ATTRIBUTES`]: none).
+    pub attributes: &'a Attributes,
 }
 
 /// The output of the policy: the SQL to send, its parameters, and what it reads.
@@ -77,10 +88,13 @@ pub struct Caller<'a> {
 pub struct RewrittenQuery {
     /// The rewritten SQL, serialized from the AST in the warehouse's dialect.
     pub sql: String,
-    /// Bind parameters (the tenant), empty for inline literals.
+    /// Bind parameters (the tenant, then the row filters' attributes), empty for inline
+    /// literals.
     pub params: Vec<BindParam>,
     /// The relations read.
     pub manifest: AccessManifest,
+    /// The row filters applied, one per table and filter.
+    pub filters: Vec<AppliedFilter>,
 }
 
 /// How the tenant appears in rewritten SQL, beside the caller's own parameters.
@@ -89,6 +103,8 @@ pub(crate) enum TenantBinding {
         text: String,
         param: BindParam,
         caller: params::CallerParams,
+        /// The row filters' attribute placeholders (filled in by the rewrite).
+        attrs: filter::AttrBinding,
     },
     Literal(String),
 }
@@ -113,10 +129,20 @@ impl TenantBinding {
         }
     }
 
-    /// Whether `text` is a placeholder the rewritten SQL may carry: the tenant's or a caller
-    /// parameter sent.
+    /// The row filters' attribute placeholders.
+    pub(crate) fn attrs(&self) -> Option<&filter::AttrBinding> {
+        match self {
+            TenantBinding::Placeholder { attrs, .. } => Some(attrs),
+            TenantBinding::Literal(_) => None,
+        }
+    }
+
+    /// Whether `text` is a placeholder the rewritten SQL may carry: the tenant's, a row
+    /// filter's, or a caller parameter sent.
     pub(crate) fn allows(&self, text: &str) -> bool {
-        self.placeholder() == Some(text) || self.caller().index(text).is_some()
+        self.placeholder() == Some(text)
+            || self.caller().index(text).is_some()
+            || self.attrs().is_some_and(|a| a.allows(text))
     }
 }
 
@@ -193,15 +219,18 @@ fn rewrite_bounded(
         count: params,
         style,
     };
-    let binding = match caller_params.tenant() {
+    let mut binding = match caller_params.tenant() {
         Some(text) => TenantBinding::Placeholder {
             param: BindParam {
                 name: matches!(style, ParamStyle::AtNamed | ParamStyle::ColonNamed)
                     .then(|| TENANT_PARAM_NAME.to_string()),
-                value: caller.tenant.to_string(),
+                source: ParamSource::Tenant,
+                value: BoundValue::Tenant(caller.tenant.to_string()),
             },
             text,
             caller: caller_params,
+            // Attribute placeholders follow the caller's and the tenant's.
+            attrs: filter::AttrBinding::starting_at(params + 2),
         },
         None if params > 0 => {
             return Err(PolicyError::Parameter(
@@ -221,12 +250,15 @@ fn rewrite_bounded(
 
     let mut rewriter = rewrite::Rewriter::new(
         catalog,
-        caller.groups,
+        caller,
         tenant_expr,
         binding.caller(),
         &statement,
     );
     rewriter.statement(&mut statement)?;
+    if let TenantBinding::Placeholder { attrs, .. } = &mut binding {
+        *attrs = std::mem::take(&mut rewriter.attrs);
+    }
     binding.caller().all_used(&rewriter.params_used)?;
     check_column_grants(&rewriter, catalog, caller.groups)?;
     if let (Some(limit), Statement::Query(q)) = (caller.row_limit, &mut statement) {
@@ -238,7 +270,11 @@ fn rewrite_bounded(
 
     let columns = manifest_columns(&rewriter, catalog, caller.groups);
     let params = match binding {
-        TenantBinding::Placeholder { param, .. } if rewriter.wrapped > 0 => vec![param],
+        TenantBinding::Placeholder { param, attrs, .. } if rewriter.wrapped > 0 => {
+            let mut all = vec![param];
+            all.extend(attrs.params(style));
+            all
+        }
         _ => vec![],
     };
     Ok(RewrittenQuery {
@@ -248,6 +284,7 @@ fn rewrite_bounded(
             tables: rewriter.tables.into_iter().collect(),
             columns,
         },
+        filters: rewriter.applied,
     })
 }
 

@@ -283,6 +283,7 @@ pub(crate) fn verify(
         catalog,
         binding,
         groups: caller.groups,
+        attributes: caller.attributes,
         expected: std::cell::RefCell::default(),
         names_left: std::cell::Cell::new(MAX_COLUMN_NAMES),
         out_of_names: std::cell::Cell::new(false),
@@ -317,6 +318,8 @@ struct PgVerifier<'a> {
     catalog: &'a Catalog,
     binding: &'a TenantBinding,
     groups: &'a [String],
+    /// The caller's attributes (the row filters' values).
+    attributes: &'a crate::Attributes,
     /// The expected projection of each table already seen in this query, as PostgreSQL
     /// deparses it (a table read five times is worked out once).
     expected: std::cell::RefCell<std::collections::HashMap<String, String>>,
@@ -715,7 +718,8 @@ impl<'a> PgVerifier<'a> {
         let fenced = matches!(node(&s.limit_offset), Some(N::AConst(c))
             if !c.isnull && matches!(&c.val, Some(pb::a_const::Val::Ival(i)) if i.ival == 0));
         let protected = matches!(rule.access, Access::Protected { .. });
-        let want_fence = protected && self.catalog.fenced();
+        let filtered = rule.filters_for(self.groups).next().is_some();
+        let want_fence = protected && (self.catalog.fenced() || filtered);
         if want_fence && !fenced {
             return bad("no OFFSET 0 fence");
         }
@@ -756,7 +760,24 @@ impl<'a> PgVerifier<'a> {
         if !self.is_tenant_predicate(first, tenant_column) {
             return bad("a first conjunct that is not the caller's tenant predicate");
         }
-        if !self.catalog.fenced() && !rest.is_empty() {
+        // Exactly the row filters the table declares for the caller, in order.
+        let filters = crate::filter::expected(
+            self.catalog,
+            rule,
+            self.groups,
+            self.binding,
+            self.attributes,
+        )?;
+        if rest.len() < filters.len() {
+            return bad("fewer row filters than the table declares for the caller");
+        }
+        let (actual, rest) = rest.split_at(filters.len());
+        for (a, f) in actual.iter().zip(&filters) {
+            if deparse_where(a)? != expected_where(f)? {
+                return bad("other row filters than the table declares for the caller");
+            }
+        }
+        if !want_fence && !rest.is_empty() {
             return bad("a predicate beside the tenant's (nothing is copied without a fence)");
         }
         for c in rest {
@@ -1333,6 +1354,36 @@ fn flatten_and<'n>(e: &'n N, out: &mut Vec<&'n N>) {
             }
         }
         other => out.push(other),
+    }
+}
+
+/// PostgreSQL's own text for `SELECT WHERE <e>` (locations and formatting dropped), for
+/// comparing a conjunct with the one expected.
+fn deparse_where(e: &N) -> Result<String, String> {
+    let stmt = pb::SelectStmt {
+        where_clause: Some(Box::new(pb::Node {
+            node: Some(e.clone()),
+        })),
+        op: pb::SetOperation::SetopNone as i32,
+        limit_option: pb::LimitOption::Default as i32,
+        ..Default::default()
+    };
+    N::SelectStmt(Box::new(stmt))
+        .deparse(Default::default())
+        .map_err(|e| format!("deparse: {e}"))
+}
+
+/// [`deparse_where`] of the conjunct a row filter expects, as PostgreSQL parses sqlparser's
+/// text of it.
+fn expected_where(e: &sqlparser::ast::Expr) -> Result<String, String> {
+    let parsed = pg_query::parse(&format!("SELECT WHERE {e}"), 0)
+        .map_err(|e| format!("expected row filter: {e}"))?;
+    match parsed.protobuf.stmts.first().and_then(|r| node(&r.stmt)) {
+        Some(N::SelectStmt(s)) => match node(&s.where_clause) {
+            Some(w) => deparse_where(w),
+            None => Err("expected row filter: no WHERE".into()),
+        },
+        _ => Err("expected row filter: not a SELECT".into()),
     }
 }
 

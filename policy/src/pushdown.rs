@@ -247,12 +247,14 @@ pub(crate) mod tests {
             text: "$1".into(),
             param: BindParam {
                 name: None,
-                value: "A".into(),
+                source: crate::ParamSource::Tenant,
+                value: crate::BoundValue::Tenant("A".into()),
             },
             caller: crate::params::CallerParams {
                 count: 0,
                 style: ParamStyle::DollarNumbered,
             },
+            attrs: Default::default(),
         };
         (catalog, binding)
     }
@@ -264,6 +266,7 @@ pub(crate) mod tests {
             tenant: "A",
             groups: &[],
             row_limit: None,
+            attributes: &crate::NO_ATTRIBUTES,
         };
         let wrapped = |inside: &str| {
             format!(
@@ -280,12 +283,14 @@ pub(crate) mod tests {
             text: "$2".into(),
             param: BindParam {
                 name: None,
-                value: "A".into(),
+                source: crate::ParamSource::Tenant,
+                value: crate::BoundValue::Tenant("A".into()),
             },
             caller: crate::params::CallerParams {
                 count: 1,
                 style: ParamStyle::DollarNumbered,
             },
+            attrs: Default::default(),
         };
         // A copied parameter occurs twice: in the caller's (outer) predicate and in the copy.
         let outer = |inside: &str, outer: &str| format!("{} WHERE {outer}", wrapped(inside));

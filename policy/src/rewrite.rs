@@ -56,6 +56,12 @@ pub(crate) fn excerpt(node: &impl std::fmt::Display) -> String {
 pub(crate) struct Rewriter<'a> {
     catalog: &'a Catalog,
     groups: &'a [String],
+    /// The caller's attributes, which row filters bind.
+    attributes: &'a crate::Attributes,
+    /// The attribute placeholders the row filters of the wrappers made so far use.
+    pub(crate) attrs: crate::filter::AttrBinding,
+    /// The row filters applied so far, one per table and filter.
+    pub(crate) applied: Vec<crate::AppliedFilter>,
     tenant_expr: Expr,
     /// Every declared table read, under the (normalized) name the query refers to it by.
     pub(crate) uses: Vec<(String, &'a TableRule)>,
@@ -122,7 +128,7 @@ struct ColumnAt<'a> {
 impl<'a> Rewriter<'a> {
     pub(crate) fn new(
         catalog: &'a Catalog,
-        groups: &'a [String],
+        caller: &crate::Caller<'a>,
         tenant_expr: Expr,
         params: CallerParams,
         statement: &Statement,
@@ -131,7 +137,10 @@ impl<'a> Rewriter<'a> {
         Rewriter {
             param_occurrences,
             catalog,
-            groups,
+            groups: caller.groups,
+            attributes: caller.attributes,
+            attrs: crate::filter::AttrBinding::starting_at(params.count + 2),
+            applied: Vec::new(),
             tenant_expr,
             uses: Vec::new(),
             referenced: HashSet::new(),
@@ -1017,15 +1026,15 @@ impl<'a> Rewriter<'a> {
         else {
             return;
         };
-        if !alias.columns.is_empty()
-            || subquery.limit_clause.is_none()
-            || subquery.limit_clause != fence(self.catalog)
-        {
-            return;
-        }
         let Some(rule) = self.wrapped_rule(subquery) else {
             return;
         };
+        if !alias.columns.is_empty()
+            || subquery.limit_clause.is_none()
+            || subquery.limit_clause != fence(self.catalog, rule, self.groups)
+        {
+            return;
+        }
         let SetExpr::Select(inner) = subquery.body.as_mut() else {
             return;
         };
@@ -1255,7 +1264,7 @@ impl<'a> Rewriter<'a> {
     /// table's wrapper has no fence: every row of it is visible to every caller, so the planner
     /// may inline it.
     fn wrapper(
-        &self,
+        &mut self,
         rule: &TableRule,
         tenant_column: Option<&str>,
         view: &[ColumnView<'_>],
@@ -1282,11 +1291,22 @@ impl<'a> Rewriter<'a> {
             }),
             index_hints: vec![],
         };
-        let selection = tenant_column.map(|c| Expr::BinaryOp {
+        let mut selection = tenant_column.map(|c| Expr::BinaryOp {
             left: Box::new(Expr::Identifier(Ident::with_quote(q, c))),
             op: BinaryOperator::Eq,
             right: Box::new(self.tenant_expr.clone()),
         });
+        // The row filters that apply to this caller, after the tenant's, in declared order.
+        if tenant_column.is_some() {
+            for f in rule.filters_for(self.groups) {
+                let conjunct = self.filter_conjunct(rule, f)?;
+                selection = selection.map(|tenant| Expr::BinaryOp {
+                    left: Box::new(tenant),
+                    op: BinaryOperator::And,
+                    right: Box::new(conjunct),
+                });
+            }
+        }
         let select = Select {
             select_token: AttachedToken::empty(),
             optimizer_hints: vec![],
@@ -1320,7 +1340,7 @@ impl<'a> Rewriter<'a> {
             with: None,
             body: Box::new(SetExpr::Select(Box::new(select))),
             order_by: None,
-            limit_clause: tenant_column.and_then(|_| fence(self.catalog)),
+            limit_clause: tenant_column.and_then(|_| fence(self.catalog, rule, self.groups)),
             fetch: None,
             locks: vec![],
             for_clause: None,
@@ -1328,6 +1348,32 @@ impl<'a> Rewriter<'a> {
             format_clause: None,
             pipe_operators: vec![],
         })
+    }
+
+    /// The conjunct row filter `f` of `rule` adds for this caller, its attribute bound (refused
+    /// when the caller lacks it or carries another type); recorded as applied.
+    fn filter_conjunct(
+        &mut self,
+        rule: &TableRule,
+        f: &crate::RowFilter,
+    ) -> Result<Expr, PolicyError> {
+        let (d, style) = (self.dialect(), self.catalog.param_style());
+        let slot = match f.attribute() {
+            Some((name, ty)) => {
+                let value = crate::filter::caller_value(self.attributes, &rule.name, name, ty)?;
+                Some(self.attrs.slot(d, style, name, value).clone())
+            }
+            None => None,
+        };
+        let applied = crate::AppliedFilter {
+            table: rule.name.clone(),
+            filter: f.text.clone(),
+            attribute: f.attribute().map(|(n, _)| n.to_string()),
+        };
+        if !self.applied.contains(&applied) {
+            self.applied.push(applied);
+        }
+        Ok(crate::filter::conjunct(d, style, f, slot.as_ref()))
     }
 
     fn exprs(&mut self, exprs: &mut [Expr]) -> R {
@@ -1829,8 +1875,13 @@ fn has_caller_param(e: &Expr, params: &CallerParams) -> bool {
 
 /// `OFFSET 0` for PostgreSQL (see [`Rewriter::wrapper`]) unless the catalog relies on the
 /// warehouse's row security; nothing elsewhere.
-pub(crate) fn fence(catalog: &Catalog) -> Option<LimitClause> {
-    (catalog.dialect() == Dialect::Postgres && catalog.fenced()).then(|| LimitClause::LimitOffset {
+/// The `OFFSET 0` that ends a PostgreSQL wrapper of `rule` for a caller with `groups`: on
+/// every protected table unless the catalog relies on the warehouse's row security, and then
+/// still on a table a row filter applies to (row security knows the tenant, not the caller's
+/// attributes: without the fence a leaky predicate could see the tenant's other rows).
+pub(crate) fn fence(catalog: &Catalog, rule: &TableRule, groups: &[String]) -> Option<LimitClause> {
+    let fenced = catalog.fenced() || rule.filters_for(groups).next().is_some();
+    (catalog.dialect() == Dialect::Postgres && fenced).then(|| LimitClause::LimitOffset {
         limit: None,
         offset: Some(Offset {
             value: Expr::value(number("0")),

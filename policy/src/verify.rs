@@ -18,7 +18,7 @@ use crate::rewrite::fence;
 use crate::{Caller, MAX_PARSE_DEPTH, TenantBinding, functions, mask, outer_limit};
 
 /// Verifies rewritten SQL on sqlparser's tree. Returns the refusal reason on failure.
-fn verify_tree(
+pub(crate) fn verify_tree(
     sql: &str,
     catalog: &Catalog,
     binding: &TenantBinding,
@@ -59,6 +59,7 @@ fn verify_tree(
         catalog,
         binding,
         groups: caller.groups,
+        attributes: caller.attributes,
         scopes: Vec::new(),
         cte_bodies: HashMap::new(),
         wrappers: Vec::new(),
@@ -93,6 +94,8 @@ struct Verifier<'a> {
     catalog: &'a Catalog,
     binding: &'a TenantBinding,
     groups: &'a [String],
+    /// The caller's attributes (the row filters' values).
+    attributes: &'a crate::Attributes,
     /// Visible CTE names, one entry per query being visited.
     scopes: Vec<Vec<String>>,
     /// CTE body address -> the names visible inside that body.
@@ -367,6 +370,16 @@ impl<'a> Verifier<'a> {
         true
     }
 
+    fn expected_filters(&self, rule: &TableRule) -> Result<Vec<Expr>, String> {
+        crate::filter::expected(
+            self.catalog,
+            rule,
+            self.groups,
+            self.binding,
+            self.attributes,
+        )
+    }
+
     /// If `q` reads a protected (or column-restricted public) table, checks that it is exactly
     /// the wrapper for this caller and returns its rule; `Ok(None)` for any other derived table.
     fn wrapper_rule(&self, q: &Query) -> Result<Option<&'a TableRule>, String> {
@@ -405,7 +418,7 @@ impl<'a> Verifier<'a> {
         let d = self.catalog.dialect();
         if with.is_some()
             || order_by.is_some()
-            || *limit_clause != tenant_column.and_then(|_| fence(self.catalog))
+            || *limit_clause != tenant_column.and_then(|_| fence(self.catalog, rule, self.groups))
             || fetch.is_some()
             || !locks.is_empty()
             || for_clause.is_some()
@@ -452,36 +465,50 @@ impl<'a> Verifier<'a> {
                 bad("a predicate")
             };
         };
-        // The tenant predicate, then (PostgreSQL only) the leakproof conjuncts the rewriter
-        // copied in, each `"<unmasked column>" <comparison> <constant>`.
+        // The tenant predicate, then exactly the row filters the table declares for this
+        // caller, then (PostgreSQL only) the leakproof conjuncts the rewriter copied in, each
+        // `"<unmasked column>" <comparison> <constant>` (or a correlated or closed-IN copy).
         // (Parentheses the printer put around operands are stripped: they change nothing.)
-        let mut tenant_pred = select.selection.as_ref().map(strip);
+        let mut conjuncts = Vec::new();
+        let mut rest = select.selection.as_ref().map(strip);
         while let Some(Expr::BinaryOp {
             left,
             op: BinaryOperator::And,
             right,
-        }) = tenant_pred
+        }) = rest
         {
-            if fence(self.catalog).is_none()
+            conjuncts.push(strip(right));
+            rest = Some(strip(left));
+        }
+        conjuncts.extend(rest);
+        conjuncts.reverse();
+        let Some((tenant_pred, rest)) = conjuncts.split_first() else {
+            return bad("no tenant predicate");
+        };
+        let filters = self.expected_filters(rule)?;
+        if rest.len() < filters.len() || rest.iter().zip(&filters).any(|(a, b)| *a != b) {
+            return bad("other row filters than the table declares for the caller");
+        }
+        for copied in &rest[filters.len()..] {
+            if fence(self.catalog, rule, self.groups).is_none()
                 || !(crate::pushdown::is_copied(
                     rule,
                     self.groups,
                     quote,
                     &self.binding.caller(),
                     &self.param_occurrences,
-                    strip(right),
-                ) || self.is_correlated_copy(rule, strip(right))
-                    || self.is_copied_in(rule, strip(right)))
+                    copied,
+                ) || self.is_correlated_copy(rule, copied)
+                    || self.is_copied_in(rule, copied))
             {
                 return bad("a predicate beside the tenant's");
             }
-            tenant_pred = Some(strip(left));
         }
-        let Some(Expr::BinaryOp {
+        let Expr::BinaryOp {
             left,
             op: BinaryOperator::Eq,
             right,
-        }) = tenant_pred
+        } = tenant_pred
         else {
             return bad("no tenant predicate");
         };
@@ -807,6 +834,7 @@ mod tests {
             tenant: "A",
             groups: &[],
             row_limit: None,
+            attributes: &crate::NO_ATTRIBUTES,
         };
         let check = |sql: &str| super::verify(sql, &catalog, &binding, &caller);
         let wrapper = |sample: &str| {
@@ -911,6 +939,7 @@ mod tests {
             tenant: "A",
             groups: &[],
             row_limit: None,
+            attributes: &crate::NO_ATTRIBUTES,
         };
         let customers = |alias: &str| {
             format!(
@@ -968,6 +997,7 @@ mod tests {
             tenant: "A",
             groups: &[],
             row_limit: None,
+            attributes: &crate::NO_ATTRIBUTES,
         };
         let orders = r#"(SELECT "id", "tenant_id", "amount", "status" FROM "public"."orders" WHERE "tenant_id" = $1 OFFSET 0) AS "o""#;
         let query = |copied: &str| {
@@ -1023,6 +1053,7 @@ mod tests {
             tenant: "A",
             groups: &[],
             row_limit: None,
+            attributes: &crate::NO_ATTRIBUTES,
         };
         let tree = |sql: &str| super::verify_tree(sql, &catalog, &binding, &caller);
         let pg = |sql: &str| crate::pgverify::verify(sql, &catalog, &binding, &caller);

@@ -37,6 +37,7 @@ fn caller<'a>(tenant: &'a str, groups: &'a [String], row_limit: Option<u64>) -> 
         tenant,
         groups,
         row_limit,
+        attributes: &sluice_policy::NO_ATTRIBUTES,
     }
 }
 
@@ -66,7 +67,10 @@ fn a_hit_is_the_uncached_rewrite_for_the_callers_own_tenant_and_parses_nothing()
                 assert_eq!(parsed, 0, "a hit parsed: {sql}");
             }
             assert!(
-                cached.params.iter().all(|p| p.value == tenant),
+                cached
+                    .params
+                    .iter()
+                    .all(|p| p.value == sluice_policy::BoundValue::Tenant(tenant.to_string())),
                 "{sql}: {:?}",
                 cached.params
             );

@@ -78,11 +78,12 @@ fn run(c: &Catalog, sql: &str) -> Result<String, PolicyError> {
             tenant: "A",
             groups: &groups,
             row_limit: None,
+            attributes: &sluice_policy::NO_ATTRIBUTES,
         },
     )
     .map(|r| {
         assert_eq!(r.params.len(), 1);
-        assert_eq!(r.params[0].value, "A");
+        assert_eq!(r.params[0].value, sluice_policy::BoundValue::Tenant("A".into()));
         r.sql
     })
 }
@@ -226,6 +227,7 @@ fn run_params(c: &Catalog, sql: &str, n: usize) -> Result<String, PolicyError> {
             tenant: "A",
             groups: &groups,
             row_limit: None,
+            attributes: &sluice_policy::NO_ATTRIBUTES,
         },
         n,
     )

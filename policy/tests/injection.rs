@@ -68,6 +68,7 @@ fn run(sql: &str, d: Dialect) -> Result<RewrittenQuery, PolicyError> {
             tenant: "A",
             groups: &groups,
             row_limit: None,
+            attributes: &sluice_policy::NO_ATTRIBUTES,
         },
     )
 }
@@ -491,6 +492,7 @@ fn with_ties_cannot_escape_the_row_cap() {
         tenant: "A",
         groups: &groups,
         row_limit: Some(10),
+        attributes: &sluice_policy::NO_ATTRIBUTES,
     };
     let sql = "SELECT * FROM orders ORDER BY tenant_id FETCH FIRST 1 ROWS WITH TIES";
     assert!(sluice_policy::rewrite(sql, &world(Dialect::Postgres), &caller).is_err());

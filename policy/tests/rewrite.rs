@@ -19,6 +19,7 @@ fn rewrite(sql: &str, catalog: &Catalog, tenant: &str) -> Result<RewrittenQuery,
             tenant,
             groups: &groups,
             row_limit: None,
+            attributes: &sluice_policy::NO_ATTRIBUTES,
         },
     )
 }
@@ -416,6 +417,7 @@ fn as_groups(
             tenant: "A",
             groups: &groups,
             row_limit: limit,
+            attributes: &sluice_policy::NO_ATTRIBUTES,
         },
     )
 }
@@ -576,6 +578,7 @@ fn with_params(
             tenant: "A",
             groups: &groups,
             row_limit,
+            attributes: &sluice_policy::NO_ATTRIBUTES,
         },
         n,
     )
@@ -600,7 +603,7 @@ fn caller_parameters_keep_their_placeholders_and_the_tenant_follows_them() {
     assert!(!r.sql.contains("$1 OFFSET"), "{}", r.sql);
     // The tenant only, in `params`: the caller binds its own values.
     assert_eq!(r.params.len(), 1);
-    assert_eq!(r.params[0].value, "A");
+    assert_eq!(r.params[0].value, sluice_policy::BoundValue::Tenant("A".into()));
     // Copied inside the fence like constants (a caller parameter is bound once per query), so
     // a prepared point lookup uses the index; the outer WHERE keeps them. Only a parameter
     // that occurs once: `$2` occurs twice, and stays outside.
@@ -1076,6 +1079,7 @@ fn a_closed_in_sub_query_is_copied_inside_the_fence() {
             tenant: "A",
             groups: &groups,
             row_limit: None,
+            attributes: &sluice_policy::NO_ATTRIBUTES,
         },
         1,
     )

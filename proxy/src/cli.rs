@@ -203,6 +203,7 @@ fn run(cli: Cli) -> Result<(), StartupError> {
                 tenant: &tenant,
                 groups: &groups,
                 row_limit: policy.row_limit(&groups),
+                attributes: &sluice_policy::NO_ATTRIBUTES,
             };
             println!(
                 "{}",

@@ -153,6 +153,7 @@ fn generated_queries_verify_and_never_return_tenant_b_data() {
         tenant: "A",
         groups: &groups,
         row_limit: None,
+        attributes: &sluice_policy::NO_ATTRIBUTES,
     };
 
     let mut runner = TestRunner::new(Config {

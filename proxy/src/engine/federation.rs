@@ -217,6 +217,7 @@ impl SourceTable {
             tenant: &self.who.principal.tenant,
             groups: &self.who.principal.groups,
             row_limit: None,
+            attributes: &sluice_policy::NO_ATTRIBUTES,
         }
     }
 }
@@ -587,6 +588,7 @@ pub(crate) async fn probe(
         tenant: &who.principal.tenant,
         groups,
         row_limit: None,
+        attributes: &sluice_policy::NO_ATTRIBUTES,
     };
     let rewritten = sluice_policy::rewrite(&sql, catalog, &caller)?;
     let params = bind(&rewritten.params);

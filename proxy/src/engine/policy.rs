@@ -78,6 +78,7 @@ impl Policy {
             tenant: &principal.tenant,
             groups: &principal.groups,
             row_limit: self.row_limit(&principal.groups),
+            attributes: &sluice_policy::NO_ATTRIBUTES,
         };
         Some((catalog, caller))
     }
