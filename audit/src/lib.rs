@@ -14,7 +14,7 @@ mod writer;
 
 pub use chain::{Checkpoint, Signer, VerifyReport};
 pub use error::AuditError;
-pub use record::{AuditRecord, Decision, Event, SubQuery};
+pub use record::{AuditRecord, Decision, Event, RowFilterUse, SubQuery};
 pub use writer::{
     AuditLog, AuditOptions, AuditWriter, LOST_COMPLETION, OUTCOME_UNKNOWN, Pending, open_read_only,
     read_all, read_settled,

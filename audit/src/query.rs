@@ -414,7 +414,7 @@ pub struct ExportHeader {
     pub checkpoint: Option<Checkpoint>,
 }
 
-const CSV_HEADER: [&str; 31] = [
+const CSV_HEADER: [&str; 32] = [
     "seq",
     "ts",
     "event",
@@ -446,6 +446,7 @@ const CSV_HEADER: [&str; 31] = [
     "hash",
     "sub_queries",
     "front_door",
+    "row_filters",
 ];
 
 /// A CSV cell a spreadsheet will not run: one that begins with `=`, `+`, `-`, `@`, a tab or a
@@ -504,6 +505,11 @@ fn csv_fields(r: &AuditRecord) -> Vec<String> {
             serde_json::to_string(&r.sub_queries).unwrap_or_default()
         },
         o(&r.front_door),
+        if r.row_filters.is_empty() {
+            String::new()
+        } else {
+            serde_json::to_string(&r.row_filters).unwrap_or_default()
+        },
     ]
 }
 

@@ -135,10 +135,30 @@ pub struct AuditRecord {
     /// when `None`, so records written before the field existed verify unchanged.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub front_door: Option<String>,
+    /// The row filters the query was filtered with, beside the tenant's, each with the
+    /// attribute value it bound (absent from the hashed bytes when empty, so records written
+    /// before the field existed verify unchanged).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub row_filters: Vec<RowFilterUse>,
     /// Hash of the previous record (hex SHA-256; 64 zeros for the first). Set by the log.
     pub prev_hash: String,
     /// `SHA-256(prev_hash || canonical bytes of this record)`, hex. Set by the log.
     pub hash: String,
+}
+
+/// One row filter a query was filtered with: why its user saw only some of the tenant's rows.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RowFilterUse {
+    /// The table filtered (`schema.table`).
+    pub table: String,
+    /// The filter as declared (`region = attr.region`).
+    pub filter: String,
+    /// The attribute it bound, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attribute: Option<String>,
+    /// The attribute's value (`"?"` where the log redacts literals).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<serde_json::Value>,
 }
 
 /// One source's part of a federated query.
@@ -154,6 +174,9 @@ pub struct SubQuery {
     /// Rows the source returned, once it finished.
     #[serde(default)]
     pub rows: Option<u64>,
+    /// The row filters this source's sub-query was filtered with (absent when none).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub row_filters: Vec<RowFilterUse>,
 }
 
 impl AuditRecord {
@@ -209,6 +232,7 @@ impl AuditRecord {
             warehouse_query_id: None,
             sub_queries: vec![],
             front_door: None,
+            row_filters: vec![],
             prev_hash: String::new(),
             hash: String::new(),
         }
@@ -247,6 +271,7 @@ impl AuditRecord {
             warehouse_query_id: self.warehouse_query_id.as_deref(),
             sub_queries: &self.sub_queries,
             front_door: self.front_door.as_deref(),
+            row_filters: &self.row_filters,
             prev_hash: "",
             hash: "",
         };
@@ -289,6 +314,8 @@ struct Canonical<'a> {
     sub_queries: &'a [SubQuery],
     #[serde(skip_serializing_if = "Option::is_none")]
     front_door: Option<&'a str>,
+    #[serde(skip_serializing_if = "<[RowFilterUse]>::is_empty")]
+    row_filters: &'a [RowFilterUse],
     prev_hash: &'a str,
     hash: &'a str,
 }

@@ -74,7 +74,8 @@ CREATE TABLE IF NOT EXISTS audit_log (
     prev_hash          TEXT NOT NULL,
     hash               TEXT NOT NULL,
     sub_queries        TEXT NOT NULL DEFAULT '[]',
-    front_door         TEXT
+    front_door         TEXT,
+    row_filters        TEXT
 );
 CREATE INDEX IF NOT EXISTS audit_log_user ON audit_log (user, seq);
 CREATE INDEX IF NOT EXISTS audit_log_ts ON audit_log (ts);
@@ -203,8 +204,12 @@ fn open_writer(path: &Path) -> Result<Connection, AuditError> {
     }
     // Logs created before the PostgreSQL-wire front door lack its column (existing rows get
     // NULL, which they hashed as: absent).
-    if !has_front_door(&conn)? {
+    if !has_column(&conn, "front_door")? {
         conn.execute_batch("ALTER TABLE audit_log ADD COLUMN front_door TEXT")?;
+    }
+    // And logs created before attribute row filters lack theirs (NULL: none, as hashed).
+    if !has_column(&conn, "row_filters")? {
+        conn.execute_batch("ALTER TABLE audit_log ADD COLUMN row_filters TEXT")?;
     }
     Ok(conn)
 }
@@ -691,9 +696,10 @@ fn write_batch(
             "INSERT INTO audit_log (seq, ts, event, request_id, session_id, user, tenant, groups,
                 auth_method, client_addr, user_agent, connection, sql, rewritten_sql, params,
                 tables, columns, policy_version, decision, code, reason, outcome, rows, bytes,
-                duration_ms, error, warehouse_query_id, prev_hash, hash, sub_queries, front_door)
+                duration_ms, error, warehouse_query_id, prev_hash, hash, sub_queries, front_door,
+                row_filters)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17,
-                ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30, ?31)",
+                ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30, ?31, ?32)",
         )?;
         let mut prev = head.hash.clone();
         for (i, (r, _)) in batch.iter_mut().enumerate() {
@@ -734,6 +740,8 @@ fn write_batch(
                 r.hash,
                 serde_json::to_string(&r.sub_queries).unwrap_or_else(|_| "[]".into()),
                 r.front_door,
+                (!r.row_filters.is_empty())
+                    .then(|| serde_json::to_string(&r.row_filters).unwrap_or_default()),
             ])?;
         }
     }
@@ -745,22 +753,24 @@ fn write_batch(
 pub(crate) const SELECT_COLUMNS: &str = "seq, ts, event, request_id, session_id, user, tenant, \
     groups, auth_method, client_addr, user_agent, connection, sql, rewritten_sql, params, tables, \
     columns, policy_version, decision, code, reason, outcome, rows, bytes, duration_ms, error, \
-    warehouse_query_id, prev_hash, hash, sub_queries, front_door";
+    warehouse_query_id, prev_hash, hash, sub_queries, front_door, row_filters";
 
-/// [`SELECT_COLUMNS`] for a table that may predate the `front_door` column (a sealed archive
-/// segment is read-only: it is not migrated).
+/// [`SELECT_COLUMNS`] for a table that may predate the `front_door` or `row_filters` column
+/// (a sealed archive segment is read-only: it is not migrated).
 pub(crate) fn select_columns(conn: &Connection) -> Result<String, AuditError> {
-    Ok(if has_front_door(conn)? {
-        SELECT_COLUMNS.to_string()
-    } else {
-        SELECT_COLUMNS.replace(", front_door", ", NULL AS front_door")
-    })
+    let mut columns = SELECT_COLUMNS.to_string();
+    for c in ["front_door", "row_filters"] {
+        if !has_column(conn, c)? {
+            columns = columns.replace(&format!(", {c}"), &format!(", NULL AS {c}"));
+        }
+    }
+    Ok(columns)
 }
 
-fn has_front_door(conn: &Connection) -> Result<bool, AuditError> {
+fn has_column(conn: &Connection, name: &str) -> Result<bool, AuditError> {
     Ok(conn.query_row(
-        "SELECT count(*) > 0 FROM pragma_table_info('audit_log') WHERE name = 'front_door'",
-        [],
+        "SELECT count(*) > 0 FROM pragma_table_info('audit_log') WHERE name = ?1",
+        [name],
         |r| r.get(0),
     )?)
 }
@@ -806,6 +816,10 @@ pub(crate) fn record_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Audit
         hash: row.get(28)?,
         sub_queries: serde_json::from_str(&row.get::<_, String>(29)?).unwrap_or_default(),
         front_door: row.get(30)?,
+        row_filters: row
+            .get::<_, Option<String>>(31)?
+            .and_then(|s| serde_json::from_str(&s).ok())
+            .unwrap_or_default(),
     })
 }
 

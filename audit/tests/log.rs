@@ -99,6 +99,7 @@ async fn sub_queries_round_trip_and_logs_without_the_column_get_it() {
         sql: "SELECT \"a\" FROM \"t\" WHERE \"tenant_id\" = $1".into(),
         warehouse_query_id: Some("q-1".into()),
         rows: Some(3),
+        row_filters: vec![],
     }];
     log.append(r.clone()).await.unwrap();
     drop(log);

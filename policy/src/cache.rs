@@ -144,6 +144,9 @@ impl RewriteCache {
         for p in &mut template.params {
             p.value = BoundValue::Tenant(String::new());
         }
+        for f in &mut template.filters {
+            f.value = None;
+        }
         let size = entry_bytes(&key, &template);
         if size <= self.max_bytes_per_shard {
             let value = entry_value_bytes(&template);
@@ -232,6 +235,13 @@ fn with_tenant(template: &RewrittenQuery, caller: &Caller<'_>) -> RewrittenQuery
                 }
             }
         };
+    }
+    for f in &mut r.filters {
+        f.value = f
+            .attribute
+            .as_ref()
+            .and_then(|a| caller.attributes.get(a))
+            .cloned();
     }
     r
 }

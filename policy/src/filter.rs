@@ -463,6 +463,8 @@ pub struct AppliedFilter {
     pub filter: String,
     /// The attribute it was bound with, if any.
     pub attribute: Option<String>,
+    /// That attribute's value for this caller.
+    pub value: Option<AttributeValue>,
 }
 
 /// One attribute's placeholders in a rewritten query.

@@ -1369,6 +1369,7 @@ impl<'a> Rewriter<'a> {
             table: rule.name.clone(),
             filter: f.text.clone(),
             attribute: f.attribute().map(|(n, _)| n.to_string()),
+            value: slot.as_ref().map(|s| s.value.clone()),
         };
         if !self.applied.contains(&applied) {
             self.applied.push(applied);

@@ -166,8 +166,12 @@ fn jwt_verifier(config: &Config) -> Result<Option<JwtVerifier>, StartupError> {
         })?),
         None => None,
     };
+    let types = config
+        .auth
+        .attribute_types()
+        .map_err(|e| StartupError(format!("auth.attributes: {e}")))?;
     JwtVerifier::new(jwt, secret.as_deref(), pem.as_deref())
-        .map(Some)
+        .map(|v| Some(v.with_attribute_types(types)))
         .map_err(|e| StartupError(format!("auth.jwt: {e}")))
 }
 

@@ -70,6 +70,11 @@ pub enum ClientCommand {
         /// compliance role).
         #[arg(long, value_delimiter = ',')]
         groups: Option<Vec<String>>,
+        /// An attribute it may put in tickets, with the values it may mint:
+        /// `--attribute region=emea,apac` (`region=*`: any value). Repeat for each attribute;
+        /// with none, tickets may carry any attribute with any value.
+        #[arg(long = "attribute", value_name = "NAME=VALUES")]
+        attributes: Vec<String>,
     },
     /// Issue a new secret; older ones keep working for the overlap, then stop.
     Rotate {
@@ -169,12 +174,29 @@ pub fn client(cmd: ClientCommand) -> Result<(), StartupError> {
             id,
             tenants,
             groups,
+            attributes,
         } => {
             if !valid_name(&id) || !tenants.iter().all(|t| valid_name(t)) {
                 return Err(err("client id and tenants must be non-empty names"));
             }
+            let mut scope = std::collections::BTreeMap::new();
+            for a in &attributes {
+                let (name, values) = a
+                    .split_once('=')
+                    .ok_or_else(|| err("--attribute takes NAME=VALUE[,VALUE...]"))?;
+                let values: Vec<String> = values.split(',').map(str::to_string).collect();
+                if !sluice_policy::valid_attribute_name(name)
+                    || !values.iter().all(|v| valid_name(v))
+                {
+                    return Err(err(
+                        "--attribute: an attribute name (letters, digits, _) and non-empty values",
+                    ));
+                }
+                scope.insert(name.to_string(), values);
+            }
+            let scope = (!attributes.is_empty()).then_some(&scope);
             let secret = store(&target)?
-                .create_client(&id, &tenants, groups.as_deref(), now)
+                .create_client(&id, &tenants, groups.as_deref(), scope, now)
                 .map_err(err)?;
             eprintln!("service client {id} created; its secret is shown only this once:");
             println!("{secret}");

@@ -9,7 +9,9 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
-use sluice_policy::{Catalog, Dialect, MaskKind, MaskRule, TableName, TableRule};
+use sluice_policy::{
+    AttributeType, Catalog, Dialect, MaskKind, MaskRule, RowFilter, TableName, TableRule,
+};
 
 /// Default address the daemon listens on.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -341,6 +343,41 @@ pub struct AuthConfig {
     /// Which groups hold which of sluice's own roles.
     #[serde(default)]
     pub roles: RolesConfig,
+    /// Declared caller attributes and their types (`region = "text"`, `accounts =
+    /// "integer[]"`; types `text`, `integer`, `text[]`, `integer[]`): what row filters bind.
+    /// A JWT carries the ones `auth.jwt.claims.attributes` copies (a claim listed there and not
+    /// declared here is text); a ticket carries the ones its service client mints.
+    #[serde(default)]
+    pub attributes: BTreeMap<String, String>,
+}
+
+impl AuthConfig {
+    /// Every attribute a credential can carry, with its type: the declared ones, and the
+    /// claims a JWT copies (text unless declared). Unknown type names are refused.
+    pub fn attribute_types(&self) -> Result<BTreeMap<String, AttributeType>, String> {
+        let mut out = BTreeMap::new();
+        if let Some(jwt) = &self.jwt {
+            for name in &jwt.claims.attributes {
+                out.insert(name.clone(), AttributeType::Text);
+            }
+        }
+        for (name, ty) in &self.attributes {
+            if !sluice_policy::valid_attribute_name(name) {
+                return Err(format!(
+                    "auth.attributes: {name:?} is not an attribute name (letters, digits and _, \
+                     at most 64)"
+                ));
+            }
+            let t = AttributeType::parse(ty).ok_or_else(|| {
+                format!(
+                    "auth.attributes.{name}: unknown type {ty:?} (use text, integer, text[] or \
+                     integer[])"
+                )
+            })?;
+            out.insert(name.clone(), t);
+        }
+        Ok(out)
+    }
 }
 
 /// Default idle lifetime of a session (renewed while in use).
@@ -865,6 +902,20 @@ pub struct MaskConfig {
     pub except: Vec<String>,
 }
 
+/// `[[connections.tables.row_filters]]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RowFilterConfig {
+    /// `<column> = attr.<name>`, `<column> IN attr.<name>`, `<column> = <constant>` or
+    /// `<column> IN (<constant>, ...)`.
+    pub filter: String,
+    /// Only callers in one of these groups are filtered (absent: every caller).
+    pub groups: Option<Vec<String>>,
+    /// Callers in any of these groups are exempt.
+    #[serde(default)]
+    pub except: Vec<String>,
+}
+
 /// `[[connections.tables]]`
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -893,6 +944,12 @@ pub struct TableConfig {
     /// declared and their comparison operators are leakproof. They must match the warehouse.
     #[serde(default)]
     pub types: BTreeMap<String, String>,
+    /// Row filters from the caller's attributes (protected tables only), combined with the
+    /// tenant predicate by `AND`: `[[connections.tables.row_filters]]` with `filter =
+    /// "region = attr.region"` (or `col IN attr.list`, `col = 'constant'`, `col IN ('a', 'b')`),
+    /// optionally `groups` (only these are filtered) and `except` (these are exempt).
+    #[serde(default)]
+    pub row_filters: Vec<RowFilterConfig>,
     /// Compliance tags (for example `phi`): the HIPAA-style access report covers tables
     /// tagged `phi`.
     #[serde(default)]
@@ -1164,6 +1221,10 @@ impl Config {
                 ));
             }
         }
+        let attribute_types = self
+            .auth
+            .attribute_types()
+            .map_err(|e| invalid("auth.attributes", e))?;
         let mut ids = HashSet::new();
         for (i, c) in self.connections.iter().enumerate() {
             let field = format!("connections[{i}]");
@@ -1366,7 +1427,21 @@ impl Config {
                     }
                 }
             }
-            catalog_for(c).map_err(|e| invalid(field, e))?;
+            let catalog = catalog_for(c, &attribute_types).map_err(|e| invalid(&field, e))?;
+            // A filter on an attribute no JWT can carry would refuse every JWT caller.
+            if let Some(jwt) = &self.auth.jwt {
+                for (name, _) in catalog.filter_attributes() {
+                    if !jwt.claims.attributes.contains(name) {
+                        return Err(invalid(
+                            field,
+                            format!(
+                                "a row filter binds the attribute {name:?}, which \
+                                 auth.jwt.claims.attributes does not copy from tokens (add it)"
+                            ),
+                        ));
+                    }
+                }
+            }
         }
         Ok(())
     }
@@ -1433,7 +1508,10 @@ pub fn dialect_of(kind: ConnectionKind) -> Dialect {
 }
 
 /// The policy catalog a connection declares.
-pub fn catalog_for(c: &ConnectionConfig) -> Result<Catalog, String> {
+pub fn catalog_for(
+    c: &ConnectionConfig,
+    attributes: &BTreeMap<String, AttributeType>,
+) -> Result<Catalog, String> {
     let dialect = dialect_of(c.kind);
     let mut tables = Vec::with_capacity(c.tables.len());
     for t in &c.tables {
@@ -1464,6 +1542,13 @@ pub fn catalog_for(c: &ConnectionConfig) -> Result<Catalog, String> {
                 )
             })?;
             rule.types.insert(col.clone(), parsed);
+        }
+        for f in &t.row_filters {
+            let mut filter = RowFilter::parse(&f.filter, &|name| attributes.get(name).copied())
+                .map_err(|e| format!("{}: row filter {:?}: {e}", t.name, f.filter))?;
+            filter.groups = f.groups.clone();
+            filter.except = f.except.clone();
+            rule.filters.push(filter);
         }
         for (col, m) in &t.masks {
             let kind = match m.mask {

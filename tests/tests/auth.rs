@@ -183,7 +183,7 @@ async fn web_ticket_flow_end_to_end_and_its_attacks() {
     let d = start_with(|_| {}).await;
     let secret = d
         .store()
-        .create_client("acme-backend", &["acme".into()], None, now())
+        .create_client("acme-backend", &["acme".into()], None, None, now())
         .unwrap();
 
     // 1. Service token: JSON or HTTP Basic; a wrong secret is refused.
@@ -374,7 +374,7 @@ async fn web_ticket_flow_end_to_end_and_its_attacks() {
     // Switching tenant means a new ticket, from a client scoped to both.
     let multi = d
         .store()
-        .create_client("portal", &["acme".into(), "globex".into()], None, now())
+        .create_client("portal", &["acme".into(), "globex".into()], None, None, now())
         .unwrap();
     let sst2 = service_token(&d, "portal", &multi).await;
     let t2 = ticket(&d, &sst2, json!({"user": "alice", "tenant": "globex"})).await;
@@ -469,7 +469,7 @@ async fn sessions_renew_while_used_and_expire_when_idle_or_past_their_cap() {
     .await;
     let secret = d
         .store()
-        .create_client("b", &["*".into()], None, now())
+        .create_client("b", &["*".into()], None, None, now())
         .unwrap();
     let sst = service_token(&d, "b", &secret).await;
     let me = |t: &str| d.http.get(d.url("/v1/me")).bearer_auth(t.to_string());
@@ -982,7 +982,7 @@ async fn failed_authentications_are_rate_limited_per_address_and_per_principal()
     .await;
     let secret = d
         .store()
-        .create_client("victim", &["acme".into()], None, now())
+        .create_client("victim", &["acme".into()], None, None, now())
         .unwrap();
     let token = |s: &str| {
         d.http
@@ -1006,7 +1006,7 @@ async fn failed_authentications_are_rate_limited_per_address_and_per_principal()
     // Other clients are not affected.
     let other = d
         .store()
-        .create_client("other", &["acme".into()], None, now())
+        .create_client("other", &["acme".into()], None, None, now())
         .unwrap();
     service_token(&d, "other", &other).await;
 }
@@ -1016,7 +1016,7 @@ async fn rotated_service_secrets_overlap_then_stop() {
     let d = start_with(|_| {}).await;
     let store = d.store();
     let old = store
-        .create_client("c", &["acme".into()], None, now())
+        .create_client("c", &["acme".into()], None, None, now())
         .unwrap();
     let new = store.rotate_client_secret("c", 0, now()).unwrap();
     service_token(&d, "c", &new).await;

@@ -16,6 +16,7 @@ use super::jwks::Jwks;
 use super::principal::{AuthError, AuthMethod, MAX_ATTRIBUTES, MAX_GROUPS, Principal, valid_name};
 use super::store::AuthStore;
 use crate::config::{ClaimsConfig, JwtAlgorithm, JwtConfig, MIN_HS256_SECRET_BYTES};
+use sluice_policy::{AttributeType, AttributeValue};
 
 /// Where verification keys come from.
 pub enum KeySource {
@@ -41,6 +42,8 @@ pub struct JwtVerifier {
     keys: KeySource,
     validation: Validation,
     claims: ClaimsConfig,
+    /// The declared type of each attribute claim (`[auth.attributes]`).
+    attribute_types: BTreeMap<String, AttributeType>,
     max_age_secs: Option<u64>,
     require_jti: bool,
 }
@@ -113,9 +116,17 @@ impl JwtVerifier {
             keys,
             validation,
             claims: config.claims.clone(),
+            attribute_types: BTreeMap::new(),
             max_age_secs: config.max_age_secs,
             require_jti: config.require_jti,
         })
+    }
+
+    /// The same verifier, reading each attribute claim as its declared type.
+    #[must_use]
+    pub fn with_attribute_types(mut self, types: BTreeMap<String, AttributeType>) -> Self {
+        self.attribute_types = types;
+        self
     }
 
     /// Verifies a token and maps its claims to a principal. `store` remembers `jti`s when
@@ -145,7 +156,7 @@ impl JwtVerifier {
                 (self.decode(token, &alg, &key)?, Some(key))
             }
         };
-        let principal = map_claims(&claims, &self.claims, AuthMethod::Jwt)?;
+        let principal = map_claims(&claims, &self.claims, &self.attribute_types, AuthMethod::Jwt)?;
         let now = super::principal::unix_now();
         let leeway = self.validation.leeway as i64;
         // What `decode` checked about time, as a deadline: `exp` (with the leeway), and
@@ -233,10 +244,13 @@ impl JwtVerifier {
 }
 
 /// Maps verified claims to a principal: user and tenant must be plain strings, groups an array
-/// of strings, attributes strings.
+/// of strings, each attribute of its declared type (`types`; text when not declared). An
+/// attribute claim of another type refuses the token (a filter must never see a value it was
+/// not declared for); an absent one is absent (a filter that needs it refuses the query).
 pub fn map_claims(
     claims: &Map<String, Value>,
     names: &ClaimsConfig,
+    types: &BTreeMap<String, AttributeType>,
     method: AuthMethod,
 ) -> Result<Principal, AuthError> {
     let user = string_claim(claims, &names.user)?;
@@ -244,14 +258,20 @@ pub fn map_claims(
     let groups = groups_claim(claims, &names.groups)?;
     let mut attributes = BTreeMap::new();
     for name in names.attributes.iter().take(MAX_ATTRIBUTES) {
+        let ty = types.get(name).copied().unwrap_or(AttributeType::Text);
         match claims.get(name) {
             None | Some(Value::Null) => {}
-            Some(Value::String(v)) if valid_name(v) => {
-                attributes.insert(name.clone(), v.clone());
-            }
-            Some(_) => {
-                return Err(AuthError::BadClaims(format!("{name} must be a string")));
-            }
+            Some(v) => match AttributeValue::from_json(v, ty) {
+                Some(value) => {
+                    attributes.insert(name.clone(), value);
+                }
+                None => {
+                    return Err(AuthError::BadClaims(format!(
+                        "{name} must be {}",
+                        describe(ty)
+                    )));
+                }
+            },
         }
     }
     Ok(Principal {
@@ -262,6 +282,20 @@ pub fn map_claims(
         method,
         session_id: None,
     })
+}
+
+/// What a claim of type `ty` must hold, for error messages.
+pub fn describe(ty: AttributeType) -> String {
+    let (n, t) = (
+        sluice_policy::MAX_ATTRIBUTE_ITEMS,
+        sluice_policy::MAX_ATTRIBUTE_TEXT,
+    );
+    match ty {
+        AttributeType::Text => format!("a string of 1 to {t} bytes without control characters"),
+        AttributeType::Integer => "a 64-bit integer".into(),
+        AttributeType::TextList => format!("an array of at most {n} such strings (1 to {t} bytes)"),
+        AttributeType::IntegerList => format!("an array of at most {n} 64-bit integers"),
+    }
 }
 
 /// An array-of-strings claim (absent or null: none).

@@ -62,9 +62,10 @@ pub struct Principal {
     pub tenant: String,
     /// Groups (sluice roles derive from them, `[auth.roles]`).
     pub groups: Vec<String>,
-    /// Further verified attributes (string values).
+    /// Further verified attributes, each of its declared type (`[auth.attributes]`): what
+    /// row filters bind. (Principals stored before typed attributes hold strings: text.)
     #[serde(default)]
-    pub attributes: BTreeMap<String, String>,
+    pub attributes: BTreeMap<String, sluice_policy::AttributeValue>,
     /// How they authenticated.
     pub method: AuthMethod,
     /// The session id, for session-based methods (recorded in the audit log; not a secret).
@@ -160,6 +161,9 @@ pub enum AuthError {
     /// compliance role.
     #[error("this service client may not mint tickets with group {0:?}")]
     GroupNotAllowed(String),
+    /// A service client asked for an attribute, or an attribute value, outside its scope.
+    #[error("this service client may not mint tickets with attribute {0:?} (or this value of it)")]
+    AttributeNotAllowed(String),
     /// A user name and password were given, and the user name is not the one the password
     /// (a bearer credential) belongs to.
     #[error("the user name does not match the credential")]
@@ -210,6 +214,7 @@ impl AuthError {
             AuthError::TicketExpired => "ticket_expired",
             AuthError::TenantNotAllowed(_) => "tenant_not_allowed",
             AuthError::GroupNotAllowed(_) => "group_not_allowed",
+            AuthError::AttributeNotAllowed(_) => "attribute_not_allowed",
             AuthError::UserMismatch => "user_mismatch",
             AuthError::OriginRequired => "origin_required",
             AuthError::TooManyFailures { .. } => "too_many_failures",
@@ -235,6 +240,7 @@ impl AuthError {
         match self {
             AuthError::TenantNotAllowed(_)
             | AuthError::GroupNotAllowed(_)
+            | AuthError::AttributeNotAllowed(_)
             | AuthError::OriginRequired => Kind::Forbidden,
             AuthError::TooManyFailures { .. } => Kind::RateLimit,
             AuthError::StoreUnavailable | AuthError::KeysUnavailable => Kind::Unavailable,

@@ -126,6 +126,9 @@ pub struct ServiceClient {
     pub tenants: Vec<String>,
     /// Groups it may put in tickets (`None`: any group that holds no admin or compliance role).
     pub groups: Option<Vec<String>>,
+    /// The attributes it may put in tickets, each with the values it may mint (`*`: any
+    /// value; an integer is compared by its decimal text). `None`: any attribute, any value.
+    pub attributes: Option<std::collections::BTreeMap<String, Vec<String>>>,
     /// Live secrets (including ones in their rotation overlap).
     pub secrets: usize,
 }
@@ -134,6 +137,28 @@ impl ServiceClient {
     /// Whether it may mint for `tenant`.
     pub fn may_mint_for(&self, tenant: &str) -> bool {
         self.tenants.iter().any(|t| t == "*" || t == tenant)
+    }
+
+    /// Whether it may put attribute `name` with `value` in a ticket: every element of a list
+    /// must be allowed (so a list can only narrow what one value could show).
+    pub fn may_mint_attribute(&self, name: &str, value: &sluice_policy::AttributeValue) -> bool {
+        use sluice_policy::AttributeValue as A;
+        let Some(scope) = &self.attributes else {
+            return true;
+        };
+        let Some(allowed) = scope.get(name) else {
+            return false;
+        };
+        if allowed.iter().any(|a| a == "*") {
+            return true;
+        }
+        let ok = |v: &str| allowed.iter().any(|a| a == v);
+        match value {
+            A::Text(s) => ok(s),
+            A::Integer(i) => ok(&i.to_string()),
+            A::TextList(l) => l.iter().all(|s| ok(s)),
+            A::IntegerList(l) => l.iter().all(|i| ok(&i.to_string())),
+        }
     }
 }
 
@@ -203,6 +228,15 @@ impl AuthStore {
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.execute_batch(SCHEMA)?;
+        // Stores made before attribute scopes lack the column (NULL: any attribute, as then).
+        let scoped: bool = conn.query_row(
+            "SELECT count(*) > 0 FROM pragma_table_info('service_clients') WHERE name = 'attributes'",
+            [],
+            |r| r.get(0),
+        )?;
+        if !scoped {
+            conn.execute_batch("ALTER TABLE service_clients ADD COLUMN attributes TEXT")?;
+        }
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
@@ -225,6 +259,7 @@ impl AuthStore {
         client_id: &str,
         tenants: &[String],
         groups: Option<&[String]>,
+        attributes: Option<&std::collections::BTreeMap<String, Vec<String>>>,
         now: i64,
     ) -> Result<String, StoreError> {
         let secret =
@@ -243,12 +278,14 @@ impl AuthStore {
             return Err(StoreError(format!("client {client_id:?} exists")));
         }
         tx.execute(
-            "INSERT INTO service_clients (client_id, tenants, groups, created) VALUES (?, ?, ?, ?)",
+            "INSERT INTO service_clients (client_id, tenants, groups, created, attributes)
+             VALUES (?, ?, ?, ?, ?)",
             params![
                 client_id,
                 serde_json::to_string(tenants)?,
                 groups.map(serde_json::to_string).transpose()?,
-                now
+                now,
+                attributes.map(serde_json::to_string).transpose()?,
             ],
         )?;
         tx.execute(
@@ -312,7 +349,7 @@ impl AuthStore {
     pub fn list_clients(&self, now: i64) -> Result<Vec<ServiceClient>, StoreError> {
         let conn = self.conn();
         let mut stmt = conn.prepare(
-            "SELECT c.client_id, c.tenants, c.groups,
+            "SELECT c.client_id, c.tenants, c.groups, c.attributes,
                     (SELECT COUNT(*) FROM service_secrets s
                       WHERE s.client_id = c.client_id AND (s.not_after IS NULL OR s.not_after > ?))
              FROM service_clients c ORDER BY c.client_id",
@@ -343,7 +380,8 @@ impl AuthStore {
         }
         Ok(conn
             .query_row(
-                "SELECT client_id, tenants, groups, 1 FROM service_clients WHERE client_id = ?",
+                "SELECT client_id, tenants, groups, attributes, 1 FROM service_clients
+                 WHERE client_id = ?",
                 [client_id],
                 client_from_row,
             )
@@ -385,7 +423,7 @@ impl AuthStore {
         let conn = self.conn();
         Ok(conn
             .query_row(
-                "SELECT c.client_id, c.tenants, c.groups, 1
+                "SELECT c.client_id, c.tenants, c.groups, c.attributes, 1
                  FROM tokens t JOIN service_clients c ON c.client_id = t.client_id
                  WHERE t.hash = ? AND t.kind = 'service' AND t.expires > ?
                    AND t.revoked_at IS NULL",
@@ -686,11 +724,14 @@ impl AuthStore {
 fn client_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ServiceClient> {
     let tenants: String = r.get(1)?;
     let groups: Option<String> = r.get(2)?;
+    let attributes: Option<String> = r.get(3)?;
     Ok(ServiceClient {
         client_id: r.get(0)?,
         tenants: serde_json::from_str(&tenants).unwrap_or_default(),
         groups: groups.and_then(|g| serde_json::from_str(&g).ok()),
-        secrets: r.get::<_, i64>(3)? as usize,
+        // A scope that does not read back allows nothing (never everything).
+        attributes: attributes.map(|a| serde_json::from_str(&a).unwrap_or_default()),
+        secrets: r.get::<_, i64>(4)? as usize,
     })
 }
 
@@ -714,14 +755,14 @@ mod tests {
     fn rotated_secrets_overlap_then_stop() {
         let dir = tempfile::tempdir().unwrap();
         let s = AuthStore::open(&dir.path().join("a.sqlite")).unwrap();
-        let old = s.create_client("c", &["t".into()], None, 100).unwrap();
+        let old = s.create_client("c", &["t".into()], None, None, 100).unwrap();
         let new = s.rotate_client_secret("c", 50, 110).unwrap();
         assert!(s.check_client("c", &old, 150).unwrap().is_some());
         assert!(s.check_client("c", &new, 150).unwrap().is_some());
         assert!(s.check_client("c", &old, 160).unwrap().is_none());
         assert!(s.check_client("c", &new, 10_000).unwrap().is_some());
         // A secret is only good with its own client id.
-        s.create_client("d", &["t".into()], None, 100).unwrap();
+        s.create_client("d", &["t".into()], None, None, 100).unwrap();
         assert!(s.check_client("d", &new, 150).unwrap().is_none());
     }
 
@@ -729,7 +770,7 @@ mod tests {
     fn rotation_revokes_service_tokens_and_deletion_revokes_unused_tickets() {
         let dir = tempfile::tempdir().unwrap();
         let s = AuthStore::open(&dir.path().join("a.sqlite")).unwrap();
-        s.create_client("c", &["t".into()], None, 100).unwrap();
+        s.create_client("c", &["t".into()], None, None, 100).unwrap();
         s.insert_service_token("sst_old", "c", 100, 1000).unwrap();
         assert!(
             s.service_token_client(&token_hash("sst_old"), 110)

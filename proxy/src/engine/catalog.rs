@@ -163,6 +163,7 @@ pub(crate) fn probe_record(connection: &str, sql: String, ok: bool) -> SubQuery 
         sql,
         warehouse_query_id: None,
         rows: ok.then_some(0),
+        row_filters: vec![],
     }
 }
 
@@ -623,7 +624,11 @@ fn scalar(v: &ParamValue, ty: Option<&DataType>) -> ScalarValue {
         ParamValue::Bool(b) => ScalarValue::Boolean(Some(*b)),
         ParamValue::Int(i) => ScalarValue::Int64(Some(*i)),
         ParamValue::Float(f) => ScalarValue::Float64(Some(*f)),
-        ParamValue::Text(s) | ParamValue::Tenant(s) => ScalarValue::Utf8(Some(s.clone())),
+        ParamValue::Text(s) | ParamValue::Tenant(s) | ParamValue::Attribute(s) => {
+            ScalarValue::Utf8(Some(s.clone()))
+        }
+        // Callers send scalars only (`params::from_json`).
+        ParamValue::TextList(_) | ParamValue::IntList(_) => ScalarValue::Null,
     };
     match ty {
         Some(t) if raw.data_type() != *t => raw.cast_to(t).unwrap_or(raw),

@@ -130,13 +130,21 @@ fn passthrough_role(mode: CredentialMode, principal: &Principal) -> Result<Strin
     Ok(format!("{}.{}", principal.tenant, principal.user))
 }
 
-/// The policy's bind parameters as the connector takes them.
+/// The policy's bind parameters as the connector takes them: the tenant and text attributes
+/// bound strictly, integers as integers, lists as arrays (PostgreSQL).
 pub fn bind(params: &[BindParam]) -> Vec<Param> {
+    use sluice_policy::BoundValue as B;
     params
         .iter()
         .map(|p| Param {
             name: p.name.clone(),
-            value: ParamValue::Tenant(p.value.clone()),
+            value: match &p.value {
+                B::Tenant(s) => ParamValue::Tenant(s.clone()),
+                B::Text(s) => ParamValue::Attribute(s.clone()),
+                B::Integer(i) => ParamValue::Int(*i),
+                B::TextList(l) => ParamValue::TextList(l.clone()),
+                B::IntegerList(l) => ParamValue::IntList(l.clone()),
+            },
         })
         .collect()
 }

@@ -10,11 +10,17 @@ pub fn allowed(r: &RewrittenQuery) -> Value {
     json!({
         "decision": "allow",
         "sql": r.sql,
-        "params": r.params.iter().map(|p| p.value.clone()).collect::<Vec<_>>(),
+        "params": r.params.iter().map(|p| p.value.to_json()).collect::<Vec<_>>(),
         "manifest": {
             "tables": r.manifest.tables.iter().map(|t| t.to_string()).collect::<Vec<_>>(),
             "columns": r.manifest.columns,
         },
+        "row_filters": r.filters.iter().map(|f| json!({
+            "table": f.table.to_string(),
+            "filter": f.filter,
+            "attribute": f.attribute,
+            "value": f.value.as_ref().map(sluice_policy::AttributeValue::to_json),
+        })).collect::<Vec<_>>(),
     })
 }
 

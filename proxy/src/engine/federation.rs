@@ -65,6 +65,8 @@ pub(crate) type SubQueryLog = Arc<Mutex<Vec<SubQuery>>>;
 pub(crate) struct Who {
     pub(crate) principal: Arc<Principal>,
     pub(crate) request_id: String,
+    /// Whether the audit log redacts literals (and so the row filters' attribute values).
+    pub(crate) redact: bool,
 }
 
 fn quote(dialect: Dialect, name: &str) -> String {
@@ -217,7 +219,7 @@ impl SourceTable {
             tenant: &self.who.principal.tenant,
             groups: &self.who.principal.groups,
             row_limit: None,
-            attributes: &sluice_policy::NO_ATTRIBUTES,
+            attributes: &self.who.principal.attributes,
         }
     }
 }
@@ -300,6 +302,7 @@ impl TableProvider for SourceTable {
                 sql: rewritten.sql.clone(),
                 warehouse_query_id: None,
                 rows: None,
+                row_filters: crate::engine::audit::row_filters(&rewritten, self.who.redact),
             });
             log.len() - 1
         };
@@ -588,7 +591,7 @@ pub(crate) async fn probe(
         tenant: &who.principal.tenant,
         groups,
         row_limit: None,
-        attributes: &sluice_policy::NO_ATTRIBUTES,
+        attributes: &who.principal.attributes,
     };
     let rewritten = sluice_policy::rewrite(&sql, catalog, &caller)?;
     let params = bind(&rewritten.params);
@@ -625,6 +628,7 @@ pub(crate) async fn probe(
 /// Builds the workspace: asks every source for its schema (in parallel), registers the
 /// sources, and plans the query. Nothing runs at the sources beyond the schema probes until
 /// the plan is executed.
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn plan(
     fed: &FederationConfig,
     policy: Arc<Policy>,
@@ -633,10 +637,12 @@ pub(crate) async fn plan(
     credentials: BTreeMap<String, RunAs>,
     sql: &str,
     request_id: &str,
+    redact: bool,
 ) -> Result<Planned, Error> {
     let who = Who {
         principal: Arc::clone(principal),
         request_id: request_id.to_string(),
+        redact,
     };
     let credential = |id: &str| credentials.get(id).cloned().ok_or_else(Error::internal);
     let probes = sources.iter().map(|s| {

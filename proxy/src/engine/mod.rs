@@ -309,7 +309,7 @@ impl Request<'_> {
             None => shown.clone(),
         }
         .into_iter()
-        .chain(rewritten.params.iter().map(|p| p.value.clone()))
+        .chain(audit::policy_params(rewritten, redact.is_some()))
         .collect();
 
         if query.mode == Mode::Explain {
@@ -518,6 +518,7 @@ async fn visible(
     let who = federation::Who {
         principal: Arc::clone(principal),
         request_id,
+        redact: engine.config.audit.redact_literals,
     };
     let mut sources = vec![];
     for conn in connections {
@@ -631,6 +632,7 @@ impl Request<'_> {
                     run_as,
                     &query.sql,
                     &self.ctx.request_id,
+                    engine.config.audit.redact_literals,
                 ),
             )
             .await
@@ -754,7 +756,9 @@ fn param_json(v: &ParamValue) -> Value {
         ParamValue::Bool(b) => json!(b),
         ParamValue::Int(i) => json!(i),
         ParamValue::Float(f) => json!(f),
-        ParamValue::Text(s) | ParamValue::Tenant(s) => json!(s),
+        ParamValue::Text(s) | ParamValue::Tenant(s) | ParamValue::Attribute(s) => json!(s),
+        ParamValue::TextList(l) => json!(l),
+        ParamValue::IntList(l) => json!(l),
     }
 }
 

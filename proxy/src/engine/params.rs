@@ -98,9 +98,11 @@ pub(crate) fn shown(v: &ParamValue) -> String {
         ParamValue::Bool(b) => b.to_string(),
         ParamValue::Int(i) => i.to_string(),
         ParamValue::Float(f) => format!("{f:?}"),
-        ParamValue::Text(s) | ParamValue::Tenant(s) => {
+        ParamValue::Text(s) | ParamValue::Tenant(s) | ParamValue::Attribute(s) => {
             serde_json::Value::String(s.clone()).to_string()
         }
+        ParamValue::TextList(l) => serde_json::json!(l).to_string(),
+        ParamValue::IntList(l) => serde_json::json!(l).to_string(),
     }
 }
 

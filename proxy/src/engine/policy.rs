@@ -27,10 +27,11 @@ impl Policy {
     /// Builds the policy of a configuration (pure).
     pub fn from_config(config: &Config) -> Result<Policy, String> {
         let mut catalogs = BTreeMap::new();
+        let attributes = config.auth.attribute_types()?;
         for c in &config.connections {
             catalogs.insert(
                 c.id.clone(),
-                catalog_for(c).map_err(|e| format!("connection {}: {e}", c.id))?,
+                catalog_for(c, &attributes).map_err(|e| format!("connection {}: {e}", c.id))?,
             );
         }
         let mut phi_tables = Vec::new();
@@ -45,7 +46,11 @@ impl Policy {
         }
         let digest = ring::digest::digest(
             &ring::digest::SHA256,
-            format!("{:?}{:?}", config.connections, config.limits.group_max_rows).as_bytes(),
+            format!(
+                "{:?}{:?}{:?}",
+                config.connections, config.limits.group_max_rows, config.auth.attributes
+            )
+            .as_bytes(),
         );
         Ok(Policy {
             catalogs,
@@ -78,7 +83,7 @@ impl Policy {
             tenant: &principal.tenant,
             groups: &principal.groups,
             row_limit: self.row_limit(&principal.groups),
-            attributes: &sluice_policy::NO_ATTRIBUTES,
+            attributes: &principal.attributes,
         };
         Some((catalog, caller))
     }

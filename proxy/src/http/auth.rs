@@ -280,7 +280,7 @@ struct TicketBody {
     #[serde(default)]
     groups: Vec<String>,
     #[serde(default)]
-    attributes: BTreeMap<String, String>,
+    attributes: BTreeMap<String, serde_json::Value>,
     ttl_secs: Option<u64>,
 }
 
@@ -300,7 +300,7 @@ pub async fn mint_ticket(State(state): State<Arc<AppState>>, req: Request) -> Re
         &parts.headers,
         body,
         MAX_AUTH_BODY_BYTES,
-        "{\"user\": string, \"tenant\": string, \"groups\": [string]?, \"attributes\": {string: string}?, \"ttl_secs\": number?}",
+        "{\"user\": string, \"tenant\": string, \"groups\": [string]?, \"attributes\": {string: string | integer | [string] | [integer]}?, \"ttl_secs\": number?}",
     )
     .await
     {
@@ -387,16 +387,35 @@ async fn ticket_for(
     if request.groups.len() > MAX_GROUPS || !request.groups.iter().all(|g| valid_name(g)) {
         return Err(bad("groups must be at most 256 non-empty strings".into()));
     }
-    if request.attributes.len() > MAX_ATTRIBUTES
-        || !request
-            .attributes
-            .iter()
-            .all(|(k, v)| valid_name(k) && valid_name(v))
-    {
-        return Err(bad("attributes must be at most 64 non-empty strings".into()));
+    if request.attributes.len() > MAX_ATTRIBUTES {
+        return Err(bad(format!("at most {MAX_ATTRIBUTES} attributes")));
+    }
+    // Each attribute of its declared type (`[auth.attributes]`; text when not declared).
+    let types = state.config.auth.attribute_types().unwrap_or_default();
+    let mut attributes = BTreeMap::new();
+    for (name, v) in &request.attributes {
+        let ty = types
+            .get(name)
+            .copied()
+            .unwrap_or(sluice_policy::AttributeType::Text);
+        let value = sluice_policy::AttributeValue::from_json(v, ty)
+            .filter(|_| valid_name(name))
+            .ok_or_else(|| {
+                bad(format!(
+                    "attributes.{name} must be {}",
+                    crate::auth::jwt::describe(ty)
+                ))
+            })?;
+        attributes.insert(name.clone(), value);
     }
     if !service.may_mint_for(&request.tenant) {
         return Err(AuthError::TenantNotAllowed(request.tenant).into());
+    }
+    // A customer's backend mints only the attribute values it is allowed to.
+    for (name, value) in &attributes {
+        if !service.may_mint_attribute(name, value) {
+            return Err(AuthError::AttributeNotAllowed(name.clone()).into());
+        }
     }
     let roles = &state.config.auth.roles;
     for g in &request.groups {
@@ -424,7 +443,7 @@ async fn ticket_for(
         user: request.user,
         tenant: request.tenant,
         groups: request.groups,
-        attributes: request.attributes,
+        attributes,
         method: AuthMethod::TicketSession,
         session_id: None,
     };

@@ -18,7 +18,9 @@ pub fn status(e: &Error) -> StatusCode {
         "method_not_allowed" => Some(StatusCode::METHOD_NOT_ALLOWED),
         "not_found" | "unknown_connection" | "no_credential" => Some(StatusCode::NOT_FOUND),
         // The policy's refusals of what the caller may do, as opposed to malformed SQL.
-        "statement_not_allowed" | "policy_denied" => Some(StatusCode::FORBIDDEN),
+        "statement_not_allowed" | "policy_denied" | "attribute_missing" | "attribute_invalid" => {
+            Some(StatusCode::FORBIDDEN)
+        }
         "resource_exhausted" => Some(StatusCode::UNPROCESSABLE_ENTITY),
         // An identity provider or authorization server answered wrongly.
         "sso_provider_error" | "authorization_server_error" => Some(StatusCode::BAD_GATEWAY),
