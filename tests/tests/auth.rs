@@ -1304,3 +1304,128 @@ async fn oidc_sso_login_with_pkce_against_the_real_provider() {
         &["invalid_state", "sso_denied", "forbidden_role"],
     );
 }
+
+/// The demo with its customers filtered on the caller's regions (managers exempt) and segment.
+fn with_row_filters(c: &mut Config) {
+    c.auth.attributes = [("regions", "integer[]"), ("segment", "text")]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    if let Some(jwt) = &mut c.auth.jwt {
+        jwt.claims.attributes = vec!["regions".into(), "segment".into()];
+    }
+    let customers = c.connections[0]
+        .tables
+        .iter_mut()
+        .find(|t| t.name == "public.customers")
+        .unwrap();
+    customers.row_filters = vec![
+        sluice::config::RowFilterConfig {
+            filter: "region_id IN attr.regions".into(),
+            groups: None,
+            except: vec!["managers".into()],
+        },
+        sluice::config::RowFilterConfig {
+            filter: "segment = attr.segment".into(),
+            groups: None,
+            except: vec![],
+        },
+    ];
+}
+
+#[tokio::test]
+async fn ticket_attributes_are_typed_scoped_to_their_client_and_filter_the_rows() {
+    let d = start_with(with_row_filters).await;
+    let mut scope = std::collections::BTreeMap::new();
+    scope.insert("regions".to_string(), vec!["1".to_string(), "2".to_string()]);
+    scope.insert("segment".to_string(), vec!["*".to_string()]);
+    let secret = d
+        .store()
+        .create_client("portal", &["acme".into()], None, Some(&scope), now())
+        .unwrap();
+    let sst = service_token(&d, "portal", &secret).await;
+    let mint = |attributes: Value| {
+        d.http.post(d.url("/v1/tickets")).bearer_auth(&sst).json(
+            &json!({"user": "alice", "tenant": "acme", "groups": ["analyst"], "attributes": attributes}),
+        )
+    };
+    // Outside the client's scope: a value it may not mint (one element of a list is enough),
+    // an attribute it may not mint at all; of the wrong type: refused before any scope check.
+    for (attributes, status, code) in [
+        (json!({"regions": [1, 3], "segment": "smb"}), StatusCode::FORBIDDEN, "attribute_not_allowed"),
+        (json!({"regions": [4]}), StatusCode::FORBIDDEN, "attribute_not_allowed"),
+        (json!({"regions": [1], "cost_centre": "x"}), StatusCode::FORBIDDEN, "attribute_not_allowed"),
+        (json!({"regions": "1"}), StatusCode::BAD_REQUEST, "invalid_request"),
+        (json!({"regions": [1], "segment": ["smb"]}), StatusCode::BAD_REQUEST, "invalid_request"),
+    ] {
+        refused(mint(attributes), status, code).await;
+    }
+    // Within it: the session's queries see the rows of those regions and that segment only,
+    // exactly what an unfiltered caller (a manager's JWT of the same tenant, exempt from the
+    // region filter) sees when it asks for them.
+    let t = ticket(
+        &d,
+        &sst,
+        json!({"user": "alice", "tenant": "acme", "groups": ["analyst"],
+               "attributes": {"regions": [1, 2], "segment": "enterprise"}}),
+    )
+    .await;
+    let (token, _) = session(&d, &t).await;
+    let mut manager = claims("mgr", "acme", &["analyst", "managers"]);
+    manager["segment"] = json!("enterprise");
+    let manager = d.hs256(&manager);
+    for (mine, theirs) in [
+        (
+            "SELECT region_id, count(*) FROM customers GROUP BY region_id ORDER BY region_id",
+            "SELECT region_id, count(*) FROM customers WHERE region_id IN (1, 2) GROUP BY region_id ORDER BY region_id",
+        ),
+        (
+            "SELECT count(*) FROM orders o JOIN customers c ON o.customer_id = c.customer_id",
+            "SELECT count(*) FROM orders o JOIN customers c ON o.customer_id = c.customer_id WHERE c.region_id IN (1, 2)",
+        ),
+    ] {
+        let (s, got) = send(d.query(mine).bearer_auth(&token)).await;
+        assert_eq!(s, StatusCode::OK, "{got}");
+        let (s, want) = send(d.query(theirs).bearer_auth(&manager)).await;
+        assert_eq!(s, StatusCode::OK, "{want}");
+        assert_eq!(got["rows"], want["rows"], "{mine}");
+        assert!(!got["rows"].as_array().unwrap().is_empty());
+    }
+    let (_, regions) = send(
+        d.query("SELECT DISTINCT region_id FROM customers ORDER BY 1")
+            .bearer_auth(&token),
+    )
+    .await;
+    assert_eq!(regions["rows"], json!([[1], [2]]));
+    // A JWT without the attributes is refused, not shown every row; a manager's without a
+    // segment too (the exemption is from the region filter only).
+    let bare = d.hs256(&claims("bob", "acme", &["analyst"]));
+    refused(
+        d.query("SELECT count(*) FROM customers").bearer_auth(&bare),
+        StatusCode::FORBIDDEN,
+        "attribute_missing",
+    )
+    .await;
+    let bare_manager = d.hs256(&claims("mgr", "acme", &["analyst", "managers"]));
+    refused(
+        d.query("SELECT count(*) FROM customers").bearer_auth(&bare_manager),
+        StatusCode::FORBIDDEN,
+        "attribute_missing",
+    )
+    .await;
+    // Tables without filters need no attribute.
+    let (s, _) = send(d.query("SELECT count(*) FROM orders").bearer_auth(&bare)).await;
+    assert_eq!(s, StatusCode::OK);
+    // The audit log says which filters and values applied.
+    let records = d.stop_and_read_audit().await;
+    let filtered: Vec<&AuditRecord> = records
+        .iter()
+        .filter(|r| r.event == Event::QueryAttempt && r.user.as_deref() == Some("alice"))
+        .collect();
+    assert!(!filtered.is_empty());
+    for r in filtered {
+        assert_eq!(r.row_filters.len(), 2, "{:?}", r.row_filters);
+        assert_eq!(r.row_filters[0].value, Some(json!([1, 2])));
+        assert_eq!(r.row_filters[1].value, Some(json!("enterprise")));
+    }
+}
