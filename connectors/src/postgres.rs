@@ -1370,6 +1370,25 @@ mod tests {
     use crate::ParamValue as V;
 
     #[test]
+    fn attribute_lists_bind_as_arrays_of_the_columns_type_strictly() {
+        assert!(bind(2, &V::Attribute("emea".into()), &Type::TEXT).is_ok());
+        assert!(bind(2, &V::Attribute("05".into()), &Type::INT4).is_err());
+        assert!(bind(2, &V::Attribute("x".into()), &Type::DATE).is_err());
+        assert!(bind(3, &V::IntList(vec![1, 2]), &Type::INT4_ARRAY).is_ok());
+        assert!(bind(3, &V::IntList(vec![1, 2]), &Type::INT8_ARRAY).is_ok());
+        assert!(bind(3, &V::IntList(vec![1]), &Type::TEXT_ARRAY).is_ok());
+        assert!(bind(3, &V::IntList(vec![i64::MAX]), &Type::INT4_ARRAY).is_err());
+        assert!(bind(3, &V::IntList(vec![]), &Type::INT4_ARRAY).is_ok());
+        assert!(bind(3, &V::TextList(vec!["a".into()]), &Type::VARCHAR_ARRAY).is_ok());
+        assert!(bind(3, &V::TextList(vec!["7".into()]), &Type::INT8_ARRAY).is_ok());
+        assert!(bind(3, &V::TextList(vec![" 7".into()]), &Type::INT8_ARRAY).is_err());
+        assert!(bind(3, &V::TextList(vec![]), &Type::INT4_ARRAY).is_ok());
+        // Never a scalar where an array is, or an array of another kind.
+        assert!(bind(3, &V::TextList(vec!["a".into()]), &Type::TEXT).is_err());
+        assert!(bind(3, &V::IntList(vec![1]), &Type::DATE_ARRAY).is_err());
+    }
+
+    #[test]
     fn the_tenant_binds_strictly_and_caller_values_as_postgres_reads_them() {
         // One tenant id, one set of rows: no other spelling of the same integer.
         assert!(bind(3, &V::Tenant("5".into()), &Type::INT4).is_ok());

@@ -1658,6 +1658,65 @@ mod tests {
     }
 
     #[test]
+    fn row_filters_name_declared_attributes_that_tokens_carry() {
+        let table = |attrs: &str, claims: &str, filter: &str| {
+            format!(
+                "[auth.attributes]\n{attrs}\n[auth.jwt.claims]\nattributes = {claims}\n\
+                 [[connections]]\nid = \"pg\"\nkind = \"postgres\"\nurl_env = \"U\"\n\
+                 [[connections.tables]]\nname = \"public.t\"\naccess = \"protected\"\n\
+                 tenant_column = \"tenant_id\"\ncolumns = [\"id\", \"tenant_id\", \"region\"]\n\
+                 [[connections.tables.row_filters]]\nfilter = \"{filter}\"\nexcept = [\"managers\"]\n"
+            )
+        };
+        let ok = table(
+            "region = \"text\"\nids = \"integer[]\"",
+            "[\"region\", \"ids\"]",
+            "region = attr.region",
+        );
+        assert!(check(&ok).is_ok(), "{:?}", check(&ok));
+        let c = Config::parse(&format!("{AUTH}{ok}")).unwrap();
+        let catalog = catalog_for(&c.connections[0], &c.auth.attribute_types().unwrap()).unwrap();
+        let f = &catalog.tables()[0].filters[0];
+        assert_eq!(f.except, vec!["managers".to_string()]);
+        assert_eq!(f.attribute(), Some(("region", AttributeType::Text)));
+        // A claim copied but not declared is text.
+        assert!(check(&table("", "[\"region\"]", "region = attr.region")).is_ok());
+        for (bad, why) in [
+            // Not copied from tokens: every JWT caller would be refused.
+            (
+                table("region = \"text\"", "[]", "region = attr.region"),
+                "does not copy",
+            ),
+            // Not declared anywhere.
+            (table("", "[]", "region = attr.nope"), "not declared"),
+            // A list compared with =, an unknown type, a bad name, a column not declared.
+            (
+                table("ids = \"integer[]\"", "[\"ids\"]", "id = attr.ids"),
+                "compare it with IN",
+            ),
+            (
+                table("region = \"string\"", "[\"region\"]", "region = attr.region"),
+                "unknown type",
+            ),
+            (
+                table("\"a-b\" = \"text\"", "[]", "region = 'x'"),
+                "not an attribute name",
+            ),
+            (
+                table("region = \"text\"", "[\"region\"]", "nope = attr.region"),
+                "not among the declared columns",
+            ),
+            (
+                table("", "[]", "region = 'x' OR true"),
+                "unexpected text",
+            ),
+        ] {
+            let e = check(&bad).unwrap_err();
+            assert!(e.contains(why), "{why}: {e}");
+        }
+    }
+
+    #[test]
     fn allow_privileged_login_is_off_by_default_and_postgres_only() {
         let pg = "[[connections]]\nid = \"pg\"\nkind = \"postgres\"\nurl_env = \"U\"\n";
         let c = Config::parse(&format!("{AUTH}{pg}")).unwrap();

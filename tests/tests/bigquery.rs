@@ -270,6 +270,13 @@ async fn bigquery_rest_api_with_the_users_own_token_against_bqemulator() {
     ] {
         bq.sql(&sql).await.unwrap();
     }
+    for sql in [
+        "CREATE TABLE ds.sales (tenant_id STRING, id INT64, region STRING, account_id INT64)"
+            .to_string(),
+        format!("INSERT INTO ds.sales VALUES {}", support::SALES_ROWS),
+    ] {
+        bq.sql(&sql).await.unwrap();
+    }
 
     let (layer, endpoint) = start_layer(&bq).await;
     let mut conn = support::rest_connection(
@@ -288,6 +295,10 @@ tenant_column = "tenant_id"
 columns = ["tenant_id", "id"]
 "#,
     );
+    conn.tables.extend(support::tables(&support::sales_table(
+        "ds.sales",
+        ["tenant_id", "id", "region", "account_id"],
+    )));
     conn.endpoint = Some(endpoint);
     conn.default_catalog = Some(PROJECT.into());
     conn.default_schema = "ds".into();
@@ -303,6 +314,50 @@ columns = ["tenant_id", "id"]
     assert_eq!(r.status(), 401);
     assert_eq!(r.json::<Value>().await.unwrap()["code"], "reauth_required");
     sluice.connect("bq", &alice, "alice").await;
+
+    // 0. Row filters from alice's attributes: named parameters after the tenant's, a list
+    // element by element, each of its type; her answers are BigQuery's to the explicit
+    // predicate.
+    sluice
+        .assert_row_filters("sales", ["tenant_id", "id", "region", "account_id"])
+        .await;
+    let regional = sluice.token_with(
+        "alice",
+        "A",
+        &["analyst"],
+        json!({"region": "emea", "accounts": [1, 3]}),
+    );
+    let r = sluice.query(&regional, "SELECT id FROM sales ORDER BY id").await;
+    assert_eq!(r.status(), 200);
+    let sent = layer.last_body.lock().unwrap().clone();
+    let statement = sent["query"].as_str().unwrap();
+    assert!(
+        statement.contains(
+            "(`region` = @sluice_a1) AND (`account_id` IN (@sluice_a2_1, @sluice_a2_2))"
+        ),
+        "{statement}"
+    );
+    let params: Vec<(Value, Value, Value)> = sent["queryParameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["name"].clone(),
+                p["parameterType"]["type"].clone(),
+                p["parameterValue"]["value"].clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        params,
+        vec![
+            (json!("sluice_tenant"), json!("STRING"), json!("A")),
+            (json!("sluice_a1"), json!("STRING"), json!("emea")),
+            (json!("sluice_a2_1"), json!("INT64"), json!("1")),
+            (json!("sluice_a2_2"), json!("INT64"), json!("3")),
+        ]
+    );
 
     // 1. The tenant bound as a named parameter; schema types, nested and repeated fields.
     let sql = "SELECT tenant_id, id, amount, placed, placed_at, tags, addr FROM orders WHERE id < 3 ORDER BY id";

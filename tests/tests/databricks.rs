@@ -259,6 +259,14 @@ async fn databricks_statement_api_with_the_users_own_token_against_minilake() {
     ] {
         lake.sql(&sql).await.unwrap();
     }
+    for sql in [
+        "CREATE TABLE lake.sales.sales (tenant_id VARCHAR, id INTEGER, region VARCHAR, \
+         account_id INTEGER)"
+            .to_string(),
+        format!("INSERT INTO lake.sales.sales VALUES {}", support::SALES_ROWS),
+    ] {
+        lake.sql(&sql).await.unwrap();
+    }
 
     let layer = Arc::new(Layer {
         minilake: lake.url.clone(),
@@ -296,6 +304,10 @@ tenant_column = "tenant_id"
 columns = ["tenant_id", "id"]
 "#,
     );
+    conn.tables.extend(support::tables(&support::sales_table(
+        "lake.sales.sales",
+        ["tenant_id", "id", "region", "account_id"],
+    )));
     conn.endpoint = Some(endpoint);
     conn.warehouse = Some(lake.warehouse_id.clone());
     conn.default_catalog = Some("lake".into());
@@ -316,6 +328,38 @@ columns = ["tenant_id", "id"]
     assert_eq!(r.status(), 401);
     assert_eq!(r.json::<Value>().await.unwrap()["code"], "reauth_required");
     sluice.connect("dbx", &alice, "alice").await;
+
+    // 0. Row filters from alice's attributes: named parameters after the tenant's, a list
+    // element by element, each of its type; her answers are the warehouse's to the explicit
+    // predicate.
+    sluice
+        .assert_row_filters("sales", ["tenant_id", "id", "region", "account_id"])
+        .await;
+    let regional = sluice.token_with(
+        "alice",
+        "A",
+        &["analyst"],
+        json!({"region": "emea", "accounts": [1, 3]}),
+    );
+    let r = sluice.query(&regional, "SELECT id FROM sales ORDER BY id").await;
+    assert_eq!(r.status(), 200);
+    let sent = layer.last_body.lock().unwrap().clone();
+    let statement = sent["statement"].as_str().unwrap();
+    assert!(
+        statement.contains(
+            "(`region` = :sluice_a1) AND (`account_id` IN (:sluice_a2_1, :sluice_a2_2))"
+        ),
+        "{statement}"
+    );
+    assert_eq!(
+        sent["parameters"],
+        json!([
+            {"name": "sluice_tenant", "value": "A", "type": "STRING"},
+            {"name": "sluice_a1", "value": "emea", "type": "STRING"},
+            {"name": "sluice_a2_1", "value": "1", "type": "BIGINT"},
+            {"name": "sluice_a2_2", "value": "3", "type": "BIGINT"},
+        ])
+    );
 
     // 1. Tenant A's rows, the tenant bound as a named parameter, the documented types.
     let sql =

@@ -197,6 +197,12 @@ async fn snowflake_sql_api_with_the_users_own_token_against_snowduck() {
     ] {
         snowduck.sql(&sql).await.unwrap();
     }
+    for sql in [
+        "CREATE TABLE ANALYTICS.PUBLIC.SALES (TENANT_ID TEXT, ID INTEGER, REGION TEXT, ACCOUNT_ID INTEGER)".to_string(),
+        format!("INSERT INTO ANALYTICS.PUBLIC.SALES VALUES {}", support::SALES_ROWS),
+    ] {
+        snowduck.sql(&sql).await.unwrap();
+    }
 
     let layer = Arc::new(Layer {
         snowduck: snowduck.url.clone(),
@@ -230,6 +236,10 @@ tenant_column = "TENANT_ID"
 columns = ["TENANT_ID", "ID"]
 "#,
     );
+    conn.tables.extend(support::tables(&support::sales_table(
+        "ANALYTICS.PUBLIC.SALES",
+        ["TENANT_ID", "ID", "REGION", "ACCOUNT_ID"],
+    )));
     conn.endpoint = Some(endpoint);
     conn.default_catalog = Some("ANALYTICS".into());
     conn.default_schema = "PUBLIC".into();
@@ -252,6 +262,35 @@ columns = ["TENANT_ID", "ID"]
 
     // Connect alice's Snowflake account (OAuth code flow at the real server).
     sluice.connect("sf", &alice, "alice").await;
+
+    // 0. Row filters from alice's attributes: bound as variables after the tenant's, a list
+    // element by element; her answers are the warehouse's to the explicit predicate.
+    sluice
+        .assert_row_filters("SALES", ["TENANT_ID", "ID", "REGION", "ACCOUNT_ID"])
+        .await;
+    let regional = sluice.token_with(
+        "alice",
+        "A",
+        &["analyst"],
+        json!({"region": "emea", "accounts": [1, 3]}),
+    );
+    let r = sluice.query(&regional, "SELECT ID FROM SALES ORDER BY ID").await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["rows"],
+        json!([["1"], ["3"], ["6"], ["7"]])
+    );
+    let sent = layer.last_body.lock().unwrap().clone();
+    let statement = sent["statement"].as_str().unwrap();
+    assert!(
+        statement.contains(r#"("REGION" = ?) AND ("ACCOUNT_ID" IN (?, ?))"#),
+        "{statement}"
+    );
+    assert_eq!(
+        sent["bindings"],
+        json!({"1": {"type": "TEXT", "value": "A"}, "2": {"type": "TEXT", "value": "emea"},
+               "3": {"type": "FIXED", "value": "1"}, "4": {"type": "FIXED", "value": "3"}})
+    );
 
     // 1. Tenant A's rows only, across result partitions, tenant bound as a variable.
     let sql = "SELECT TENANT_ID, ID, AMOUNT FROM ORDERS WHERE ID >= 0 ORDER BY ID";

@@ -121,6 +121,15 @@ impl OauthSluice {
             max_concurrent_refreshes: 4,
         };
         config.vault = Some(vault.clone());
+        // Callers carry a region and a list of accounts (`token_with`), which the
+        // `[[connections.tables.row_filters]]` of a test's tables may bind.
+        config.auth.attributes = [("region", "text"), ("accounts", "integer[]")]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        if let Some(jwt) = &mut config.auth.jwt {
+            jwt.claims.attributes = vec!["region".into(), "accounts".into()];
+        }
         connection.credential = CredentialMode::Oauth;
         connection.oauth = Some(OAuthClientConfig {
             authorize_url: format!("{}/auth", idp.issuer),
@@ -159,6 +168,110 @@ impl OauthSluice {
     /// A sluice token for `user` of `tenant` in the analyst group.
     pub fn token(&self, user: &str, tenant: &str) -> String {
         sluice::demo::token(&self.data_dir, user, tenant, &["analyst".into()]).unwrap()
+    }
+
+    /// A sluice token for `user` of `tenant` in `groups`, carrying `attributes` (claims).
+    pub fn token_with(
+        &self,
+        user: &str,
+        tenant: &str,
+        groups: &[&str],
+        attributes: serde_json::Value,
+    ) -> String {
+        let secret = sluice::demo::secret(&self.data_dir).unwrap();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let mut claims = json!({
+            "sub": user, "tenant": tenant, "groups": groups,
+            "iss": sluice::demo::ISSUER, "aud": sluice::demo::AUDIENCE,
+            "iat": now, "exp": now + 600,
+        });
+        for (k, v) in attributes.as_object().unwrap() {
+            claims[k] = v.clone();
+        }
+        jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+            &claims,
+            &jsonwebtoken::EncodingKey::from_secret(&secret),
+        )
+        .unwrap()
+    }
+
+    /// Row filters through a warehouse, for a table `t` (`tenant, id, region, account`
+    /// columns named `c`, filtered `region = attr.region` and `account IN attr.accounts`, both
+    /// except for `managers`) holding [`SALES_ROWS`]: alice's answers with attributes equal
+    /// the same warehouse's answers to the explicit predicate asked by alice as a manager
+    /// (exempt); no attribute is refused; an empty list sees nothing. `user` is connected.
+    pub async fn assert_row_filters(&self, t: &str, c: [&str; 4]) -> serde_json::Value {
+        let [_, id, region, account] = c;
+        let filtered = self.token_with(
+            "alice",
+            "A",
+            &["analyst"],
+            json!({"region": "emea", "accounts": [1, 3]}),
+        );
+        let manager = self.token_with("alice", "A", &["analyst", "managers"], json!({}));
+        let rows = |b: &serde_json::Value| b["rows"].clone();
+        for (plain, explicit) in [
+            (
+                format!("SELECT {id} FROM {t} ORDER BY {id}"),
+                format!(
+                    "SELECT {id} FROM {t} WHERE {region} = 'emea' AND {account} IN (1, 3) ORDER BY {id}"
+                ),
+            ),
+            (
+                format!("SELECT {account}, count(*) AS n FROM {t} GROUP BY {account} ORDER BY {account}"),
+                format!(
+                    "SELECT {account}, count(*) AS n FROM {t} WHERE {region} = 'emea' AND {account} IN (1, 3) GROUP BY {account} ORDER BY {account}"
+                ),
+            ),
+        ] {
+            let r = self.query(&filtered, &plain).await;
+            assert_eq!(r.status(), 200);
+            let got: serde_json::Value = r.json().await.unwrap();
+            let r = self.query(&manager, &explicit).await;
+            assert_eq!(r.status(), 200);
+            let want: serde_json::Value = r.json().await.unwrap();
+            assert_eq!(rows(&got), rows(&want), "{plain}");
+            assert!(!rows(&got).as_array().unwrap().is_empty(), "{plain}");
+        }
+        let all: serde_json::Value = self
+            .query(&manager, &format!("SELECT {id} FROM {t}"))
+            .await
+            .json()
+            .await
+            .unwrap();
+        let mine: serde_json::Value = self
+            .query(&filtered, &format!("SELECT {id} FROM {t}"))
+            .await
+            .json()
+            .await
+            .unwrap();
+        assert!(
+            all["rows"].as_array().unwrap().len() > mine["rows"].as_array().unwrap().len(),
+            "the filter narrows"
+        );
+        // No attribute: refused; an empty list: nothing.
+        let bare = self.token("alice", "A");
+        let r = self.query(&bare, &format!("SELECT {id} FROM {t}")).await;
+        assert_eq!(r.status(), 403);
+        assert_eq!(
+            r.json::<serde_json::Value>().await.unwrap()["code"],
+            "attribute_missing"
+        );
+        let none = self.token_with(
+            "alice",
+            "A",
+            &["analyst"],
+            json!({"region": "emea", "accounts": []}),
+        );
+        let r = self.query(&none, &format!("SELECT {id} FROM {t}")).await;
+        assert_eq!(r.status(), 200);
+        let body: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(body["rows"], json!([]), "{body}");
+        mine
     }
 
     /// Connects `user`'s account at the IdP to `connection` (authorization-code flow).
@@ -273,14 +386,45 @@ pub fn rest_connection(
         .remove(0);
     c.id = id.into();
     c.kind = kind;
-    c.tables = sluice::config::Config::parse(&format!(
+    c.tables = tables(tables_toml);
+    c
+}
+
+/// `[[connections.tables]]` (TOML) as configuration.
+pub fn tables(tables_toml: &str) -> Vec<sluice::config::TableConfig> {
+    sluice::config::Config::parse(&format!(
         "[auth]\n[[connections]]\nid = \"x\"\nkind = \"embedded\"\n{tables_toml}"
     ))
     .unwrap()
     .connections
     .remove(0)
-    .tables;
-    c
+    .tables
+}
+
+/// The rows of the row-filter table of [`OauthSluice::assert_row_filters`]:
+/// `(tenant, id, region, account)`, as SQL `VALUES` tuples.
+pub const SALES_ROWS: &str = "('A', 1, 'emea', 1), ('A', 2, 'emea', 2), ('A', 3, 'emea', 3), \
+('A', 4, 'apac', 1), ('A', 5, 'apac', 3), ('A', 6, 'emea', 1), ('A', 7, 'emea', 3), \
+('B', 8, 'emea', 1), ('B', 9, 'emea', 3), ('A', 10, 'amer', 3)";
+
+/// The `[[connections.tables]]` of the row-filter table `name` with columns `c`.
+pub fn sales_table(name: &str, c: [&str; 4]) -> String {
+    format!(
+        r#"
+[[connections.tables]]
+name = "{name}"
+access = "protected"
+tenant_column = "{}"
+columns = ["{}", "{}", "{}", "{}"]
+[[connections.tables.row_filters]]
+filter = "{} = attr.region"
+except = ["managers"]
+[[connections.tables.row_filters]]
+filter = "{} IN attr.accounts"
+except = ["managers"]
+"#,
+        c[0], c[0], c[1], c[2], c[3], c[2], c[3]
+    )
 }
 
 /// Waits until `f` holds, failing the test after `limit`.
