@@ -63,6 +63,9 @@ name = "public.stock"
 access = "protected"
 tenant_column = "tenant_id"
 columns = ["tenant_id", "product_id", "qty"]
+[[connections.tables.row_filters]]
+filter = "product_id IN attr.products"
+groups = ["regional"]
 [[connections.tables]]
 name = "public.pricing"
 access = "protected"
@@ -79,6 +82,9 @@ tenant_column = "tenant_id"
 columns = ["tenant_id", "product_id", "amount"]
 path = "SALES"
 format = "csv"
+[[connections.tables.row_filters]]
+filter = "product_id IN attr.products"
+groups = ["regional"]
 [[connections.tables]]
 name = "public.events"
 access = "protected"
@@ -177,6 +183,11 @@ async fn start(db_url: &str) -> Env {
         .replace("EVENTS", &events.display().to_string())
         .replace("BLOBS", &blobs.display().to_string());
     config.connections = sluice::config::Config::parse(&toml).unwrap().connections;
+    // Callers of the group `regional` see only the products their token lists, in both sources.
+    config.auth.attributes = BTreeMap::from([("products".into(), "integer[]".into())]);
+    if let Some(jwt) = &mut config.auth.jwt {
+        jwt.claims.attributes = vec!["products".into()];
+    }
     config.validate().unwrap();
     // The PostgreSQL connector is given the test database's URL directly (no environment).
     let pg: Arc<dyn Connector> = Arc::new(
@@ -407,6 +418,67 @@ async fn federated_joins_of_postgres_and_the_embedded_engine_per_tenant() {
         body["detail"].as_str().unwrap().contains("memory"),
         "{body}"
     );
+
+    // 8. Row filters apply in every source's sub-query: a regional caller of tenant A sees
+    // the products its token lists, both sources filtered (bound, never spliced), and the audit
+    // log keeps each sub-query's filters with their values.
+    let secret = sluice::demo::secret(&env.data_dir).unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let regional = jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &json!({"sub": "fed_alice", "tenant": "A", "groups": ["analyst", "regional"],
+                "products": [2, 3, 9], "iss": sluice::demo::ISSUER, "aud": sluice::demo::AUDIENCE,
+                "iat": now, "exp": now + 600}),
+        &jsonwebtoken::EncodingKey::from_secret(&secret),
+    )
+    .unwrap();
+    let joined = "SELECT s.product_id, s.amount, k.qty \
+                  FROM emb.public.sales s JOIN pg.public.stock k ON k.product_id = s.product_id \
+                  ORDER BY s.product_id";
+    let (status, body) = env.query(&regional, joined).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body["rows"],
+        json!([[2, 20, 2], [3, 30, 3], [9, 90, 9]]),
+        "{body}"
+    );
+    // Without the attribute, the regional caller is refused; the analyst is not filtered.
+    let (status, body) = env
+        .query(
+            &sluice::demo::token(
+                &env.data_dir,
+                "fed_alice",
+                "A",
+                &["analyst".into(), "regional".into()],
+            )
+            .unwrap(),
+            joined,
+        )
+        .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (403, Some("attribute_missing")),
+        "{body}"
+    );
+    let done = env
+        .records()
+        .into_iter()
+        .rfind(|r| {
+            r.event == sluice_audit::Event::QueryCompletion
+                && r.outcome.as_deref() == Some("ok")
+                && r.connection.as_deref() == Some("federated")
+        })
+        .unwrap();
+    assert_eq!(done.sub_queries.len(), 2, "{:?}", done.sub_queries);
+    for s in &done.sub_queries {
+        assert_eq!(s.row_filters.len(), 1, "{s:?}");
+        assert_eq!(s.row_filters[0].value, Some(json!([2, 3, 9])), "{s:?}");
+        assert!(!s.sql.contains("2, 3, 9"), "bound, not spliced: {}", s.sql);
+        assert_eq!(s.rows, Some(3), "{s:?}");
+    }
 
     env.server.stop().await.unwrap();
     psql(
