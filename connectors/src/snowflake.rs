@@ -192,8 +192,8 @@ fn binding(v: &crate::ParamValue) -> Value {
     use crate::ParamValue as V;
     let kind = match v {
         V::Null | V::Text(_) | V::Tenant(_) | V::Attribute(_) => "TEXT",
-                // Refused before (lists are bound element by element here).
-                V::TextList(_) | V::IntList(_) => "TEXT",
+        // Refused before (lists are bound element by element here).
+        V::TextList(_) | V::IntList(_) => "TEXT",
         V::Bool(_) => "BOOLEAN",
         V::Int(_) => "FIXED",
         V::Float(_) => "REAL",

@@ -257,11 +257,11 @@ fn value_bytes(v: &BoundValue) -> usize {
 
 fn entry_value_bytes(r: &RewrittenQuery) -> usize {
     r.sql.len()
-        + r.params.iter().map(|p| value_bytes(&p.value) + 48).sum::<usize>()
-        + r.filters
+        + r.params
             .iter()
-            .map(|f| f.filter.len() + 96)
+            .map(|p| value_bytes(&p.value) + 48)
             .sum::<usize>()
+        + r.filters.iter().map(|f| f.filter.len() + 96).sum::<usize>()
         + r.manifest
             .columns
             .iter()

@@ -131,9 +131,9 @@ impl AttributeValue {
             AttributeType::TextList => {
                 AttributeValue::TextList(list(v)?.iter().map(text).collect::<Option<_>>()?)
             }
-            AttributeType::IntegerList => AttributeValue::IntegerList(
-                list(v)?.iter().map(J::as_i64).collect::<Option<_>>()?,
-            ),
+            AttributeType::IntegerList => {
+                AttributeValue::IntegerList(list(v)?.iter().map(J::as_i64).collect::<Option<_>>()?)
+            }
         })
     }
 
@@ -576,7 +576,9 @@ impl AttrBinding {
                 });
             };
             match (&s.value, s.array) {
-                (AttributeValue::Text(v), _) => push(&s.texts[0], None, BoundValue::Text(v.clone())),
+                (AttributeValue::Text(v), _) => {
+                    push(&s.texts[0], None, BoundValue::Text(v.clone()))
+                }
                 (AttributeValue::Integer(v), _) => push(&s.texts[0], None, BoundValue::Integer(*v)),
                 (AttributeValue::TextList(l), true) => {
                     push(&s.texts[0], None, BoundValue::TextList(l.clone()));
@@ -776,7 +778,13 @@ mod tests {
             AttributeValue::from_json(&json!("emea"), t),
             Some(AttributeValue::Text("emea".into()))
         );
-        for bad in [json!(5), json!(["a"]), json!(""), json!("a\nb"), json!(null)] {
+        for bad in [
+            json!(5),
+            json!(["a"]),
+            json!(""),
+            json!("a\nb"),
+            json!(null),
+        ] {
             assert_eq!(AttributeValue::from_json(&bad, t), None, "{bad}");
         }
         let l = AttributeType::IntegerList;
@@ -869,8 +877,18 @@ mod tests {
             attrs,
         };
         let mut attrs = AttrBinding::starting_at(2);
-        attrs.slot(Dialect::Postgres, ParamStyle::DollarNumbered, "region", &region);
-        attrs.slot(Dialect::Postgres, ParamStyle::DollarNumbered, "accounts", &accounts);
+        attrs.slot(
+            Dialect::Postgres,
+            ParamStyle::DollarNumbered,
+            "region",
+            &region,
+        );
+        attrs.slot(
+            Dialect::Postgres,
+            ParamStyle::DollarNumbered,
+            "accounts",
+            &accounts,
+        );
         let good = binding(attrs.clone());
         let r = crate::rewrite("SELECT id FROM orders", &catalog, &caller).unwrap();
         let wrapped = |inside: &str| {
@@ -878,7 +896,8 @@ mod tests {
                 r#"SELECT "id" FROM (SELECT "id", "tenant_id", "region", "account_id" FROM "public"."orders" WHERE {inside}) AS "orders""#
             )
         };
-        let honest = r#"("tenant_id" = $1) AND ("region" = $2) AND ("account_id" = ANY ($3)) OFFSET 0"#;
+        let honest =
+            r#"("tenant_id" = $1) AND ("region" = $2) AND ("account_id" = ANY ($3)) OFFSET 0"#;
         assert_eq!(r.sql, wrapped(honest));
         let both = |sql: &str, b: &TenantBinding, c: &Caller<'_>| {
             (
@@ -914,7 +933,12 @@ mod tests {
             "region",
             &AttributeValue::Text("apac".into()),
         );
-        other.slot(Dialect::Postgres, ParamStyle::DollarNumbered, "accounts", &accounts);
+        other.slot(
+            Dialect::Postgres,
+            ParamStyle::DollarNumbered,
+            "accounts",
+            &accounts,
+        );
         assert_eq!(both(&r.sql, &binding(other), &caller), (false, false));
         // An exempt caller's wrapper has no region filter, and one that has it is refused.
         let managers = vec!["managers".to_string()];
@@ -923,9 +947,17 @@ mod tests {
             ..caller
         };
         let mut mine = AttrBinding::starting_at(2);
-        mine.slot(Dialect::Postgres, ParamStyle::DollarNumbered, "accounts", &accounts);
+        mine.slot(
+            Dialect::Postgres,
+            ParamStyle::DollarNumbered,
+            "accounts",
+            &accounts,
+        );
         let exempt = wrapped(r#"("tenant_id" = $1) AND ("account_id" = ANY ($2)) OFFSET 0"#);
-        assert_eq!(both(&exempt, &binding(mine.clone()), &manager), (true, true));
+        assert_eq!(
+            both(&exempt, &binding(mine.clone()), &manager),
+            (true, true)
+        );
         assert_eq!(both(&exempt, &binding(mine), &caller), (false, false));
     }
 }

@@ -33,8 +33,8 @@ pub use dialect::{Dialect, ParamStyle, TENANT_PARAM_NAME};
 pub use error::{CatalogError, PolicyError};
 pub use filter::{
     AppliedFilter, AttributeType, AttributeValue, Attributes, BoundValue, FilterLiteral,
-    FilterOperand, MAX_ATTRIBUTE_ITEMS, MAX_ATTRIBUTE_TEXT, NO_ATTRIBUTES, ParamSource,
-    RowFilter, valid_attribute_name,
+    FilterOperand, MAX_ATTRIBUTE_ITEMS, MAX_ATTRIBUTE_TEXT, NO_ATTRIBUTES, ParamSource, RowFilter,
+    valid_attribute_name,
 };
 pub use leakproof::ColumnType;
 pub use limits::{
@@ -248,13 +248,8 @@ fn rewrite_bounded(
         TenantBinding::Literal(t) => Expr::value(Value::SingleQuotedString(t.clone())),
     };
 
-    let mut rewriter = rewrite::Rewriter::new(
-        catalog,
-        caller,
-        tenant_expr,
-        binding.caller(),
-        &statement,
-    );
+    let mut rewriter =
+        rewrite::Rewriter::new(catalog, caller, tenant_expr, binding.caller(), &statement);
     rewriter.statement(&mut statement)?;
     if let TenantBinding::Placeholder { attrs, .. } = &mut binding {
         *attrs = std::mem::take(&mut rewriter.attrs);

@@ -83,7 +83,10 @@ fn run(c: &Catalog, sql: &str) -> Result<String, PolicyError> {
     )
     .map(|r| {
         assert_eq!(r.params.len(), 1);
-        assert_eq!(r.params[0].value, sluice_policy::BoundValue::Tenant("A".into()));
+        assert_eq!(
+            r.params[0].value,
+            sluice_policy::BoundValue::Tenant("A".into())
+        );
         r.sql
     })
 }

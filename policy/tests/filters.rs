@@ -47,15 +47,30 @@ fn catalog(d: Dialect, row_security: bool) -> Catalog {
     let mut rule = TableRule::protected(
         name,
         &up("tenant_id"),
-        ["id", "tenant_id", "region", "account_id", "status", "amount"]
-            .iter()
-            .map(|c| up(c))
-            .collect(),
+        [
+            "id",
+            "tenant_id",
+            "region",
+            "account_id",
+            "status",
+            "amount",
+        ]
+        .iter()
+        .map(|c| up(c))
+        .collect(),
     );
     rule.filters = vec![
-        filter(&format!("{} = attr.region", up("region")), None, &["managers"]),
+        filter(
+            &format!("{} = attr.region", up("region")),
+            None,
+            &["managers"],
+        ),
         filter(&format!("{} IN attr.accounts", up("account_id")), None, &[]),
-        filter(&format!("{} IN ('shipped', 'paid')", up("status")), Some(&["interns"]), &[]),
+        filter(
+            &format!("{} IN ('shipped', 'paid')", up("status")),
+            Some(&["interns"]),
+            &[],
+        ),
     ];
     let customers = TableRule::protected(
         TableName {
@@ -164,7 +179,12 @@ fn postgres_binds_scalars_and_whole_lists_after_the_tenant() {
         1,
     )
     .unwrap();
-    assert_eq!(r.sql.matches(r#"("region" = $3) AND ("account_id" = ANY ($4))"#).count(), 2);
+    assert_eq!(
+        r.sql
+            .matches(r#"("region" = $3) AND ("account_id" = ANY ($4))"#)
+            .count(),
+        2
+    );
     assert_eq!(values(&r)[2], BoundValue::IntegerList(vec![]));
     assert_eq!(r.filters.len(), 2, "{:?}", r.filters);
 }
@@ -174,7 +194,12 @@ fn groups_choose_the_filters_and_exemptions_are_only_the_credentials() {
     let c = catalog(Dialect::Postgres, false);
     let a = attrs(Some("emea"), Some(&[7]));
     // Managers see every region of their tenant (and carry no region at all).
-    let r = run(&c, "SELECT id FROM orders", &["managers"], &attrs(None, Some(&[7])));
+    let r = run(
+        &c,
+        "SELECT id FROM orders",
+        &["managers"],
+        &attrs(None, Some(&[7])),
+    );
     assert!(!r.sql.contains("region\" ="), "{}", r.sql);
     assert!(r.sql.contains(r#"("account_id" = ANY ($2))"#), "{}", r.sql);
     // Interns carry a fixed filter too, written as constants.
@@ -205,10 +230,24 @@ const NO: Attributes = Attributes::new();
 #[test]
 fn a_missing_or_mistyped_attribute_is_refused_never_all_rows() {
     let c = catalog(Dialect::Postgres, false);
-    let e = run_with(&c, "SELECT id FROM orders", &[], &attrs(None, Some(&[1])), 0).unwrap_err();
+    let e = run_with(
+        &c,
+        "SELECT id FROM orders",
+        &[],
+        &attrs(None, Some(&[1])),
+        0,
+    )
+    .unwrap_err();
     assert_eq!(e.code(), "attribute_missing");
     assert!(e.to_string().contains("\"region\""), "{e}");
-    let e = run_with(&c, "SELECT id FROM orders", &[], &attrs(Some("emea"), None), 0).unwrap_err();
+    let e = run_with(
+        &c,
+        "SELECT id FROM orders",
+        &[],
+        &attrs(Some("emea"), None),
+        0,
+    )
+    .unwrap_err();
     assert_eq!(e.code(), "attribute_missing");
     let mut wrong = attrs(Some("emea"), None);
     wrong.insert("accounts".into(), AttributeValue::Text("7".into()));
@@ -232,7 +271,12 @@ fn a_missing_or_mistyped_attribute_is_refused_never_all_rows() {
 #[test]
 fn hostile_values_travel_as_parameters_and_leave_the_sql_alone() {
     let c = catalog(Dialect::Postgres, false);
-    let plain = run(&c, "SELECT id FROM orders", &[], &attrs(Some("emea"), Some(&[1])));
+    let plain = run(
+        &c,
+        "SELECT id FROM orders",
+        &[],
+        &attrs(Some("emea"), Some(&[1])),
+    );
     for hostile in [
         "x' OR '1'='1",
         "emea'; DROP TABLE orders; --",
@@ -240,18 +284,34 @@ fn hostile_values_travel_as_parameters_and_leave_the_sql_alone() {
         "$$ OR true $$",
         "\u{2019} OR 1=1",
     ] {
-        let r = run(&c, "SELECT id FROM orders", &[], &attrs(Some(hostile), Some(&[1])));
+        let r = run(
+            &c,
+            "SELECT id FROM orders",
+            &[],
+            &attrs(Some(hostile), Some(&[1])),
+        );
         assert_eq!(r.sql, plain.sql, "{hostile}");
         assert_eq!(r.params[1].value, BoundValue::Text(hostile.into()));
     }
     // A thousand accounts are one array parameter; the SQL does not grow.
     let many: Vec<i64> = (0..1000).collect();
-    let r = run(&c, "SELECT id FROM orders", &[], &attrs(Some("emea"), Some(&many)));
+    let r = run(
+        &c,
+        "SELECT id FROM orders",
+        &[],
+        &attrs(Some("emea"), Some(&many)),
+    );
     assert_eq!(r.sql, plain.sql);
     // Over the bound, the value is not one the policy accepts.
     let too_many: Vec<i64> = (0..1001).collect();
-    let e = run_with(&c, "SELECT id FROM orders", &[], &attrs(Some("emea"), Some(&too_many)), 0)
-        .unwrap_err();
+    let e = run_with(
+        &c,
+        "SELECT id FROM orders",
+        &[],
+        &attrs(Some("emea"), Some(&too_many)),
+        0,
+    )
+    .unwrap_err();
     assert_eq!(e.code(), "attribute_invalid");
 }
 
@@ -266,7 +326,15 @@ fn the_callers_query_cannot_write_an_attribute_placeholder() {
     ] {
         let c = catalog(d, false);
         let a = attrs(Some("emea"), Some(&[1, 2]));
-        for p in ["$2", "$3", ":2", ":3", "@sluice_a1", "@sluice_a2_1", ":sluice_a1"] {
+        for p in [
+            "$2",
+            "$3",
+            ":2",
+            ":3",
+            "@sluice_a1",
+            "@sluice_a2_1",
+            ":sluice_a1",
+        ] {
             let sql = format!("SELECT id FROM orders WHERE region = {p}");
             if let Ok(r) = run_with(&c, &sql, &[], &a, 0) {
                 panic!("{d:?}: {sql} was accepted as {}", r.sql);
@@ -314,7 +382,11 @@ fn other_dialects_bind_lists_element_by_element_and_an_empty_one_matches_nothing
     for (d, tail, names) in cases {
         let c = catalog(d, false);
         let r = run(&c, "SELECT id FROM orders", &[], &a);
-        assert!(r.sql.ends_with(&format!("{tail} AS {}", alias(d))), "{d:?}: {}", r.sql);
+        assert!(
+            r.sql.ends_with(&format!("{tail} AS {}", alias(d))),
+            "{d:?}: {}",
+            r.sql
+        );
         let got: Vec<Option<&str>> = r.params.iter().map(|p| p.name.as_deref()).collect();
         assert_eq!(got, names, "{d:?}");
         assert_eq!(
@@ -390,12 +462,20 @@ fn the_cache_rebinds_each_callers_values_and_keys_on_their_shape() {
         );
         // Another length is another text where elements are bound one by one.
         let third = go(&attrs(Some("apac"), Some(&[3, 4, 5]))).unwrap();
-        assert_eq!(third.sql == first.sql, d == Dialect::Postgres, "{}", third.sql);
+        assert_eq!(
+            third.sql == first.sql,
+            d == Dialect::Postgres,
+            "{}",
+            third.sql
+        );
         assert_eq!(third, go(&attrs(Some("apac"), Some(&[3, 4, 5]))).unwrap());
         // A missing or mistyped attribute is refused on every call, not served from the cache.
         for bad in [attrs(None, Some(&[1, 2])), {
             let mut a = attrs(Some("emea"), None);
-            a.insert("accounts".into(), AttributeValue::TextList(vec!["1".into(), "2".into()]));
+            a.insert(
+                "accounts".into(),
+                AttributeValue::TextList(vec!["1".into(), "2".into()]),
+            );
             a
         }] {
             let e = go(&bad).unwrap_err();
@@ -416,13 +496,37 @@ fn filters_are_declared_on_protected_tables_and_their_own_columns() {
     };
     let mut public = TableRule::public(name.clone(), vec!["id".into(), "region".into()]);
     public.filters = vec![filter("region = attr.region", None, &[])];
-    let e = Catalog::new(Dialect::Postgres, Dialect::Postgres.default_param_style(), None, "public".into(), vec![public]).unwrap_err();
+    let e = Catalog::new(
+        Dialect::Postgres,
+        Dialect::Postgres.default_param_style(),
+        None,
+        "public".into(),
+        vec![public],
+    )
+    .unwrap_err();
     assert!(e.to_string().contains("protected tables"), "{e}");
     let mut rule = TableRule::protected(name, "tenant_id", vec!["id".into(), "tenant_id".into()]);
     rule.filters = vec![filter("region = attr.region", None, &[])];
-    let e = Catalog::new(Dialect::Postgres, Dialect::Postgres.default_param_style(), None, "public".into(), vec![rule.clone()]).unwrap_err();
-    assert!(e.to_string().contains("not among the declared columns"), "{e}");
+    let e = Catalog::new(
+        Dialect::Postgres,
+        Dialect::Postgres.default_param_style(),
+        None,
+        "public".into(),
+        vec![rule.clone()],
+    )
+    .unwrap_err();
+    assert!(
+        e.to_string().contains("not among the declared columns"),
+        "{e}"
+    );
     rule.filters = vec![filter("id = attr.level", None, &[])];
-    let e = Catalog::new(Dialect::Postgres, sluice_policy::ParamStyle::InlineLiteral, None, "public".into(), vec![rule]).unwrap_err();
+    let e = Catalog::new(
+        Dialect::Postgres,
+        sluice_policy::ParamStyle::InlineLiteral,
+        None,
+        "public".into(),
+        vec![rule],
+    )
+    .unwrap_err();
     assert!(e.to_string().contains("bind parameters"), "{e}");
 }

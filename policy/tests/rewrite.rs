@@ -603,7 +603,10 @@ fn caller_parameters_keep_their_placeholders_and_the_tenant_follows_them() {
     assert!(!r.sql.contains("$1 OFFSET"), "{}", r.sql);
     // The tenant only, in `params`: the caller binds its own values.
     assert_eq!(r.params.len(), 1);
-    assert_eq!(r.params[0].value, sluice_policy::BoundValue::Tenant("A".into()));
+    assert_eq!(
+        r.params[0].value,
+        sluice_policy::BoundValue::Tenant("A".into())
+    );
     // Copied inside the fence like constants (a caller parameter is bound once per query), so
     // a prepared point lookup uses the index; the outer WHERE keeps them. Only a parameter
     // that occurs once: `$2` occurs twice, and stays outside.

@@ -123,6 +123,10 @@ enum PolicyCommand {
         /// Comma-separated groups of the caller.
         #[arg(long, value_delimiter = ',', default_value = "")]
         groups: Vec<String>,
+        /// The caller's attributes, as JSON (`{"region": "emea", "accounts": [7, 9]}`), each
+        /// read as its `[auth.attributes]` type.
+        #[arg(long, default_value = "{}")]
+        attributes: String,
         /// The SQL.
         #[arg(long)]
         sql: String,
@@ -187,6 +191,7 @@ fn run(cli: Cli) -> Result<(), StartupError> {
                     connection,
                     tenant,
                     groups,
+                    attributes,
                     sql,
                 },
         } => {
@@ -199,11 +204,29 @@ fn run(cli: Cli) -> Result<(), StartupError> {
                 ))
             })?;
             let groups: Vec<String> = groups.into_iter().filter(|g| !g.is_empty()).collect();
+            let types = c.auth.attribute_types().map_err(StartupError)?;
+            let given: serde_json::Map<String, serde_json::Value> =
+                serde_json::from_str(&attributes)
+                    .map_err(|e| StartupError(format!("--attributes: not a JSON object: {e}")))?;
+            let mut values = sluice_policy::Attributes::new();
+            for (name, v) in &given {
+                let ty = types
+                    .get(name)
+                    .copied()
+                    .unwrap_or(sluice_policy::AttributeType::Text);
+                let value = sluice_policy::AttributeValue::from_json(v, ty).ok_or_else(|| {
+                    StartupError(format!(
+                        "--attributes: {name} must be {}",
+                        crate::auth::jwt::describe(ty)
+                    ))
+                })?;
+                values.insert(name.clone(), value);
+            }
             let caller = sluice_policy::Caller {
                 tenant: &tenant,
                 groups: &groups,
                 row_limit: policy.row_limit(&groups),
-                attributes: &sluice_policy::NO_ATTRIBUTES,
+                attributes: &values,
             };
             println!(
                 "{}",

@@ -1695,7 +1695,11 @@ mod tests {
                 "compare it with IN",
             ),
             (
-                table("region = \"string\"", "[\"region\"]", "region = attr.region"),
+                table(
+                    "region = \"string\"",
+                    "[\"region\"]",
+                    "region = attr.region",
+                ),
                 "unknown type",
             ),
             (
@@ -1706,10 +1710,7 @@ mod tests {
                 table("region = \"text\"", "[\"region\"]", "nope = attr.region"),
                 "not among the declared columns",
             ),
-            (
-                table("", "[]", "region = 'x' OR true"),
-                "unexpected text",
-            ),
+            (table("", "[]", "region = 'x' OR true"), "unexpected text"),
         ] {
             let e = check(&bad).unwrap_err();
             assert!(e.contains(why), "{why}: {e}");

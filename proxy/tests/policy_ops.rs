@@ -126,6 +126,65 @@ fn the_cli_explains_allow_and_reject_and_exits_zero_for_both() {
 }
 
 #[test]
+fn the_cli_explains_row_filters_with_the_attributes_given() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        "[[connections.tables.row_filters]]\nfilter = \"sale_id IN attr.sales\"\n",
+    );
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace(
+            "[limits.group_max_rows]",
+            "[auth.jwt.claims]\nattributes = [\"sales\"]\n[auth.attributes]\nsales = \"integer[]\"\n[limits.group_max_rows]",
+        );
+    std::fs::write(&config, text).unwrap();
+    let run = |attributes: &str| {
+        let out = Command::new(BIN)
+            .args(["policy", "explain", "--config"])
+            .arg(&config)
+            .args([
+                "--connection",
+                "files",
+                "--tenant",
+                "t1",
+                "--groups",
+                "analyst",
+            ])
+            .args([
+                "--attributes",
+                attributes,
+                "--sql",
+                "SELECT sale_id FROM sales",
+            ])
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            serde_json::from_slice::<Value>(&out.stdout).unwrap_or_default(),
+        )
+    };
+    let (ok, v) = run(r#"{"sales": [3, 4]}"#);
+    assert!(ok);
+    assert_eq!(v["decision"], "allow", "{v}");
+    assert_eq!(v["params"], json!(["t1", 3, 4]));
+    assert_eq!(v["row_filters"][0]["value"], json!([3, 4]));
+    assert!(
+        v["sql"]
+            .as_str()
+            .unwrap()
+            .contains(r#"("sale_id" IN ($2, $3))"#),
+        "{v}"
+    );
+    let (ok, v) = run("{}");
+    assert!(ok);
+    assert_eq!(v["code"], "attribute_missing", "{v}");
+    // A value of another type than declared is a usage error.
+    let (ok, _) = run(r#"{"sales": "3"}"#);
+    assert!(!ok);
+}
+
+#[test]
 fn the_cli_refuses_deep_input_cleanly() {
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path(), "");

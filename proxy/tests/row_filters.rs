@@ -198,10 +198,28 @@ async fn each_caller_sees_exactly_their_rows_and_a_wrong_attribute_is_refused() 
 
     // Refused, never all rows: a token without the attribute, an exempt group the token does
     // not carry (asking for it changes nothing), a value of another type.
-    let (s, b) = query(&d, &token(json!({"accounts": [1]})), "SELECT count(*) FROM sales").await;
-    assert_eq!((s, b["code"].as_str()), (403, Some("attribute_missing")), "{b}");
-    let (s, b) = query(&d, &token(json!({"region": "emea"})), "SELECT count(*) FROM sales").await;
-    assert_eq!((s, b["code"].as_str()), (403, Some("attribute_missing")), "{b}");
+    let (s, b) = query(
+        &d,
+        &token(json!({"accounts": [1]})),
+        "SELECT count(*) FROM sales",
+    )
+    .await;
+    assert_eq!(
+        (s, b["code"].as_str()),
+        (403, Some("attribute_missing")),
+        "{b}"
+    );
+    let (s, b) = query(
+        &d,
+        &token(json!({"region": "emea"})),
+        "SELECT count(*) FROM sales",
+    )
+    .await;
+    assert_eq!(
+        (s, b["code"].as_str()),
+        (403, Some("attribute_missing")),
+        "{b}"
+    );
     for bad in [
         json!({"region": "emea", "accounts": "1"}),
         json!({"region": "emea", "accounts": [1, "2"]}),
@@ -210,7 +228,11 @@ async fn each_caller_sees_exactly_their_rows_and_a_wrong_attribute_is_refused() 
         json!({"region": "emea", "accounts": (0..1001).collect::<Vec<i64>>()}),
     ] {
         let (s, b) = query(&d, &token(bad.clone()), "SELECT count(*) FROM sales").await;
-        assert_eq!((s, b["code"].as_str()), (401, Some("invalid_claims")), "{bad}: {b}");
+        assert_eq!(
+            (s, b["code"].as_str()),
+            (401, Some("invalid_claims")),
+            "{bad}: {b}"
+        );
     }
 
     // Explain shows the filters and their values; the audit log keeps them.
@@ -243,10 +265,7 @@ async fn each_caller_sees_exactly_their_rows_and_a_wrong_attribute_is_refused() 
         std::time::Duration::from_secs(5),
     )
     .unwrap();
-    let filtered = records
-        .iter()
-        .filter(|r| !r.row_filters.is_empty())
-        .count();
+    let filtered = records.iter().filter(|r| !r.row_filters.is_empty()).count();
     assert!(filtered >= 7 * QUERIES.len(), "{filtered}");
     let last = records
         .iter()

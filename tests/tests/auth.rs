@@ -374,7 +374,13 @@ async fn web_ticket_flow_end_to_end_and_its_attacks() {
     // Switching tenant means a new ticket, from a client scoped to both.
     let multi = d
         .store()
-        .create_client("portal", &["acme".into(), "globex".into()], None, None, now())
+        .create_client(
+            "portal",
+            &["acme".into(), "globex".into()],
+            None,
+            None,
+            now(),
+        )
         .unwrap();
     let sst2 = service_token(&d, "portal", &multi).await;
     let t2 = ticket(&d, &sst2, json!({"user": "alice", "tenant": "globex"})).await;
@@ -1337,7 +1343,10 @@ fn with_row_filters(c: &mut Config) {
 async fn ticket_attributes_are_typed_scoped_to_their_client_and_filter_the_rows() {
     let d = start_with(with_row_filters).await;
     let mut scope = std::collections::BTreeMap::new();
-    scope.insert("regions".to_string(), vec!["1".to_string(), "2".to_string()]);
+    scope.insert(
+        "regions".to_string(),
+        vec!["1".to_string(), "2".to_string()],
+    );
     scope.insert("segment".to_string(), vec!["*".to_string()]);
     let secret = d
         .store()
@@ -1352,11 +1361,31 @@ async fn ticket_attributes_are_typed_scoped_to_their_client_and_filter_the_rows(
     // Outside the client's scope: a value it may not mint (one element of a list is enough),
     // an attribute it may not mint at all; of the wrong type: refused before any scope check.
     for (attributes, status, code) in [
-        (json!({"regions": [1, 3], "segment": "smb"}), StatusCode::FORBIDDEN, "attribute_not_allowed"),
-        (json!({"regions": [4]}), StatusCode::FORBIDDEN, "attribute_not_allowed"),
-        (json!({"regions": [1], "cost_centre": "x"}), StatusCode::FORBIDDEN, "attribute_not_allowed"),
-        (json!({"regions": "1"}), StatusCode::BAD_REQUEST, "invalid_request"),
-        (json!({"regions": [1], "segment": ["smb"]}), StatusCode::BAD_REQUEST, "invalid_request"),
+        (
+            json!({"regions": [1, 3], "segment": "smb"}),
+            StatusCode::FORBIDDEN,
+            "attribute_not_allowed",
+        ),
+        (
+            json!({"regions": [4]}),
+            StatusCode::FORBIDDEN,
+            "attribute_not_allowed",
+        ),
+        (
+            json!({"regions": [1], "cost_centre": "x"}),
+            StatusCode::FORBIDDEN,
+            "attribute_not_allowed",
+        ),
+        (
+            json!({"regions": "1"}),
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+        ),
+        (
+            json!({"regions": [1], "segment": ["smb"]}),
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+        ),
     ] {
         refused(mint(attributes), status, code).await;
     }
@@ -1408,7 +1437,8 @@ async fn ticket_attributes_are_typed_scoped_to_their_client_and_filter_the_rows(
     .await;
     let bare_manager = d.hs256(&claims("mgr", "acme", &["analyst", "managers"]));
     refused(
-        d.query("SELECT count(*) FROM customers").bearer_auth(&bare_manager),
+        d.query("SELECT count(*) FROM customers")
+            .bearer_auth(&bare_manager),
         StatusCode::FORBIDDEN,
         "attribute_missing",
     )

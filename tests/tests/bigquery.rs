@@ -327,14 +327,15 @@ columns = ["tenant_id", "id"]
         &["analyst"],
         json!({"region": "emea", "accounts": [1, 3]}),
     );
-    let r = sluice.query(&regional, "SELECT id FROM sales ORDER BY id").await;
+    let r = sluice
+        .query(&regional, "SELECT id FROM sales ORDER BY id")
+        .await;
     assert_eq!(r.status(), 200);
     let sent = layer.last_body.lock().unwrap().clone();
     let statement = sent["query"].as_str().unwrap();
     assert!(
-        statement.contains(
-            "(`region` = @sluice_a1) AND (`account_id` IN (@sluice_a2_1, @sluice_a2_2))"
-        ),
+        statement
+            .contains("(`region` = @sluice_a1) AND (`account_id` IN (@sluice_a2_1, @sluice_a2_2))"),
         "{statement}"
     );
     let params: Vec<(Value, Value, Value)> = sent["queryParameters"]

@@ -263,7 +263,10 @@ async fn databricks_statement_api_with_the_users_own_token_against_minilake() {
         "CREATE TABLE lake.sales.sales (tenant_id VARCHAR, id INTEGER, region VARCHAR, \
          account_id INTEGER)"
             .to_string(),
-        format!("INSERT INTO lake.sales.sales VALUES {}", support::SALES_ROWS),
+        format!(
+            "INSERT INTO lake.sales.sales VALUES {}",
+            support::SALES_ROWS
+        ),
     ] {
         lake.sql(&sql).await.unwrap();
     }
@@ -341,14 +344,15 @@ columns = ["tenant_id", "id"]
         &["analyst"],
         json!({"region": "emea", "accounts": [1, 3]}),
     );
-    let r = sluice.query(&regional, "SELECT id FROM sales ORDER BY id").await;
+    let r = sluice
+        .query(&regional, "SELECT id FROM sales ORDER BY id")
+        .await;
     assert_eq!(r.status(), 200);
     let sent = layer.last_body.lock().unwrap().clone();
     let statement = sent["statement"].as_str().unwrap();
     assert!(
-        statement.contains(
-            "(`region` = :sluice_a1) AND (`account_id` IN (:sluice_a2_1, :sluice_a2_2))"
-        ),
+        statement
+            .contains("(`region` = :sluice_a1) AND (`account_id` IN (:sluice_a2_1, :sluice_a2_2))"),
         "{statement}"
     );
     assert_eq!(

@@ -274,7 +274,9 @@ columns = ["TENANT_ID", "ID"]
         &["analyst"],
         json!({"region": "emea", "accounts": [1, 3]}),
     );
-    let r = sluice.query(&regional, "SELECT ID FROM SALES ORDER BY ID").await;
+    let r = sluice
+        .query(&regional, "SELECT ID FROM SALES ORDER BY ID")
+        .await;
     assert_eq!(r.status(), 200);
     assert_eq!(
         r.json::<Value>().await.unwrap()["rows"],

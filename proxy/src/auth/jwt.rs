@@ -156,7 +156,12 @@ impl JwtVerifier {
                 (self.decode(token, &alg, &key)?, Some(key))
             }
         };
-        let principal = map_claims(&claims, &self.claims, &self.attribute_types, AuthMethod::Jwt)?;
+        let principal = map_claims(
+            &claims,
+            &self.claims,
+            &self.attribute_types,
+            AuthMethod::Jwt,
+        )?;
         let now = super::principal::unix_now();
         let leeway = self.validation.leeway as i64;
         // What `decode` checked about time, as a deadline: `exp` (with the leeway), and

@@ -755,14 +755,17 @@ mod tests {
     fn rotated_secrets_overlap_then_stop() {
         let dir = tempfile::tempdir().unwrap();
         let s = AuthStore::open(&dir.path().join("a.sqlite")).unwrap();
-        let old = s.create_client("c", &["t".into()], None, None, 100).unwrap();
+        let old = s
+            .create_client("c", &["t".into()], None, None, 100)
+            .unwrap();
         let new = s.rotate_client_secret("c", 50, 110).unwrap();
         assert!(s.check_client("c", &old, 150).unwrap().is_some());
         assert!(s.check_client("c", &new, 150).unwrap().is_some());
         assert!(s.check_client("c", &old, 160).unwrap().is_none());
         assert!(s.check_client("c", &new, 10_000).unwrap().is_some());
         // A secret is only good with its own client id.
-        s.create_client("d", &["t".into()], None, None, 100).unwrap();
+        s.create_client("d", &["t".into()], None, None, 100)
+            .unwrap();
         assert!(s.check_client("d", &new, 150).unwrap().is_none());
     }
 
@@ -770,7 +773,8 @@ mod tests {
     fn rotation_revokes_service_tokens_and_deletion_revokes_unused_tickets() {
         let dir = tempfile::tempdir().unwrap();
         let s = AuthStore::open(&dir.path().join("a.sqlite")).unwrap();
-        s.create_client("c", &["t".into()], None, None, 100).unwrap();
+        s.create_client("c", &["t".into()], None, None, 100)
+            .unwrap();
         s.insert_service_token("sst_old", "c", 100, 1000).unwrap();
         assert!(
             s.service_token_client(&token_hash("sst_old"), 110)

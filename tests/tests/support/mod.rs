@@ -222,7 +222,9 @@ impl OauthSluice {
                 ),
             ),
             (
-                format!("SELECT {account}, count(*) AS n FROM {t} GROUP BY {account} ORDER BY {account}"),
+                format!(
+                    "SELECT {account}, count(*) AS n FROM {t} GROUP BY {account} ORDER BY {account}"
+                ),
                 format!(
                     "SELECT {account}, count(*) AS n FROM {t} WHERE {region} = 'emea' AND {account} IN (1, 3) GROUP BY {account} ORDER BY {account}"
                 ),
