@@ -175,14 +175,7 @@ fn generated_queries_verify_and_never_return_tenant_b_data() {
                 // Other refusals (e.g. an ambiguous name) are safe; the property is about leaks.
                 Err(_) => return Ok(()),
             };
-            let params: Vec<Param> = rewritten
-                .params
-                .iter()
-                .map(|p| Param {
-                    name: None,
-                    value: sluice_connectors::ParamValue::Tenant(p.value.clone()),
-                })
-                .collect();
+            let params: Vec<Param> = sluice::engine::connection::bind(&rewritten.params);
             let rows = rt.block_on(async {
                 let mut out = Vec::new();
                 let req = QueryRequest {
