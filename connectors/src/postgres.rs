@@ -1276,6 +1276,10 @@ fn bind(
             V::TextList(l),
             Type::TEXT_ARRAY | Type::VARCHAR_ARRAY | Type::BPCHAR_ARRAY | Type::NAME_ARRAY,
         ) => Box::new(l.clone()),
+        // An empty list reads back from a stored session as a text list, whatever its type.
+        (V::TextList(l), Type::INT2_ARRAY | Type::NUMERIC_ARRAY) if l.is_empty() => {
+            return bind(n, &V::IntList(vec![]), t);
+        }
         (V::TextList(l), Type::INT4_ARRAY) => Box::new(
             l.iter()
                 .map(|s| match s.parse::<i32>() {
@@ -1383,6 +1387,8 @@ mod tests {
         assert!(bind(3, &V::TextList(vec!["7".into()]), &Type::INT8_ARRAY).is_ok());
         assert!(bind(3, &V::TextList(vec![" 7".into()]), &Type::INT8_ARRAY).is_err());
         assert!(bind(3, &V::TextList(vec![]), &Type::INT4_ARRAY).is_ok());
+        assert!(bind(3, &V::TextList(vec![]), &Type::NUMERIC_ARRAY).is_ok());
+        assert!(bind(3, &V::TextList(vec!["1".into()]), &Type::NUMERIC_ARRAY).is_err());
         // Never a scalar where an array is, or an array of another kind.
         assert!(bind(3, &V::TextList(vec!["a".into()]), &Type::TEXT).is_err());
         assert!(bind(3, &V::IntList(vec![1]), &Type::DATE_ARRAY).is_err());

@@ -517,7 +517,7 @@ impl AttrBinding {
             }
             ParamStyle::AtNamed => named('@'),
             ParamStyle::ColonNamed => named(':'),
-            // Refused before any slot is made (`Rewriter::filters`).
+            // Not reached: `Catalog::new` refuses attribute filters on inline-literal catalogs.
             ParamStyle::InlineLiteral => String::new(),
         }
     }

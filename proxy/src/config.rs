@@ -1418,6 +1418,15 @@ impl Config {
                 if c.kind != ConnectionKind::Embedded && (t.path.is_some() || t.format.is_some()) {
                     return Err(invalid(tf, "path and format are for embedded tables only"));
                 }
+                for (k, f) in t.row_filters.iter().enumerate() {
+                    // An empty list would make the filter apply to no one: silently off.
+                    if f.groups.as_ref().is_some_and(Vec::is_empty) {
+                        return Err(invalid(
+                            format!("{tf}.row_filters[{k}].groups"),
+                            "an empty list filters no one: leave groups out to filter everyone",
+                        ));
+                    }
+                }
                 for (col, m) in &t.masks {
                     if (m.mask == MaskKindConfig::Constant) != m.value.is_some() {
                         return Err(invalid(
@@ -1711,6 +1720,10 @@ mod tests {
                 "not among the declared columns",
             ),
             (table("", "[]", "region = 'x' OR true"), "unexpected text"),
+            (
+                format!("{}groups = []\n", table("", "[]", "region = 'x'")),
+                "filters no one",
+            ),
         ] {
             let e = check(&bad).unwrap_err();
             assert!(e.contains(why), "{why}: {e}");

@@ -1389,6 +1389,37 @@ async fn ticket_attributes_are_typed_scoped_to_their_client_and_filter_the_rows(
     ] {
         refused(mint(attributes), status, code).await;
     }
+    // A group that exempts from a row filter is minted only by a client whose group scope
+    // names it: this one has none, so its tickets cannot escape the region filter.
+    refused(
+        d.http
+            .post(d.url("/v1/tickets"))
+            .bearer_auth(&sst)
+            .json(&json!({
+            "user": "alice", "tenant": "acme", "groups": ["analyst", "managers"],
+            "attributes": {"regions": [1], "segment": "smb"}})),
+        StatusCode::FORBIDDEN,
+        "group_not_allowed",
+    )
+    .await;
+    let scoped = d
+        .store()
+        .create_client(
+            "managers-portal",
+            &["acme".into()],
+            Some(&["analyst".into(), "managers".into()]),
+            None,
+            now(),
+        )
+        .unwrap();
+    let scoped = service_token(&d, "managers-portal", &scoped).await;
+    ticket(
+        &d,
+        &scoped,
+        json!({"user": "mgr", "tenant": "acme", "groups": ["analyst", "managers"],
+               "attributes": {"segment": "smb"}}),
+    )
+    .await;
     // Within it: the session's queries see the rows of those regions and that segment only,
     // exactly what an unfiltered caller (a manager's JWT of the same tenant, exempt from the
     // region filter) sees when it asks for them.

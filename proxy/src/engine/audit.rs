@@ -5,7 +5,7 @@
 
 use std::time::Instant;
 
-use sluice_audit::{AuditLog, AuditRecord, Decision, Event, Pending, RowFilterUse};
+use sluice_audit::{AuditLog, AuditRecord, Decision, Event, Pending};
 use sluice_policy::RewrittenQuery;
 
 use crate::auth::principal::{ClientInfo, Principal};
@@ -69,9 +69,9 @@ impl QueryAudit {
             None => r.sql.clone(),
         });
         self.record.columns = r.manifest.columns.clone();
-        self.record.params = policy_params(r, redact.is_some());
+        self.record.params = crate::engine::filters::policy_params(r, redact.is_some());
         self.record.tables = r.manifest.tables.iter().map(|t| t.to_string()).collect();
-        self.record.row_filters = row_filters(r, redact.is_some());
+        self.record.row_filters = crate::engine::filters::row_filters(r, redact.is_some());
     }
 
     fn attempt_record(&self) -> AuditRecord {
@@ -283,33 +283,4 @@ impl Drop for Completion {
             self.log.append_detached(r);
         }
     }
-}
-
-/// The policy's parameters as the audit log shows them: the tenant as it is, attribute values
-/// as JSON text, or `?` where literals are redacted (an attribute can be as telling as a
-/// literal; the tenant is in the record anyway).
-pub(crate) fn policy_params(r: &RewrittenQuery, redact: bool) -> Vec<String> {
-    r.params
-        .iter()
-        .map(|p| match (&p.source, redact) {
-            (sluice_policy::ParamSource::Attribute { .. }, true) => "?".to_string(),
-            _ => p.value.shown(),
-        })
-        .collect()
-}
-
-/// The row filters of a rewrite, each with its attribute's value (`"?"` when redacted).
-pub(crate) fn row_filters(r: &RewrittenQuery, redact: bool) -> Vec<RowFilterUse> {
-    r.filters
-        .iter()
-        .map(|f| RowFilterUse {
-            table: f.table.to_string(),
-            filter: f.filter.clone(),
-            attribute: f.attribute.clone(),
-            value: f.value.as_ref().map(|v| match redact {
-                true => serde_json::Value::String("?".into()),
-                false => v.to_json(),
-            }),
-        })
-        .collect()
 }

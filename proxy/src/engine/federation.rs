@@ -302,7 +302,7 @@ impl TableProvider for SourceTable {
                 sql: rewritten.sql.clone(),
                 warehouse_query_id: None,
                 rows: None,
-                row_filters: crate::engine::audit::row_filters(&rewritten, self.who.redact),
+                row_filters: crate::engine::filters::row_filters(&rewritten, self.who.redact),
             });
             log.len() - 1
         };

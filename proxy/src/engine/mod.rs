@@ -28,6 +28,7 @@ pub mod catalog;
 pub mod connection;
 pub mod explain;
 pub mod federation;
+mod filters;
 pub mod params;
 pub mod policy;
 pub mod route;
@@ -309,7 +310,7 @@ impl Request<'_> {
             None => shown.clone(),
         }
         .into_iter()
-        .chain(audit::policy_params(rewritten, redact.is_some()))
+        .chain(filters::policy_params(rewritten, redact.is_some()))
         .collect();
 
         if query.mode == Mode::Explain {

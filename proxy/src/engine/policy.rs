@@ -72,6 +72,16 @@ impl Policy {
             .max()
     }
 
+    /// Whether `group` exempts its members from some row filter (`except`): a service client
+    /// whose group scope does not name it explicitly may not mint it.
+    pub fn exempts(&self, group: &str) -> bool {
+        self.catalogs
+            .values()
+            .flat_map(|c| c.tables())
+            .flat_map(|t| &t.filters)
+            .any(|f| f.except.iter().any(|g| g == group))
+    }
+
     /// The catalog of a connection, and the policy's view of the caller.
     pub fn for_caller<'a>(
         &'a self,

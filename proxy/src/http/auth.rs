@@ -418,11 +418,14 @@ async fn ticket_for(
         }
     }
     let roles = &state.config.auth.roles;
+    let policy = state.engine.policy();
     for g in &request.groups {
-        let in_scope = service
-            .groups
-            .as_ref()
-            .is_none_or(|allowed| allowed.iter().any(|a| a == g));
+        // Without a group scope a client mints any group, except one that exempts its members
+        // from a row filter: that must be granted to the client by name (`--groups`).
+        let in_scope = match &service.groups {
+            Some(allowed) => allowed.iter().any(|a| a == g),
+            None => !policy.exempts(g),
+        };
         // A customer's backend mints end users: never sluice administrators or auditors.
         let privileged =
             roles.is_admin(std::slice::from_ref(g)) || roles.is_compliance(std::slice::from_ref(g));
