@@ -1040,6 +1040,74 @@ async fn rotated_service_secrets_overlap_then_stop() {
 }
 
 #[tokio::test]
+async fn sessions_end_with_the_client_that_minted_them() {
+    let d = start_with(|_| {}).await;
+    // Another handle on the store, as `sluice client …` in another process has.
+    let cli = d.store();
+    let open = |client: &'static str| {
+        let d = &d;
+        let cli = &cli;
+        async move {
+            let secret = cli
+                .create_client(client, &["acme".into()], None, None, now())
+                .unwrap();
+            let sst = service_token(d, client, &secret).await;
+            let t = ticket(
+                d,
+                &sst,
+                json!({"user": "alice", "tenant": "acme", "groups": ["analyst"]}),
+            )
+            .await;
+            let unused = ticket(
+                d,
+                &sst,
+                json!({"user": "bob", "tenant": "acme", "groups": ["analyst"]}),
+            )
+            .await;
+            (session(d, &t).await.0, unused)
+        }
+    };
+    let ok = |token: &str| {
+        d.query("SELECT count(*) FROM orders")
+            .bearer_auth(token.to_string())
+    };
+    let (rotated, rotated_ticket) = open("leaky").await;
+    let (deleted, _) = open("gone").await;
+    let (kept, _) = open("planned").await;
+    for t in [&rotated, &deleted, &kept] {
+        assert_eq!(send(ok(t)).await.0, StatusCode::OK);
+    }
+    // A leak: rotate with no overlap. A clean end: delete. A planned rotation keeps sessions.
+    cli.rotate_client_secret("leaky", 0, now()).unwrap();
+    assert!(cli.delete_client("gone").unwrap());
+    cli.rotate_client_secret("planned", 3600, now()).unwrap();
+    // Within the recheck interval the daemon's cache reads the store again.
+    let deadline = std::time::Instant::now()
+        + Duration::from_secs(sluice::auth::SESSION_RECHECK_SECS as u64 + 5);
+    loop {
+        let (a, _) = send(ok(&rotated)).await;
+        let (b, _) = send(ok(&deleted)).await;
+        if a == StatusCode::UNAUTHORIZED && b == StatusCode::UNAUTHORIZED {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "still open: {a} {b}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    refused(ok(&rotated), StatusCode::UNAUTHORIZED, "session_revoked").await;
+    refused(ok(&deleted), StatusCode::UNAUTHORIZED, "session_revoked").await;
+    // The leaked client's unexchanged ticket died too; the planned rotation's session lives.
+    refused(
+        d.http
+            .post(d.url("/v1/sessions"))
+            .json(&json!({ "ticket": rotated_ticket })),
+        StatusCode::UNAUTHORIZED,
+        "invalid_ticket",
+    )
+    .await;
+    assert_eq!(send(ok(&kept)).await.0, StatusCode::OK);
+}
+
+#[tokio::test]
 async fn embedding_origins_cors_preflight_and_frame_ancestors() {
     let d = start_with(|_| {}).await;
     let resp = d

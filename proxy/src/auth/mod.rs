@@ -35,6 +35,10 @@ use store::{AuthStore, TokenKind, TokenRow};
 const MAX_CACHED_SESSIONS: usize = 100_000;
 /// A session's renewed expiry is written to the store at most this often.
 const SESSION_PERSIST_EVERY_SECS: i64 = 60;
+/// Longest a cached session is trusted without reading the store again: a revocation made by
+/// another process (`sluice client delete`, `client rotate --overlap-hours 0`, another replica)
+/// takes effect within this.
+pub const SESSION_RECHECK_SECS: i64 = 5;
 
 /// A credential as a front door received it, stripped of its protocol.
 #[derive(Clone, Copy)]
@@ -77,6 +81,8 @@ struct CachedSession {
     max_expires: i64,
     /// When `expires` was last written to the store.
     persisted_at: i64,
+    /// When the store was last read for it (revocations by other processes).
+    checked_at: i64,
 }
 
 /// The configured authentication methods and the state they share.
@@ -251,13 +257,21 @@ impl Authenticator {
         let now = unix_now();
         let idle = self.config.sessions.idle_ttl_secs as i64;
         let mut persist = None;
+        // A cached session due for a recheck: its renewed expiry is written, then the store read.
+        let mut recheck = None;
         {
             let mut cache = lock(&self.sessions);
+            if cache.get(&hash).is_some_and(|s| now >= s.expires) {
+                cache.remove(&hash);
+                return Err(AuthError::SessionExpired);
+            }
+            if let Some(s) = cache.get(&hash)
+                && now - s.checked_at >= SESSION_RECHECK_SECS
+            {
+                recheck = Some((now + idle).min(s.max_expires));
+                cache.remove(&hash);
+            }
             if let Some(s) = cache.get_mut(&hash) {
-                if now >= s.expires {
-                    cache.remove(&hash);
-                    return Err(AuthError::SessionExpired);
-                }
                 s.expires = (now + idle).min(s.max_expires);
                 if now - s.persisted_at >= SESSION_PERSIST_EVERY_SECS {
                     s.persisted_at = now;
@@ -275,11 +289,17 @@ impl Authenticator {
         for _ in 0..2 {
             let generation = self.revocations.load(std::sync::atomic::Ordering::SeqCst);
             let store = Arc::clone(&self.store);
-            let row = tokio::task::spawn_blocking(move || store.lookup(&hash, TokenKind::Session))
-                .await
-                .map_err(|_| AuthError::StoreUnavailable)?
-                .map_err(|_| AuthError::StoreUnavailable)?
-                .ok_or(AuthError::SessionInvalid)?;
+            let renewed = recheck.take();
+            let row = tokio::task::spawn_blocking(move || {
+                if let Some(expires) = renewed {
+                    store.touch(&hash, expires);
+                }
+                store.lookup(&hash, TokenKind::Session)
+            })
+            .await
+            .map_err(|_| AuthError::StoreUnavailable)?
+            .map_err(|_| AuthError::StoreUnavailable)?
+            .ok_or(AuthError::SessionInvalid)?;
             if row.revoked {
                 return Err(AuthError::SessionRevoked);
             }
@@ -318,6 +338,7 @@ impl Authenticator {
                 expires: row.expires,
                 max_expires: row.max_expires,
                 persisted_at: now,
+                checked_at: now,
             },
         );
         true

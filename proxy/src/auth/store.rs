@@ -323,6 +323,15 @@ impl AuthStore {
                AND revoked_at IS NULL",
             params![now, client_id],
         )?;
+        // With no overlap the rotation answers a leak: the tickets and sessions the client
+        // minted (perhaps with the leaked secret) end too.
+        if overlap_secs <= 0 {
+            tx.execute(
+                "UPDATE tokens SET revoked_at = ?1
+                 WHERE kind IN ('ticket', 'session') AND client_id = ?2 AND revoked_at IS NULL",
+                params![now, client_id],
+            )?;
+        }
         tx.execute(
             "INSERT INTO service_secrets (secret_hash, client_id, created) VALUES (?, ?, ?)",
             params![token_hash(&secret).as_slice(), client_id, now],
@@ -338,6 +347,12 @@ impl AuthStore {
             "DELETE FROM tokens WHERE client_id = ?
                AND (kind = 'service' OR (kind = 'ticket' AND used_at IS NULL))",
             [client_id],
+        )?;
+        // Its sessions end with it (revoked, not deleted: a later use is told `session_revoked`).
+        conn.execute(
+            "UPDATE tokens SET revoked_at = ?2
+             WHERE kind = 'session' AND client_id = ?1 AND revoked_at IS NULL",
+            params![client_id, super::principal::unix_now()],
         )?;
         Ok(conn.execute(
             "DELETE FROM service_clients WHERE client_id = ?",
@@ -469,15 +484,17 @@ impl AuthStore {
         let hash = token_hash(ticket);
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let row: Option<(String, i64, Option<i64>, Option<i64>)> = tx
+        // principal, expiry, used, revoked, the client that minted it.
+        type TicketRow = (String, i64, Option<i64>, Option<i64>, Option<String>);
+        let row: Option<TicketRow> = tx
             .query_row(
-                "SELECT principal, expires, used_at, revoked_at FROM tokens
+                "SELECT principal, expires, used_at, revoked_at, client_id FROM tokens
                  WHERE hash = ? AND kind = 'ticket'",
                 [hash.as_slice()],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
             )
             .optional()?;
-        let Some((principal, expires, used_at, revoked_at)) = row else {
+        let Some((principal, expires, used_at, revoked_at, client_id)) = row else {
             return Ok(Err(AuthError::TicketInvalid));
         };
         if used_at.is_some() {
@@ -502,16 +519,19 @@ impl AuthStore {
             return Ok(Err(AuthError::TicketReplayed));
         }
         let id = session_principal.session_id.clone().unwrap_or_default();
+        // The session remembers the service client that minted its ticket: deleting the
+        // client, or rotating its secret with no overlap, revokes it.
         tx.execute(
             "INSERT INTO tokens (hash, kind, id, user, tenant, principal, client_id, created,
                                  expires, max_expires)
-             VALUES (?, 'session', ?, ?, ?, ?, NULL, ?, ?, ?)",
+             VALUES (?, 'session', ?, ?, ?, ?, ?, ?, ?, ?)",
             params![
                 token_hash(&token).as_slice(),
                 id,
                 session_principal.user,
                 session_principal.tenant,
                 serde_json::to_string(&session_principal)?,
+                client_id,
                 now,
                 expires,
                 max_expires
