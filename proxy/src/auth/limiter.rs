@@ -1,7 +1,13 @@
 //! Limits on failed authentications, per client address and per principal (a service client
-//! id or an API key id: the identities whose secrets could be guessed). A fixed window per key:
-//! once a key has failed `max` times in the current window, it is refused — before any
-//! verification — until the window ends. Memory is bounded.
+//! id or an API key id: the identities whose secrets could be guessed). A fixed window per key.
+//!
+//! An address that has failed `max` times in the current window is refused — before any
+//! verification — until the window ends. A principal's limit is counted per (principal,
+//! address) and applies to failures only: the right secret is never refused because someone
+//! (anywhere) guessed wrong, so nobody can lock a customer's backend out by naming its client
+//! id; a wrong guess over the limit is answered `too_many_failures` instead of
+//! `invalid_client`. (The secrets are 256-bit random values: the limit curbs noise, not luck.)
+//! Memory is bounded.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -105,14 +111,19 @@ impl FailureLimiter {
         }
     }
 
-    /// Refuses a principal over its limit.
-    pub fn check_principal(&self, key: &str) -> Result<(), AuthError> {
-        self.by_principal.check(key)
-    }
-
-    /// Counts a failure for a principal.
-    pub fn fail_principal(&self, key: &str) {
-        self.by_principal.fail(key);
+    /// Counts a failed attempt at a principal's secret from `addr`, and answers it: `failed`,
+    /// or `too_many_failures` once that address has failed that principal too often. Never
+    /// consulted for a credential that verified.
+    pub fn fail_principal(&self, key: &str, addr: Option<IpAddr>, failed: AuthError) -> AuthError {
+        let key = match addr {
+            Some(a) => format!("{key}|{a}"),
+            None => key.to_string(),
+        };
+        self.by_principal.fail(&key);
+        match self.by_principal.check(&key) {
+            Err(limited) => limited,
+            Ok(()) => failed,
+        }
     }
 }
 
@@ -132,6 +143,30 @@ mod tests {
             Err(AuthError::TooManyFailures { retry_after_secs }) if retry_after_secs >= 1
         ));
         assert!(c.check("b").is_ok());
+    }
+
+    #[test]
+    fn a_principal_is_limited_per_address_and_only_its_failures() {
+        let l = FailureLimiter::new(&RateLimitConfig {
+            window_secs: 60,
+            max_failures_per_addr: 100,
+            max_failures_per_principal: 2,
+        });
+        let (a, b): (IpAddr, IpAddr) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
+        let code = |e: AuthError| e.code();
+        assert_eq!(
+            code(l.fail_principal("client:x", Some(a), AuthError::InvalidClient)),
+            "invalid_client"
+        );
+        assert_eq!(
+            code(l.fail_principal("client:x", Some(a), AuthError::InvalidClient)),
+            "too_many_failures"
+        );
+        // Another address naming the same client is counted on its own.
+        assert_eq!(
+            code(l.fail_principal("client:x", Some(b), AuthError::InvalidClient)),
+            "invalid_client"
+        );
     }
 
     #[test]

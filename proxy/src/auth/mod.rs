@@ -140,7 +140,7 @@ impl Authenticator {
         client: &ClientInfo,
     ) -> Result<(Principal, Option<Held>), AuthError> {
         self.limiter.check_addr(client.addr)?;
-        let result = self.authenticate_inner(credential).await;
+        let result = self.authenticate_inner(credential, client.addr).await;
         if let Err(e) = &result
             && e.counts_as_failure()
         {
@@ -194,9 +194,10 @@ impl Authenticator {
     async fn authenticate_inner(
         &self,
         credential: Credential<'_>,
+        addr: Option<std::net::IpAddr>,
     ) -> Result<(Principal, Option<jwt::Reuse>), AuthError> {
         match credential {
-            Credential::Bearer(token) => self.bearer(token).await,
+            Credential::Bearer(token) => self.bearer(token, addr).await,
             Credential::Cookie {
                 token,
                 changes_state,
@@ -211,7 +212,7 @@ impl Authenticator {
                 self.session(token).await.map(|p| (p, None))
             }
             Credential::Password { user, password } => {
-                let (principal, reuse) = self.bearer(password).await?;
+                let (principal, reuse) = self.bearer(password, addr).await?;
                 if !user.is_empty() && user != principal.user {
                     return Err(AuthError::UserMismatch);
                 }
@@ -222,7 +223,11 @@ impl Authenticator {
 
     /// A bearer credential, told apart by its form (with how a JWT's verification may be
     /// reused).
-    async fn bearer(&self, token: &str) -> Result<(Principal, Option<jwt::Reuse>), AuthError> {
+    async fn bearer(
+        &self,
+        token: &str,
+        addr: Option<std::net::IpAddr>,
+    ) -> Result<(Principal, Option<jwt::Reuse>), AuthError> {
         let token = token.trim();
         if token.is_empty() || token.len() > MAX_TOKEN_BYTES {
             return Err(AuthError::Malformed);
@@ -230,7 +235,7 @@ impl Authenticator {
         if token.starts_with(SESSION_PREFIX) {
             self.session(token).await.map(|p| (p, None))
         } else if token.starts_with(API_KEY_PREFIX) {
-            self.api_key(token).await.map(|p| (p, None))
+            self.api_key(token, addr).await.map(|p| (p, None))
         } else if token.starts_with(SERVICE_PREFIX) {
             Err(AuthError::WrongCredential(
                 "a service token only mints tickets (POST /v1/tickets)",
@@ -354,7 +359,11 @@ impl Authenticator {
         }
     }
 
-    async fn api_key(&self, key: &str) -> Result<Principal, AuthError> {
+    async fn api_key(
+        &self,
+        key: &str,
+        addr: Option<std::net::IpAddr>,
+    ) -> Result<Principal, AuthError> {
         if !self.config.api_keys.enabled {
             return Err(AuthError::ApiKeysDisabled);
         }
@@ -365,7 +374,6 @@ impl Authenticator {
             .map(|(id, _)| id.to_string())
             .ok_or(AuthError::ApiKeyInvalid)?;
         let principal_key = format!("apikey:{id}");
-        self.limiter.check_principal(&principal_key)?;
         let hash = token_hash(key);
         let store = Arc::clone(&self.store);
         let row = tokio::task::spawn_blocking(move || store.lookup_api_key(&hash))
@@ -378,10 +386,7 @@ impl Authenticator {
             Some(k) if k.expires.is_some_and(|e| unix_now() >= e) => Err(AuthError::ApiKeyExpired),
             Some(k) => Ok(k.principal),
         };
-        if result.is_err() {
-            self.limiter.fail_principal(&principal_key);
-        }
-        result
+        result.map_err(|e| self.limiter.fail_principal(&principal_key, addr, e))
     }
 }
 

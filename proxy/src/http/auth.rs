@@ -221,7 +221,6 @@ async fn issue_service_token(
     let limiter = &state.auth.limiter;
     limiter.check_addr(client.addr)?;
     let principal_key = format!("client:{id}");
-    limiter.check_principal(&principal_key)?;
     let now = unix_now();
     let found = if valid_name(id) && secret.len() <= crate::auth::principal::MAX_TOKEN_BYTES {
         let store = Arc::clone(&state.auth.store);
@@ -232,8 +231,7 @@ async fn issue_service_token(
     };
     let Some(found) = found else {
         limiter.fail_addr(client.addr);
-        limiter.fail_principal(&principal_key);
-        return Err(AuthError::InvalidClient);
+        return Err(limiter.fail_principal(&principal_key, client.addr, AuthError::InvalidClient));
     };
     let ttl = state.config.auth.tickets.service_token_ttl_secs as i64;
     let token = random_token(SERVICE_PREFIX)?;
