@@ -272,6 +272,25 @@ pub struct ServerConfig {
     /// a browser: CORS answers and `Content-Security-Policy: frame-ancestors` list them, and a
     /// request carrying any other `Origin` is refused (`403 origin_not_allowed`).
     pub allowed_origins: Vec<String>,
+    /// Proxies (addresses or CIDR ranges) in front of sluice whose `X-Forwarded-For` is
+    /// believed: for a request from one of them, the client address (failure limits, the audit
+    /// log) is the rightmost entry that is not itself a trusted proxy. Empty: the TCP peer
+    /// always (the header is ignored).
+    pub trusted_proxies: Vec<String>,
+}
+
+impl ServerConfig {
+    /// The trusted proxies as networks (an address is a /32 or /128).
+    pub fn trusted_networks(&self) -> Result<Vec<ipnet::IpNet>, String> {
+        self.trusted_proxies
+            .iter()
+            .map(|p| {
+                p.parse::<ipnet::IpNet>()
+                    .or_else(|_| p.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                    .map_err(|_| format!("{p:?} is not an IP address or CIDR range"))
+            })
+            .collect()
+    }
 }
 
 impl Default for ServerConfig {
@@ -286,6 +305,7 @@ impl Default for ServerConfig {
             max_connections: DEFAULT_MAX_CONNECTIONS,
             max_connections_per_address: DEFAULT_MAX_CONNECTIONS_PER_ADDRESS,
             allowed_origins: vec![],
+            trusted_proxies: vec![],
         }
     }
 }
@@ -1213,6 +1233,9 @@ impl Config {
             }
         }
         self.validate_auth()?;
+        self.server
+            .trusted_networks()
+            .map_err(|e| invalid("server.trusted_proxies", e))?;
         for (i, o) in self.server.allowed_origins.iter().enumerate() {
             if !valid_origin(o) {
                 return Err(invalid(

@@ -1022,6 +1022,81 @@ async fn failed_authentications_are_rate_limited_per_address_and_per_principal()
 }
 
 #[tokio::test]
+async fn behind_a_trusted_proxy_failures_count_per_forwarded_client() {
+    let d = start_with(|c| {
+        c.server.trusted_proxies = vec!["127.0.0.1".into()];
+        c.auth.rate_limit.max_failures_per_addr = 3;
+    })
+    .await;
+    let bad = d.hs256(&json!({"sub": "x"}));
+    let good = d.hs256(&claims("alice", "acme", &[]));
+    let from = |xff: &str, token: &str| {
+        d.query("SELECT 1")
+            .bearer_auth(token)
+            .header("x-forwarded-for", xff)
+    };
+    for _ in 0..3 {
+        refused(
+            from("203.0.113.5", &bad),
+            StatusCode::UNAUTHORIZED,
+            "invalid_claims",
+        )
+        .await;
+    }
+    // That client waits, whatever it writes to the left of what the proxy appended…
+    refused(
+        from("203.0.113.5", &good),
+        StatusCode::TOO_MANY_REQUESTS,
+        "too_many_failures",
+    )
+    .await;
+    refused(
+        from("198.51.100.7, 203.0.113.5", &good),
+        StatusCode::TOO_MANY_REQUESTS,
+        "too_many_failures",
+    )
+    .await;
+    // …and everyone else behind the same proxy is not locked out with it.
+    let (s, _) = send(from("198.51.100.7", &good)).await;
+    assert_eq!(s, StatusCode::OK);
+    let records = d.stop_and_read_audit().await;
+    assert!(
+        records
+            .iter()
+            .any(|r| r.client_addr.as_deref() == Some("203.0.113.5")
+                && r.code.as_deref() == Some("too_many_failures"))
+    );
+    assert!(records.iter().any(
+        |r| r.client_addr.as_deref() == Some("198.51.100.7") && r.event == Event::QueryAttempt
+    ));
+
+    // Without trusted proxies the header is ignored: the address is the peer's.
+    let d = start_with(|c| c.auth.rate_limit.max_failures_per_addr = 2).await;
+    let (bad, good) = (
+        d.hs256(&json!({"sub": "x"})),
+        d.hs256(&claims("alice", "acme", &[])),
+    );
+    for xff in ["203.0.113.1", "203.0.113.2"] {
+        refused(
+            d.query("SELECT 1")
+                .bearer_auth(&bad)
+                .header("x-forwarded-for", xff),
+            StatusCode::UNAUTHORIZED,
+            "invalid_claims",
+        )
+        .await;
+    }
+    refused(
+        d.query("SELECT 1")
+            .bearer_auth(&good)
+            .header("x-forwarded-for", "203.0.113.3"),
+        StatusCode::TOO_MANY_REQUESTS,
+        "too_many_failures",
+    )
+    .await;
+}
+
+#[tokio::test]
 async fn rotated_service_secrets_overlap_then_stop() {
     let d = start_with(|_| {}).await;
     let store = d.store();

@@ -851,8 +851,14 @@ pub fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
 pub fn client_info(parts: &axum::http::request::Parts) -> ClientInfo {
     let addr = parts
         .extensions
-        .get::<axum::extract::ConnectInfo<crate::http::conn::ClientConn>>()
-        .map(|ci| ci.0.addr.ip());
+        .get::<crate::http::conn::ClientAddr>()
+        .map(|a| a.0)
+        .or_else(|| {
+            parts
+                .extensions
+                .get::<axum::extract::ConnectInfo<crate::http::conn::ClientConn>>()
+                .map(|ci| ci.0.addr.ip())
+        });
     let user_agent = parts
         .headers
         .get(header::USER_AGENT)

@@ -119,6 +119,40 @@ impl Drop for ClientStream {
     }
 }
 
+/// The client's address as sluice believes it (see [`client_addr`]), set on every request.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientAddr(pub std::net::IpAddr);
+
+/// The client address of a request from `peer`: the peer itself, unless it is a trusted proxy;
+/// then the rightmost `X-Forwarded-For` entry that is not a trusted proxy (entries to its left
+/// were written by the client and prove nothing). An entry that does not parse ends the walk at
+/// the nearest trusted hop.
+pub fn client_addr(
+    peer: std::net::IpAddr,
+    headers: &axum::http::HeaderMap,
+    trusted: &[ipnet::IpNet],
+) -> std::net::IpAddr {
+    let is_trusted = |a: &std::net::IpAddr| trusted.iter().any(|n| n.contains(a));
+    if !is_trusted(&peer) {
+        return peer;
+    }
+    let entries: Vec<&str> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .collect();
+    let mut hop = peer;
+    for entry in entries.iter().rev() {
+        match entry.trim().parse::<std::net::IpAddr>() {
+            Ok(a) if is_trusted(&a) => hop = a,
+            Ok(a) => return a,
+            Err(_) => break,
+        }
+    }
+    hop
+}
+
 /// What a handler knows of its connection: the client's address and whether it has gone.
 #[derive(Clone, Debug)]
 pub struct ClientConn {
@@ -294,5 +328,59 @@ mod tests {
         );
         let v: serde_json::Value = serde_json::from_str(body).unwrap();
         assert_eq!(v["code"], "too_many_connections");
+    }
+}
+
+#[cfg(test)]
+mod client_addr_tests {
+    #![allow(clippy::unwrap_used)]
+    use super::client_addr;
+
+    #[test]
+    fn forwarded_for_is_believed_only_from_trusted_proxies_and_only_rightmost() {
+        let trusted: Vec<ipnet::IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+        let h = |v: &[&str]| {
+            let mut m = axum::http::HeaderMap::new();
+            for x in v {
+                m.append("x-forwarded-for", x.parse().unwrap());
+            }
+            m
+        };
+        let ip = |s: &str| s.parse::<std::net::IpAddr>().unwrap();
+        // From a trusted proxy: the rightmost untrusted entry (the client's own are ignored).
+        assert_eq!(
+            client_addr(ip("10.1.1.1"), &h(&["1.2.3.4, 203.0.113.5"]), &trusted),
+            ip("203.0.113.5")
+        );
+        assert_eq!(
+            client_addr(ip("10.1.1.1"), &h(&["203.0.113.5, 10.2.2.2"]), &trusted),
+            ip("203.0.113.5")
+        );
+        assert_eq!(
+            client_addr(ip("10.1.1.1"), &h(&["9.9.9.9", "203.0.113.5"]), &trusted),
+            ip("203.0.113.5")
+        );
+        // Garbage stops the walk at the nearest trusted hop; no header: the proxy.
+        assert_eq!(
+            client_addr(
+                ip("10.1.1.1"),
+                &h(&["203.0.113.5, junk, 10.2.2.2"]),
+                &trusted
+            ),
+            ip("10.2.2.2")
+        );
+        assert_eq!(
+            client_addr(ip("10.1.1.1"), &h(&[]), &trusted),
+            ip("10.1.1.1")
+        );
+        // From anyone else the header is ignored.
+        assert_eq!(
+            client_addr(ip("198.51.100.1"), &h(&["203.0.113.5"]), &trusted),
+            ip("198.51.100.1")
+        );
+        assert_eq!(
+            client_addr(ip("10.1.1.1"), &h(&["203.0.113.5"]), &[]),
+            ip("10.1.1.1")
+        );
     }
 }

@@ -83,9 +83,32 @@ pub fn router(state: Arc<AppState>) -> Router {
             Arc::clone(&state),
             crate::http::embed::origins,
         ))
-        .with_state(state)
+        .with_state(Arc::clone(&state))
         .layer(middleware::map_response(no_store))
+        .layer(middleware::from_fn_with_state(
+            Arc::new(state.config.server.trusted_networks().unwrap_or_default()),
+            client_address,
+        ))
         .layer(middleware::from_fn(request_context))
+}
+
+/// Sets the request's [`ClientAddr`](crate::http::conn::ClientAddr): the TCP peer, or what the
+/// trusted proxies in front of sluice say (`server.trusted_proxies`).
+async fn client_address(
+    State(trusted): State<Arc<Vec<ipnet::IpNet>>>,
+    mut req: axum::extract::Request,
+    next: middleware::Next,
+) -> Response {
+    let peer = req
+        .extensions()
+        .get::<axum::extract::ConnectInfo<crate::http::conn::ClientConn>>()
+        .map(|ci| ci.0.addr.ip());
+    if let Some(peer) = peer {
+        let addr = crate::http::conn::client_addr(peer, req.headers(), &trusted);
+        req.extensions_mut()
+            .insert(crate::http::conn::ClientAddr(addr));
+    }
+    next.run(req).await
 }
 
 /// Every answer is for one caller: never kept by a shared cache (answers, audit records,
