@@ -1360,17 +1360,12 @@ fn flatten_and<'n>(e: &'n N, out: &mut Vec<&'n N>) {
 /// PostgreSQL's own text for `SELECT WHERE <e>` (locations and formatting dropped), for
 /// comparing a conjunct with the one expected.
 fn deparse_where(e: &N) -> Result<String, String> {
-    let stmt = pb::SelectStmt {
+    deparse(pb::SelectStmt {
         where_clause: Some(Box::new(pb::Node {
             node: Some(e.clone()),
         })),
-        op: pb::SetOperation::SetopNone as i32,
-        limit_option: pb::LimitOption::Default as i32,
         ..Default::default()
-    };
-    N::SelectStmt(Box::new(stmt))
-        .deparse(Default::default())
-        .map_err(|e| format!("deparse: {e}"))
+    })
 }
 
 /// [`deparse_where`] of the conjunct a row filter expects, as PostgreSQL parses sqlparser's
@@ -1390,11 +1385,18 @@ fn expected_where(e: &sqlparser::ast::Expr) -> Result<String, String> {
 /// PostgreSQL's own text for a select list (locations and formatting dropped), for comparing two
 /// parse trees.
 fn deparse_target_list(list: &[pb::Node]) -> Result<String, String> {
-    let stmt = pb::SelectStmt {
+    deparse(pb::SelectStmt {
         target_list: list.to_vec(),
+        ..Default::default()
+    })
+}
+
+/// PostgreSQL's text of a plain `SELECT` made of the parts `stmt` sets.
+fn deparse(stmt: pb::SelectStmt) -> Result<String, String> {
+    let stmt = pb::SelectStmt {
         op: pb::SetOperation::SetopNone as i32,
         limit_option: pb::LimitOption::Default as i32,
-        ..Default::default()
+        ..stmt
     };
     N::SelectStmt(Box::new(stmt))
         .deparse(Default::default())

@@ -210,16 +210,8 @@ fn run(cli: Cli) -> Result<(), StartupError> {
                     .map_err(|e| StartupError(format!("--attributes: not a JSON object: {e}")))?;
             let mut values = sluice_policy::Attributes::new();
             for (name, v) in &given {
-                let ty = types
-                    .get(name)
-                    .copied()
-                    .unwrap_or(sluice_policy::AttributeType::Text);
-                let value = sluice_policy::AttributeValue::from_json(v, ty).ok_or_else(|| {
-                    StartupError(format!(
-                        "--attributes: {name} must be {}",
-                        crate::auth::jwt::describe(ty)
-                    ))
-                })?;
+                let value = crate::auth::jwt::attribute_value(name, v, &types)
+                    .map_err(|why| StartupError(format!("--attributes: {why}")))?;
                 values.insert(name.clone(), value);
             }
             let caller = sluice_policy::Caller {

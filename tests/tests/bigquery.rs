@@ -321,12 +321,7 @@ columns = ["tenant_id", "id"]
     sluice
         .assert_row_filters("sales", ["tenant_id", "id", "region", "account_id"])
         .await;
-    let regional = sluice.token_with(
-        "alice",
-        "A",
-        &["analyst"],
-        json!({"region": "emea", "accounts": [1, 3]}),
-    );
+    let regional = sluice.regional();
     let r = sluice
         .query(&regional, "SELECT id FROM sales ORDER BY id")
         .await;

@@ -268,12 +268,7 @@ columns = ["TENANT_ID", "ID"]
     sluice
         .assert_row_filters("SALES", ["TENANT_ID", "ID", "REGION", "ACCOUNT_ID"])
         .await;
-    let regional = sluice.token_with(
-        "alice",
-        "A",
-        &["analyst"],
-        json!({"region": "emea", "accounts": [1, 3]}),
-    );
+    let regional = sluice.regional();
     let r = sluice
         .query(&regional, "SELECT ID FROM SALES ORDER BY ID")
         .await;

@@ -263,20 +263,12 @@ pub fn map_claims(
     let groups = groups_claim(claims, &names.groups)?;
     let mut attributes = BTreeMap::new();
     for name in names.attributes.iter().take(MAX_ATTRIBUTES) {
-        let ty = types.get(name).copied().unwrap_or(AttributeType::Text);
         match claims.get(name) {
             None | Some(Value::Null) => {}
-            Some(v) => match AttributeValue::from_json(v, ty) {
-                Some(value) => {
-                    attributes.insert(name.clone(), value);
-                }
-                None => {
-                    return Err(AuthError::BadClaims(format!(
-                        "{name} must be {}",
-                        describe(ty)
-                    )));
-                }
-            },
+            Some(v) => {
+                let value = attribute_value(name, v, types).map_err(AuthError::BadClaims)?;
+                attributes.insert(name.clone(), value);
+            }
         }
     }
     Ok(Principal {
@@ -287,6 +279,18 @@ pub fn map_claims(
         method,
         session_id: None,
     })
+}
+
+/// The JSON value of attribute `name` (a claim, a ticket field, a CLI argument) as its declared
+/// type (`types`; text when not declared), or why not: `"<name> must be …"`. The one reading
+/// of attribute values every credential shares.
+pub fn attribute_value(
+    name: &str,
+    v: &Value,
+    types: &BTreeMap<String, AttributeType>,
+) -> Result<AttributeValue, String> {
+    let ty = types.get(name).copied().unwrap_or(AttributeType::Text);
+    AttributeValue::from_json(v, ty).ok_or_else(|| format!("{name} must be {}", describe(ty)))
 }
 
 /// What a claim of type `ty` must hold, for error messages.

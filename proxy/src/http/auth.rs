@@ -392,18 +392,11 @@ async fn ticket_for(
     let types = state.config.auth.attribute_types().unwrap_or_default();
     let mut attributes = BTreeMap::new();
     for (name, v) in &request.attributes {
-        let ty = types
-            .get(name)
-            .copied()
-            .unwrap_or(sluice_policy::AttributeType::Text);
-        let value = sluice_policy::AttributeValue::from_json(v, ty)
-            .filter(|_| valid_name(name))
-            .ok_or_else(|| {
-                bad(format!(
-                    "attributes.{name} must be {}",
-                    crate::auth::jwt::describe(ty)
-                ))
-            })?;
+        if !valid_name(name) {
+            return Err(bad("attribute names must be non-empty strings".into()));
+        }
+        let value = crate::auth::jwt::attribute_value(name, v, &types)
+            .map_err(|why| bad(format!("attributes.{why}")))?;
         attributes.insert(name.clone(), value);
     }
     if !service.may_mint_for(&request.tenant) {

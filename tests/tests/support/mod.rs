@@ -199,6 +199,17 @@ impl OauthSluice {
         .unwrap()
     }
 
+    /// Alice of tenant A, an analyst of region `emea` managing accounts 1 and 3: the caller
+    /// [`OauthSluice::assert_row_filters`] filters.
+    pub fn regional(&self) -> String {
+        self.token_with(
+            "alice",
+            "A",
+            &["analyst"],
+            json!({"region": "emea", "accounts": [1, 3]}),
+        )
+    }
+
     /// Row filters through a warehouse, for a table `t` (`tenant, id, region, account`
     /// columns named `c`, filtered `region = attr.region` and `account IN attr.accounts`, both
     /// except for `managers`) holding [`SALES_ROWS`]: alice's answers with attributes equal
@@ -206,12 +217,7 @@ impl OauthSluice {
     /// (exempt); no attribute is refused; an empty list sees nothing. `user` is connected.
     pub async fn assert_row_filters(&self, t: &str, c: [&str; 4]) -> serde_json::Value {
         let [_, id, region, account] = c;
-        let filtered = self.token_with(
-            "alice",
-            "A",
-            &["analyst"],
-            json!({"region": "emea", "accounts": [1, 3]}),
-        );
+        let filtered = self.regional();
         let manager = self.token_with("alice", "A", &["analyst", "managers"], json!({}));
         let rows = |b: &serde_json::Value| b["rows"].clone();
         for (plain, explicit) in [
